@@ -1,0 +1,28 @@
+# The two commands of the quick start are `make demo` and `make test`; both set up everything
+# they need first (scripts/bootstrap.sh).
+VENV := .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: demo test check lint bench firmware clean setup
+
+setup:
+	@scripts/bootstrap.sh
+
+demo: setup
+	$(BIN)/sot demo $(ARGS)
+
+test:
+	@scripts/bootstrap.sh --browser
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check gateway hil_tests
+
+firmware: setup
+	$(BIN)/sot firmware build
+
+check: lint test
+
+clean:
+	rm -rf build .pytest_cache

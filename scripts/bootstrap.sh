@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One set-up step shared by `make demo`, `make test` and CI: a virtual environment with the
+# pinned Python dependencies, plus the system programs the product runs for real (Mosquitto as
+# the broker; Chromium for the browser checks when asked for). Installs with apt-get when run as
+# root; otherwise stops with a message that names what to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_browser=0
+for arg in "$@"; do
+    case "$arg" in
+        --browser) want_browser=1 ;;
+        *) echo "bootstrap: unknown option $arg" >&2; exit 2 ;;
+    esac
+done
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "bootstrap: Python 3.11 or newer is needed (found: $("$PY" --version 2>&1))." >&2
+    exit 1
+fi
+
+# --- system packages -------------------------------------------------------------------------
+missing=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+have mosquitto || missing+=(mosquitto)
+if [ "$want_browser" = 1 ]; then have chromium || missing+=(chromium); fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bootstrap: installing ${missing[*]} with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # The Debian package may start a system-wide broker on port 1883; the product never uses
+        # it (every run starts its own on 127.0.0.1 and a free port), so it is left alone.
+    else
+        echo "bootstrap: missing system packages: ${missing[*]}" >&2
+        echo "  install them with:  sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+# --- Python environment ----------------------------------------------------------------------
+stamp=.venv/.installed
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv"
+    "$PY" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "bootstrap: installing pinned dependencies into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    touch "$stamp"
+fi
