@@ -1,0 +1,469 @@
+"""Host-side configuration: device profiles and sites.
+
+`config/` is the single source of register maps and site layout. This module reads the
+human-written TOML, validates it with errors that name the file, the entry and the key, packs
+each device's points into read blocks, and compiles one site into the compact JSON the
+controller loads from flash. The plant simulator is built from the same `Profile` objects, so a
+register map is never written twice.
+
+Compiled site JSON (what `firmware/sot/config.py` reads; field names are short on purpose, the
+controller has a 64 KiB heap):
+
+    {"site": "are-kall", "name": "Kall", "municipality": "Åre", "hash": "3f2a...",
+     "mqtt": {"host", "port", "keepalive_s", "heartbeat_s", "user", "password"},
+     "buses": [{"name", "port", "baud", "timeout_ms", "poll_ms"}],
+     "devices": [{"name", "kind", "profile", "bus", "unit",
+                  "blocks": [[function, start, count], ...],
+                  "points": [{"n": name, "b": block index, "o": offset in block,
+                              "t": "u16|s16|u32|s32|f32", "w": 1 if low word first,
+                              "s": scale, "r": [min, max] or null,
+                              "inv": [[lo, hi], ...] raw sentinel ranges,
+                              "e": {"<raw>": "label"} or null}]}],
+     "grid": {...}, "genset": {...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "config"
+
+TYPES = {"u16": 1, "s16": 1, "u32": 2, "s32": 2, "f32": 2}
+FUNCTIONS = {1: "coils", 2: "discrete inputs", 3: "holding registers", 4: "input registers"}
+DEVICE_KINDS = ("genset", "grid_meter", "tank_gauge", "pump")
+# DSE GenComm "n/a" band: the top eight codes of each type's range (unimplemented, over/under
+# range, transducer fault, bad data, ...). Raw values in the band are never numbers.
+DSE_SENTINELS = {
+    "u16": [[0xFFF8, 0xFFFF]],
+    "s16": [[0x7FF8, 0x7FFF]],
+    "u32": [[0xFFFFFFF8, 0xFFFFFFFF]],
+    "s32": [[0x7FFFFFF8, 0x7FFFFFFF]],
+    "f32": [],
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, located precisely enough for a technician to fix it."""
+
+    def __init__(self, path: Path | str, entry: str, key: str | None, message: str) -> None:
+        self.path = str(path)
+        self.entry = entry
+        self.key = key
+        self.message = message
+        where = f"{_rel(path)}: {entry}"
+        if key:
+            where += f": key '{key}'"
+        super().__init__(f"{where}: {message}")
+
+
+def _rel(path: Path | str) -> str:
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(p)
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, "file", None, "not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "file", None, f"not valid TOML: {e}") from None
+
+
+class _Reader:
+    """Typed access to one TOML table; every failure names file, entry and key."""
+
+    def __init__(self, path: Path, entry: str, table: Any, known: set[str]) -> None:
+        self.path, self.entry = path, entry
+        if not isinstance(table, dict):
+            raise ConfigError(path, entry, None, "must be a table")
+        self.table = table
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(path, entry, unknown[0], f"unknown key (allowed: {', '.join(sorted(known))})")
+
+    def fail(self, key: str | None, message: str) -> ConfigError:
+        return ConfigError(self.path, self.entry, key, message)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, lo: float | None = None,
+            hi: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
+        if key not in self.table:
+            if default is ...:
+                raise self.fail(key, "missing")
+            return default
+        value = self.table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(key, f"must be {_kind_name(kinds)}, not true/false")
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds):
+            raise self.fail(key, f"must be {_kind_name(kinds)}, got {value!r}")
+        if choices is not None and value not in choices:
+            raise self.fail(key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        if lo is not None and value < lo or hi is not None and value > hi:
+            raise self.fail(key, f"must be between {lo:g} and {hi:g}, got {value!r}")
+        return value
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+# --- device profiles -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str
+    function: int
+    address: int
+    type: str
+    scale: float = 1.0
+    unit: str = ""
+    range: tuple[float, float] | None = None
+    invalid: tuple[tuple[int, int], ...] = ()
+    enum: dict[int, str] | None = None
+    word_order: str = "big"
+    source: str = ""
+    sim: Any = None
+
+    @property
+    def count(self) -> int:
+        return TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class Profile:
+    id: str
+    kind: str
+    title: str
+    source: str
+    default_unit: int
+    max_gap: int
+    max_block: int
+    points: tuple[Point, ...]
+    path: Path = field(compare=False)
+
+    def point(self, name: str) -> Point:
+        for p in self.points:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def blocks(self) -> list[tuple[int, int, int]]:
+        """Pack the points into as few reads as the profile's gap and size limits allow.
+
+        Points of one function code are sorted by address; the next point joins the current block
+        when the registers skipped to reach it are at most `max_gap` and the block stays within
+        `max_block` registers. Returns [(function, start, count)].
+        """
+        blocks: list[tuple[int, int, int]] = []
+        for fc in sorted({p.function for p in self.points}):
+            cur: list[int] | None = None
+            for p in sorted((p for p in self.points if p.function == fc), key=lambda p: p.address):
+                end = p.address + p.count
+                if cur is not None and p.address - (cur[1] + cur[2]) <= self.max_gap \
+                        and end - cur[1] <= self.max_block:
+                    cur[2] = max(cur[2], end - cur[1])
+                else:
+                    if cur is not None:
+                        blocks.append((cur[0], cur[1], cur[2]))
+                    cur = [fc, p.address, p.count]
+            if cur is not None:
+                blocks.append((cur[0], cur[1], cur[2]))
+        return blocks
+
+
+def load_profile(path: Path) -> Profile:
+    data = _load_toml(path)
+    top = _Reader(path, "file", data, {"profile", "point"})
+    head = _Reader(path, "[profile]", top.get("profile", dict),
+                   {"id", "kind", "title", "source", "default_unit", "function", "word_order",
+                    "max_gap", "max_block", "sentinel"})
+    pid = head.get("id", str)
+    if pid != path.stem:
+        raise head.fail("id", f"must match the file name '{path.stem}', got {pid!r}")
+    kind = head.get("kind", str, choices=DEVICE_KINDS)
+    function = head.get("function", int, 3, choices=tuple(FUNCTIONS))
+    word_order = head.get("word_order", str, "big", choices=("big", "little"))
+    sentinel = head.get("sentinel", str, "none", choices=("none", "dse"))
+    raw_points = top.get("point", list)
+    if not raw_points:
+        raise top.fail("point", "a profile needs at least one [[point]]")
+    points: list[Point] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(raw_points):
+        entry = f"point #{i + 1}"
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+            entry = f"point '{raw['name']}'"
+        r = _Reader(path, entry, raw, {"name", "address", "type", "function", "scale", "unit",
+                                        "range", "invalid", "enum", "source", "sim", "word_order"})
+        name = r.get("name", str)
+        if not name.isidentifier():
+            raise r.fail("name", "must be a lower-case identifier such as fuel_level")
+        if name in seen:
+            raise r.fail("name", f"duplicate point name (also point #{seen[name] + 1})")
+        seen[name] = i
+        ptype = r.get("type", str, choices=tuple(TYPES))
+        rng = r.get("range", list, None)
+        if rng is not None:
+            if len(rng) != 2 or not all(isinstance(x, int | float) and not isinstance(x, bool)
+                                        for x in rng) or rng[0] >= rng[1]:
+                raise r.fail("range", "must be [min, max] with min < max")
+            rng = (float(rng[0]), float(rng[1]))
+        invalid = [tuple(x) for x in DSE_SENTINELS[ptype]] if sentinel == "dse" else []
+        for pair in r.get("invalid", list, []):
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair)
+                    and pair[0] <= pair[1]):
+                raise r.fail("invalid", "must be a list of [low, high] raw ranges")
+            invalid.append((pair[0], pair[1]))
+        enum = None
+        raw_enum = r.get("enum", dict, None)
+        if raw_enum is not None:
+            enum = {}
+            for k, v in raw_enum.items():
+                if not k.isdigit() or not isinstance(v, str):
+                    raise r.fail("enum", f"entries must be <raw integer> = \"label\", got {k} = {v!r}")
+                enum[int(k)] = v
+        scale = r.get("scale", float, 1.0)
+        if scale == 0:
+            raise r.fail("scale", "must not be 0")
+        points.append(Point(
+            name=name,
+            function=r.get("function", int, function, choices=(3, 4)),
+            address=r.get("address", int, lo=0, hi=0xFFFF),
+            type=ptype, scale=scale, unit=r.get("unit", str, ""), range=rng,
+            invalid=tuple(invalid), enum=enum,
+            word_order=r.get("word_order", str, word_order, choices=("big", "little")),
+            source=r.get("source", str, ""), sim=r.get("sim", (int, float, str), None),
+        ))
+    # Two points may not claim the same register.
+    claimed: dict[tuple[int, int], str] = {}
+    for p in points:
+        for a in range(p.address, p.address + p.count):
+            other = claimed.get((p.function, a))
+            if other:
+                raise ConfigError(path, f"point '{p.name}'", "address",
+                                  f"register {a} is also used by point '{other}'")
+            claimed[(p.function, a)] = p.name
+    return Profile(
+        id=pid, kind=kind, title=head.get("title", str), source=head.get("source", str),
+        default_unit=head.get("default_unit", int, 1, lo=1, hi=247),
+        max_gap=head.get("max_gap", int, 8, lo=0, hi=120),
+        max_block=head.get("max_block", int, 60, lo=1, hi=125),
+        points=tuple(points), path=path,
+    )
+
+
+def load_profiles(config_dir: Path = CONFIG_DIR) -> dict[str, Profile]:
+    profiles = {}
+    for path in sorted((config_dir / "devices").glob("*.toml")):
+        p = load_profile(path)
+        profiles[p.id] = p
+    return profiles
+
+
+# --- sites -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    profile: Profile
+    bus: str
+    unit: int
+
+
+@dataclass(frozen=True)
+class Bus:
+    name: str
+    port: str
+    baud: int
+    timeout_ms: int
+    poll_ms: int
+
+
+@dataclass(frozen=True)
+class Site:
+    id: str
+    name: str
+    municipality: str
+    lat: float
+    lon: float
+    mqtt: dict[str, Any]
+    buses: tuple[Bus, ...]
+    devices: tuple[Device, ...]
+    grid: dict[str, Any]
+    genset: dict[str, Any]
+    path: Path = field(compare=False)
+
+    def device(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+
+def _slug_ok(s: str) -> bool:
+    return bool(s) and all(c.islower() or c.isdigit() or c == "-" for c in s) and s[0].isalpha()
+
+
+def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
+    data = _load_toml(path)
+    top = _Reader(path, "file", data, {"site", "mqtt", "bus", "device", "grid", "genset"})
+    s = _Reader(path, "[site]", top.get("site", dict), {"id", "name", "municipality", "lat", "lon"})
+    sid = s.get("id", str)
+    if not _slug_ok(sid) or "/" in sid:
+        raise s.fail("id", "must be a slug of a-z, 0-9 and '-' such as are-kall")
+    if sid != path.stem:
+        raise s.fail("id", f"must match the file name '{path.stem}', got {sid!r}")
+    m = _Reader(path, "[mqtt]", top.get("mqtt", dict, {}),
+                {"host", "port", "keepalive_s", "heartbeat_s", "user", "password"})
+    mqtt = {
+        "host": m.get("host", str, "127.0.0.1"),
+        "port": m.get("port", int, 1883, lo=1, hi=65535),
+        "keepalive_s": m.get("keepalive_s", int, 30, lo=5, hi=600),
+        "heartbeat_s": m.get("heartbeat_s", int, 30, lo=5, hi=3600),
+        "user": m.get("user", str, None),
+        "password": m.get("password", str, None),
+    }
+    buses: list[Bus] = []
+    for i, raw in enumerate(top.get("bus", list)):
+        r = _Reader(path, f"bus #{i + 1}", raw, {"name", "port", "baud", "timeout_ms", "poll_ms"})
+        name = r.get("name", str)
+        r.entry = f"bus '{name}'"
+        if any(b.name == name for b in buses):
+            raise r.fail("name", "duplicate bus name")
+        buses.append(Bus(name=name, port=r.get("port", str),
+                         baud=r.get("baud", int, 9600, choices=(1200, 2400, 4800, 9600, 19200, 38400,
+                                                               57600, 115200)),
+                         timeout_ms=r.get("timeout_ms", int, 1000, lo=50, hi=10000),
+                         poll_ms=r.get("poll_ms", int, 1000, lo=100, hi=60000)))
+    devices: list[Device] = []
+    for i, raw in enumerate(top.get("device", list)):
+        r = _Reader(path, f"device #{i + 1}", raw, {"name", "profile", "bus", "unit"})
+        name = r.get("name", str)
+        r.entry = f"device '{name}'"
+        if any(d.name == name for d in devices):
+            raise r.fail("name", "duplicate device name")
+        pid = r.get("profile", str)
+        if pid not in profiles:
+            raise r.fail("profile", f"no profile '{pid}' in config/devices/ "
+                                    f"(have: {', '.join(sorted(profiles))})")
+        bus = r.get("bus", str)
+        if not any(b.name == bus for b in buses):
+            raise r.fail("bus", f"no [[bus]] named '{bus}'")
+        unit = r.get("unit", int, profiles[pid].default_unit, lo=1, hi=247)
+        for d in devices:
+            if d.bus == bus and d.unit == unit:
+                raise r.fail("unit", f"unit id {unit} on bus '{bus}' is already used by device '{d.name}'")
+        devices.append(Device(name=name, profile=profiles[pid], bus=bus, unit=unit))
+    kinds = [d.profile.kind for d in devices]
+    for needed in ("genset",):
+        if needed not in kinds:
+            raise top.fail("device", f"a site needs a {needed} device")
+    g = _Reader(path, "[grid]", top.get("grid", dict, {}),
+                {"nominal_v", "tolerance_pct", "f_min", "f_max", "debounce_s"})
+    grid = {
+        "nominal_v": g.get("nominal_v", float, 230.0, lo=100, hi=500),
+        "tolerance_pct": g.get("tolerance_pct", float, 10.0, lo=1, hi=30),
+        "f_min": g.get("f_min", float, 47.5, lo=40, hi=70),
+        "f_max": g.get("f_max", float, 52.0, lo=40, hi=70),
+        "debounce_s": g.get("debounce_s", float, 3.0, lo=0, hi=600),
+    }
+    if grid["f_min"] >= grid["f_max"]:
+        raise g.fail("f_min", "must be below f_max")
+    gs = _Reader(path, "[genset]", top.get("genset", dict),
+                 {"rated_kw", "tank_litres", "burn_lph", "start_timeout_s"})
+    genset = {
+        "rated_kw": gs.get("rated_kw", float, lo=1, hi=5000),
+        "tank_litres": gs.get("tank_litres", float, lo=10, hi=100000),
+        "burn_lph": gs.get("burn_lph", float, lo=0.1, hi=1000),
+        "start_timeout_s": gs.get("start_timeout_s", float, 30.0, lo=5, hi=600),
+    }
+    return Site(id=sid, name=s.get("name", str), municipality=s.get("municipality", str),
+                lat=s.get("lat", float, lo=-90, hi=90), lon=s.get("lon", float, lo=-180, hi=180),
+                mqtt=mqtt, buses=tuple(buses), devices=tuple(devices), grid=grid, genset=genset,
+                path=path)
+
+
+def load_sites(config_dir: Path = CONFIG_DIR, profiles: dict[str, Profile] | None = None) -> dict[str, Site]:
+    profiles = load_profiles(config_dir) if profiles is None else profiles
+    return {s.id: s for s in (load_site(p, profiles) for p in sorted((config_dir / "sites").glob("*.toml")))}
+
+
+# --- compile for the controller --------------------------------------------------------------
+
+
+def compile_device(dev: Device) -> dict[str, Any]:
+    blocks = dev.profile.blocks()
+    points = []
+    for p in dev.profile.points:
+        bi = next(i for i, (fc, start, count) in enumerate(blocks)
+                  if fc == p.function and start <= p.address and p.address + p.count <= start + count)
+        cp: dict[str, Any] = {"n": p.name, "b": bi, "o": p.address - blocks[bi][1], "t": p.type}
+        if p.count == 2 and p.word_order == "little":
+            cp["w"] = 1
+        if p.scale != 1.0:
+            cp["s"] = p.scale
+        if p.range is not None:
+            cp["r"] = list(p.range)
+        if p.invalid:
+            cp["inv"] = [list(x) for x in p.invalid]
+        if p.enum is not None:
+            cp["e"] = {str(k): v for k, v in p.enum.items()}
+        points.append(cp)
+    return {"name": dev.name, "kind": dev.profile.kind, "profile": dev.profile.id, "bus": dev.bus,
+            "unit": dev.unit, "blocks": [list(b) for b in blocks], "points": points}
+
+
+def compile_site(site: Site, *, bus_ports: dict[str, str] | None = None,
+                 mqtt: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The controller's config.json. `bus_ports` and `mqtt` override the wiring, which is how the
+    simulator and the HIL rig point a controller at pty links and a private broker."""
+    bus_ports = bus_ports or {}
+    out: dict[str, Any] = {
+        "site": site.id, "name": site.name, "municipality": site.municipality,
+        "mqtt": {**site.mqtt, **(mqtt or {})},
+        "buses": [{"name": b.name, "port": bus_ports.get(b.name, b.port), "baud": b.baud,
+                   "timeout_ms": b.timeout_ms, "poll_ms": b.poll_ms} for b in site.buses],
+        "devices": [compile_device(d) for d in site.devices],
+        "grid": site.grid, "genset": site.genset,
+    }
+    out["hash"] = config_hash(out)
+    return out
+
+
+def config_hash(compiled: dict[str, Any]) -> str:
+    body = {k: v for k, v in compiled.items() if k not in ("hash", "mqtt")}
+    # The wiring (pty paths, broker address) is not part of what the site *is*.
+    body["buses"] = [{k: v for k, v in b.items() if k != "port"} for b in body.get("buses", [])]
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def to_json(compiled: dict[str, Any]) -> str:
+    return json.dumps(compiled, separators=(",", ":"), ensure_ascii=False)
+
+
+def check_all(config_dir: Path = CONFIG_DIR) -> list[str]:
+    """Validate every profile and site; returns a summary line per file."""
+    profiles = load_profiles(config_dir)
+    lines = [f"ok  {_rel(p.path)}: {len(p.points)} points in {len(p.blocks())} read blocks"
+             for p in profiles.values()]
+    for s in load_sites(config_dir, profiles).values():
+        lines.append(f"ok  {_rel(s.path)}: {len(s.devices)} devices on {len(s.buses)} bus(es)")
+    return lines
