@@ -1,0 +1,2 @@
+# SOT-punkt controller firmware.
+VERSION = "0.1.0"

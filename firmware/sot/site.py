@@ -1,0 +1,243 @@
+# Site logic: turns device readings into what a shop clerk and the municipality need to know
+# (grid, generator, fuel, site mode, capability) and the events between those states.
+#
+# Pure logic: `update(now)` reads the Device snapshots kept by the bus owners and returns the
+# events of this step; the clock is passed in, so tests drive it with made-up times. Nothing here
+# touches hardware or the network.
+
+GRID_LOST_V = 50  # below this on every measured phase the grid is absent, not just out of limits
+
+
+class Site:
+    def __init__(self, cfg, devices):
+        self.cfg = cfg
+        self.grid_cfg = cfg["grid"]
+        self.gen_cfg = cfg["genset"]
+        self.devices = devices  # name -> bus.Device
+        self.meter = self._first("grid_meter")
+        self.genset = self._first("genset")
+        self.tanks = self._first("tank_gauge")
+        # grid: committed state, the candidate waiting out the debounce, and when things began
+        self.grid = None
+        self.grid_since = None
+        self._grid_cand = None
+        self._grid_cand_since = None
+        self.grid_v = None
+        self.grid_f = None
+        self.grid_src = None
+        self.outage_start = None
+        # generator
+        self.gen = None
+        self.gen_since = None
+        self.failed_to_start = False
+        self.mode = None
+        self._dev_online = {}
+
+    def _first(self, kind):
+        for d in self.devices.values():
+            if d.kind == kind:
+                return d
+        return None
+
+    # --- grid ----------------------------------------------------------------------------------
+
+    def _grid_reading(self):
+        """(voltages, frequency, source) from the grid meter, else the genset's mains sensing."""
+        m = self.meter
+        if m is not None and m.online:
+            vs = [m.get(k) for k in ("voltage_l1", "voltage_l2", "voltage_l3")]
+            vs = [v for v in vs if v is not None]
+            f = m.get("frequency")
+            if vs and f is not None:
+                return vs, f, "grid"
+        g = self.genset
+        if g is not None and g.online:
+            v = g.get("mains_voltage_l1")
+            f = g.get("mains_frequency")
+            if v is not None and f is not None:
+                return [v], f, "genset"
+        return None, None, None
+
+    def _classify(self, vs, f):
+        c = self.grid_cfg
+        if vs is None:
+            return "unknown"
+        if max(vs) < GRID_LOST_V:
+            return "lost"
+        lo = c["nominal_v"] * (1 - c["tolerance_pct"] / 100)
+        hi = c["nominal_v"] * (1 + c["tolerance_pct"] / 100)
+        for v in vs:
+            if v < lo or v > hi:
+                return "rejected"
+        if f < c["f_min"] or f > c["f_max"]:
+            return "rejected"
+        return "ok"
+
+    def _update_grid(self, now, events):
+        vs, f, src = self._grid_reading()
+        self.grid_v = vs[0] if vs else None
+        self.grid_f = f
+        self.grid_src = src
+        raw = self._classify(vs, f)
+        if self.grid is None or raw == "unknown":
+            # Start-up (or meter silent): take the reading as it is, with no event, so a reboot
+            # during an outage does not announce a false "restored" or a second "lost".
+            if raw != self.grid:
+                self.grid = raw
+                self.grid_since = now
+                if raw in ("lost", "rejected") and self.outage_start is None:
+                    self.outage_start = now
+            self._grid_cand = None
+            return
+        if raw == self.grid:
+            self._grid_cand = None
+            return
+        if raw != self._grid_cand:
+            self._grid_cand = raw
+            self._grid_cand_since = now
+        if now - self._grid_cand_since < self.grid_cfg["debounce_s"]:
+            return  # a flicker until it has lasted the debounce time
+        old = self.grid
+        self.grid = raw
+        self.grid_since = self._grid_cand_since
+        self._grid_cand = None
+        was_down = old in ("lost", "rejected")
+        is_down = raw in ("lost", "rejected")
+        if is_down and not was_down:
+            self.outage_start = self.grid_since
+            self.failed_to_start = False
+            events.append(("grid_lost", {"state": raw, "v": self.grid_v, "f": f}))
+        elif raw == "ok" and was_down:
+            start = self.outage_start
+            self.outage_start = None
+            self.failed_to_start = False
+            events.append(("grid_restored", {"v": self.grid_v, "f": f,
+                                             "outage_s": None if start is None else int(self.grid_since - start)}))
+
+    # --- generator -----------------------------------------------------------------------------
+
+    def _update_gen(self, now, events):
+        g = self.genset
+        state = g.get("engine_state") if g is not None and g.online else None
+        if state is None:
+            state = "unknown"
+        if self.failed_to_start and state != "running":
+            state = "fault"
+        if state != self.gen:
+            old = self.gen
+            self.gen = state
+            prev_since = self.gen_since
+            self.gen_since = now
+            if state == "running" and old is not None:
+                after = None if self.outage_start is None else int(now - self.outage_start)
+                events.append(("gen_running", {"after_s": after}))
+            elif old == "running":
+                events.append(("gen_stopped", {"run_s": None if prev_since is None else int(now - prev_since)}))
+        down = self.grid in ("lost", "rejected")
+        if (down and not self.failed_to_start and self.gen != "running" and self.outage_start is not None
+                and now - self.outage_start >= self.gen_cfg["start_timeout_s"]):
+            self.failed_to_start = True
+            mode = g.get("control_mode") if g is not None else None
+            events.append(("gen_failed_to_start", {"state": self.gen, "mode": mode,
+                                                   "waited_s": int(now - self.outage_start)}))
+            self.gen = "fault"
+            self.gen_since = now
+
+    # --- mode ----------------------------------------------------------------------------------
+
+    def _update_devices(self, events):
+        for d in self.devices.values():
+            was = self._dev_online.get(d.name)
+            if d.online is None:
+                continue
+            if was is not None and was != d.online:
+                events.append(("device_online" if d.online else "device_offline", {"device": d.name}))
+            self._dev_online[d.name] = d.online
+
+    def _compute_mode(self):
+        any_offline = False
+        for d in self.devices.values():
+            if d.online is False:
+                any_offline = True
+        if self.grid in ("lost", "rejected"):
+            if self.gen == "running":
+                return "on_backup"
+            if self.failed_to_start or self.gen == "fault":
+                return "backup_failed"
+            return "grid_lost"
+        if self.grid == "ok" and not any_offline:
+            return "normal"
+        return "degraded"
+
+    def update(self, now):
+        """Advance the logic to `now` (epoch seconds); returns [(event type, data), ...]."""
+        events = []
+        self._update_devices(events)
+        self._update_grid(now, events)
+        self._update_gen(now, events)
+        mode = self._compute_mode()
+        if mode != self.mode:
+            if self.mode is not None:
+                events.append(("mode_changed", {"from": self.mode, "to": mode}))
+            self.mode = mode
+        return events
+
+    # --- snapshot ------------------------------------------------------------------------------
+
+    def fuel(self, now):
+        g = self.genset
+        pct = g.get("fuel_level") if g is not None and g.online else None
+        burn = self.gen_cfg["burn_lph"]
+        if pct is None:
+            why = "offline" if g is None or not g.online else "invalid"
+            return {"pct": None, "litres": None, "burn_lph": burn, "hours_left": None,
+                    "refuel_by": None, "why": why}
+        litres = pct / 100 * self.gen_cfg["tank_litres"]
+        hours = litres / burn
+        running = self.gen == "running"
+        return {"pct": round(pct, 1), "litres": round(litres, 1), "burn_lph": burn,
+                "hours_left": round(hours, 1),
+                "refuel_by": int(now + hours * 3600) if running else None}
+
+    def discrete(self):
+        """The values whose change triggers an immediate state publish."""
+        g = self.genset
+        mode = g.get("control_mode") if g is not None and g.online else None
+        devs = tuple(d.online for d in self.devices.values())
+        return (self.mode, self.grid, self.gen, mode, devs)
+
+    def snapshot(self, now):
+        g = self.genset
+        gon = g is not None and g.online
+        grid = {"state": self.grid, "v": _r(self.grid_v), "f": _r(self.grid_f), "src": self.grid_src,
+                "since": self.grid_since}
+        if self.grid_v is None:
+            grid["why"] = "offline"
+        gen = {"state": self.gen, "mode": g.get("control_mode") if gon else None,
+               "battery_v": _r(g.get("battery_voltage")) if gon else None,
+               "run_hours": _r(g.get("run_hours")) if gon else None, "since": self.gen_since}
+        if not gon:
+            gen["why"] = "offline"
+        fuel = self.fuel(now)
+        tanks = {}
+        t = self.tanks
+        if t is not None:
+            for p in t.points:
+                name = p["n"]
+                if name.endswith("_litres"):
+                    v = t.get(name)
+                    tanks[name[:-7]] = None if v is None else int(v)
+        power = "grid" if self.grid == "ok" else "backup" if self.gen == "running" else \
+            "unknown" if self.grid == "unknown" else "none"
+        for_sale = power in ("grid", "backup") and any(v for v in tanks.values())
+        devices = {}
+        for d in self.devices.values():
+            devices[d.name] = "online" if d.online else "offline" if d.online is False else "unknown"
+        return {"mode": self.mode, "grid": grid, "genset": gen, "fuel": fuel, "tanks": tanks,
+                "devices": devices,
+                "capability": {"power": power, "hours_left": fuel["hours_left"],
+                               "fuel_for_sale": for_sale}}
+
+
+def _r(v):
+    return None if v is None else round(v, 1)

@@ -1,0 +1,155 @@
+# The telemetry session: the one task that owns the MQTT connection.
+#
+# Connect with the Will `status = lost` (retained), then publish `status = online`, `birth` and
+# `state`; afterwards `state` on every change of a discrete value and every heartbeat, and each
+# event as it happens. Every message carries (`boot`, `seq`); `seq` is given at publish time so
+# it increases by exactly one per message the broker accepted within this boot.
+#
+# The link may be down for hours (after a blackout the router often boots after the shop), so the
+# first connect is retried forever with a jittered exponential backoff, and events produced while
+# offline wait in a bounded queue in RAM. Dropped events are counted and reported in `birth`.
+# (The flash journal with end-to-end acknowledgements replaces that queue in the telemetry
+# issue; this is its seam.)
+import asyncio
+import json
+import random
+import time
+
+from sot import VERSION
+from sot.mqtt.client import MQTTClient
+
+QUEUE_MAX = 64
+BACKOFF_MIN_MS = 500
+BACKOFF_MAX_MS = 30000
+
+
+class Session:
+    def __init__(self, cfg, hal, boot, reset_cause, site, log=print):
+        self.cfg = cfg
+        self.hal = hal
+        self.boot = boot
+        self.reset_cause = reset_cause
+        self.site = site
+        self.log = log
+        m = cfg["mqtt"]
+        self.root = "sot/v1/" + cfg["site"]
+        self.heartbeat_ms = m["heartbeat_s"] * 1000
+        self.client = MQTTClient("sot-" + cfg["site"], hal.open_connection, m["host"], m["port"],
+                                 user=m.get("user"), password=m.get("password"),
+                                 keepalive=m["keepalive_s"], on_message=self._on_message)
+        self.seq = 0
+        self.bdseq = 0
+        self.events = []  # (ts, type, data) waiting to be published
+        self.dropped = 0
+        self.wake = asyncio.Event()
+        self.rebirth = False
+        self.state_dirty = True
+        self.published = 0
+        self.connected = False
+
+    # --- producers (site loop) -----------------------------------------------------------------
+
+    def event(self, ts, etype, data):
+        if len(self.events) >= QUEUE_MAX:
+            self.events.pop(0)
+            self.dropped += 1
+        self.events.append((ts, etype, data))
+        self.wake.set()
+
+    def state_changed(self):
+        self.state_dirty = True
+        self.wake.set()
+
+    # --- downlink -------------------------------------------------------------------------------
+
+    def _on_message(self, topic, payload, retained):
+        if topic == self.root + "/rebirth":
+            self.rebirth = True
+            self.wake.set()
+
+    # --- uplink ---------------------------------------------------------------------------------
+
+    async def _send(self, sub, body, retain=False):
+        body["boot"] = self.boot
+        body["seq"] = self.seq
+        if "ts" not in body:
+            body["ts"] = self.hal.epoch()
+        payload = json.dumps(body)
+        if len(payload) > 1024:
+            self.log("E telemetry: payload for", sub, "is", len(payload), "bytes, over 1 KiB; not sent")
+            return
+        await self.client.publish(self.root + "/" + sub, payload, qos=1, retain=retain)
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        self.published += 1
+
+    async def _birth(self):
+        c = self.cfg
+        devs = [{"name": d["name"], "profile": d["profile"], "unit": d["unit"], "bus": d["bus"]}
+                for d in c["devices"]]
+        await self._send("birth", {"fw": VERSION, "config": c["hash"], "name": c.get("name"),
+                                   "municipality": c.get("municipality"), "devices": devs,
+                                   "reset": self.reset_cause, "bdseq": self.bdseq,
+                                   "heartbeat_s": c["mqtt"]["heartbeat_s"], "dropped": self.dropped})
+
+    async def _state(self):
+        self.state_dirty = False
+        now = self.hal.epoch()
+        body = self.site.snapshot(now)
+        body["ts"] = now
+        await self._send("state", body, retain=True)
+
+    async def _connect(self):
+        self.bdseq += 1
+        will = (self.root + "/status",
+                json.dumps({"state": "lost", "boot": self.boot, "bdseq": self.bdseq}), 1, True)
+        await self.client.connect(will=will, clean_session=True)
+        await self.client.subscribe(self.root + "/rebirth", 1)
+        await self._send("status", {"state": "online", "bdseq": self.bdseq}, retain=True)
+        await self._birth()
+        await self._state()
+
+    async def _serve(self):
+        """Publish until the link dies (an exception or the client reporting it closed)."""
+        last_state = time.ticks_ms()
+        while self.client.connected:
+            if self.rebirth:
+                self.rebirth = False
+                await self._birth()
+                self.state_dirty = True
+            while self.events:
+                ts, etype, data = self.events[0]
+                await self._send("event", {"ts": ts, "type": etype, "data": data, "hist": False})
+                self.events.pop(0)
+            if self.state_dirty or time.ticks_diff(time.ticks_ms(), last_state) >= self.heartbeat_ms:
+                await self._state()
+                last_state = time.ticks_ms()
+            self.wake.clear()
+            wait = self.heartbeat_ms - time.ticks_diff(time.ticks_ms(), last_state)
+            try:
+                await asyncio.wait_for_ms(self.wake.wait(), max(50, min(wait, 1000)))
+            except asyncio.TimeoutError:
+                pass
+
+    async def run(self):
+        backoff = BACKOFF_MIN_MS
+        while True:
+            try:
+                await self._connect()
+                self.connected = True
+                self.log("I telemetry: connected to", self.cfg["mqtt"]["host"], self.cfg["mqtt"]["port"],
+                         "bdseq", self.bdseq)
+                backoff = BACKOFF_MIN_MS
+                await self._serve()
+            except Exception as e:  # noqa: BLE001 -- any failure means: drop the link, retry
+                if self.connected:
+                    self.log("W telemetry: link lost:", repr(e))
+                elif backoff == BACKOFF_MIN_MS:
+                    self.log("W telemetry: cannot connect:", repr(e))
+            self.connected = False
+            try:
+                await self.client.close()
+            except Exception:  # noqa: BLE001
+                pass
+            # Full jitter: after a regional blackout a whole municipality reconnects at once.
+            await asyncio.sleep_ms(BACKOFF_MIN_MS + random.getrandbits(16) % backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_MS)

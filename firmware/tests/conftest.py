@@ -1,0 +1,75 @@
+"""Collect firmware unit tests and run them under the real MicroPython interpreter.
+
+Each `firmware/tests/unit/test_*.py` is run once by `runner.py` in the unix port with a 64 KiB
+heap (the controller's budget); every `test_*` function becomes one pytest item whose outcome is
+what the interpreter printed for it. CPython never imports these files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIRMWARE = Path(__file__).resolve().parent.parent
+UNIT = FIRMWARE / "tests" / "unit"
+HEAP = "64k"
+
+
+def micropython() -> str:
+    exe = Path(sys.executable).parent / "micropython"
+    return str(exe) if exe.exists() else "micropython"
+
+
+def run_module(module: str, *names: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, MICROPYPATH=f".frozen:{UNIT}:{FIRMWARE}")
+    return subprocess.run([micropython(), "-X", f"heapsize={HEAP}", str(UNIT / "runner.py"), module,
+                           *names], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=str(FIRMWARE))
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector):
+    # Replaces pytest's own Python module collector for these files: CPython never imports them.
+    if module_path.parent == UNIT:
+        return MicroPythonModule.from_parent(parent, path=module_path)
+    return None
+
+
+class MicroPythonModule(pytest.File):
+    def collect(self):
+        self._result: subprocess.CompletedProcess[str] | None = None
+        names = re.findall(r"^(?:async\s+)?def\s+(test_\w+)\s*\(", self.path.read_text(), re.M)
+        for name in sorted(set(names)):
+            yield MicroPythonTest.from_parent(self, name=name)
+
+    def result(self) -> subprocess.CompletedProcess[str]:
+        if self._result is None:
+            self._result = run_module(self.path.stem)
+        return self._result
+
+
+class MicroPythonFailure(Exception):
+    pass
+
+
+class MicroPythonTest(pytest.Item):
+    def runtest(self) -> None:
+        res = self.parent.result()  # type: ignore[attr-defined]
+        lines = res.stdout.splitlines()
+        if f"PASS {self.name}" in lines:
+            return
+        raise MicroPythonFailure(
+            f"{self.name} did not pass under MicroPython (exit {res.returncode})\n"
+            f"--- stdout ---\n{res.stdout[-3000:]}\n--- stderr ---\n{res.stderr[-3000:]}")
+
+    def repr_failure(self, excinfo, style=None):  # type: ignore[override]
+        if isinstance(excinfo.value, MicroPythonFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, 0, f"micropython: {self.path.stem}::{self.name}"
