@@ -1,0 +1,116 @@
+"""A private Mosquitto broker on 127.0.0.1 for the demo and the tests.
+
+Mosquitto runs in the foreground with a generated config (`log_dest stderr`: its stdout is
+block-buffered) and is stopped by its process id. As root it drops to the `mosquitto` user, so
+its folder is made readable for that user.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def find_mosquitto() -> str:
+    for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/bin/mosquitto"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    raise RuntimeError("Mosquitto is not installed: run `make test` as root once, or "
+                       "`sudo apt-get install mosquitto`")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """Start with `start()`, stop with `stop()`; also a context manager."""
+
+    def __init__(self, port: int | None = None, *, workdir: Path | None = None,
+                 persistence: bool = False, extra_conf: str = "") -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self._own_dir = workdir is None
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="sot-broker-"))
+        self.persistence = persistence
+        self.extra_conf = extra_conf
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.dir / "mosquitto.log"
+
+    def _write_conf(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o777)
+        lines = [
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.dir}/",
+            "max_inflight_messages 100",
+            self.extra_conf,
+        ]
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        os.chmod(conf, 0o644)
+        return conf
+
+    def start(self, timeout: float = 10.0) -> Broker:
+        conf = self._write_conf()
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([find_mosquitto(), "-c", str(conf)], stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"mosquitto did not listen on {self.host}:{self.port}: {self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Broker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
