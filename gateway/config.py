@@ -6,19 +6,16 @@ each device's points into read blocks, and compiles one site into the compact JS
 controller loads from flash. The plant simulator is built from the same `Profile` objects, so a
 register map is never written twice.
 
-Compiled site JSON (what `firmware/sot/config.py` reads; field names are short on purpose, the
-controller has a 64 KiB heap):
+Compiled site JSON (what `firmware/sot/config.py` reads). Points are positional lists, not
+objects, because the controller keeps all of them in a 64 KiB heap; `firmware/sot/points.py`
+documents the fields:
 
     {"site": "are-kall", "name": "Kall", "municipality": "Åre", "hash": "3f2a...",
      "mqtt": {"host", "port", "keepalive_s", "heartbeat_s", "user", "password"},
      "buses": [{"name", "port", "baud", "timeout_ms", "poll_ms"}],
      "devices": [{"name", "kind", "profile", "bus", "unit",
                   "blocks": [[function, start, count], ...],
-                  "points": [{"n": name, "b": block index, "o": offset in block,
-                              "t": "u16|s16|u32|s32|f32", "w": 1 if low word first,
-                              "s": scale, "r": [min, max] or null,
-                              "inv": [[lo, hi], ...] raw sentinel ranges,
-                              "e": {"<raw>": "label"} or null}]}],
+                  "points": [[name, block, offset, type, scale, rmin, rmax, inv, enum], ...]}],
      "grid": {...}, "genset": {...}}
 """
 
@@ -90,13 +87,23 @@ class _Reader:
         self.table = table
         unknown = sorted(set(table) - known)
         if unknown:
-            raise ConfigError(path, entry, unknown[0], f"unknown key (allowed: {', '.join(sorted(known))})")
+            raise ConfigError(
+                path, entry, unknown[0], f"unknown key (allowed: {', '.join(sorted(known))})"
+            )
 
     def fail(self, key: str | None, message: str) -> ConfigError:
         return ConfigError(self.path, self.entry, key, message)
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, lo: float | None = None,
-            hi: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
+    def get(
+        self,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+        *,
+        lo: float | None = None,
+        hi: float | None = None,
+        choices: tuple[Any, ...] | None = None,
+    ) -> Any:
         if key not in self.table:
             if default is ...:
                 raise self.fail(key, "missing")
@@ -117,8 +124,14 @@ class _Reader:
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             list: "a list", dict: "a table"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -175,8 +188,11 @@ class Profile:
             cur: list[int] | None = None
             for p in sorted((p for p in self.points if p.function == fc), key=lambda p: p.address):
                 end = p.address + p.count
-                if cur is not None and p.address - (cur[1] + cur[2]) <= self.max_gap \
-                        and end - cur[1] <= self.max_block:
+                if (
+                    cur is not None
+                    and p.address - (cur[1] + cur[2]) <= self.max_gap
+                    and end - cur[1] <= self.max_block
+                ):
                     cur[2] = max(cur[2], end - cur[1])
                 else:
                     if cur is not None:
@@ -190,9 +206,23 @@ class Profile:
 def load_profile(path: Path) -> Profile:
     data = _load_toml(path)
     top = _Reader(path, "file", data, {"profile", "point"})
-    head = _Reader(path, "[profile]", top.get("profile", dict),
-                   {"id", "kind", "title", "source", "default_unit", "function", "word_order",
-                    "max_gap", "max_block", "sentinel"})
+    head = _Reader(
+        path,
+        "[profile]",
+        top.get("profile", dict),
+        {
+            "id",
+            "kind",
+            "title",
+            "source",
+            "default_unit",
+            "function",
+            "word_order",
+            "max_gap",
+            "max_block",
+            "sentinel",
+        },
+    )
     pid = head.get("id", str)
     if pid != path.stem:
         raise head.fail("id", f"must match the file name '{path.stem}', got {pid!r}")
@@ -209,8 +239,25 @@ def load_profile(path: Path) -> Profile:
         entry = f"point #{i + 1}"
         if isinstance(raw, dict) and isinstance(raw.get("name"), str):
             entry = f"point '{raw['name']}'"
-        r = _Reader(path, entry, raw, {"name", "address", "type", "function", "scale", "unit",
-                                        "range", "invalid", "enum", "source", "sim", "word_order"})
+        r = _Reader(
+            path,
+            entry,
+            raw,
+            {
+                "name",
+                "address",
+                "type",
+                "function",
+                "scale",
+                "unit",
+                "range",
+                "invalid",
+                "enum",
+                "source",
+                "sim",
+                "word_order",
+            },
+        )
         name = r.get("name", str)
         if not name.isidentifier():
             raise r.fail("name", "must be a lower-case identifier such as fuel_level")
@@ -220,14 +267,21 @@ def load_profile(path: Path) -> Profile:
         ptype = r.get("type", str, choices=tuple(TYPES))
         rng = r.get("range", list, None)
         if rng is not None:
-            if len(rng) != 2 or not all(isinstance(x, int | float) and not isinstance(x, bool)
-                                        for x in rng) or rng[0] >= rng[1]:
+            if (
+                len(rng) != 2
+                or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in rng)
+                or rng[0] >= rng[1]
+            ):
                 raise r.fail("range", "must be [min, max] with min < max")
             rng = (float(rng[0]), float(rng[1]))
         invalid = [tuple(x) for x in DSE_SENTINELS[ptype]] if sentinel == "dse" else []
         for pair in r.get("invalid", list, []):
-            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair)
-                    and pair[0] <= pair[1]):
+            if not (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and all(isinstance(x, int) for x in pair)
+                and pair[0] <= pair[1]
+            ):
                 raise r.fail("invalid", "must be a list of [low, high] raw ranges")
             invalid.append((pair[0], pair[1]))
         enum = None
@@ -236,35 +290,58 @@ def load_profile(path: Path) -> Profile:
             enum = {}
             for k, v in raw_enum.items():
                 if not k.isdigit() or not isinstance(v, str):
-                    raise r.fail("enum", f"entries must be <raw integer> = \"label\", got {k} = {v!r}")
+                    raise r.fail(
+                        "enum", f'entries must be <raw integer> = "label", got {k} = {v!r}'
+                    )
+                if int(k) > 255:
+                    raise r.fail(
+                        "enum",
+                        f"raw codes must be 0..255 (the controller keeps a table "
+                        f"indexed by code), got {k}",
+                    )
                 enum[int(k)] = v
         scale = r.get("scale", float, 1.0)
         if scale == 0:
             raise r.fail("scale", "must not be 0")
-        points.append(Point(
-            name=name,
-            function=r.get("function", int, function, choices=(3, 4)),
-            address=r.get("address", int, lo=0, hi=0xFFFF),
-            type=ptype, scale=scale, unit=r.get("unit", str, ""), range=rng,
-            invalid=tuple(invalid), enum=enum,
-            word_order=r.get("word_order", str, word_order, choices=("big", "little")),
-            source=r.get("source", str, ""), sim=r.get("sim", (int, float, str), None),
-        ))
+        points.append(
+            Point(
+                name=name,
+                function=r.get("function", int, function, choices=(3, 4)),
+                address=r.get("address", int, lo=0, hi=0xFFFF),
+                type=ptype,
+                scale=scale,
+                unit=r.get("unit", str, ""),
+                range=rng,
+                invalid=tuple(invalid),
+                enum=enum,
+                word_order=r.get("word_order", str, word_order, choices=("big", "little")),
+                source=r.get("source", str, ""),
+                sim=r.get("sim", (int, float, str), None),
+            )
+        )
     # Two points may not claim the same register.
     claimed: dict[tuple[int, int], str] = {}
     for p in points:
         for a in range(p.address, p.address + p.count):
             other = claimed.get((p.function, a))
             if other:
-                raise ConfigError(path, f"point '{p.name}'", "address",
-                                  f"register {a} is also used by point '{other}'")
+                raise ConfigError(
+                    path,
+                    f"point '{p.name}'",
+                    "address",
+                    f"register {a} is also used by point '{other}'",
+                )
             claimed[(p.function, a)] = p.name
     return Profile(
-        id=pid, kind=kind, title=head.get("title", str), source=head.get("source", str),
+        id=pid,
+        kind=kind,
+        title=head.get("title", str),
+        source=head.get("source", str),
         default_unit=head.get("default_unit", int, 1, lo=1, hi=247),
         max_gap=head.get("max_gap", int, 8, lo=0, hi=120),
         max_block=head.get("max_block", int, 60, lo=1, hi=125),
-        points=tuple(points), path=path,
+        points=tuple(points),
+        path=path,
     )
 
 
@@ -330,8 +407,12 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         raise s.fail("id", "must be a slug of a-z, 0-9 and '-' such as are-kall")
     if sid != path.stem:
         raise s.fail("id", f"must match the file name '{path.stem}', got {sid!r}")
-    m = _Reader(path, "[mqtt]", top.get("mqtt", dict, {}),
-                {"host", "port", "keepalive_s", "heartbeat_s", "user", "password"})
+    m = _Reader(
+        path,
+        "[mqtt]",
+        top.get("mqtt", dict, {}),
+        {"host", "port", "keepalive_s", "heartbeat_s", "user", "password"},
+    )
     mqtt = {
         "host": m.get("host", str, "127.0.0.1"),
         "port": m.get("port", int, 1883, lo=1, hi=65535),
@@ -347,11 +428,17 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         r.entry = f"bus '{name}'"
         if any(b.name == name for b in buses):
             raise r.fail("name", "duplicate bus name")
-        buses.append(Bus(name=name, port=r.get("port", str),
-                         baud=r.get("baud", int, 9600, choices=(1200, 2400, 4800, 9600, 19200, 38400,
-                                                               57600, 115200)),
-                         timeout_ms=r.get("timeout_ms", int, 1000, lo=50, hi=10000),
-                         poll_ms=r.get("poll_ms", int, 1000, lo=100, hi=60000)))
+        buses.append(
+            Bus(
+                name=name,
+                port=r.get("port", str),
+                baud=r.get(
+                    "baud", int, 9600, choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+                ),
+                timeout_ms=r.get("timeout_ms", int, 1000, lo=50, hi=10000),
+                poll_ms=r.get("poll_ms", int, 1000, lo=100, hi=60000),
+            )
+        )
     devices: list[Device] = []
     for i, raw in enumerate(top.get("device", list)):
         r = _Reader(path, f"device #{i + 1}", raw, {"name", "profile", "bus", "unit"})
@@ -361,22 +448,30 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
             raise r.fail("name", "duplicate device name")
         pid = r.get("profile", str)
         if pid not in profiles:
-            raise r.fail("profile", f"no profile '{pid}' in config/devices/ "
-                                    f"(have: {', '.join(sorted(profiles))})")
+            raise r.fail(
+                "profile",
+                f"no profile '{pid}' in config/devices/ (have: {', '.join(sorted(profiles))})",
+            )
         bus = r.get("bus", str)
         if not any(b.name == bus for b in buses):
             raise r.fail("bus", f"no [[bus]] named '{bus}'")
         unit = r.get("unit", int, profiles[pid].default_unit, lo=1, hi=247)
         for d in devices:
             if d.bus == bus and d.unit == unit:
-                raise r.fail("unit", f"unit id {unit} on bus '{bus}' is already used by device '{d.name}'")
+                raise r.fail(
+                    "unit", f"unit id {unit} on bus '{bus}' is already used by device '{d.name}'"
+                )
         devices.append(Device(name=name, profile=profiles[pid], bus=bus, unit=unit))
     kinds = [d.profile.kind for d in devices]
     for needed in ("genset",):
         if needed not in kinds:
             raise top.fail("device", f"a site needs a {needed} device")
-    g = _Reader(path, "[grid]", top.get("grid", dict, {}),
-                {"nominal_v", "tolerance_pct", "f_min", "f_max", "debounce_s"})
+    g = _Reader(
+        path,
+        "[grid]",
+        top.get("grid", dict, {}),
+        {"nominal_v", "tolerance_pct", "f_min", "f_max", "debounce_s"},
+    )
     grid = {
         "nominal_v": g.get("nominal_v", float, 230.0, lo=100, hi=500),
         "tolerance_pct": g.get("tolerance_pct", float, 10.0, lo=1, hi=30),
@@ -386,62 +481,113 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
     }
     if grid["f_min"] >= grid["f_max"]:
         raise g.fail("f_min", "must be below f_max")
-    gs = _Reader(path, "[genset]", top.get("genset", dict),
-                 {"rated_kw", "tank_litres", "burn_lph", "start_timeout_s"})
+    gs = _Reader(
+        path,
+        "[genset]",
+        top.get("genset", dict),
+        {"rated_kw", "tank_litres", "burn_lph", "start_timeout_s"},
+    )
     genset = {
         "rated_kw": gs.get("rated_kw", float, lo=1, hi=5000),
         "tank_litres": gs.get("tank_litres", float, lo=10, hi=100000),
         "burn_lph": gs.get("burn_lph", float, lo=0.1, hi=1000),
         "start_timeout_s": gs.get("start_timeout_s", float, 30.0, lo=5, hi=600),
     }
-    return Site(id=sid, name=s.get("name", str), municipality=s.get("municipality", str),
-                lat=s.get("lat", float, lo=-90, hi=90), lon=s.get("lon", float, lo=-180, hi=180),
-                mqtt=mqtt, buses=tuple(buses), devices=tuple(devices), grid=grid, genset=genset,
-                path=path)
+    return Site(
+        id=sid,
+        name=s.get("name", str),
+        municipality=s.get("municipality", str),
+        lat=s.get("lat", float, lo=-90, hi=90),
+        lon=s.get("lon", float, lo=-180, hi=180),
+        mqtt=mqtt,
+        buses=tuple(buses),
+        devices=tuple(devices),
+        grid=grid,
+        genset=genset,
+        path=path,
+    )
 
 
-def load_sites(config_dir: Path = CONFIG_DIR, profiles: dict[str, Profile] | None = None) -> dict[str, Site]:
+def load_sites(
+    config_dir: Path = CONFIG_DIR, profiles: dict[str, Profile] | None = None
+) -> dict[str, Site]:
     profiles = load_profiles(config_dir) if profiles is None else profiles
-    return {s.id: s for s in (load_site(p, profiles) for p in sorted((config_dir / "sites").glob("*.toml")))}
+    return {
+        s.id: s
+        for s in (load_site(p, profiles) for p in sorted((config_dir / "sites").glob("*.toml")))
+    }
 
 
 # --- compile for the controller --------------------------------------------------------------
+
+
+TYPE_CODES = {"u16": 0, "s16": 1, "u32": 2, "s32": 3, "f32": 4}
+LOW_WORD_FIRST = 8
+
+
+def _num(x: float) -> int | float:
+    """Whole numbers as ints: on the controller an int is free, a float is a heap object."""
+    return int(x) if float(x).is_integer() else x
+
+
+def compile_point(p: Point, block: int, offset: int) -> list[Any]:
+    """[name, block, offset, type, scale, rmin, rmax, inv, enum] -- see firmware/sot/points.py."""
+    code = TYPE_CODES[p.type] | (LOW_WORD_FIRST if p.count == 2 and p.word_order == "little" else 0)
+    rmin, rmax = (_num(p.range[0]), _num(p.range[1])) if p.range else (None, None)
+    inv = [x for band in p.invalid for x in band] or None
+    enum = None
+    if p.enum is not None:
+        enum = [None] * (max(p.enum) + 1)
+        for raw, label in p.enum.items():
+            enum[raw] = label
+    return [p.name, block, offset, code, None if p.scale == 1.0 else p.scale, rmin, rmax, inv, enum]
 
 
 def compile_device(dev: Device) -> dict[str, Any]:
     blocks = dev.profile.blocks()
     points = []
     for p in dev.profile.points:
-        bi = next(i for i, (fc, start, count) in enumerate(blocks)
-                  if fc == p.function and start <= p.address and p.address + p.count <= start + count)
-        cp: dict[str, Any] = {"n": p.name, "b": bi, "o": p.address - blocks[bi][1], "t": p.type}
-        if p.count == 2 and p.word_order == "little":
-            cp["w"] = 1
-        if p.scale != 1.0:
-            cp["s"] = p.scale
-        if p.range is not None:
-            cp["r"] = list(p.range)
-        if p.invalid:
-            cp["inv"] = [list(x) for x in p.invalid]
-        if p.enum is not None:
-            cp["e"] = {str(k): v for k, v in p.enum.items()}
-        points.append(cp)
-    return {"name": dev.name, "kind": dev.profile.kind, "profile": dev.profile.id, "bus": dev.bus,
-            "unit": dev.unit, "blocks": [list(b) for b in blocks], "points": points}
+        bi = next(
+            i
+            for i, (fc, start, count) in enumerate(blocks)
+            if fc == p.function and start <= p.address and p.address + p.count <= start + count
+        )
+        points.append(compile_point(p, bi, p.address - blocks[bi][1]))
+    return {
+        "name": dev.name,
+        "kind": dev.profile.kind,
+        "profile": dev.profile.id,
+        "bus": dev.bus,
+        "unit": dev.unit,
+        "blocks": [list(b) for b in blocks],
+        "points": points,
+    }
 
 
-def compile_site(site: Site, *, bus_ports: dict[str, str] | None = None,
-                 mqtt: dict[str, Any] | None = None) -> dict[str, Any]:
+def compile_site(
+    site: Site, *, bus_ports: dict[str, str] | None = None, mqtt: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The controller's config.json. `bus_ports` and `mqtt` override the wiring, which is how the
     simulator and the HIL rig point a controller at pty links and a private broker."""
     bus_ports = bus_ports or {}
     out: dict[str, Any] = {
-        "site": site.id, "name": site.name, "municipality": site.municipality,
+        "site": site.id,
+        "name": site.name,
+        "municipality": site.municipality,
         "mqtt": {**site.mqtt, **(mqtt or {})},
-        "buses": [{"name": b.name, "port": bus_ports.get(b.name, b.port), "baud": b.baud,
-                   "timeout_ms": b.timeout_ms, "poll_ms": b.poll_ms} for b in site.buses],
+        "buses": [
+            {
+                "name": b.name,
+                "port": bus_ports.get(b.name, b.port),
+                "baud": b.baud,
+                "timeout_ms": b.timeout_ms,
+                "poll_ms": b.poll_ms,
+            }
+            for b in site.buses
+        ],
         "devices": [compile_device(d) for d in site.devices],
-        "grid": site.grid, "genset": site.genset,
+        "grid": site.grid,
+        "genset": site.genset,
     }
     out["hash"] = config_hash(out)
     return out
@@ -462,8 +608,10 @@ def to_json(compiled: dict[str, Any]) -> str:
 def check_all(config_dir: Path = CONFIG_DIR) -> list[str]:
     """Validate every profile and site; returns a summary line per file."""
     profiles = load_profiles(config_dir)
-    lines = [f"ok  {_rel(p.path)}: {len(p.points)} points in {len(p.blocks())} read blocks"
-             for p in profiles.values()]
+    lines = [
+        f"ok  {_rel(p.path)}: {len(p.points)} points in {len(p.blocks())} read blocks"
+        for p in profiles.values()
+    ]
     for s in load_sites(config_dir, profiles).values():
         lines.append(f"ok  {_rel(s.path)}: {len(s.devices)} devices on {len(s.buses)} bus(es)")
     return lines

@@ -48,9 +48,9 @@ class BusOwner:
                 dev.last_error = e
                 break
             for p in dev.points:
-                if p["b"] == bi:
+                if p[points.BLOCK] == bi:
                     value, _why = points.decode(p, data)
-                    dev.values[p["n"]] = value
+                    dev.values[p[points.NAME]] = value
         now = time.ticks_ms()
         if ok and dev.online is False:
             # Back from offline: read everything before calling it online.

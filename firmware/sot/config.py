@@ -15,18 +15,40 @@ _REQUIRED = ("site", "mqtt", "buses", "devices", "grid", "genset", "hash")
 
 
 def load(flash):
-    raw = flash.read(FILE)
-    if raw is None:
+    try:
+        f = flash.open(FILE)
+    except OSError:
         raise ConfigError(FILE + ": missing on flash")
     try:
-        cfg = json.loads(raw)
+        cfg = json.load(f)
     except ValueError:
         raise ConfigError(FILE + ": not valid JSON")
+    finally:
+        f.close()
     for key in _REQUIRED:
         if key not in cfg:
             raise ConfigError(FILE + ": key '" + key + "' missing")
     buses = [b["name"] for b in cfg["buses"]]
+    shared = {}
     for dev in cfg["devices"]:
         if dev.get("bus") not in buses:
             raise ConfigError(FILE + ": device '" + str(dev.get("name")) + "': key 'bus' names no bus")
+        dev["blocks"] = tuple(tuple(b) for b in dev["blocks"])
+        dev["points"] = tuple(_point(p, shared) for p in dev["points"])
     return cfg
+
+
+def _point(p, shared):
+    # json gives lists with spare capacity and a fresh copy of every repeated sentinel band and
+    # enum table; exact-size tuples, shared where equal, keep the point tables small in RAM.
+    if len(p) != 9:
+        raise ConfigError(FILE + ": point " + str(p[:1]) + " has " + str(len(p)) + " fields, not 9")
+    inv = p[7]
+    enum = p[8]
+    if inv is not None:
+        inv = tuple(inv)
+        inv = shared.setdefault(inv, inv)
+    if enum is not None:
+        enum = tuple(enum)
+        enum = shared.setdefault(enum, enum)
+    return (p[0], p[1], p[2], p[3], p[4], p[5], p[6], inv, enum)

@@ -31,19 +31,60 @@ def test_shipped_config_is_valid():
     assert {"are-kall", "harjedalen-hede", "krokom-follinge"} <= set(sites)
 
 
-@pytest.mark.parametrize("file, old, new, entry, key", [
-    ("sites/are-kall.toml", "unit = 10", "unit = 300", "device 'genset'", "unit"),
-    ("sites/are-kall.toml", 'profile = "dse-gencomm"', 'profile = "dse-gencom"', "device 'genset'", "profile"),
-    ("sites/are-kall.toml", "baud = 9600", "baud = 9601", "bus 'rs485'", "baud"),
-    ("sites/are-kall.toml", "tank_litres = 400", 'tank_litres = "full"', "[genset]", "tank_litres"),
-    ("sites/are-kall.toml", "f_min = 47.5", "f_min = 53.0", "[grid]", "f_min"),
-    ("sites/are-kall.toml", "debounce_s = 3", "debounce_s = 3\ndebounse = 2", "[grid]", "debounse"),
-    ("sites/are-kall.toml", "unit = 20", "unit = 10", "device 'tank'", "unit"),
-    ("devices/dse-gencomm.toml", 'type = "u32"', 'type = "u64"', "point 'gen_voltage_l1'", "type"),
-    ("devices/dse-gencomm.toml", "address = 1060", "address = 1059", "point 'mains_voltage_l1'", "address"),
-    ("devices/dse-gencomm.toml", "range = [0, 100]", "range = [100, 0]", "point 'fuel_level'", "range"),
-])
-def test_errors_name_file_entry_and_key(cfgdir: Path, file: str, old: str, new: str, entry: str, key: str):
+@pytest.mark.parametrize(
+    "file, old, new, entry, key",
+    [
+        ("sites/are-kall.toml", "unit = 10", "unit = 300", "device 'genset'", "unit"),
+        (
+            "sites/are-kall.toml",
+            'profile = "dse-gencomm"',
+            'profile = "dse-gencom"',
+            "device 'genset'",
+            "profile",
+        ),
+        ("sites/are-kall.toml", "baud = 9600", "baud = 9601", "bus 'rs485'", "baud"),
+        (
+            "sites/are-kall.toml",
+            "tank_litres = 400",
+            'tank_litres = "full"',
+            "[genset]",
+            "tank_litres",
+        ),
+        ("sites/are-kall.toml", "f_min = 47.5", "f_min = 53.0", "[grid]", "f_min"),
+        (
+            "sites/are-kall.toml",
+            "debounce_s = 3",
+            "debounce_s = 3\ndebounse = 2",
+            "[grid]",
+            "debounse",
+        ),
+        ("sites/are-kall.toml", "unit = 20", "unit = 10", "device 'tank'", "unit"),
+        (
+            "devices/dse-gencomm.toml",
+            'type = "u32"',
+            'type = "u64"',
+            "point 'gen_voltage_l1'",
+            "type",
+        ),
+        (
+            "devices/dse-gencomm.toml",
+            "address = 1060",
+            "address = 1059",
+            "point 'mains_voltage_l1'",
+            "address",
+        ),
+        (
+            "devices/dse-gencomm.toml",
+            "range = [0, 100]",
+            "range = [100, 0]",
+            "point 'fuel_level'",
+            "range",
+        ),
+    ],
+)
+def test_errors_name_file_entry_and_key(
+    cfgdir: Path, file: str, old: str, new: str, entry: str, key: str
+):
     edit(cfgdir / file, old, new)
     with pytest.raises(config.ConfigError) as err:
         config.load_sites(cfgdir)
@@ -66,8 +107,10 @@ def test_read_blocks_respect_gap_and_cover_every_point():
     # 768-772 | 1025-1033 | 1059-1061 | 1408 | 1798-1799: gaps above max_gap (8) split blocks
     assert blocks == [(3, 768, 5), (3, 1025, 9), (3, 1059, 3), (3, 1408, 1), (3, 1798, 2)]
     for p in dse.points:
-        assert any(fc == p.function and s <= p.address and p.address + p.count <= s + n
-                   for fc, s, n in blocks), p.name
+        assert any(
+            fc == p.function and s <= p.address and p.address + p.count <= s + n
+            for fc, s, n in blocks
+        ), p.name
 
 
 def test_compiled_site_is_small_and_wired():
@@ -78,10 +121,23 @@ def test_compiled_site_is_small_and_wired():
     assert compiled["buses"][0]["port"] == "/dev/pts/9"
     assert compiled["mqtt"]["port"] == 1999
     gen = next(d for d in compiled["devices"] if d["name"] == "genset")
-    fuel = next(p for p in gen["points"] if p["n"] == "fuel_level")
-    assert fuel["inv"] == [[0xFFF8, 0xFFFF]] and fuel["r"] == [0.0, 100.0]
-    state = next(p for p in gen["points"] if p["n"] == "engine_state")
-    assert state["e"]["3"] == "running"
+    fuel = next(p for p in gen["points"] if p[0] == "fuel_level")
+    assert fuel == [
+        "fuel_level",
+        1,
+        2,
+        config.TYPE_CODES["u16"],
+        None,
+        0,
+        100,
+        [0xFFF8, 0xFFFF],
+        None,
+    ]
+    state = next(p for p in gen["points"] if p[0] == "engine_state")
+    assert state[8][3] == "running" and state[8][1] == "starting"
+    meter = next(d for d in compiled["devices"] if d["name"] == "grid")
+    v1 = next(p for p in meter["points"] if p[0] == "voltage_l1")
+    assert v1[3] == config.TYPE_CODES["f32"] and v1[7] is None  # SDM630 has no sentinel band
     # The wiring is not part of the config hash; the content is.
     again = config.compile_site(site, bus_ports={"rs485": "/dev/pts/1"})
     assert again["hash"] == compiled["hash"]

@@ -12,7 +12,7 @@ def make_site():
     meter = Device({"name": "grid", "kind": "grid_meter", "unit": 1, "blocks": [], "points": []})
     gen = Device({"name": "genset", "kind": "genset", "unit": 10, "blocks": [], "points": []})
     tank = Device({"name": "tank", "kind": "tank_gauge", "unit": 20, "blocks": [],
-                   "points": [{"n": "diesel_litres"}, {"n": "petrol_litres"}]})
+                   "points": [("diesel_litres",), ("petrol_litres",)]})
     for d in (meter, gen, tank):
         d.online = True
     tank.values.update({"diesel_litres": 5000, "petrol_litres": 0})
@@ -165,3 +165,26 @@ def test_fuel_for_sale_needs_power_and_stock():
     set_grid(meter, 0.0, 0.0)
     run(site, 1001, 1010)
     assert site.snapshot(1010)["capability"]["fuel_for_sale"] is False
+
+
+def test_nothing_is_decided_before_every_device_was_polled():
+    site, meter, gen = make_site()
+    set_grid(meter, 231.0)
+    gen.online = None  # not polled yet
+    assert site.update(1000) == []
+    assert site.mode is None
+    gen.online = True
+    assert site.update(1001) == []  # first decision: no mode_changed from a made-up state
+    assert site.mode == "normal"
+
+
+def test_published_numbers_have_one_decimal():
+    site, meter, gen = make_site()
+    set_grid(meter, 231.04)
+    gen.values["fuel_level"] = 80.0
+    site.cfg["genset"]["burn_lph"] = 3.4
+    site.update(1000)
+    snap = site.snapshot(1000)
+    # == 94.1 as a double; MicroPython's own float printing may still show 94.09999999999999
+    assert snap["fuel"]["hours_left"] == 94.1
+    assert snap["grid"]["v"] == 231.0
