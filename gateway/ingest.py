@@ -1,0 +1,393 @@
+"""From MQTT messages to the store: validation, ordering, and the broker connection.
+
+`Ingest.handle(topic, payload)` is the whole decision for one message and touches nothing but
+the store and its own counters, so tests drive it without a broker. The checks run cheapest
+first and the first failure is the reason a message is refused:
+
+    bad_topic         not sot/v1/<site>/<subtopic>, or <site> is not a slug
+    unknown_subtopic  <subtopic> is not status, birth, state or event
+    unknown_site      <site> is not configured
+    too_large         payload over 1024 bytes (docs/mqtt.md)
+    not_utf8          payload is not UTF-8
+    not_json          not JSON, or JSON with NaN/Infinity, out-of-range numbers or repeated keys
+    not_object        JSON, but not an object
+    schema            breaks gateway/schema/mqtt-v1.json for its subtopic
+
+A refused message is counted by reason, filed in the store's `rejected` table (at most
+`REJECTS_FILED_PER_MIN` a minute, so a flood does not turn into an fsync storm) and logged at most
+once a minute per (site, reason). It never reaches the latest status/birth/state.
+
+Ordering. QoS 1 may deliver a message twice and the broker replays retained messages on every
+subscribe, so the latest status/birth/state is replaced only by a newer one (`is_newer`). Events
+are filed once per (site, boot, seq) by the store.
+
+`MqttIngest` owns the paho-mqtt client. paho calls back on its own network thread; each
+message is handed to the asyncio loop (`call_soon_threadsafe`), where `Ingest.handle` runs, so
+the store is only used from the loop's thread. The PUBACK is sent (manual ack) only after the
+store has committed the message: with a persistent session a message the gateway did not file
+is redelivered by the broker after a crash or reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
+
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "mqtt-v1.json"
+TOPIC_ROOT = "sot/v1"
+SUBTOPICS = ("status", "birth", "state", "event")
+GATEWAY_STATUS_TOPIC = f"{TOPIC_ROOT}/gateway/status"
+MAX_PAYLOAD = 1024
+LOG_EVERY_S = 60.0
+REJECTS_FILED_PER_MIN = 120
+REASONS = ("bad_topic", "unknown_subtopic", "unknown_site", "too_large", "not_utf8", "not_json",
+           "not_object", "schema")
+_SLUG = re.compile(r"[a-z][a-z0-9-]{0,63}")
+
+Clock = Callable[[], float]
+
+
+def load_validators(path: Path = SCHEMA_PATH) -> dict[str, Draft202012Validator]:
+    """One validator per subtopic, each checking against `#/$defs/<subtopic>`."""
+    schema = json.loads(path.read_text())
+    Draft202012Validator.check_schema(schema)
+    registry: Registry[Any] = Registry().with_resource(schema["$id"],
+                                                      Resource.from_contents(schema))
+    return {sub: Draft202012Validator({"$ref": f"{schema['$id']}#/$defs/{sub}"},
+                                      registry=registry) for sub in SUBTOPICS}
+
+
+@dataclass(frozen=True)
+class Result:
+    """What `Ingest.handle` made of one message.
+
+    outcome: `stored` (filed as latest or as a new event), `duplicate` (already had it),
+    `outdated` (older than the latest already filed), `ignored` (the gateway's own status), or
+    `rejected` with `reason` and `detail`.
+    """
+
+    outcome: str
+    site: str | None = None
+    subtopic: str | None = None
+    reason: str | None = None
+    detail: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome in ("stored", "duplicate", "outdated")
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+def order_key(subtopic: str, msg: dict[str, Any]) -> tuple[int, ...]:
+    """Position of a status/birth/state within a controller's life: larger is newer.
+
+    status: (boot, bdseq, online=0 / lost=1) - the Will of session n ends session n, and a Will
+    of an older session (smaller bdseq) arriving late does not mark a live controller lost.
+    birth and state: (boot, seq).
+    """
+    if subtopic == "status":
+        return (msg["boot"], msg["bdseq"], 1 if msg["state"] == "lost" else 0)
+    return (msg["boot"], msg["seq"])
+
+
+def is_newer(subtopic: str, new: dict[str, Any], old: dict[str, Any] | None) -> bool | None:
+    """True if `new` replaces `old`, None if it is the same message, False if older.
+
+    A controller whose boot counter went back (flash replaced) would never be heard again under
+    the (boot, seq) order alone, so a smaller boot with a later `ts` is taken as newer; a retained
+    message from before a reboot carries an older `ts` and is not.
+    """
+    if old is None:
+        return True
+    kn, ko = order_key(subtopic, new), order_key(subtopic, old)
+    if kn == ko:
+        return None
+    if kn > ko:
+        return True
+    ts_new, ts_old = new.get("ts"), old.get("ts")
+    return bool(new["boot"] < old["boot"] and ts_new is not None and ts_old is not None
+                and ts_new > ts_old)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"repeated key {k!r}")
+        out[k] = v
+    return out
+
+
+def parse_payload(payload: bytes) -> tuple[dict[str, Any], str]:
+    """Bytes to (object, text), or _Reject naming why not."""
+    if len(payload) > MAX_PAYLOAD:
+        raise _Reject("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Reject("not_utf8", f"byte {e.start}") from None
+    try:
+        doc = json.loads(text, parse_float=_finite_float, parse_constant=_reject_constant,
+                         object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as e:
+        raise _Reject("not_json", str(e)[:200]) from None
+    if not isinstance(doc, dict):
+        raise _Reject("not_object", type(doc).__name__)
+    return doc, text
+
+
+def _int_fields(msg: dict[str, Any]) -> None:
+    # JSON Schema counts 5.0 as an integer; the store wants ints for identity columns.
+    for key in ("boot", "seq", "bdseq", "ts"):
+        if isinstance(msg.get(key), float):
+            msg[key] = int(msg[key])
+
+
+class Ingest:
+    def __init__(self, store: Store, clock: Clock = time.time, *,
+                 validators: dict[str, Draft202012Validator] | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.validators = validators or load_validators()
+        self.known_sites: frozenset[str] = store.site_ids()
+        self.accepted: Counter[str] = Counter()
+        self.duplicates: Counter[str] = Counter()
+        self.outdated: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.ignored = 0
+        self._last_log: dict[tuple[str, str], tuple[float, int]] = {}
+        self._filed_window = (0.0, 0)
+
+    def reload_sites(self) -> None:
+        self.known_sites = self.store.site_ids()
+
+    def handle(self, topic: str, payload: bytes) -> Result:
+        """Validate and file one message. Raises only if the store fails (the message was then
+        not filed and must not be acknowledged)."""
+        if topic == GATEWAY_STATUS_TOPIC:
+            self.ignored += 1
+            return Result("ignored", subtopic="status")
+        site: str | None = None
+        subtopic: str | None = None
+        try:
+            site, subtopic = self._parse_topic(topic)
+            msg, raw = parse_payload(payload)
+            error = best_match(self.validators[subtopic].iter_errors(msg))
+            if error is not None:
+                where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+                raise _Reject("schema", f"{where}: {error.message}"[:300])
+        except _Reject as r:
+            return self._reject(topic, payload, site, subtopic, r.reason, r.detail)
+        assert site is not None and subtopic is not None
+        _int_fields(msg)
+        return self._file(site, subtopic, msg, raw)
+
+    def _parse_topic(self, topic: str) -> tuple[str, str]:
+        parts = topic.split("/")
+        if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT \
+                or not _SLUG.fullmatch(parts[2]):
+            raise _Reject("bad_topic", topic[:100])
+        site, subtopic = parts[2], parts[3]
+        if subtopic not in SUBTOPICS:
+            raise _Reject("unknown_subtopic", subtopic[:50])
+        if site not in self.known_sites:
+            raise _Reject("unknown_site", site)
+        return site, subtopic
+
+    def _file(self, site: str, subtopic: str, msg: dict[str, Any], raw: str) -> Result:
+        received = self.clock()
+        if subtopic == "event":
+            if self.store.add_event(site, msg, raw, received):
+                self.accepted[subtopic] += 1
+                return Result("stored", site, subtopic)
+            self.duplicates[subtopic] += 1
+            return Result("duplicate", site, subtopic)
+        current = (self.store.latest(site) or {}).get(subtopic)
+        newer = is_newer(subtopic, msg, current)
+        if newer is None:
+            self.duplicates[subtopic] += 1
+            return Result("duplicate", site, subtopic)
+        if not newer:
+            self.outdated[subtopic] += 1
+            return Result("outdated", site, subtopic)
+        put = {"status": self.store.put_status, "birth": self.store.put_birth,
+               "state": self.store.put_state}[subtopic]
+        put(site, msg, raw, received)
+        self.accepted[subtopic] += 1
+        return Result("stored", site, subtopic)
+
+    def _reject(self, topic: str, payload: bytes, site: str | None, subtopic: str | None,
+                reason: str, detail: str) -> Result:
+        now = self.clock()
+        self.rejected[reason] += 1
+        start, filed = self._filed_window
+        if now - start >= 60.0:
+            start, filed = now, 0
+        if filed < REJECTS_FILED_PER_MIN:
+            try:
+                self.store.add_rejected(now, topic, reason, detail, payload)
+                filed += 1
+            except Exception:
+                log.exception("could not file a rejected message")
+        self._filed_window = (start, filed)
+        # Sites that are not configured share one key: random topics cannot grow this dict.
+        key = (site if site in self.known_sites else "*", reason)
+        last, suppressed = self._last_log.get(key, (-math.inf, 0))
+        if now - last >= LOG_EVERY_S:
+            more = f" (+{suppressed} more since last report)" if suppressed else ""
+            log.warning("rejected %s: %s: %s%s", topic[:100], reason, detail, more)
+            self._last_log[key] = (now, 0)
+        else:
+            self._last_log[key] = (last, suppressed + 1)
+        return Result("rejected", site, subtopic, reason, detail)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "accepted": sum(self.accepted.values()),
+            "accepted_by_topic": dict(self.accepted),
+            "duplicates": sum(self.duplicates.values()),
+            "outdated": sum(self.outdated.values()),
+            "rejected": sum(self.rejected.values()),
+            "rejected_by_reason": dict(self.rejected),
+            "ignored": self.ignored,
+        }
+
+
+class MqttIngest:
+    """The gateway's MQTT session: subscribe, announce, hand messages to `Ingest` on the loop.
+
+    Gateway status: `sot/v1/gateway/status` retained, `{"state": "online", "ts"}` after each
+    CONNECT, `{"state": "offline"}` as the Will and `{"state": "offline", "ts"}` on a clean stop
+    (a clean DISCONNECT does not fire the Will). After each CONNECT it asks every configured site
+    for `rebirth`, so the latest birth and state are current whatever the gateway missed.
+    """
+
+    def __init__(self, ingest: Ingest, loop: asyncio.AbstractEventLoop, *, host: str,
+                 port: int, client_id: str = "sot-gateway", keepalive_s: int = 30,
+                 username: str | None = None, password: str | None = None,
+                 clock: Clock = time.time) -> None:
+        self.ingest = ingest
+        self.loop = loop
+        self.host, self.port, self.keepalive_s = host, port, keepalive_s
+        self.clock = clock
+        self.connected = threading.Event()
+        self._stopping = False
+        self._unreachable = False  # logged once when the broker cannot be reached, once back
+        self.connects = 0  # bumped per CONNECT: acks of an older connection are not sent
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=False, manual_ack=True)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.will_set(GATEWAY_STATUS_TOPIC, json.dumps({"state": "offline"}), qos=1,
+                             retain=True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_message = self._on_message
+
+    def start(self) -> None:
+        # connect_async + loop_start: the network thread keeps retrying while the broker is away.
+        self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        self.client.loop_start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Announce offline, disconnect, join the network thread. Blocks up to ~timeout."""
+        self._stopping = True
+        if self.connected.is_set():
+            info = self.client.publish(GATEWAY_STATUS_TOPIC, self._status("offline"), qos=1,
+                                       retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _status(self, state: str) -> str:
+        return json.dumps({"state": state, "ts": int(self.clock())})
+
+    # paho's network thread -------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.warning("MQTT %s:%d refused the connection: %s", self.host, self.port, reason)
+            return
+        self.connects += 1
+        self._unreachable = False
+        log.info("MQTT connected to %s:%d", self.host, self.port)
+        client.subscribe([(f"{TOPIC_ROOT}/+/{sub}", 1) for sub in SUBTOPICS])
+        client.publish(GATEWAY_STATUS_TOPIC, self._status("online"), qos=1, retain=True)
+        for site in sorted(self.ingest.known_sites):
+            client.publish(f"{TOPIC_ROOT}/{site}/rebirth", json.dumps({"ts": int(self.clock())}),
+                           qos=1)
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        if self.connected.is_set() and not self._stopping:
+            log.warning("MQTT connection to %s:%d lost: %s", self.host, self.port, reason)
+        self.connected.clear()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if not self._unreachable and not self._stopping:
+            log.warning("MQTT broker %s:%d unreachable; retrying", self.host, self.port)
+        self._unreachable = True
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = "(topic is not UTF-8)"
+        try:
+            self.loop.call_soon_threadsafe(self._deliver, topic, bytes(msg.payload), msg.mid,
+                                           msg.qos, self.connects)
+        except RuntimeError:
+            pass  # loop closed while stopping: unacknowledged, the broker will redeliver
+
+    # asyncio loop thread ---------------------------------------------------------------------
+
+    def _deliver(self, topic: str, payload: bytes, mid: int, qos: int, connection: int) -> None:
+        try:
+            self.ingest.handle(topic, payload)
+        except Exception:
+            log.exception("could not file a message on %s; left unacknowledged", topic[:100])
+            return
+        if qos and connection == self.connects:
+            self.client.ack(mid, qos)

@@ -1,0 +1,83 @@
+"""Valid controller payloads and sites for the gateway tests; override any key per test."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from gateway.store import SiteInfo
+
+TS = 1_795_444_065  # 2026-11-23
+
+SITES = [
+    SiteInfo("are-kall", "Kall", "Åre", 63.4667, 13.25, 30),
+    SiteInfo("harjedalen-hede", "Hede", "Härjedalen", 62.4167, 13.5, 30),
+    SiteInfo("krokom-follinge", "Föllinge", "Krokom", 63.6667, 14.6167, 30),
+]
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def status(**over: Any) -> dict[str, Any]:
+    return _merge({"state": "online", "boot": 4, "bdseq": 1, "seq": 0, "ts": TS}, over)
+
+
+def will(**over: Any) -> dict[str, Any]:
+    return _merge({"state": "lost", "boot": 4, "bdseq": 1}, over)
+
+
+def birth(**over: Any) -> dict[str, Any]:
+    return _merge({
+        "boot": 4, "seq": 1, "ts": TS, "bdseq": 1, "fw": "0.1.0", "config": "3f2a9c01b7de",
+        "name": "Kall", "municipality": "Åre", "reset": "power_on", "heartbeat_s": 30,
+        "devices": [{"name": "grid", "profile": "eastron-sdm630", "unit": 1, "bus": "rs485"},
+                    {"name": "genset", "profile": "dse-gencomm", "unit": 10, "bus": "rs485"},
+                    {"name": "tank", "profile": "station-tank-gauge", "unit": 20,
+                     "bus": "rs485"}],
+    }, over)
+
+
+def state(**over: Any) -> dict[str, Any]:
+    return _merge({
+        "boot": 4, "seq": 17, "ts": TS, "mode": "on_backup",
+        "grid": {"state": "lost", "v": 0.0, "f": 0.0, "src": "grid", "since": TS - 54},
+        "genset": {"state": "running", "mode": "auto", "battery_v": 27.1, "run_hours": 412.6,
+                   "since": TS - 45},
+        "fuel": {"pct": 62.0, "litres": 248.0, "burn_lph": 3.4, "hours_left": 72.9,
+                 "refuel_by": TS + 262440},
+        "tanks": {"diesel": 14500, "petrol": 9200},
+        "devices": {"grid": "online", "genset": "online", "tank": "offline"},
+        "capability": {"power": "backup", "hours_left": 72.9, "fuel_for_sale": True},
+    }, over)
+
+
+EVENT_DATA: dict[str, dict[str, Any]] = {
+    "grid_lost": {"v": 0.0, "f": 0.0, "state": "lost"},
+    "grid_restored": {"v": 231.2, "f": 50.0, "outage_s": 3600},
+    "gen_running": {"after_s": 9.5},
+    "gen_stopped": {"run_s": 3720},
+    "gen_failed_to_start": {"state": "fault", "mode": "auto", "waited_s": 30},
+    "mode_changed": {"from": "normal", "to": "grid_lost"},
+    "device_offline": {"device": "tank"},
+    "device_online": {"device": "tank"},
+}
+
+
+def event(type: str = "grid_lost", **over: Any) -> dict[str, Any]:
+    """`data=` replaces the type's sample data rather than merging into it."""
+    doc = _merge({"boot": 4, "seq": 20, "ts": TS, "type": type, "hist": False}, over)
+    doc["data"] = copy.deepcopy(over.get("data", EVENT_DATA.get(type, {})))
+    return doc
+
+
+def raw(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,201 @@
+"""The whole gateway against a real Mosquitto: MQTT in, SQLite and HTTP out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import paho.mqtt.client as mqtt
+import pytest
+from gw_samples import TS, birth, event, raw, state, status
+
+from gateway.service import Gateway
+from hil_tests.rig.broker import Broker
+
+pytestmark = pytest.mark.hil
+
+SITE_IDS = {"are-kall", "harjedalen-hede", "krokom-follinge"}
+_T0 = time.monotonic()
+
+
+def clock() -> float:
+    """The samples' date, running at real speed."""
+    return TS + (time.monotonic() - _T0)
+
+
+class Peer:
+    """A paho client standing in for a controller and for an observer of the gateway."""
+
+    def __init__(self, port: int, client_id: str, subscribe: tuple[str, ...] = ()) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.c.on_message = self._on_message
+        self.c.on_connect = lambda c, u, f, rc, p: (
+            c.subscribe([(t, 1) for t in subscribe]) if subscribe else None, self.ready.set())
+        self.c.connect("127.0.0.1", port, keepalive=10)
+        self.c.loop_start()
+        assert self.ready.wait(5), "peer could not connect"
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def seen(self, topic: str) -> list[tuple[bytes, bool]]:
+        with self.lock:
+            return [(p, r) for t, p, r in self.messages if t == topic]
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+async def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.05)
+
+
+async def api(gw: Gateway, path: str) -> Any:
+    async with aiohttp.ClientSession() as s, \
+            s.get(f"http://127.0.0.1:{gw.http_port}{path}") as r:
+        assert r.status == 200, path
+        return await r.json()
+
+
+def gateway_config(port: int, db: Path) -> dict[str, Any]:
+    return {"mqtt": {"host": "127.0.0.1", "port": port, "client_id": "sot-gateway-test",
+                     "keepalive_s": 10},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "store": {"path": str(db)}}
+
+
+def test_gateway_files_what_controllers_publish(tmp_path: Path):
+    with Broker() as broker:
+        observer = Peer(broker.port, "observer", ("sot/v1/+/rebirth", "sot/v1/gateway/status"))
+        ctrl = Peer(broker.port, "ctrl-are-kall")
+        # Retained before the gateway exists: it must still be current after its start.
+        ctrl.publish("sot/v1/are-kall/birth", raw(birth()), retain=True)
+        ctrl.publish("sot/v1/are-kall/state", raw(state(seq=17)), retain=True)
+
+        async def main() -> None:
+            gw = Gateway(gateway_config(broker.port, tmp_path / "sot.sqlite3"), clock)
+            await gw.start()
+            try:
+                assert gw.http_port and gw.http_port > 0
+                # rebirth asked of every configured site, gateway online and retained
+                await until(lambda: {t.split("/")[2] for t, _, _ in observer.messages
+                                     if t.endswith("/rebirth")} == SITE_IDS, what="rebirths")
+                online = await until(lambda: observer.seen("sot/v1/gateway/status"))
+                assert json.loads(online[-1][0])["state"] == "online"
+
+                row = await until_site(gw, lambda s: s["mode"] == "on_backup", "retained state")
+                assert row["fw"] == "0.1.0" and row["stale"] is False
+
+                ctrl.publish("sot/v1/are-kall/status", raw(status(seq=18)), retain=True)
+                ctrl.publish("sot/v1/are-kall/state",
+                             raw(state(seq=19, mode="normal", grid={"state": "ok", "v": 231.0,
+                                                                     "f": 50.0})), retain=True)
+                ctrl.publish("sot/v1/are-kall/event", raw(event("grid_restored", seq=20)))
+                ctrl.publish("sot/v1/are-kall/event", raw(event("grid_restored", seq=20)))
+                ctrl.publish("sot/v1/are-kall/state", b'{"mode": "normal"')
+                ctrl.publish("sot/v1/nowhere/state", raw(state()))
+
+                row = await until_site(gw, lambda s: s["mode"] == "normal", "new state")
+                assert row["status"] == "online" and row["grid_state"] == "ok"
+                evs = await api(gw, "/api/sites/are-kall/events")
+                assert [(e["type"], e["seq"]) for e in evs] == [("grid_restored", 20)]
+                await until(lambda: gw.ingest and gw.ingest.stats()["rejected"] == 2
+                            and gw.ingest.stats()["duplicates"] >= 1, what="stats")
+                stats = await api(gw, "/api/stats")
+                assert stats["rejected_by_reason"] == {"not_json": 1, "unknown_site": 1}
+                detail = await api(gw, "/api/sites/are-kall")
+                assert detail["state"]["seq"] == 19 and detail["status"]["seq"] == 18
+            finally:
+                await gw.stop()
+
+            # While the gateway is away the broker keeps its QoS 1 messages (persistent
+            # session); a restarted gateway files them.
+            ctrl.publish("sot/v1/are-kall/event", raw(event("gen_stopped", seq=21)))
+            gw = Gateway(gateway_config(broker.port, tmp_path / "sot.sqlite3"), clock)
+            await gw.start()
+            try:
+                await until(lambda: len(gw.store.events("are-kall")) == 2, what="queued event")
+            finally:
+                await gw.stop()
+
+        try:
+            asyncio.run(asyncio.wait_for(main(), 60))
+            # A clean stop leaves "offline" retained for anyone who looks later.
+            late = Peer(broker.port, "late", ("sot/v1/gateway/status",))
+            try:
+                deadline = time.monotonic() + 5
+                while not late.seen("sot/v1/gateway/status") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                payload, retained = late.seen("sot/v1/gateway/status")[-1]
+                assert retained and json.loads(payload)["state"] == "offline"
+            finally:
+                late.close()
+        finally:
+            ctrl.close()
+            observer.close()
+
+
+async def until_site(gw: Gateway, check: Callable[[dict[str, Any]], bool],
+                     what: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while True:
+        sites = await api(gw, "/api/sites")
+        row = next(s for s in sites if s["id"] == "are-kall")
+        if check(row):
+            return row
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {row}")
+        await asyncio.sleep(0.05)
+
+
+def test_gateway_will_marks_it_offline_when_its_connection_dies(tmp_path: Path):
+    with Broker() as broker:
+        observer = Peer(broker.port, "observer", ("sot/v1/gateway/status",))
+
+        async def main() -> None:
+            gw = Gateway(gateway_config(broker.port, tmp_path / "sot.sqlite3"), clock)
+            await gw.start()
+            try:
+                await until(lambda: any(json.loads(p)["state"] == "online"
+                                        for p, _ in observer.seen("sot/v1/gateway/status")),
+                            what="online")
+                # Cut the TCP connection without DISCONNECT, as a crash or cable fault would.
+                sock = gw.mqtt.client.socket()
+                assert sock is not None
+                sock.shutdown(2)
+                await until(lambda: any(p == b'{"state": "offline"}'
+                                        for p, _ in observer.seen("sot/v1/gateway/status")),
+                            what="the Will")
+                # paho reconnects by itself and announces itself again
+                n = len(observer.seen("sot/v1/gateway/status"))
+                await until(lambda: any(json.loads(p)["state"] == "online"
+                                        for p, _ in observer.seen("sot/v1/gateway/status")[n:]),
+                            timeout=15, what="online again")
+            finally:
+                await gw.stop()
+
+        try:
+            asyncio.run(asyncio.wait_for(main(), 60))
+        finally:
+            observer.close()

@@ -1,0 +1,65 @@
+"""Gateway configuration, start-up failure and `serve` (no broker needed: paho keeps retrying)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.config import REPO_ROOT
+from gateway.service import DEFAULTS, Gateway, load_config, serve, with_defaults
+from hil_tests.rig.broker import free_port
+
+
+def test_shipped_gateway_toml_is_complete_and_valid():
+    cfg = with_defaults(load_config(REPO_ROOT / "config" / "gateway.toml"))
+    assert cfg["http"]["host"] == "127.0.0.1" and cfg["mqtt"]["host"] == "127.0.0.1"
+    assert set(cfg) == set(DEFAULTS)
+
+
+def test_unknown_config_keys_are_named():
+    with pytest.raises(ValueError, match=r"\[http\]: unknown key 'prot'"):
+        with_defaults({"http": {"prot": 80}})
+    with pytest.raises(ValueError, match=r"unknown section \[htp\]"):
+        with_defaults({"htp": {}})
+
+
+def config(tmp_path: Path, http_port: int = 0) -> dict:
+    return {"mqtt": {"port": free_port()}, "http": {"host": "127.0.0.1", "port": http_port},
+            "store": {"path": str(tmp_path / "db" / "sot.sqlite3")}}
+
+
+def test_a_failed_start_releases_what_it_opened(tmp_path: Path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        gw = Gateway(config(tmp_path, busy.getsockname()[1]))
+        with pytest.raises(OSError):
+            asyncio.run(gw.start())
+    assert gw.store is None and gw.mqtt is None
+
+
+def test_serve_runs_until_the_stop_event(tmp_path: Path):
+    async def main() -> list[dict]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(config(tmp_path, 0), stop))
+        await asyncio.sleep(0.3)
+        assert not task.done()
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        # The same database opens again and serves the configured sites.
+        gw = Gateway(config(tmp_path, 0))
+        await gw.start()
+        try:
+            async with aiohttp.ClientSession() as s, \
+                    s.get(f"http://127.0.0.1:{gw.http_port}/api/sites") as r:
+                return await r.json()
+        finally:
+            await gw.stop()
+
+    sites = asyncio.run(asyncio.wait_for(main(), 30))
+    assert {s["id"] for s in sites} == {"are-kall", "harjedalen-hede", "krokom-follinge"}
+    assert (tmp_path / "db" / "sot.sqlite3").exists()
