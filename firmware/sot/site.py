@@ -169,9 +169,19 @@ class Site:
             return "normal"
         return "degraded"
 
+    def ready(self):
+        """True once every device has been polled at least once (answered or not): before that
+        the site's state is not known, and nothing is published or announced."""
+        for d in self.devices.values():
+            if d.online is None:
+                return False
+        return True
+
     def update(self, now):
         """Advance the logic to `now` (epoch seconds); returns [(event type, data), ...]."""
         events = []
+        if self.mode is None and not self.ready():
+            return events
         self._update_devices(events)
         self._update_grid(now, events)
         self._update_gen(now, events)
@@ -195,8 +205,8 @@ class Site:
         litres = pct / 100 * self.gen_cfg["tank_litres"]
         hours = litres / burn
         running = self.gen == "running"
-        return {"pct": round(pct, 1), "litres": round(litres, 1), "burn_lph": burn,
-                "hours_left": round(hours, 1),
+        return {"pct": _r(pct), "litres": _r(litres), "burn_lph": burn,
+                "hours_left": _r(hours),
                 "refuel_by": int(now + hours * 3600) if running else None}
 
     def discrete(self):
@@ -223,7 +233,7 @@ class Site:
         t = self.tanks
         if t is not None:
             for p in t.points:
-                name = p["n"]
+                name = p[0]
                 if name.endswith("_litres"):
                     v = t.get(name)
                     tanks[name[:-7]] = None if v is None else int(v)
@@ -240,4 +250,7 @@ class Site:
 
 
 def _r(v):
-    return None if v is None else round(v, 1)
+    # One decimal: the nearest double to the tenth (MicroPython may print it with noise digits).
+    if v is None:
+        return None
+    return int(v * 10 + (0.5 if v >= 0 else -0.5)) / 10

@@ -92,6 +92,8 @@ class Session:
                                    "heartbeat_s": c["mqtt"]["heartbeat_s"], "dropped": self.dropped})
 
     async def _state(self):
+        if self.site.mode is None:
+            return  # not polled yet: there is no state to vouch for
         self.state_dirty = False
         now = self.hal.epoch()
         body = self.site.snapshot(now)
@@ -146,10 +148,12 @@ class Session:
                 elif backoff == BACKOFF_MIN_MS:
                     self.log("W telemetry: cannot connect:", repr(e))
             self.connected = False
-            try:
-                await self.client.close()
-            except Exception:  # noqa: BLE001
-                pass
+            if self.client.connected:
+                # Still up but failing (a publish timed out): close it cleanly before retrying.
+                try:
+                    await self.client.disconnect()
+                except Exception:  # noqa: BLE001
+                    pass
             # Full jitter: after a regional blackout a whole municipality reconnects at once.
             await asyncio.sleep_ms(BACKOFF_MIN_MS + random.getrandbits(16) % backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_MS)

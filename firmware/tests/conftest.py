@@ -1,7 +1,8 @@
 """Collect firmware unit tests and run them under the real MicroPython interpreter.
 
 Each `firmware/tests/unit/test_*.py` is run once by `runner.py` in the unix port with a 64 KiB
-heap (the controller's budget); every `test_*` function becomes one pytest item whose outcome is
+heap (the board's budget: stricter than it looks, the unix port being 64-bit) with the firmware
+imported from .mpy files; every `test_*` function becomes one pytest item whose outcome is
 what the interpreter printed for it. CPython never imports these files.
 """
 
@@ -25,8 +26,22 @@ def micropython() -> str:
     return str(exe) if exe.exists() else "micropython"
 
 
+_built: Path | None = None
+
+
+def firmware_build() -> Path:
+    """The firmware as .mpy files (compiled once per session, incrementally): compiling the
+    sources at import would spend most of the 64 KiB heap on the compiler, not on the test."""
+    global _built
+    if _built is None:
+        from gateway import firmware
+
+        _built = firmware.build()
+    return _built
+
+
 def run_module(module: str, *names: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, MICROPYPATH=f".frozen:{UNIT}:{FIRMWARE}")
+    env = dict(os.environ, MICROPYPATH=f".frozen:{UNIT}:{firmware_build()}")
     return subprocess.run([micropython(), "-X", f"heapsize={HEAP}", str(UNIT / "runner.py"), module,
                            *names], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=str(FIRMWARE))

@@ -5,8 +5,8 @@
 #   clock   -> the host clock (UTC epoch seconds)
 #   watchdog-> a software stand-in (records feeds; the unix port cannot reset itself)
 import asyncio
+import gc
 import os
-import sys
 import termios
 import time
 
@@ -20,6 +20,8 @@ _VTIME = 5
 _BAUD = {9600: termios.B9600, 57600: termios.B57600, 115200: termios.B115200}
 
 _flash_root = "flash"
+# Heap bytes that are not RAM on a board: the ROMFS image unix_boot.py had to read into the heap.
+RESERVED = 0
 
 
 def init(argv):
@@ -97,6 +99,10 @@ class Flash:
         except OSError:
             return None
 
+    def open(self, name):
+        """A file to read as a stream (json.load parses it without holding the whole text)."""
+        return open(self.path(name), "rb")
+
     def write(self, name, data):
         tmp = self.path(name + ".new")
         with open(tmp, "wb") as f:
@@ -122,10 +128,6 @@ def reset_cause():
     return "power_on"
 
 
-def log(*args):
-    print(*args)
-    return None
-
-
-def exit(code):
-    sys.exit(code)
+def heap_used():
+    """Bytes of heap in use that a board would also spend RAM on (the ROMFS image excluded)."""
+    return gc.mem_alloc() - RESERVED
