@@ -1,0 +1,181 @@
+"""`sot demo`: a simulated municipality of three SOT-points, end to end through real parts.
+
+Per site a plant simulator (pymodbus on pty links, with physics) and the real firmware under the
+MicroPython unix port; one private Mosquitto; the gateway with its SQLite database and web page;
+and a scripted storm:
+
+    t = STORM_AT      the grid drops at Kall and Hede; Hede's generator will fail to start
+    t = RETURN_AT     the grid comes back at both
+    throughout        generators burn fuel at `time_scale` times real time
+
+Everything it starts is stopped by process id (or joined, for the plant threads) on exit, after
+`--duration` seconds or at Ctrl-C/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway import config as config_mod
+from gateway.service import Gateway
+
+log = logging.getLogger("sot.demo")
+
+STORM_AT = 20.0
+RETURN_AT = 110.0
+STORM_SITES = ("are-kall", "harjedalen-hede")
+FAILING_SITE = "harjedalen-hede"
+STATUS_EVERY = 5.0
+HEARTBEAT_S = 5  # faster than the shipped 30 s so the page moves while you watch
+
+
+def _fmt(row: dict[str, Any]) -> str:
+    def num(v: Any, unit: str) -> str:
+        return "–" if v is None else f"{v:.0f}{unit}" if unit == "%" else f"{v:.1f}{unit}"
+
+    link = "LOST" if row["status"] == "lost" else "stale" if row["stale"] else "ok"
+    return (
+        f"  {row['id']:<17} {row['mode'] or '–':<14} grid={row['grid_state'] or '–':<8} "
+        f"gen={row['genset_state'] or '–':<8} fuel={num(row['fuel_pct'], '%'):>4} "
+        f"left={num(row['hours_left'], ' h'):>7}  link={link}"
+    )
+
+
+class Storm:
+    """The scripted sequence, stepped once a second."""
+
+    def __init__(self, sims: dict[str, Any]) -> None:
+        self.sims = sims
+        self.done: set[str] = set()
+
+    def step(self, t: float) -> None:
+        if t >= STORM_AT and "storm" not in self.done:
+            self.done.add("storm")
+            for sid in STORM_SITES:
+                if sid in self.sims:
+                    if sid == FAILING_SITE:
+                        self.sims[sid].physics.fail_next_start(True)
+                    self.sims[sid].physics.grid_lost()
+            print(
+                f"[{t:5.0f} s] storm: grid lost at {', '.join(STORM_SITES)}; "
+                f"{FAILING_SITE}'s generator will fail to start",
+                flush=True,
+            )
+        if t >= RETURN_AT and "return" not in self.done:
+            self.done.add("return")
+            for sid in STORM_SITES:
+                if sid in self.sims:
+                    self.sims[sid].physics.grid_restored()
+            print(f"[{t:5.0f} s] storm over: grid back at {', '.join(STORM_SITES)}", flush=True)
+
+
+async def run(
+    *,
+    duration: float | None = None,
+    mqtt_port: int | None = None,
+    http_port: int = 8080,
+    time_scale: float = 600.0,
+    workdir: Path | None = None,
+    config_dir: Path = config_mod.CONFIG_DIR,
+) -> int:
+    from hil_tests.rig.broker import Broker
+    from hil_tests.rig.sitesim import SimulatedSite
+
+    sites = config_mod.load_sites(config_dir)
+    own_dir = workdir is None
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="sot-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    broker = Broker(mqtt_port, workdir=workdir / "broker")
+    gateway: Gateway | None = None
+    sims: dict[str, SimulatedSite] = {}
+    try:
+        broker.start()
+        gateway = Gateway(
+            {
+                "mqtt": {"host": broker.host, "port": broker.port},
+                "http": {"host": "127.0.0.1", "port": http_port},
+                "store": {"path": str(workdir / "sot.sqlite3")},
+            },
+            config_dir=config_dir,
+        )
+        await gateway.start()
+        for sid, site in sites.items():
+            sim = SimulatedSite(
+                site,
+                workdir,
+                mqtt_host=broker.host,
+                mqtt_port=broker.port,
+                time_scale=time_scale,
+                heartbeat_s=HEARTBEAT_S,
+            )
+            await asyncio.to_thread(sim.start)
+            sims[sid] = sim
+
+        url = f"http://127.0.0.1:{gateway.http_port}/"
+        print(
+            f"""
+SOT-punkt demo: {len(sims)} sites, Mosquitto on 127.0.0.1:{broker.port}
+  Översikt / overview:  {url}
+  JSON API:             {url}api/sites
+  Files (database, firmware logs, flash folders): {workdir}
+Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scale:g}x real time.
+{f"Stops after {duration:g} s." if duration else "Ctrl-C stops everything."}
+""",
+            flush=True,
+        )
+
+        storm = Storm(sims)
+        t0 = time.monotonic()
+        next_status = 0.0
+        while not stop.is_set():
+            t = time.monotonic() - t0
+            if duration is not None and t >= duration:
+                break
+            storm.step(t)
+            for sid, sim in sims.items():
+                fw = sim.firmware
+                if fw is not None and not fw.alive():
+                    rc = fw.proc.returncode if fw.proc else "?"
+                    print(f"[{t:5.0f} s] firmware of {sid} exited ({rc}); log: {fw.log_path}",
+                          flush=True)
+                    sim.firmware = None
+            if t >= next_status:
+                next_status = t + STATUS_EVERY
+                rows = gateway.store.sites_overview(time.time()) if gateway.store else []
+                print(f"[{t:5.0f} s]", flush=True)
+                for row in rows:
+                    print(_fmt(row), flush=True)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    finally:
+        print("stopping: firmware, plants, gateway, broker", flush=True)
+        for sim in sims.values():
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(sim.stop)
+        if gateway is not None:
+            with contextlib.suppress(Exception):
+                await gateway.stop()
+        broker.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if own_dir:
+            print(f"(files kept in {workdir})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(run(duration=float(sys.argv[1]) if len(sys.argv) > 1 else None)))

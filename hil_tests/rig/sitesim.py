@@ -1,0 +1,59 @@
+"""One simulated SOT-punkt: plant (pymodbus on pty links, with physics) + the real firmware.
+
+Used by `sot demo` and by the HIL tests, so both run exactly the same rig.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Site
+
+from .dut import Firmware
+from .plant import Plant, PlantThread
+from .scenario import PlantPhysics
+
+
+class SimulatedSite:
+    def __init__(
+        self,
+        site: Site,
+        workdir: Path,
+        *,
+        mqtt_host: str,
+        mqtt_port: int,
+        time_scale: float = 1.0,
+        heartbeat_s: int | None = None,
+        keepalive_s: int | None = None,
+        physics: dict[str, Any] | None = None,
+    ) -> None:
+        self.site = site
+        self.workdir = Path(workdir) / site.id
+        self.mqtt: dict[str, Any] = {"host": mqtt_host, "port": mqtt_port}
+        if heartbeat_s is not None:
+            self.mqtt["heartbeat_s"] = heartbeat_s
+        if keepalive_s is not None:
+            self.mqtt["keepalive_s"] = keepalive_s
+        self.plant = Plant(site)
+        self.physics = PlantPhysics(self.plant, site, time_scale, **(physics or {}))
+        self.thread = PlantThread(self.plant)
+        self.firmware: Firmware | None = None
+
+    def start(self) -> SimulatedSite:
+        self.thread.start()
+        self.start_firmware()
+        return self
+
+    def start_firmware(self) -> Firmware:
+        self.firmware = Firmware(
+            self.site, self.workdir / "flash", bus_ports=self.plant.ports(), mqtt=self.mqtt
+        )
+        return self.firmware.start()
+
+    def stop(self) -> None:
+        try:
+            if self.firmware is not None:
+                self.firmware.stop()
+        finally:
+            self.thread.stop()
