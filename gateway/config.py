@@ -34,6 +34,7 @@ CONFIG_DIR = REPO_ROOT / "config"
 TYPES = {"u16": 1, "s16": 1, "u32": 2, "s32": 2, "f32": 2}
 FUNCTIONS = {1: "coils", 2: "discrete inputs", 3: "holding registers", 4: "input registers"}
 DEVICE_KINDS = ("genset", "grid_meter", "tank_gauge", "pump")
+RESERVED_SITE_IDS = ("gateway",)
 # DSE GenComm "n/a" band: the top eight codes of each type's range (unimplemented, over/under
 # range, transducer fault, bad data, ...). Raw values in the band are never numbers.
 DSE_SENTINELS = {
@@ -407,6 +408,8 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         raise s.fail("id", "must be a slug of a-z, 0-9 and '-' such as are-kall")
     if sid != path.stem:
         raise s.fail("id", f"must match the file name '{path.stem}', got {sid!r}")
+    if sid in RESERVED_SITE_IDS:
+        raise s.fail("id", f"'{sid}' is reserved: sot/v1/{sid}/... is the gateway's own topic")
     m = _Reader(
         path,
         "[mqtt]",

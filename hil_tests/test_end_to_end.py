@@ -90,6 +90,11 @@ def test_grid_loss_reaches_the_gateway_and_killing_the_controller_shows_it_lost(
     )
     assert row["mode"] == "on_backup"  # last known state is kept, flagged by the status
 
+    # Every message the firmware sent met the v1 schema: the gateway rejected none.
+    stats = gateway.get("/api/stats")
+    assert stats["rejected"] == 0, stats["rejected_by_reason"]
+    assert stats["accepted_by_topic"].get("event", 0) >= 3
+
 
 @pytest.mark.parametrize("sim", [{"start_timeout_s": 6.0}], indirect=True)
 def test_generator_that_fails_to_start_is_reported(sim: SimulatedSite, gateway: GatewayThread):

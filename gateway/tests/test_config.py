@@ -141,3 +141,13 @@ def test_compiled_site_is_small_and_wired():
     # The wiring is not part of the config hash; the content is.
     again = config.compile_site(site, bus_ports={"rs485": "/dev/pts/1"})
     assert again["hash"] == compiled["hash"]
+
+
+def test_site_id_gateway_is_reserved(cfgdir: Path):
+    src = cfgdir / "sites/are-kall.toml"
+    dst = cfgdir / "sites/gateway.toml"
+    dst.write_text(src.read_text().replace('id = "are-kall"', 'id = "gateway"'))
+    src.unlink()
+    with pytest.raises(config.ConfigError, match="reserved") as err:
+        config.load_sites(cfgdir)
+    assert err.value.key == "id"
