@@ -9,7 +9,7 @@ from sot.site import Site
 from sot.telemetry import Session
 
 SITE_TICK_MS = 500
-HEAP_LOG_MS = 5000
+HEAP_LOG_MS = 60000
 
 
 def log(*args):
