@@ -12,10 +12,11 @@ documents the fields:
 
     {"site": "are-kall", "name": "Kall", "municipality": "Åre", "hash": "3f2a...",
      "mqtt": {"host", "port", "keepalive_s", "heartbeat_s", "user", "password"},
-     "buses": [{"name", "port", "baud", "timeout_ms", "poll_ms"}],
+     "buses": [{"name", "port", "baud", "timeout_ms", "poll_ms", "slow_ms"}],
      "devices": [{"name", "kind", "profile", "bus", "unit",
-                  "blocks": [[function, start, count], ...],
-                  "points": [[name, block, offset, type, scale, rmin, rmax, inv, enum], ...]}],
+                  "blocks": [[function, start, count, slow], ...],
+                  "points": [[name, block, offset, type, scale, rmin, rmax, inv, enum, extra]],
+                  "ident": [[point, [accepted values] or "prefix"]], "tmin": ms or null}],
      "grid": {...}, "genset": {...}}
 """
 
@@ -31,7 +32,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
 
-TYPES = {"u16": 1, "s16": 1, "u32": 2, "s32": 2, "f32": 2}
+TYPES = {"u16": 1, "s16": 1, "u32": 2, "s32": 2, "f32": 2, "str": 0}  # str: `length` registers
+POLL_CLASSES = ("fast", "slow")
 FUNCTIONS = {1: "coils", 2: "discrete inputs", 3: "holding registers", 4: "input registers"}
 DEVICE_KINDS = ("genset", "grid_meter", "tank_gauge", "pump")
 RESERVED_SITE_IDS = ("gateway",)
@@ -43,6 +45,7 @@ DSE_SENTINELS = {
     "u32": [[0xFFFFFFF8, 0xFFFFFFFF]],
     "s32": [[0x7FFFFFF8, 0x7FFFFFFF]],
     "f32": [],
+    "str": [],
 }
 
 
@@ -153,10 +156,13 @@ class Point:
     word_order: str = "big"
     source: str = ""
     sim: Any = None
+    bits: tuple[int, int] | None = None  # (lowest bit, width) of a field inside the register(s)
+    poll: str = "fast"
+    length: int = 0  # registers of a str point
 
     @property
     def count(self) -> int:
-        return TYPES[self.type]
+        return self.length if self.type == "str" else TYPES[self.type]
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,8 @@ class Profile:
     max_block: int
     points: tuple[Point, ...]
     path: Path = field(compare=False)
+    identity: dict[str, Any] = field(default_factory=dict)
+    min_timeout_ms: int | None = None
 
     def point(self, name: str) -> Point:
         for p in self.points:
@@ -177,17 +185,22 @@ class Profile:
                 return p
         raise KeyError(name)
 
-    def blocks(self) -> list[tuple[int, int, int]]:
+    def blocks(self) -> list[tuple[int, int, int, int]]:
         """Pack the points into as few reads as the profile's gap and size limits allow.
 
-        Points of one function code are sorted by address; the next point joins the current block
-        when the registers skipped to reach it are at most `max_gap` and the block stays within
-        `max_block` registers. Returns [(function, start, count)].
+        Points of one function code and poll class are sorted by address; the next point joins
+        the current block when the registers skipped to reach it are at most `max_gap` and the
+        block stays within `max_block` registers. Returns [(function, start, count, slow)] with
+        slow = 1 for the "slow" poll class.
         """
-        blocks: list[tuple[int, int, int]] = []
-        for fc in sorted({p.function for p in self.points}):
+        blocks: list[tuple[int, int, int, int]] = []
+        groups = sorted({(p.function, POLL_CLASSES.index(p.poll)) for p in self.points})
+        for fc, slow in groups:
             cur: list[int] | None = None
-            for p in sorted((p for p in self.points if p.function == fc), key=lambda p: p.address):
+            members = [
+                p for p in self.points if p.function == fc and POLL_CLASSES.index(p.poll) == slow
+            ]
+            for p in sorted(members, key=lambda p: p.address):
                 end = p.address + p.count
                 if (
                     cur is not None
@@ -197,16 +210,16 @@ class Profile:
                     cur[2] = max(cur[2], end - cur[1])
                 else:
                     if cur is not None:
-                        blocks.append((cur[0], cur[1], cur[2]))
+                        blocks.append((cur[0], cur[1], cur[2], slow))
                     cur = [fc, p.address, p.count]
             if cur is not None:
-                blocks.append((cur[0], cur[1], cur[2]))
+                blocks.append((cur[0], cur[1], cur[2], slow))
         return blocks
 
 
 def load_profile(path: Path) -> Profile:
     data = _load_toml(path)
-    top = _Reader(path, "file", data, {"profile", "point"})
+    top = _Reader(path, "file", data, {"profile", "point", "identity"})
     head = _Reader(
         path,
         "[profile]",
@@ -222,6 +235,7 @@ def load_profile(path: Path) -> Profile:
             "max_gap",
             "max_block",
             "sentinel",
+            "min_timeout_ms",
         },
     )
     pid = head.get("id", str)
@@ -257,6 +271,10 @@ def load_profile(path: Path) -> Profile:
                 "source",
                 "sim",
                 "word_order",
+                "bits",
+                "poll",
+                "length",
+                "sentinel",
             },
         )
         name = r.get("name", str)
@@ -275,7 +293,8 @@ def load_profile(path: Path) -> Profile:
             ):
                 raise r.fail("range", "must be [min, max] with min < max")
             rng = (float(rng[0]), float(rng[1]))
-        invalid = [tuple(x) for x in DSE_SENTINELS[ptype]] if sentinel == "dse" else []
+        point_sentinel = r.get("sentinel", str, sentinel, choices=("none", "dse"))
+        invalid = [tuple(x) for x in DSE_SENTINELS[ptype]] if point_sentinel == "dse" else []
         for pair in r.get("invalid", list, []):
             if not (
                 isinstance(pair, list)
@@ -304,6 +323,27 @@ def load_profile(path: Path) -> Profile:
         scale = r.get("scale", float, 1.0)
         if scale == 0:
             raise r.fail("scale", "must not be 0")
+        length = 0
+        if ptype == "str":
+            length = r.get("length", int, lo=1, hi=64)
+        elif "length" in r.table:
+            raise r.fail("length", "only a str point has a length")
+        bits = r.get("bits", list, None)
+        if bits is not None:
+            width_max = 16 * TYPES.get(ptype, 0)
+            if (
+                ptype not in ("u16", "u32")
+                or len(bits) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in bits)
+                or bits[1] < 1
+                or bits[0] < 0
+                or bits[0] + bits[1] > width_max
+            ):
+                raise r.fail("bits", f"must be [lowest bit, width] inside a u16/u32, got {bits!r}")
+            bits = (bits[0], bits[1])
+        sim = r.get("sim", (int, float, str), None)
+        if isinstance(sim, str) and ptype != "str" and (enum is None or sim not in enum.values()):
+            raise r.fail("sim", f"label {sim!r} is not in the point's enum")
         points.append(
             Point(
                 name=name,
@@ -317,22 +357,42 @@ def load_profile(path: Path) -> Profile:
                 enum=enum,
                 word_order=r.get("word_order", str, word_order, choices=("big", "little")),
                 source=r.get("source", str, ""),
-                sim=r.get("sim", (int, float, str), None),
+                sim=sim,
+                bits=bits,
+                poll=r.get("poll", str, "fast", choices=POLL_CLASSES),
+                length=length,
             )
         )
-    # Two points may not claim the same register.
-    claimed: dict[tuple[int, int], str] = {}
+    # Two points may not claim the same register, unless both are bit fields of it whose bits
+    # do not overlap (an alarm word carries several alarms).
+    claimed: dict[tuple[int, int], list[Point]] = {}
     for p in points:
         for a in range(p.address, p.address + p.count):
-            other = claimed.get((p.function, a))
-            if other:
-                raise ConfigError(
-                    path,
-                    f"point '{p.name}'",
-                    "address",
-                    f"register {a} is also used by point '{other}'",
-                )
-            claimed[(p.function, a)] = p.name
+            for other in claimed.get((p.function, a), []):
+                if p.bits is None or other.bits is None or _overlap(p, other):
+                    raise ConfigError(
+                        path,
+                        f"point '{p.name}'",
+                        "address",
+                        f"register {a} is also used by point '{other.name}'",
+                    )
+            claimed.setdefault((p.function, a), []).append(p)
+    identity: dict[str, Any] = {}
+    by_name = {p.name: p for p in points}
+    for key, expect in top.get("identity", dict, {}).items():
+        ir = _Reader(path, "[identity]", {key: expect}, {key})
+        if key not in by_name:
+            raise ir.fail(key, "names no point of this profile")
+        is_int = isinstance(expect, int) and not isinstance(expect, bool)
+        is_list = (
+            isinstance(expect, list)
+            and bool(expect)
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in expect)
+        )
+        is_prefix = isinstance(expect, str) and by_name[key].type == "str"
+        if not (is_int or is_list or is_prefix):
+            raise ir.fail(key, "must be a raw integer, a list of them, or (str point) a prefix")
+        identity[key] = expect
     return Profile(
         id=pid,
         kind=kind,
@@ -343,7 +403,18 @@ def load_profile(path: Path) -> Profile:
         max_block=head.get("max_block", int, 60, lo=1, hi=125),
         points=tuple(points),
         path=path,
+        identity=identity,
+        min_timeout_ms=head.get("min_timeout_ms", int, None, lo=10, hi=10000),
     )
+
+
+def _overlap(a: Point, b: Point) -> bool:
+    """Whether two bit fields that share a register use a common bit."""
+    assert a.bits is not None and b.bits is not None
+    base = min(a.address, b.address)
+    a_lo = (a.address - base) * 16 + a.bits[0]
+    b_lo = (b.address - base) * 16 + b.bits[0]
+    return a_lo < b_lo + b.bits[1] and b_lo < a_lo + a.bits[1]
 
 
 def load_profiles(config_dir: Path = CONFIG_DIR) -> dict[str, Profile]:
@@ -372,6 +443,7 @@ class Bus:
     baud: int
     timeout_ms: int
     poll_ms: int
+    slow_poll_ms: int = 10000  # points of the "slow" poll class (identity, counters, capability)
 
 
 @dataclass(frozen=True)
@@ -426,7 +498,12 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
     }
     buses: list[Bus] = []
     for i, raw in enumerate(top.get("bus", list)):
-        r = _Reader(path, f"bus #{i + 1}", raw, {"name", "port", "baud", "timeout_ms", "poll_ms"})
+        r = _Reader(
+            path,
+            f"bus #{i + 1}",
+            raw,
+            {"name", "port", "baud", "timeout_ms", "poll_ms", "slow_poll_ms"},
+        )
         name = r.get("name", str)
         r.entry = f"bus '{name}'"
         if any(b.name == name for b in buses):
@@ -440,6 +517,7 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
                 ),
                 timeout_ms=r.get("timeout_ms", int, 1000, lo=50, hi=10000),
                 poll_ms=r.get("poll_ms", int, 1000, lo=100, hi=60000),
+                slow_poll_ms=r.get("slow_poll_ms", int, 10000, lo=1000, hi=600000),
             )
         )
     devices: list[Device] = []
@@ -524,7 +602,7 @@ def load_sites(
 # --- compile for the controller --------------------------------------------------------------
 
 
-TYPE_CODES = {"u16": 0, "s16": 1, "u32": 2, "s32": 3, "f32": 4}
+TYPE_CODES = {"u16": 0, "s16": 1, "u32": 2, "s32": 3, "f32": 4, "str": 5}
 LOW_WORD_FIRST = 8
 
 
@@ -534,7 +612,9 @@ def _num(x: float) -> int | float:
 
 
 def compile_point(p: Point, block: int, offset: int) -> list[Any]:
-    """[name, block, offset, type, scale, rmin, rmax, inv, enum] -- see firmware/sot/points.py."""
+    """[name, block, offset, type, scale, rmin, rmax, inv, enum, extra] -- firmware/sot/points.py.
+
+    extra: [lowest bit, width] of a bit field, the register count of a str point, else None."""
     code = TYPE_CODES[p.type] | (LOW_WORD_FIRST if p.count == 2 and p.word_order == "little" else 0)
     rmin, rmax = (_num(p.range[0]), _num(p.range[1])) if p.range else (None, None)
     inv = [x for band in p.invalid for x in band] or None
@@ -543,7 +623,9 @@ def compile_point(p: Point, block: int, offset: int) -> list[Any]:
         enum = [None] * (max(p.enum) + 1)
         for raw, label in p.enum.items():
             enum[raw] = label
-    return [p.name, block, offset, code, None if p.scale == 1.0 else p.scale, rmin, rmax, inv, enum]
+    extra: Any = list(p.bits) if p.bits else (p.length if p.type == "str" else None)
+    scale = None if p.scale == 1.0 else p.scale
+    return [p.name, block, offset, code, scale, rmin, rmax, inv, enum, extra]
 
 
 def compile_device(dev: Device) -> dict[str, Any]:
@@ -552,7 +634,7 @@ def compile_device(dev: Device) -> dict[str, Any]:
     for p in dev.profile.points:
         bi = next(
             i
-            for i, (fc, start, count) in enumerate(blocks)
+            for i, (fc, start, count, _slow) in enumerate(blocks)
             if fc == p.function and start <= p.address and p.address + p.count <= start + count
         )
         points.append(compile_point(p, bi, p.address - blocks[bi][1]))
@@ -564,6 +646,11 @@ def compile_device(dev: Device) -> dict[str, Any]:
         "unit": dev.unit,
         "blocks": [list(b) for b in blocks],
         "points": points,
+        # identity: [[point name, accepted values or a str prefix]]; checked before values count
+        "ident": [
+            [k, v if isinstance(v, (list, str)) else [v]] for k, v in dev.profile.identity.items()
+        ],
+        "tmin": dev.profile.min_timeout_ms,
     }
 
 
@@ -585,6 +672,7 @@ def compile_site(
                 "baud": b.baud,
                 "timeout_ms": b.timeout_ms,
                 "poll_ms": b.poll_ms,
+                "slow_ms": b.slow_poll_ms,
             }
             for b in site.buses
         ],

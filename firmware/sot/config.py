@@ -41,14 +41,16 @@ def load(flash):
 def _point(p, shared):
     # json gives lists with spare capacity and a fresh copy of every repeated sentinel band and
     # enum table; exact-size tuples, shared where equal, keep the point tables small in RAM.
-    if len(p) != 9:
-        raise ConfigError(FILE + ": point " + str(p[:1]) + " has " + str(len(p)) + " fields, not 9")
-    inv = p[7]
-    enum = p[8]
-    if inv is not None:
-        inv = tuple(inv)
-        inv = shared.setdefault(inv, inv)
-    if enum is not None:
-        enum = tuple(enum)
-        enum = shared.setdefault(enum, enum)
-    return (p[0], p[1], p[2], p[3], p[4], p[5], p[6], inv, enum)
+    if len(p) != 10:
+        raise ConfigError(FILE + ": point " + str(p[:1]) + " has " + str(len(p)) + " fields, not 10")
+    inv = _shared(p[7], shared)
+    enum = _shared(p[8], shared)
+    extra = _shared(p[9], shared)
+    return (p[0], p[1], p[2], p[3], p[4], p[5], p[6], inv, enum, extra)
+
+
+def _shared(v, shared):
+    if isinstance(v, list):
+        v = tuple(v)
+        v = shared.setdefault(v, v)
+    return v

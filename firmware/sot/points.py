@@ -2,12 +2,18 @@
 # gateway/config.py compiles (a tuple, not a dict: the controller keeps every point of every
 # device in RAM, and on a 64 KiB heap each saved object counts):
 #
-#   (name, block, offset, type, scale, rmin, rmax, inv, enum)
+#   (name, block, offset, type, scale, rmin, rmax, inv, enum, extra)
 #     block   index into the device's read blocks; offset: register offset inside that block
-#     type    U16 | S16 | U32 | S32 | F32, plus LOW_WORD_FIRST for 32-bit values stored low word first
+#     type    U16 | S16 | U32 | S32 | F32 | STR, plus LOW_WORD_FIRST for 32-bit values stored low
+#             word first
 #     scale   multiplier or None;  rmin/rmax: plausible engineering range or None
 #     inv     flat tuple of raw sentinel ranges (lo, hi, lo, hi, ...) or None
 #     enum    tuple of labels indexed by the raw value (None for unused codes) or None
+#     extra   (lowest bit, width) of a bit field, the register count of a STR, or None
+#
+# A bit field is checked against `inv` as the whole register (an unimplemented alarm word reads
+# as the sentinel), then shifted and masked, then mapped by `enum`. A STR is ASCII, two
+# characters per register, high byte first, with trailing NULs and spaces dropped.
 #
 # decode() returns (value, None) or (None, "invalid"). Invalid means the device sent no number:
 # a sentinel (e.g. the DSE GenComm n/a band 0xFFF8-0xFFFF), a value outside the engineering range
@@ -31,6 +37,7 @@ S16 = const(1)
 U32 = const(2)
 S32 = const(3)
 F32 = const(4)
+STR = const(5)
 LOW_WORD_FIRST = const(8)
 NAME = const(0)
 BLOCK = const(1)
@@ -41,8 +48,14 @@ _f32 = bytearray(4)  # scratch for reinterpreting register bits as a float
 
 def decode(point, data):
     """(value, None) for a good reading of `point` from the block's bytes, else (None, why)."""
-    _name, _block, off, t, scale, rmin, rmax, inv, enum = point
+    _name, _block, off, t, scale, rmin, rmax, inv, enum, extra = point
     off <<= 1
+    if t == STR:
+        text = bytes(data[off:off + 2 * extra]).rstrip(b"\0 ")
+        try:
+            return text.decode(), None
+        except UnicodeError:
+            return _INVALID
     if t == U16:
         raw = struct.unpack_from(">H", data, off)[0]
     elif t == S16:
@@ -63,6 +76,8 @@ def decode(point, data):
         for i in range(0, len(inv), 2):
             if inv[i] <= raw <= inv[i + 1]:
                 return _INVALID
+    if extra is not None:
+        raw = (raw >> extra[0]) & ((1 << extra[1]) - 1)
 
     if enum is not None:
         label = enum[raw] if 0 <= raw < len(enum) else None

@@ -101,23 +101,96 @@ def test_broken_toml_names_the_file(cfgdir: Path):
         config.load_sites(cfgdir)
 
 
-def test_read_blocks_respect_gap_and_cover_every_point():
+def test_read_blocks_respect_gap_poll_class_and_cover_every_point():
     dse = config.load_profiles()["dse-gencomm"]
     blocks = dse.blocks()
-    # 768-772 | 1025-1033 | 1059-1061 | 1408 | 1798-1799: gaps above max_gap (8) split blocks
-    assert blocks == [(3, 768, 5), (3, 1025, 9), (3, 1059, 3), (3, 1408, 1), (3, 1798, 2)]
+    # fast: gaps above max_gap (8) split blocks; slow (identity, capability) are read apart
+    assert blocks == [
+        (3, 772, 1, 0),
+        (3, 1025, 9, 0),
+        (3, 1059, 3, 0),
+        (3, 1408, 1, 0),
+        (3, 1798, 2, 0),
+        (3, 39425, 4, 0),
+        (3, 768, 2, 1),
+        (3, 4096, 3, 1),
+    ]
     for p in dse.points:
+        slow = 1 if p.poll == "slow" else 0
         assert any(
-            fc == p.function and s <= p.address and p.address + p.count <= s + n
-            for fc, s, n in blocks
+            fc == p.function and s <= p.address and p.address + p.count <= s + n and cls == slow
+            for fc, s, n, cls in blocks
         ), p.name
+
+
+def test_comap_reads_never_span_unmapped_registers():
+    comap = config.load_profiles()["comap-intelilite4"]
+    mapped = {a for p in comap.points for a in range(p.address, p.address + p.count)}
+    for _fc, start, count, _slow in comap.blocks():
+        assert set(range(start, start + count)) <= mapped, (start, count)
+    ident = next(b for b in comap.blocks() if b[1] == 1307)
+    assert ident[2] == 16  # the identification is read whole, as the controller demands
+
+
+@pytest.mark.parametrize(
+    "file, old, new, entry, key",
+    [
+        (
+            "devices/dse-gencomm.toml",
+            "bits = [8, 4]",
+            "bits = [10, 4]",
+            "point 'alarm_low_oil_pressure'",
+            "address",
+        ),
+        (
+            "devices/dse-gencomm.toml",
+            "bits = [15, 1]",
+            "bits = [15, 2]",
+            "point 'can_remote_start'",
+            "bits",
+        ),
+        (
+            "devices/dse-gencomm.toml",
+            "manufacturer = 1\n",
+            "manufactorer = 1\n",
+            "[identity]",
+            "manufactorer",
+        ),
+        (
+            "devices/dse-gencomm.toml",
+            'sim = "auto"',
+            'sim = "automatic"',
+            "point 'control_mode'",
+            "sim",
+        ),
+        (
+            "devices/comap-intelilite4.toml",
+            "length = 16",
+            "length = 0",
+            "point 'controller_name'",
+            "length",
+        ),
+        (
+            "devices/dse-gencomm.toml",
+            'poll = "slow"',
+            'poll = "sometimes"',
+            "point 'manufacturer'",
+            "poll",
+        ),
+    ],
+)
+def test_profile_extensions_are_validated(cfgdir: Path, file, old, new, entry, key):
+    edit(cfgdir / file, old, new)
+    with pytest.raises(config.ConfigError) as err:
+        config.load_profiles(cfgdir)
+    assert (err.value.entry, err.value.key) == (entry, key), str(err.value)
 
 
 def test_compiled_site_is_small_and_wired():
     site = config.load_sites()["are-kall"]
     compiled = config.compile_site(site, bus_ports={"rs485": "/dev/pts/9"}, mqtt={"port": 1999})
     text = config.to_json(compiled)
-    assert len(text.encode()) < 4096  # read into a 64 KiB heap at boot
+    assert len(text.encode()) < 8192  # parsed from a stream at boot, but kept in a small heap
     assert compiled["buses"][0]["port"] == "/dev/pts/9"
     assert compiled["mqtt"]["port"] == 1999
     gen = next(d for d in compiled["devices"] if d["name"] == "genset")
@@ -132,7 +205,12 @@ def test_compiled_site_is_small_and_wired():
         100,
         [0xFFF8, 0xFFFF],
         None,
+        None,
     ]
+    alarm = next(p for p in gen["points"] if p[0] == "alarm_fail_to_start")
+    assert alarm[9] == [8, 4] and alarm[8][3] == "shutdown"
+    assert gen["ident"][0] == ["manufacturer", [1]] and 32840 in gen["ident"][1][1]
+    assert gen["tmin"] == 1000
     state = next(p for p in gen["points"] if p[0] == "engine_state")
     assert state[8][3] == "running" and state[8][1] == "starting"
     meter = next(d for d in compiled["devices"] if d["name"] == "grid")

@@ -61,8 +61,23 @@ _STRUCT = {"u16": ">H", "s16": ">h", "u32": ">I", "s32": ">i", "f32": ">f"}
 # --- value encoding --------------------------------------------------------------------------
 
 
-def encode(point: Point, value: Any) -> list[int]:
-    """Engineering value, enum label or None -> the point's registers (as sent on the wire)."""
+def encode(point: Point, value: Any, current: list[int] | None = None) -> list[int]:
+    """Engineering value, enum label or None -> the point's registers (as sent on the wire).
+
+    A bit field is merged into `current` (the registers as they are); None writes the n/a
+    sentinel over the whole register. A str point takes text, NUL-padded to its length."""
+    if point.type == "str":
+        text = str(value or "").encode("ascii")[: 2 * point.length]
+        text += bytes(2 * point.length - len(text))
+        return [int.from_bytes(text[i:i + 2], "big") for i in range(0, len(text), 2)]
+    if point.bits is not None and value is not None:
+        field = _field_raw(point, value)
+        lsb, width = point.bits
+        if not 0 <= field < (1 << width):
+            raise ValueError(f"point '{point.name}': {value!r} does not fit {width} bit(s)")
+        whole = decode_raw(point, current) if current else 0
+        whole = (int(whole) & ~(((1 << width) - 1) << lsb)) | (field << lsb)
+        return encode_raw(point, whole)
     if value is None:
         if not point.invalid:
             raise ValueError(f"point '{point.name}' has no n/a value (no invalid range)")
@@ -79,6 +94,14 @@ def encode(point: Point, value: Any) -> list[int]:
     else:
         raw = round(float(value) / point.scale)
     return encode_raw(point, raw)
+
+
+def _field_raw(point: Point, value: Any) -> int:
+    if isinstance(value, str):
+        if point.enum is None or value not in point.enum.values():
+            raise ValueError(f"point '{point.name}': no raw value for label {value!r}")
+        return next(k for k, v in point.enum.items() if v == value)
+    return int(value)
 
 
 def encode_raw(point: Point, raw: int | float) -> list[int]:
@@ -103,12 +126,16 @@ def decode_raw(point: Point, regs: list[int]) -> int | float:
 
 def decode(point: Point, regs: list[int]) -> Any:
     """Registers -> engineering value, enum label (the raw integer if unmapped) or None (n/a)."""
+    if point.type == "str":
+        return b"".join(w.to_bytes(2, "big") for w in regs).rstrip(b"\0 ").decode("ascii")
     raw = decode_raw(point, regs)
     if point.type != "f32":
         # Sentinels are given as unsigned codes of the register(s), also for signed types.
         unsigned = raw & (0xFFFF if point.count == 1 else 0xFFFFFFFF)
         if any(lo <= unsigned <= hi for lo, hi in point.invalid):
             return None
+    if point.bits is not None:
+        raw = (int(raw) >> point.bits[0]) & ((1 << point.bits[1]) - 1)
     if point.enum is not None:
         return point.enum.get(int(raw), int(raw))
     if point.scale == 1.0:
@@ -131,18 +158,20 @@ class SimulatedDevice:
         self.base: dict[int, int] = {}
         self.image: dict[int, list[int]] = {}
         for fc in REGISTER_FUNCTIONS:
-            mine = [(start, count) for f, start, count in self.blocks if f == fc]
+            mine = [(start, count) for f, start, count, _slow in self.blocks if f == fc]
             if mine:
-                self.base[fc] = mine[0][0]
-                self.image[fc] = [0] * (mine[-1][0] + mine[-1][1] - mine[0][0])
+                lo = min(start for start, _ in mine)
+                hi = max(start + count for start, count in mine)
+                self.base[fc] = lo
+                self.image[fc] = [0] * (hi - lo)
 
     def served(self, fc: int, address: int, count: int) -> bool:
         return any(f == fc and start <= address and address + count <= start + n
-                   for f, start, n in self.blocks)
+                   for f, start, n, _slow in self.blocks)
 
     def sim_device(self, action: Callable[..., Any]) -> SimDevice:
         registers: dict[int, list[SimData]] = {fc: [] for fc in REGISTER_FUNCTIONS}
-        for fc, start, count in self.blocks:
+        for fc, start, count, _slow in self.blocks:
             registers[fc].append(SimData(address=start, count=count, datatype=DataType.REGISTERS))
         return SimDevice(id=self.device.unit, simdata=_tables(registers[3], registers[4]),
                          action=action)
@@ -182,7 +211,7 @@ class Plant:
                            f"'{site.id}'")
         self.links: dict[str, PtyLink] = dict(self._given_links)
         self.devices = {d.name: SimulatedDevice(d) for d in site.devices}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._servers: dict[str, ModbusSerialServer] = {}
         self._tickers: list[Callable[[float], None]] = []
         self._tick_task: asyncio.Task[None] | None = None
@@ -191,7 +220,8 @@ class Plant:
             for p in sd.device.profile.points:
                 if p.sim is not None:
                     try:
-                        self._write(sd, p.function, p.address, encode(p, p.sim))
+                        current = self._read(sd, p.function, p.address, p.count)
+                        self._write(sd, p.function, p.address, encode(p, p.sim, current))
                     except ValueError as e:
                         raise ValueError(f"{sd.device.profile.path.name}: sim value: {e}") from None
 
@@ -272,7 +302,9 @@ class Plant:
 
     def set(self, device: str, point: str, value: Any) -> None:
         sd, p = self._point(device, point)
-        self._write(sd, p.function, p.address, encode(p, value))
+        with self._lock:  # a bit field is read, merged and written back as one step
+            current = self._read(sd, p.function, p.address, p.count) if p.bits else None
+            self._write(sd, p.function, p.address, encode(p, value, current))
 
     def get(self, device: str, point: str) -> Any:
         sd, p = self._point(device, point)

@@ -8,11 +8,12 @@ from sot import points
 H = bytes.fromhex
 INVALID = (None, "invalid")
 TYPES = {"u16": points.U16, "s16": points.S16, "u32": points.U32, "s32": points.S32,
-         "f32": points.F32, "u64": 5}
+         "f32": points.F32, "str": points.STR, "u64": 7}
 
 
-def point(t, o=0, n="x", b=0, w=0, s=None, r=None, inv=None, e=None):
-    """A compiled point from readable keywords (e: {raw: label}, inv: [[lo, hi], ...])."""
+def point(t, o=0, n="x", b=0, w=0, s=None, r=None, inv=None, e=None, x=None):
+    """A compiled point from readable keywords (e: {raw: label}, inv: [[lo, hi], ...],
+    x: (lowest bit, width) of a bit field or the register count of a str)."""
     code = TYPES[t] | (points.LOW_WORD_FIRST if w else 0)
     flat = None
     if inv:
@@ -24,7 +25,7 @@ def point(t, o=0, n="x", b=0, w=0, s=None, r=None, inv=None, e=None):
             labels[raw] = label
         labels = tuple(labels)
     rmin, rmax = r if r else (None, None)
-    return (n, b, o, code, s, rmin, rmax, flat, labels)
+    return (n, b, o, code, s, rmin, rmax, flat, labels, x)
 
 
 def moved(p, o):
@@ -165,3 +166,32 @@ def test_unknown_type_is_an_error():
     except ValueError:
         return
     raise AssertionError("no ValueError")
+
+
+ALARM_STATES = {0: "disabled", 1: "inactive", 2: "warning", 3: "shutdown", 4: "trip"}
+
+
+def test_bit_fields_of_an_alarm_word():
+    # GenComm page 154 style: four 4-bit alarm states in one register, first in the top nibble.
+    word = regs(0x1234)
+    first = point("u16", x=(12, 4), e=ALARM_STATES, inv=[[65528, 65535]])
+    second = point("u16", x=(8, 4), e=ALARM_STATES, inv=[[65528, 65535]])
+    fourth = point("u16", x=(0, 4), e=ALARM_STATES, inv=[[65528, 65535]])
+    assert points.decode(first, word) == ("inactive", None)
+    assert points.decode(second, word) == ("warning", None)
+    assert points.decode(fourth, word) == ("trip", None)
+    # the whole word in the n/a band: every alarm in it is unknown, not "disabled"
+    assert points.decode(first, regs(0xFFFF)) == INVALID
+
+
+def test_single_bit_flag():
+    flag = point("u16", x=(15, 1))
+    assert points.decode(flag, regs(0x8000)) == (1, None)
+    assert points.decode(flag, regs(0x7FFF)) == (0, None)
+
+
+def test_string_identity():
+    text = b"InteliLite4-AMF25\0\0\0"
+    data = bytes(text) + bytes(32 - len(text))
+    assert points.decode(point("str", x=16), data) == ("InteliLite4-AMF25", None)
+    assert points.decode(point("str", x=2), b"AB  ") == ("AB", None)
