@@ -194,12 +194,18 @@ def _row(site: dict[str, Any]) -> str:
                   if hours is not None else '<td class="num">–</td>')
 
     devices = site["devices"] or {}
-    offline = sorted(name for name, s in devices.items() if s != "online")
+    offline = sorted(name for name, s in devices.items() if s not in ("online", "mismatch"))
+    wrong = sorted(name for name, s in devices.items() if s == "mismatch")
+    parts = []
+    if offline:
+        parts.append(f'{both("Ur drift", "Offline")}: {", ".join(e(n) for n in offline)}')
+    if wrong:
+        # It answers, but is not the device its profile describes: never trusted, never written.
+        parts.append(f'{both("Fel enhet", "Wrong device")}: {", ".join(e(n) for n in wrong)}')
     if not devices:
         dev = "<td>–</td>"
-    elif offline:
-        dev = (f'<td class="devices bad">{both("Ur drift", "Offline")}: '
-               f'{", ".join(e(n) for n in offline)}</td>')
+    elif parts:
+        dev = f'<td class="devices bad">{"<br>".join(parts)}</td>'
     else:
         dev = f'<td class="devices">{both("Alla svarar", "All online")} ({len(devices)})</td>'
 

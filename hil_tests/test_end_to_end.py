@@ -64,7 +64,8 @@ def test_grid_loss_reaches_the_gateway_and_killing_the_controller_shows_it_lost(
     )
     assert row["status"] == "online" and row["grid_state"] == "ok"
     assert row["fuel_pct"] == 80 and row["hours_left"] == pytest.approx(0.8 * 400 / 3.4, abs=0.1)
-    assert row["devices"] == {"grid": "online", "genset": "online", "tank": "online"}
+    assert row["devices"] == {"grid": "online", "genset": "online", "tank": "online",
+                              "pumps": "online"}
     assert "grid_lost" not in event_types(gateway)  # start-up announces no outage
 
     sim.physics.grid_lost()
@@ -117,3 +118,25 @@ def test_generator_that_fails_to_start_is_reported(sim: SimulatedSite, gateway: 
     sim.physics.grid_restored()
     wait_for(lambda: "grid_restored" in event_types(gateway), 15, "grid_restored")
     wait_for(lambda: (r := site_row(gateway)) and r["mode"] == "normal", 10, "normal again")
+
+
+def test_a_device_that_is_not_what_its_profile_says_is_never_trusted(
+        broker: Broker, gateway: GatewayThread, tmp_path: Path):
+    s = SimulatedSite(load_sites()[SITE], tmp_path, mqtt_host=broker.host,
+                      mqtt_port=broker.port, heartbeat_s=5)
+    s.plant.set("genset", "model", 4321)  # not a model the DSE profile lists
+    s.start()
+    try:
+        row = wait_for(lambda: (r := site_row(gateway)) and r["devices"].get("genset") == "mismatch"
+                       and r, 30, "the genset shown as the wrong device")
+        assert row["fuel_pct"] is None and row["genset_state"] == "unknown"
+        assert row["mode"] == "degraded"
+        s.plant.set("genset", "model", 32840)  # the right controller is fitted
+        row = wait_for(lambda: (r := site_row(gateway)) and r["devices"]["genset"] == "online"
+                       and r, 15, "the genset trusted again after its re-probe")
+        assert row["fuel_pct"] == 80
+        assert "device_online" in event_types(gateway)
+    finally:
+        s.stop()
+        if s.firmware is not None:
+            print(s.firmware.log()[-4000:])

@@ -49,14 +49,14 @@ def run(cfg, boot, reset):
     site = Site(cfg, devices)
     session = Session(cfg, hal, boot, reset, site, log=log)
 
-    def on_device(dev, online):
-        session.state_changed()
-
+    # A device's change of availability reaches MQTT through the site loop, which turns it into
+    # events and a state in one step: publishing from the bus callback would send a state whose
+    # mode was computed before the change.
     owners = []
     for b in cfg["buses"]:
         uart = hal.Uart(b["port"], b["baud"])
         on_bus = [devices[d["name"]] for d in cfg["devices"] if d["bus"] == b["name"]]
-        owners.append(BusOwner(b, on_bus, uart, on_change=on_device, log=log))
+        owners.append(BusOwner(b, on_bus, uart, log=log))
 
     async def main():
         for o in owners:

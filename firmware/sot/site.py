@@ -17,6 +17,7 @@ class Site:
         self.meter = self._first("grid_meter")
         self.genset = self._first("genset")
         self.tanks = self._first("tank_gauge")
+        self.pumps = self._first("pump")
         # grid: committed state, the candidate waiting out the debounce, and when things began
         self.grid = None
         self.grid_since = None
@@ -31,7 +32,8 @@ class Site:
         self.gen_since = None
         self.failed_to_start = False
         self.mode = None
-        self._dev_online = {}
+        self._dev_status = {}
+        self._faults = {}
 
     def _first(self, kind):
         for d in self.devices.values():
@@ -146,13 +148,29 @@ class Site:
     # --- mode ----------------------------------------------------------------------------------
 
     def _update_devices(self, events):
+        # Availability and sensor faults: an event when they change, none for the first look.
         for d in self.devices.values():
-            was = self._dev_online.get(d.name)
-            if d.online is None:
+            st = d.status()
+            if st == "unknown":
                 continue
-            if was is not None and was != d.online:
-                events.append(("device_online" if d.online else "device_offline", {"device": d.name}))
-            self._dev_online[d.name] = d.online
+            was = self._dev_status.get(d.name)
+            if was is not None and was != st:
+                if st == "mismatch":
+                    events.append(("device_mismatch", {"device": d.name, "point": d.mismatch[0],
+                                                       "got": d.mismatch[1]}))
+                else:
+                    events.append(("device_" + st, {"device": d.name}))
+            self._dev_status[d.name] = st
+            seen = self._faults.get(d.name)
+            if seen is None:
+                seen = self._faults[d.name] = set()
+            for name in d.faults:
+                if name not in seen:
+                    events.append(("sensor_fault", {"device": d.name, "point": name}))
+            for name in seen:
+                if name not in d.faults and d.online:
+                    events.append(("sensor_ok", {"device": d.name, "point": name}))
+            self._faults[d.name] = set(d.faults)
 
     def _compute_mode(self):
         any_offline = False
@@ -213,7 +231,7 @@ class Site:
         """The values whose change triggers an immediate state publish."""
         g = self.genset
         mode = g.get("control_mode") if g is not None and g.online else None
-        devs = tuple(d.online for d in self.devices.values())
+        devs = tuple(d.status() for d in self.devices.values())
         return (self.mode, self.grid, self.gen, mode, devs)
 
     def snapshot(self, now):
@@ -226,7 +244,16 @@ class Site:
         gen = {"state": self.gen, "mode": g.get("control_mode") if gon else None,
                "battery_v": _r(g.get("battery_voltage")) if gon else None,
                "run_hours": _r(g.get("run_hours")) if gon else None, "since": self.gen_since}
-        if not gon:
+        if gon:
+            alarms = []
+            for p in g.points:
+                name = p[0]
+                if name.startswith("alarm_"):
+                    sev = g.get(name)
+                    if sev in ("warning", "shutdown", "trip"):
+                        alarms.append([name[6:], sev])
+            gen["alarms"] = alarms
+        else:
             gen["why"] = "offline"
         fuel = self.fuel(now)
         tanks = {}
@@ -240,11 +267,21 @@ class Site:
         power = "grid" if self.grid == "ok" else "backup" if self.gen == "running" else \
             "unknown" if self.grid == "unknown" else "none"
         for_sale = power in ("grid", "backup") and any(v for v in tanks.values())
+        pumps = None
+        pu = self.pumps
+        if pu is not None and pu.online:
+            total = avail = 0
+            for p in pu.points:
+                if p[0].endswith("_state"):
+                    total += 1
+                    if pu.get(p[0]) in ("idle", "calling", "authorized", "fuelling"):
+                        avail += 1
+            pumps = {"available": avail, "total": total}
         devices = {}
         for d in self.devices.values():
-            devices[d.name] = "online" if d.online else "offline" if d.online is False else "unknown"
+            devices[d.name] = d.status()
         return {"mode": self.mode, "grid": grid, "genset": gen, "fuel": fuel, "tanks": tanks,
-                "devices": devices,
+                "pumps": pumps, "devices": devices,
                 "capability": {"power": power, "hours_left": fuel["hours_left"],
                                "fuel_for_sale": for_sale}}
 

@@ -134,7 +134,8 @@ def test_overview_page_swedish_first_escaped_and_refreshing(tmp_path: Path):
                      *SITES[1:]])
     clock = Clock()
     ing = Ingest(db, clock)
-    feed(ing, devices={"<img src=x onerror=alert(1)>": "offline", "genset": "online"})
+    feed(ing, devices={"<img src=x onerror=alert(1)>": "offline", "genset": "online",
+                       "pumps": "mismatch"})
     feed(ing, "harjedalen-hede", mode="backup_failed",
          genset={"state": "fault"}, fuel={"hours_left": 5.3})
 
@@ -158,6 +159,8 @@ def test_overview_page_swedish_first_escaped_and_refreshing(tmp_path: Path):
                    ("Reservkraft har inte startat", "Backup power failed")):
         assert f'{sv} <span class="en">/ {en}</span>' in page
     assert "5,3 h" in page  # Swedish decimal comma, under 10 h with one decimal
+    # a device that answers but failed its identity check is named as the wrong device
+    assert 'Fel enhet <span class="en">/ Wrong device</span>: pumps' in page
     assert 'class="mode alarm"' in page and 'class="mode backup"' in page
     assert "Ingen data" in page  # Föllinge has sent nothing
     db.close()

@@ -188,3 +188,29 @@ def test_published_numbers_have_one_decimal():
     # == 94.1 as a double; MicroPython's own float printing may still show 94.09999999999999
     assert snap["fuel"]["hours_left"] == 94.1
     assert snap["grid"]["v"] == 231.0
+
+
+def test_active_alarms_are_listed_with_their_severity():
+    site, meter, gen = make_site()
+    gen.points = (("alarm_fail_to_start",), ("alarm_low_oil_pressure",), ("fuel_level",))
+    gen.values.update({"alarm_fail_to_start": "shutdown", "alarm_low_oil_pressure": "inactive"})
+    set_grid(meter, 231.0)
+    site.update(1000)
+    assert site.snapshot(1000)["genset"]["alarms"] == [["fail_to_start", "shutdown"]]
+
+
+def test_identity_mismatch_and_sensor_faults_are_events_once():
+    site, meter, gen = make_site()
+    set_grid(meter, 231.0)
+    site.update(1000)
+    gen.faults.add("fuel_level")
+    ev = site.update(1001)
+    assert ev == [("sensor_fault", {"device": "genset", "point": "fuel_level"})]
+    assert site.update(1002) == []
+    gen.faults.discard("fuel_level")
+    assert site.update(1003) == [("sensor_ok", {"device": "genset", "point": "fuel_level"})]
+    gen.mismatch = ("model", 1234)
+    gen._set_offline("mismatch")
+    ev = site.update(1004)
+    assert ev[0] == ("device_mismatch", {"device": "genset", "point": "model", "got": 1234})
+    assert site.snapshot(1004)["devices"]["genset"] == "mismatch"
