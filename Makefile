@@ -16,6 +16,9 @@ test:
 	@scripts/bootstrap.sh --browser
 	$(BIN)/python -m pytest $(ARGS)
 
+bench: setup
+	$(BIN)/python -m hil_tests.bench.bench_poll $(ARGS)
+
 lint: setup
 	$(BIN)/ruff check gateway hil_tests
 
