@@ -23,7 +23,6 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway import firmware
-from hil_tests.rig.broker import Broker
 
 pytestmark = pytest.mark.hil
 
@@ -42,18 +41,6 @@ def _tool(name: str) -> str:
 def mpy_dir() -> Path:
     """The firmware compiled to .mpy (source does not compile in a 64 KiB heap)."""
     return firmware.build()
-
-
-@pytest.fixture
-def broker() -> Iterator[Broker]:
-    b = Broker()
-    b.start()
-    try:
-        yield b
-    finally:
-        if b.proc is not None and b.proc.poll() is None:
-            os.kill(b.proc.pid, signal.SIGCONT)  # in case a test left it stopped
-        b.cleanup()
 
 
 class Probe:

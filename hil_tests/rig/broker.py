@@ -93,6 +93,8 @@ class Broker:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
+            if sig != signal.SIGKILL:
+                os.kill(self.proc.pid, signal.SIGCONT)  # a frozen (SIGSTOPped) broker cannot exit
             os.kill(self.proc.pid, sig)
             try:
                 self.proc.wait(5)
