@@ -6,6 +6,7 @@
 # touches hardware or the network.
 
 GRID_LOST_V = 50  # below this on every measured phase the grid is absent, not just out of limits
+MAX_ALARMS = 6
 
 
 class Site:
@@ -245,14 +246,21 @@ class Site:
                "battery_v": _r(g.get("battery_voltage")) if gon else None,
                "run_hours": _r(g.get("run_hours")) if gon else None, "since": self.gen_since}
         if gon:
+            # The worst first, at most MAX_ALARMS of them: a controller in a bad way can raise a
+            # dozen at once, and the whole state must stay within the contract's 1 KiB.
             alarms = []
-            for p in g.points:
-                name = p[0]
-                if name.startswith("alarm_"):
-                    sev = g.get(name)
-                    if sev in ("warning", "shutdown", "trip"):
-                        alarms.append([name[6:], sev])
+            more = 0
+            for sev in ("trip", "shutdown", "warning"):
+                for p in g.points:
+                    name = p[0]
+                    if name.startswith("alarm_") and g.get(name) == sev:
+                        if len(alarms) < MAX_ALARMS:
+                            alarms.append([name[6:], sev])
+                        else:
+                            more += 1
             gen["alarms"] = alarms
+            if more:
+                gen["alarms_more"] = more
         else:
             gen["why"] = "offline"
         fuel = self.fuel(now)

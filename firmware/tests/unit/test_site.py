@@ -199,6 +199,24 @@ def test_active_alarms_are_listed_with_their_severity():
     assert site.snapshot(1000)["genset"]["alarms"] == [["fail_to_start", "shutdown"]]
 
 
+def test_many_alarms_keep_the_state_within_1_kib():
+    import json
+
+    site, meter, gen = make_site()
+    names = ["alarm_%s_%d" % (kind, i) for i in range(8) for kind in ("charge_alt_failure",)]
+    names += ["alarm_emergency_stop_%d" % i for i in range(8)]
+    gen.points = tuple((n,) for n in names)
+    for i, n in enumerate(names):
+        gen.values[n] = "warning" if i < 8 else "trip"
+    set_grid(meter, 231.0)
+    site.update(1000)
+    snap = site.snapshot(1000)
+    alarms = snap["genset"]["alarms"]
+    assert len(alarms) == 6 and all(sev == "trip" for _n, sev in alarms)  # the worst first
+    assert snap["genset"]["alarms_more"] == 10
+    assert len(json.dumps(snap)) < 1024 - 60  # room for boot, seq and ts
+
+
 def test_identity_mismatch_and_sensor_faults_are_events_once():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
