@@ -18,12 +18,10 @@ The run happens once per module (a few hundred ms of bus traffic); the tests rea
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway import firmware
 from hil_tests.rig.links import PtyLink
+from hil_tests.rig.loopthread import LoopThread
 
 pytestmark = pytest.mark.hil
 
@@ -97,15 +96,14 @@ def holding_after() -> list[int]:
 # --- the server ------------------------------------------------------------------------------
 
 
-class ServerThread:
+class ServerThread(LoopThread):
     """A pymodbus RTU server with one device, in a thread with its own event loop."""
 
     def __init__(self, port: str) -> None:
+        super().__init__("fc-server")
         self.port = port
         self.requests: list[tuple[int, int]] = []  # (unit, function code) as pymodbus decoded
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.server: ModbusSerialServer | None = None
-        self._thread: threading.Thread | None = None
 
     def device(self) -> SimDevice:
         # Four separate tables. pymodbus wants DataType.BITS in the bit tables, where addresses
@@ -130,46 +128,23 @@ class ServerThread:
         await self.server.serve_forever(background=True)
 
     def start(self) -> ServerThread:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self.loop = loop
-            loop.call_soon(ready.set)
-            try:
-                loop.run_forever()
-            finally:
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="fc-server", daemon=True)
-        self._thread.start()
-        if not ready.wait(5):
-            raise RuntimeError("server event loop did not start")
-        self.call(self._start())
+        self.start_loop(5)
+        self.call(self._start)
         return self
-
-    def call(self, coro: Any, timeout: float = 5.0) -> Any:
-        assert self.loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def values(self, fc: int, address: int, count: int) -> list[int]:
         """The server's datastore, read through its own SimCore (no bus traffic)."""
         assert self.server is not None
-        got = self.call(self.server.context.async_getValues(UNIT, fc, address, count))
+        got = self.call(self.server.context.async_getValues, UNIT, fc, address, count)
         assert isinstance(got, list), f"server datastore: fc {fc} {address}+{count}: {got!r}"
         return [int(v) for v in got]
 
     def stop(self) -> None:
-        if self.loop is None or self._thread is None:
-            return
         try:
-            if self.server is not None and self.loop.is_running():
-                self.call(self.server.shutdown())
+            if self.server is not None and self.running:
+                self.call(self.server.shutdown)
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(5)
-            self._thread = None
+            self.stop_loop(5)
 
 
 # --- the run ---------------------------------------------------------------------------------

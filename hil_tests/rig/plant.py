@@ -35,7 +35,6 @@ the point's word order is "little". Points without a `sim` value start at raw 0.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import math
 import struct
@@ -51,6 +50,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from gateway.config import Device, Point, Site
 
 from .links import PtyLink
+from .loopthread import LoopThread
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ class Plant:
 # --- running a plant from synchronous code ---------------------------------------------------
 
 
-class PlantThread:
+class PlantThread(LoopThread):
     """Runs a plant in a background thread with its own event loop.
 
     `call(fn, *args)` runs `fn` in the plant's loop and returns its result (awaiting it when it
@@ -400,74 +400,27 @@ class PlantThread:
     """
 
     def __init__(self, plant: Plant) -> None:
+        super().__init__(f"plant-{plant.site.id}")
         self.plant = plant
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> PlantThread:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self.loop = loop
-            loop.call_soon(ready.set)
-            try:
-                loop.run_forever()
-            finally:
-                try:
-                    loop.run_until_complete(loop.shutdown_asyncgens())
-                finally:
-                    loop.close()
-
-        self._thread = threading.Thread(target=run, name=f"plant-{self.plant.site.id}",
-                                        daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout):
-            raise RuntimeError("plant event loop did not start")
+        self.start_loop(timeout)
         try:
             self.call(self.plant.start, timeout=timeout)
         except BaseException:
-            self._stop_loop()
+            self.stop_loop()
             raise
         return self
 
-    def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 10.0,
-             **kwargs: Any) -> Any:
-        if self.loop is None or not self.loop.is_running():
-            raise RuntimeError("plant thread is not running")
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("call() from the plant's own thread would deadlock")
-
-        async def run() -> Any:
-            result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
-
     def stop(self, timeout: float = 10.0) -> None:
-        if self.loop is None or self._thread is None:
-            return
         try:
-            if self.loop.is_running():
+            if self.running:
                 self.call(self.plant.stop, timeout=timeout)
         finally:
-            self._stop_loop(timeout)
-
-    def _stop_loop(self, timeout: float = 10.0) -> None:
-        if self.loop is not None and self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise RuntimeError("plant thread did not stop")
-        self._thread = None
-        self.loop = None
+            self.stop_loop(timeout)
 
     def __enter__(self) -> PlantThread:
-        return self if self._thread else self.start()
+        return self if self.running else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
