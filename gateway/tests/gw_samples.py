@@ -10,6 +10,16 @@ from gateway.store import SiteInfo
 
 TS = 1_795_444_065  # 2026-11-23
 
+
+class Clock:
+    """A clock the test moves by hand: pass it where the gateway takes `clock`."""
+
+    def __init__(self, t: float = TS) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
 SITES = [
     SiteInfo("are-kall", "Kall", "Åre", 63.4667, 13.25, 30),
     SiteInfo("harjedalen-hede", "Hede", "Härjedalen", 62.4167, 13.5, 30),

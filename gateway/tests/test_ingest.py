@@ -8,19 +8,11 @@ import random
 from pathlib import Path
 
 import pytest
-from gw_samples import SITES, TS, birth, event, raw, state, status, will
+from gw_samples import SITES, TS, Clock, birth, event, raw, state, status, will
 
 from gateway import ingest as ingest_mod
 from gateway.ingest import Ingest, Result, is_newer
 from gateway.store import SqliteStore
-
-
-class Clock:
-    def __init__(self, t: float = TS) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture

@@ -12,19 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from gw_samples import SITES, TS, birth, event, raw, state, status, will
+from gw_samples import SITES, TS, Clock, birth, event, raw, state, status, will
 
 from gateway.ingest import Ingest
 from gateway.store import SiteInfo, SqliteStore
 from gateway.web import make_app
-
-
-class Clock:
-    def __init__(self, t: float = TS) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @contextlib.asynccontextmanager
