@@ -459,6 +459,8 @@ class Site:
     grid: dict[str, Any]
     genset: dict[str, Any]
     path: Path = field(compare=False)
+    station: dict[str, Any] = field(default_factory=dict)
+    panel: dict[str, Any] = field(default_factory=dict)
 
     def device(self, name: str) -> Device:
         for d in self.devices:
@@ -473,7 +475,9 @@ def _slug_ok(s: str) -> bool:
 
 def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
     data = _load_toml(path)
-    top = _Reader(path, "file", data, {"site", "mqtt", "bus", "device", "grid", "genset"})
+    top = _Reader(
+        path, "file", data, {"site", "mqtt", "bus", "device", "grid", "genset", "station", "panel"}
+    )
     s = _Reader(path, "[site]", top.get("site", dict), {"id", "name", "municipality", "lat", "lon"})
     sid = s.get("id", str)
     if not _slug_ok(sid) or "/" in sid:
@@ -566,13 +570,33 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         path,
         "[genset]",
         top.get("genset", dict),
-        {"rated_kw", "tank_litres", "burn_lph", "start_timeout_s"},
+        {
+            "rated_kw",
+            "tank_litres",
+            "burn_lph",
+            "start_timeout_s",
+            "max_runtime_h",
+            "burn_curve",
+            "fuel_trusted_pct",
+            "fuel_jump_pct",
+        },
     )
     genset = {
         "rated_kw": gs.get("rated_kw", float, lo=1, hi=5000),
         "tank_litres": gs.get("tank_litres", float, lo=10, hi=100000),
         "burn_lph": gs.get("burn_lph", float, lo=0.1, hi=1000),
         "start_timeout_s": gs.get("start_timeout_s", float, 30.0, lo=5, hi=600),
+        "max_runtime_h": gs.get("max_runtime_h", float, 72.0, lo=1, hi=10000),
+        "burn_curve": _burn_curve(gs),
+        "fuel_trusted_pct": _pct_band(gs, "fuel_trusted_pct", [5.0, 95.0]),
+        "fuel_jump_pct": gs.get("fuel_jump_pct", float, 10.0, lo=1, hi=100),
+    }
+    st = _Reader(path, "[station]", top.get("station", dict, {}), {"reserve_litres"})
+    station = {"reserve_litres": st.get("reserve_litres", float, 0.0, lo=0, hi=1000000)}
+    pn = _Reader(path, "[panel]", top.get("panel", dict, {}), {"display", "language"})
+    panel = {
+        "display": pn.get("display", str, "color320", choices=("color320", "mono128")),
+        "language": pn.get("language", str, "sv", choices=("sv", "en")),
     }
     return Site(
         id=sid,
@@ -586,7 +610,39 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         grid=grid,
         genset=genset,
         path=path,
+        station=station,
+        panel=panel,
     )
+
+
+def _burn_curve(gs: _Reader) -> list[list[float]] | None:
+    """[[load %, L/h], ...] ascending in load: the genset's consumption curve (its data sheet)."""
+    raw = gs.get("burn_curve", list, None)
+    if raw is None:
+        return None
+    out: list[list[float]] = []
+    for i, pair in enumerate(raw):
+        ok = isinstance(pair, list) and len(pair) == 2
+        ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair)
+        if not ok:
+            raise gs.fail("burn_curve", f"entry {i + 1} must be [load %, litres per hour]")
+        load, lph = float(pair[0]), float(pair[1])
+        if not 0 <= load <= 150 or not 0 < lph <= 1000:
+            raise gs.fail("burn_curve", f"entry {i + 1}: load 0-150 %, 0-1000 L/h, got {pair}")
+        if out and load <= out[-1][0]:
+            raise gs.fail("burn_curve", f"entry {i + 1}: load must rise from entry to entry")
+        out.append([_num(load), _num(lph)])
+    if len(out) < 2:
+        raise gs.fail("burn_curve", "needs at least two points")
+    return out  # type: ignore[return-value]
+
+
+def _pct_band(r: _Reader, key: str, default: list[float]) -> list[float]:
+    raw = r.get(key, list, default)
+    ok = len(raw) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in raw)
+    if not ok or not 0 <= raw[0] < raw[1] <= 100:
+        raise r.fail(key, f"must be [low %, high %] with 0 <= low < high <= 100, got {raw!r}")
+    return [_num(raw[0]), _num(raw[1])]
 
 
 def load_sites(
@@ -679,6 +735,8 @@ def compile_site(
         "devices": [compile_device(d) for d in site.devices],
         "grid": site.grid,
         "genset": site.genset,
+        "station": site.station,
+        "panel": site.panel,
     }
     out["hash"] = config_hash(out)
     return out

@@ -48,10 +48,16 @@ def micropython() -> str:
 
 def build(out: Path = BUILD_DIR, march: str | None = None) -> Path:
     """Compile every firmware/sot/**/*.py to out/sot/**/*.mpy; only what changed is rebuilt."""
-    src_root = FIRMWARE_SRC / "sot"
+    return compile_tree(FIRMWARE_SRC, "sot/**/*.py", out, march)
+
+
+def compile_tree(base: Path, pattern: str, out: Path, march: str | None = None) -> Path:
+    """mpy-cross every `base/pattern` file to the same relative path under `out`, rebuilding only
+    what changed, and remove .mpy files whose source is gone so a stale module is never imported.
+    (Compiling on the host matters: the compiler itself would take most of a 64 KiB heap.)"""
     mpy_cross = _tool("mpy-cross")
-    for src in sorted(src_root.rglob("*.py")):
-        rel = src.relative_to(FIRMWARE_SRC)
+    for src in sorted(base.glob(pattern)):
+        rel = src.relative_to(base)
         dst = (out / rel).with_suffix(".mpy")
         if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime and march is None:
             continue
@@ -62,9 +68,8 @@ def build(out: Path = BUILD_DIR, march: str | None = None) -> Path:
         res = subprocess.run([*cmd, str(src)], capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"mpy-cross failed on {rel}:\n{res.stderr}")
-    # Remove .mpy files whose source is gone, so a stale module can never be imported.
     for mpy in out.rglob("*.mpy"):
-        if not (FIRMWARE_SRC / mpy.relative_to(out)).with_suffix(".py").exists():
+        if not (base / mpy.relative_to(out)).with_suffix(".py").exists():
             mpy.unlink()
     return out
 

@@ -5,8 +5,11 @@
 # events of this step; the clock is passed in, so tests drive it with made-up times. Nothing here
 # touches hardware or the network.
 
+from sot.fuel import Fuel, _r
+
 GRID_LOST_V = 50  # below this on every measured phase the grid is absent, not just out of limits
 MAX_ALARMS = 6
+PUMP_CAN_SELL = ("idle", "calling", "authorized", "fuelling")
 
 
 class Site:
@@ -17,8 +20,8 @@ class Site:
         self.devices = devices  # name -> bus.Device
         self.meter = self._first("grid_meter")
         self.genset = self._first("genset")
-        self.tanks = self._first("tank_gauge")
-        self.pumps = self._first("pump")
+        self.tanks_dev = self._first("tank_gauge")
+        self.pumps_dev = self._first("pump")
         # grid: committed state, the candidate waiting out the debounce, and when things began
         self.grid = None
         self.grid_since = None
@@ -32,7 +35,15 @@ class Site:
         self.gen = None
         self.gen_since = None
         self.failed_to_start = False
+        self.ready = None  # remote start possible: auto mode and no shutdown alarm
+        self._max_run_told = False
+        self.fuel = Fuel(self.gen_cfg)
+        self.reserve = cfg.get("station", {}).get("reserve_litres", 0)
         self.mode = None
+        # set by the app: the shop's open/closed button (kept on flash) and safe mode
+        self.shop_open = True
+        self.safe_mode = False
+        self._cap = None
         self._dev_status = {}
         self._faults = {}
 
@@ -145,6 +156,59 @@ class Site:
                                                    "waited_s": int(now - self.outage_start)}))
             self.gen = "fault"
             self.gen_since = now
+        self._update_ready(events)
+        max_s = self.gen_cfg.get("max_runtime_h", 72) * 3600
+        if self.gen == "running":
+            run = now - self.gen_since
+            if run >= max_s and not self._max_run_told:
+                self._max_run_told = True
+                events.append(("gen_max_runtime", {"run_s": int(run),
+                                                   "max_h": self.gen_cfg.get("max_runtime_h", 72)}))
+        else:
+            self._max_run_told = False
+
+    def _alarm_worst(self):
+        g = self.genset
+        worst = None
+        for p in g.points:
+            name = p[0]
+            if name.startswith("alarm_"):
+                sev = g.get(name)
+                if sev in ("shutdown", "trip"):
+                    return sev
+                if sev == "warning":
+                    worst = sev
+        return worst
+
+    def _update_ready(self, events):
+        # The set left in manual or off after a service visit is the most common reason a backup
+        # never starts: only auto starts on a mains failure. A latched shutdown alarm blocks a
+        # start just the same. Unknown (controller silent) is None, never "ready".
+        g = self.genset
+        if g is None or not g.online:
+            ready, why = None, None
+        else:
+            mode = g.get("control_mode")
+            if mode is None:
+                ready, why = None, None
+            elif mode != "auto":
+                ready, why = False, "mode"
+            elif self._alarm_worst() in ("shutdown", "trip"):
+                ready, why = False, "alarm"
+            elif g.get("can_remote_start") is False:
+                ready, why = False, "capability"
+            else:
+                ready, why = True, None
+        if ready is None or ready == self.ready:
+            if ready is not None:
+                self.ready = ready
+            return
+        if self.ready is not None:
+            if ready:
+                events.append(("gen_ready", {"mode": g.get("control_mode")}))
+            else:
+                events.append(("gen_not_ready", {"mode": g.get("control_mode"), "why": why}))
+        self.ready = ready
 
     # --- mode ----------------------------------------------------------------------------------
 
@@ -188,7 +252,7 @@ class Site:
             return "normal"
         return "degraded"
 
-    def ready(self):
+    def polled(self):
         """True once every device has been polled at least once (answered or not): before that
         the site's state is not known, and nothing is published or announced."""
         for d in self.devices.values():
@@ -199,41 +263,105 @@ class Site:
     def update(self, now):
         """Advance the logic to `now` (epoch seconds); returns [(event type, data), ...]."""
         events = []
-        if self.mode is None and not self.ready():
+        if self.mode is None and not self.polled():
             return events
         self._update_devices(events)
         self._update_grid(now, events)
         self._update_gen(now, events)
+        g = self.genset
+        gon = g is not None and g.online
+        self.fuel.update(now, g.get("fuel_level") if gon else None, self.gen == "running",
+                         g.get("fuel_rate") if gon else None,
+                         g.get("gen_power_kw") if gon else None, events)
         mode = self._compute_mode()
         if mode != self.mode:
             if self.mode is not None:
                 events.append(("mode_changed", {"from": self.mode, "to": mode}))
             self.mode = mode
+        cap = self._cap_discrete()
+        if cap != self._cap:
+            if self._cap is not None:
+                events.append(("capability_changed", self.capability(now)))
+            self._cap = cap
         return events
 
     # --- snapshot ------------------------------------------------------------------------------
 
-    def fuel(self, now):
-        g = self.genset
-        pct = g.get("fuel_level") if g is not None and g.online else None
-        burn = self.gen_cfg["burn_lph"]
-        if pct is None:
-            why = "offline" if g is None or not g.online else "invalid"
-            return {"pct": None, "litres": None, "burn_lph": burn, "hours_left": None,
-                    "refuel_by": None, "why": why}
-        litres = pct / 100 * self.gen_cfg["tank_litres"]
-        hours = litres / burn
-        running = self.gen == "running"
-        return {"pct": _r(pct), "litres": _r(litres), "burn_lph": burn,
-                "hours_left": _r(hours),
-                "refuel_by": int(now + hours * 3600) if running else None}
+    def power(self):
+        return "grid" if self.grid == "ok" else "backup" if self.gen == "running" else \
+            "unknown" if self.grid == "unknown" else "none"
+
+    def tanks(self):
+        """Station tanks: litres per product (None when the gauge cannot vouch for it)."""
+        out = {}
+        t = self.tanks_dev
+        if t is not None:
+            for p in t.points:
+                name = p[0]
+                if name.endswith("_litres"):
+                    v = t.get(name) if t.online else None
+                    out[name[:-7]] = None if v is None else int(v)
+        return out
+
+    def pumps(self):
+        """{"available", "total", "products": {product: pumps that can sell}} or None."""
+        pu = self.pumps_dev
+        if pu is None or not pu.online:
+            return None
+        total = avail = 0
+        products = {}
+        for p in pu.points:
+            name = p[0]
+            if name.endswith("_state"):
+                total += 1
+                ok = pu.get(name) in PUMP_CAN_SELL
+                if ok:
+                    avail += 1
+                prod = pu.get(name[:-6] + "_product")
+                if prod is not None:
+                    products[prod] = products.get(prod, 0) + (1 if ok else 0)
+        return {"available": avail, "total": total, "products": products}
+
+    def for_sale(self):
+        """Litres that can be sold per product: needs power, a pump for it and stock above the
+        reserve the pumps cannot draw. 0 = cannot sell; None = unknown."""
+        out = {}
+        power = self.power()
+        pumps = self.pumps()
+        for prod, litres in self.tanks().items():
+            if litres is None:
+                out[prod] = None
+            elif power not in ("grid", "backup"):
+                out[prod] = 0
+            elif pumps is not None and pumps["products"] and not pumps["products"].get(prod):
+                out[prod] = 0
+            elif pumps is not None and pumps["available"] == 0:
+                out[prod] = 0
+            else:
+                out[prod] = max(0, litres - self.reserve)
+        return out
+
+    def _cap_discrete(self):
+        sale = tuple(sorted(k for k, v in self.for_sale().items() if v))
+        return (self.power(), self.shop_open, self._info_point(), sale)
+
+    def _info_point(self):
+        # The village's information point: the shop is open with power (its panel and signage
+        # can show the municipality's messages).
+        return self.shop_open and self.power() in ("grid", "backup")
+
+    def capability(self, now):
+        f = self.fuel.snapshot(now, self.gen == "running")
+        return {"power": self.power(), "hours_left": f["hours_left"],
+                "fuel_for_sale": self.for_sale(), "shop_open": self.shop_open,
+                "info_point": self._info_point()}
 
     def discrete(self):
         """The values whose change triggers an immediate state publish."""
         g = self.genset
         mode = g.get("control_mode") if g is not None and g.online else None
         devs = tuple(d.status() for d in self.devices.values())
-        return (self.mode, self.grid, self.gen, mode, devs)
+        return (self.mode, self.grid, self.gen, mode, self.ready, devs, self._cap, self.safe_mode)
 
     def snapshot(self, now):
         g = self.genset
@@ -242,7 +370,10 @@ class Site:
                 "since": self.grid_since}
         if self.grid_v is None:
             grid["why"] = "offline"
+        running = self.gen == "running"
         gen = {"state": self.gen, "mode": g.get("control_mode") if gon else None,
+               "ready": self.ready if gon else None,
+               "run_s": int(now - self.gen_since) if running and self.gen_since else None,
                "battery_v": _r(g.get("battery_voltage")) if gon else None,
                "run_hours": _r(g.get("run_hours")) if gon else None, "since": self.gen_since}
         if gon:
@@ -263,39 +394,15 @@ class Site:
                 gen["alarms_more"] = more
         else:
             gen["why"] = "offline"
-        fuel = self.fuel(now)
-        tanks = {}
-        t = self.tanks
-        if t is not None:
-            for p in t.points:
-                name = p[0]
-                if name.endswith("_litres"):
-                    v = t.get(name)
-                    tanks[name[:-7]] = None if v is None else int(v)
-        power = "grid" if self.grid == "ok" else "backup" if self.gen == "running" else \
-            "unknown" if self.grid == "unknown" else "none"
-        for_sale = power in ("grid", "backup") and any(v for v in tanks.values())
-        pumps = None
-        pu = self.pumps
-        if pu is not None and pu.online:
-            total = avail = 0
-            for p in pu.points:
-                if p[0].endswith("_state"):
-                    total += 1
-                    if pu.get(p[0]) in ("idle", "calling", "authorized", "fuelling"):
-                        avail += 1
-            pumps = {"available": avail, "total": total}
+        fuel = self.fuel.snapshot(now, running, None if gon else "offline")
+        pumps = self.pumps()
+        if pumps is not None:
+            del pumps["products"]
         devices = {}
         for d in self.devices.values():
             devices[d.name] = d.status()
-        return {"mode": self.mode, "grid": grid, "genset": gen, "fuel": fuel, "tanks": tanks,
-                "pumps": pumps, "devices": devices,
-                "capability": {"power": power, "hours_left": fuel["hours_left"],
-                               "fuel_for_sale": for_sale}}
-
-
-def _r(v):
-    # One decimal: the nearest double to the tenth (MicroPython may print it with noise digits).
-    if v is None:
-        return None
-    return int(v * 10 + (0.5 if v >= 0 else -0.5)) / 10
+        out = {"mode": self.mode, "grid": grid, "genset": gen, "fuel": fuel, "tanks": self.tanks(),
+               "pumps": pumps, "devices": devices, "capability": self.capability(now)}
+        if self.safe_mode:
+            out["safe_mode"] = True
+        return out

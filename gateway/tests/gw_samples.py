@@ -60,13 +60,16 @@ def state(**over: Any) -> dict[str, Any]:
     return _merge({
         "boot": 4, "seq": 17, "ts": TS, "mode": "on_backup",
         "grid": {"state": "lost", "v": 0.0, "f": 0.0, "src": "grid", "since": TS - 54},
-        "genset": {"state": "running", "mode": "auto", "battery_v": 27.1, "run_hours": 412.6,
-                   "since": TS - 45},
+        "genset": {"state": "running", "mode": "auto", "ready": True, "run_s": 45,
+                   "battery_v": 27.1, "run_hours": 412.6, "since": TS - 45, "alarms": []},
         "fuel": {"pct": 62.0, "litres": 248.0, "burn_lph": 3.4, "hours_left": 72.9,
-                 "refuel_by": TS + 262440},
+                 "refuel_by": TS + 262440, "confidence": "medium", "src": "load"},
         "tanks": {"diesel": 14500, "petrol": 9200},
+        "pumps": {"available": 2, "total": 2},
         "devices": {"grid": "online", "genset": "online", "tank": "offline"},
-        "capability": {"power": "backup", "hours_left": 72.9, "fuel_for_sale": True},
+        "capability": {"power": "backup", "hours_left": 72.9,
+                       "fuel_for_sale": {"diesel": 14300, "petrol": 9000}, "shop_open": True,
+                       "info_point": True},
     }, over)
 
 
@@ -79,6 +82,16 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "mode_changed": {"from": "normal", "to": "grid_lost"},
     "device_offline": {"device": "tank"},
     "device_online": {"device": "tank"},
+    "gen_not_ready": {"mode": "manual", "why": "mode"},
+    "gen_ready": {"mode": "auto"},
+    "gen_max_runtime": {"run_s": 259200, "max_h": 72},
+    "fuel_jump": {"from": 49.0, "to": 12.0, "litres": -148.0},
+    "refuelled": {"from": 12.0, "to": 90.0, "litres": 312.0},
+    "capability_changed": {"power": "none", "hours_left": 50.0, "shop_open": True,
+                           "info_point": False, "fuel_for_sale": {"diesel": 0, "petrol": 0}},
+    "shop_opened": {},
+    "shop_closed": {},
+    "safe_mode": {"resets": 3, "hung": "telemetry"},
 }
 
 

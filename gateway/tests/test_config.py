@@ -110,6 +110,7 @@ def test_read_blocks_respect_gap_poll_class_and_cover_every_point():
         (3, 1025, 9, 0),
         (3, 1059, 3, 0),
         (3, 1408, 1, 0),
+        (3, 1536, 2, 0),
         (3, 1798, 2, 0),
         (3, 39425, 4, 0),
         (3, 768, 2, 1),

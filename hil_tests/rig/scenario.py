@@ -46,7 +46,7 @@ class PlantPhysics:
                  start_delay_s: float = 2.0, crank_s: float = 3.0, return_delay_s: float = 2.0,
                  cooldown_s: float = 5.0, gen_voltage: float = 230.0, gen_frequency: float = 50.0,
                  rated_rpm: float = 1500.0, crank_rpm: float = 250.0,
-                 crank_drop_v: float = 4.0) -> None:
+                 crank_drop_v: float = 4.0, load_pct: float = 50.0) -> None:
         self.plant = plant
         self.site = site or plant.site
         self.time_scale = time_scale
@@ -65,8 +65,14 @@ class PlantPhysics:
         self.genset = gensets[0]
         self.grid_meters = [d.name for d in self.site.devices if d.profile.kind == "grid_meter"]
         g = self.site.genset
+        # The shop's load while on backup, and what the set burns at it: from the site's burn
+        # curve when it has one (the firmware estimates the rate from the same curve and the
+        # load it reads), else its nominal burn.
+        self.load_kw = g["rated_kw"] * load_pct / 100
+        curve = g.get("burn_curve")
+        lph = _interpolate(curve, load_pct) if curve else g["burn_lph"]
         # Percent of the tank burnt per second of engine time.
-        self._burn_pct_s = g["burn_lph"] / g["tank_litres"] * 100 / 3600
+        self._burn_pct_s = lph / g["tank_litres"] * 100 / 3600
 
         # Requests from the scenario methods (single assignments: thread-safe).
         self._grid_wanted = True
@@ -263,6 +269,7 @@ class PlantPhysics:
         self._genset_set("engine_speed", self.rated_rpm if running else 0)
         self._genset_set("gen_voltage_l1", self.gen_voltage if running else 0)
         self._genset_set("gen_frequency", self.gen_frequency if running else 0)
+        self._genset_set("gen_power_kw", self.load_kw if running else 0)
 
     def _genset_set(self, point: str, value: Any) -> None:
         if self.plant.has_point(self.genset, point):
@@ -282,3 +289,12 @@ class PlantPhysics:
     def _run_seconds(self) -> float:
         hours = self._genset_get("run_hours")
         return float(hours) * 3600 if isinstance(hours, int | float) else 0.0
+
+
+def _interpolate(curve: list[list[float]], x: float) -> float:
+    if x <= curve[0][0]:
+        return curve[0][1]
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:], strict=False):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return curve[-1][1]

@@ -64,12 +64,12 @@ def test_outage_backup_and_restore():
     site.update(1000)
     set_grid(meter, 0.0, 0.0)
     ev = run(site, 1001, 1005)
-    assert types(ev) == ["grid_lost", "mode_changed"], ev
+    assert types(ev) == ["grid_lost", "mode_changed", "capability_changed"], ev
     assert site.mode == "grid_lost"
     assert ev[0][1]["state"] == "lost"
     gen.values["engine_state"] = "running"
     ev = site.update(1012)
-    assert types(ev) == ["gen_running", "mode_changed"], ev
+    assert types(ev) == ["gen_running", "mode_changed", "capability_changed"], ev
     assert ev[0][1]["after_s"] == 11  # outage began when the dip began (1001)
     assert site.mode == "on_backup"
     snap = site.snapshot(1012)
@@ -77,7 +77,7 @@ def test_outage_backup_and_restore():
     assert snap["fuel"]["refuel_by"] == 1012 + 50 * 3600
     set_grid(meter, 229.0)
     ev = run(site, 1100, 1104)
-    assert types(ev) == ["grid_restored", "mode_changed"], ev
+    assert types(ev) == ["grid_restored", "mode_changed", "capability_changed"], ev
     assert ev[0][1]["outage_s"] == 99
     assert site.mode == "normal"
     gen.values["engine_state"] = "cooling"
@@ -153,7 +153,8 @@ def test_fuel_hours_left():
     assert f["litres"] == 200.0 and f["hours_left"] == 50.0
     assert f["refuel_by"] is None  # only meaningful while the generator runs
     gen.values["fuel_level"] = None  # sentinel / out-of-range reading
-    f = site.snapshot(1000)["fuel"]
+    site.update(1001)
+    f = site.snapshot(1001)["fuel"]
     assert f["pct"] is None and f["hours_left"] is None and f["why"] == "invalid"
 
 
@@ -161,10 +162,12 @@ def test_fuel_for_sale_needs_power_and_stock():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
     site.update(1000)
-    assert site.snapshot(1000)["capability"]["fuel_for_sale"] is True
+    assert site.snapshot(1000)["capability"]["fuel_for_sale"] == {"diesel": 5000, "petrol": 0}
     set_grid(meter, 0.0, 0.0)
-    run(site, 1001, 1010)
-    assert site.snapshot(1010)["capability"]["fuel_for_sale"] is False
+    ev = run(site, 1001, 1010)
+    assert site.snapshot(1010)["capability"]["fuel_for_sale"] == {"diesel": 0, "petrol": 0}
+    cap = [e[1] for e in ev if e[0] == "capability_changed"]
+    assert len(cap) == 1 and cap[0]["power"] == "none" and cap[0]["info_point"] is False, ev
 
 
 def test_nothing_is_decided_before_every_device_was_polled():
@@ -232,3 +235,169 @@ def test_identity_mismatch_and_sensor_faults_are_events_once():
     ev = site.update(1004)
     assert ev[0] == ("device_mismatch", {"device": "genset", "point": "model", "got": 1234})
     assert site.snapshot(1004)["devices"]["genset"] == "mismatch"
+
+
+# --- table-driven scenarios: (time, readings to set) steps, then what the clerk/municipality sees
+
+
+def play(site, meter, gen, steps):
+    """steps: [(t, {"grid": volts or None, "gen": {point: value}})...]; each step runs the
+    logic every second up to its time. Returns every event."""
+    out = []
+    t = None
+    for when, change in steps:
+        if t is not None:
+            out += run(site, t + 1, when - 1)
+        g = change.get("grid", ...)
+        if g is not ...:
+            set_grid(meter, g, 50.0 if g else 0.0)
+        gen.values.update(change.get("gen", {}))
+        out += site.update(when)
+        t = when
+    return out
+
+
+def test_grid_returning_during_cool_down():
+    site, meter, gen = make_site()
+    ev = play(site, meter, gen, [
+        (1000, {"grid": 231.0}),
+        (1001, {"grid": 0.0}),
+        (1015, {"gen": {"engine_state": "running"}}),
+        (1200, {"grid": 231.0}),                         # grid back: the set cools down, then stops
+        (1205, {"gen": {"engine_state": "cooling"}}),
+        (1300, {"gen": {"engine_state": "stopped"}}),
+    ])
+    assert types(ev) == ["grid_lost", "mode_changed", "capability_changed",   # no power
+                         "gen_running", "mode_changed", "capability_changed",  # backup power
+                         "grid_restored", "mode_changed", "capability_changed",  # grid again
+                         "gen_stopped"], types(ev)
+    assert site.mode == "normal" and site.gen == "stopped"
+    assert "gen_failed_to_start" not in types(ev)
+
+
+def test_generator_switched_to_manual_locally():
+    site, meter, gen = make_site()
+    ev = play(site, meter, gen, [
+        (1000, {"grid": 231.0}),
+        (1010, {"gen": {"control_mode": "manual"}}),
+    ])
+    assert types(ev) == ["gen_not_ready"], ev
+    assert ev[0][1] == {"mode": "manual", "why": "mode"}
+    snap = site.snapshot(1010)
+    assert snap["genset"]["ready"] is False and snap["genset"]["mode"] == "manual"
+    # then the grid fails: the set in manual does not start -> failed to start, backup failed
+    ev = play(site, meter, gen, [(1011, {"grid": 0.0}), (1050, {})])
+    assert "gen_failed_to_start" in types(ev) and site.mode == "backup_failed"
+    assert [e[1]["mode"] for e in ev if e[0] == "gen_failed_to_start"] == ["manual"]
+    ev = play(site, meter, gen, [(1060, {"gen": {"control_mode": "auto"}})])
+    assert types(ev) == ["gen_ready"], ev
+
+
+def test_shutdown_alarm_makes_the_set_not_ready():
+    site, meter, gen = make_site()
+    gen.points = (("alarm_low_oil_pressure",), ("fuel_level",))
+    gen.values["alarm_low_oil_pressure"] = "inactive"
+    ev = play(site, meter, gen, [(1000, {"grid": 231.0}),
+                                 (1005, {"gen": {"alarm_low_oil_pressure": "shutdown"}})])
+    assert types(ev) == ["gen_not_ready"] and ev[0][1]["why"] == "alarm", ev
+
+
+def test_ready_is_unknown_when_the_controller_is_silent():
+    site, meter, gen = make_site()
+    play(site, meter, gen, [(1000, {"grid": 231.0})])
+    assert site.snapshot(1000)["genset"]["ready"] is True
+    gen._set_offline()
+    ev = site.update(1001)
+    assert "gen_not_ready" not in types(ev)
+    assert site.snapshot(1001)["genset"]["ready"] is None
+
+
+def test_fuel_sender_jump_is_not_burn():
+    site, meter, gen = make_site()
+    ev = play(site, meter, gen, [
+        (1000, {"grid": 0.0, "gen": {"engine_state": "running", "fuel_level": 50.0}}),
+        (1600, {"gen": {"fuel_level": 49.0}}),
+        (1601, {"gen": {"fuel_level": 12.0}}),           # sender jumps down 37 % in a second
+    ])
+    jumps = [e for e in ev if e[0] == "fuel_jump"]
+    assert len(jumps) == 1 and jumps[0][1]["from"] == 49.0 and jumps[0][1]["to"] == 12.0, ev
+    f = site.snapshot(1601)["fuel"]
+    # the rate is still the nominal 4 L/h: 12 % of 400 L = 48 L -> 12 h, not a burn of 148 L/s
+    assert f["burn_lph"] == 4.0 and f["hours_left"] == 12.0, f
+    ev = play(site, meter, gen, [(1700, {"gen": {"fuel_level": 90.0}})])
+    assert [e[0] for e in ev] == ["refuelled"] and ev[0][1]["litres"] == 312.0, ev
+
+
+def test_burn_rate_prefers_the_ecu_then_the_load_curve():
+    site, meter, gen = make_site()
+    site.gen_cfg["burn_curve"] = [[25, 2.5], [50, 3.4], [75, 4.9], [100, 6.1]]
+    play(site, meter, gen, [(1000, {"grid": 0.0, "gen": {"engine_state": "running",
+                                                          "gen_power_kw": 15.0}})])
+    f = site.snapshot(1000)["fuel"]
+    assert f["src"] == "load" and f["burn_lph"] == 4.9 and f["confidence"] == "medium", f
+    gen.values["fuel_rate"] = 6.0
+    site.update(1001)
+    f = site.snapshot(1001)["fuel"]
+    assert f["src"] == "ecu" and f["confidence"] == "high", f
+    # smoothed: one second of 6.0 L/h moves the estimate only a little from 4.9
+    assert 4.9 < site.fuel.rate < 5.0 and f["burn_lph"] < 5.0, f
+    play(site, meter, gen, [(1002, {}), (4000, {})])
+    f = site.snapshot(4000)["fuel"]
+    assert f["burn_lph"] == 6.0 and abs(f["hours_left"] - 200 / 6.0) < 0.2, f
+    assert abs(f["refuel_by"] - (4000 + 200 / 6.0 * 3600)) < 600, f  # within 10 min
+
+
+def test_level_outside_the_trusted_band_lowers_confidence():
+    site, meter, gen = make_site()
+    site.gen_cfg["burn_curve"] = [[25, 2.5], [100, 6.1]]
+    play(site, meter, gen, [(1000, {"grid": 0.0, "gen": {"engine_state": "running",
+                                                          "gen_power_kw": 10.0, "fuel_level": 3.0}})])
+    f = site.snapshot(1000)["fuel"]
+    assert f["pct"] == 3.0 and f["confidence"] == "low", f
+
+
+def test_level_measured_rate_when_nothing_better():
+    site, meter, gen = make_site()
+    steps = [(1000, {"grid": 0.0, "gen": {"engine_state": "running", "fuel_level": 60.0}})]
+    # 400 L tank losing 1 % (4 L) every 30 min: 8 L/h measured
+    for i in range(1, 5):
+        steps.append((1000 + i * 1800, {"gen": {"fuel_level": 60.0 - i}}))
+    play(site, meter, gen, steps)
+    site.update(1000 + 4 * 1800 + 3000)
+    f = site.snapshot(1000 + 4 * 1800 + 3000)["fuel"]
+    assert f["src"] == "level" and 7.0 < f["burn_lph"] <= 8.0, f
+
+
+def test_max_runtime_is_reported_once_per_run():
+    site, meter, gen = make_site()
+    site.gen_cfg["max_runtime_h"] = 1
+    ev = play(site, meter, gen, [(1000, {"grid": 0.0, "gen": {"engine_state": "running"}}),
+                                 (1000 + 3599, {}), (1000 + 3600, {}), (1000 + 3700, {})])
+    assert types(ev).count("gen_max_runtime") == 1
+    assert [e[1]["run_s"] for e in ev if e[0] == "gen_max_runtime"] == [3600]
+
+
+def test_shop_closed_ends_the_information_point():
+    site, meter, gen = make_site()
+    play(site, meter, gen, [(1000, {"grid": 231.0})])
+    assert site.snapshot(1000)["capability"]["info_point"] is True
+    site.shop_open = False
+    ev = site.update(1001)
+    assert types(ev) == ["capability_changed"]
+    assert ev[0][1]["shop_open"] is False and ev[0][1]["info_point"] is False
+
+
+def test_pumps_out_of_order_stop_the_sale_of_their_product():
+    site, meter, gen = make_site()
+    pumps = Device({"name": "pumps", "kind": "pump", "unit": 30, "blocks": [],
+                    "points": [("pump1_state",), ("pump2_state",), ("pump1_product",), ("pump2_product",)]})
+    pumps.online = True
+    pumps.values.update({"pump1_state": "idle", "pump2_state": "fault",
+                         "pump1_product": "diesel", "pump2_product": "petrol"})
+    site.devices["pumps"] = pumps
+    site.pumps_dev = pumps
+    site.tanks_dev.values["petrol_litres"] = 3000
+    play(site, meter, gen, [(1000, {"grid": 231.0})])
+    snap = site.snapshot(1000)
+    assert snap["capability"]["fuel_for_sale"] == {"diesel": 5000, "petrol": 0}
+    assert snap["pumps"] == {"available": 1, "total": 2}
