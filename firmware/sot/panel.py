@@ -83,7 +83,7 @@ link_ok.mono|Kommun: ansluten|Council: linked
 link_down.mono|Kommun: BORTA|Council: LOST
 safe_mode|SÄKERT LÄGE|SAFE MODE
 safe_mode.label|Säkert läge|Safe mode
-hint|SIDA = nästa sida|PAGE = next page
+hint|NÄSTA = byt sida|NEXT = next page
 ack_hint|OK = kvittera|OK = acknowledge
 ack_hint.mono|OK = kvittera|OK = acknowledge
 acked|Kvitterat|Acknowledged

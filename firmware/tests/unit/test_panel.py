@@ -144,7 +144,7 @@ def test_fuel_pumps_tanks_and_shop_lines():
 
 def test_footer_link_clock_page_and_safe_mode():
     d, p, ok = show(view(snap(), safe_mode=True))
-    for t in ("Kommunen: ansluten", "14:30", "1/3", "SÄKERT LÄGE", "SIDA = nästa sida"):
+    for t in ("Kommunen: ansluten", "14:30", "1/3", "SÄKERT LÄGE", "NÄSTA = byt sida"):
         assert t in d.texts, (t, d.texts)
     d, p, ok = show(view(snap(), link="down", page=2))
     assert "Kommunen: ingen kontakt" in d.texts and "3/3" in d.texts
