@@ -1,26 +1,54 @@
-# The running controller: one task per RS-485 bus, the site logic loop and the telemetry session.
+# The running controller: one task per RS-485 bus, the site logic loop, the panel with its
+# buttons, the telemetry session, and the supervisor that feeds the watchdog while they all
+# check in (sot/supervisor.py).
 import asyncio
 import gc
 
 from sot import hal
 from sot.bus import BusOwner
+from sot.crisis import Crisis
 from sot.device import Device
 from sot.site import Site
+from sot.supervisor import WDT_MS, Supervisor
 from sot.telemetry import Session
 
 SITE_TICK_MS = 500
+PANEL_TICK_MS = 250  # buttons are read this often; the frame is redrawn only when it changes
+PANEL_IDLE_MS = 60000  # back to the overview this long after the last button press
 HEAP_LOG_MS = 60000
+PAGES = 3
+# How long each task may go without checking in before the supervisor lets the watchdog reset
+# the board: a bus round with every device silent, an MQTT connect that times out.
+LIMIT_MS = {"site": 10000, "panel": 20000, "telemetry": 60000, "bus": 30000}
 
 
 def log(*args):
     print(*args)
 
 
-async def site_loop(site, session, site_id):
+class Heap:
+    def __init__(self):
+        self.peak = 0
+        self.at = 0
+
+    def tick(self, ms):
+        self.at += ms
+        if self.at < HEAP_LOG_MS:
+            return
+        # Live data after a collection: what the firmware really holds, not the garbage that
+        # waits for the next automatic collection.
+        self.at = 0
+        gc.collect()
+        used = hal.heap_used()
+        if used > self.peak:
+            self.peak = used
+        log("I heap live", used, "peak", self.peak, "free", gc.mem_free())
+
+
+async def site_loop(site, session, site_id, sup, heap):
     last = None
-    heap_at = 0
-    peak = 0
     while True:
+        sup.alive("site")
         now = hal.epoch()
         for etype, data in site.update(now):
             log("I", site_id, "event", etype, data)
@@ -29,25 +57,101 @@ async def site_loop(site, session, site_id):
         if d != last:
             last = d
             session.state_changed()
-        heap_at += SITE_TICK_MS
-        if heap_at >= HEAP_LOG_MS:
-            # Live data after a collection: what the firmware really holds, not the garbage that
-            # waits for the next automatic collection.
-            heap_at = 0
-            gc.collect()
-            used = hal.heap_used()
-            if used > peak:
-                peak = used
-            log("I heap live", used, "peak", peak, "free", gc.mem_free())
+        heap.tick(SITE_TICK_MS)
         await asyncio.sleep_ms(SITE_TICK_MS)
 
 
-def run(cfg, boot, reset):
+class PanelTask:
+    """Owns the display and the buttons: ack (the crisis message), shop (open/closed), next
+    (page). Runs without any network: everything it shows comes from the site and flash."""
+
+    def __init__(self, cfg, site, session, crisis, flash, sup, health):
+        from sot.panel import Panel
+
+        self.site = site
+        self.session = session
+        self.crisis = crisis
+        self.flash = flash
+        self.sup = sup
+        self.safe = health["safe"]
+        self.buttons = hal.Buttons()
+        pcfg = cfg.get("panel") or {}
+        self.panel = Panel(hal.display(pcfg), pcfg.get("language", "sv"))
+        self.page = 0
+        self.idle_ms = 0
+        self.shown = None  # the crisis message id last seen, to jump to a new severe one
+        self.key = None
+        self.frames = 0
+
+    def press(self, name, now):
+        self.idle_ms = 0
+        if name == "next":
+            self.page = (self.page + 1) % PAGES
+        elif name == "ack":
+            m = self.crisis.acknowledge(now)
+            if m is not None:
+                log("I panel: crisis message", m["id"], "acknowledged")
+                self.session.crisis_ack(m["id"])
+        elif name == "shop":
+            site = self.site
+            site.shop_open = not site.shop_open
+            self.flash.write("shop", b"1" if site.shop_open else b"0")
+            etype = "shop_opened" if site.shop_open else "shop_closed"
+            log("I panel:", etype)
+            self.session.event(now, etype, {})
+
+    def view(self, now):
+        site = self.site
+        cur = self.crisis.current(now)
+        if cur is not None and cur["id"] != self.shown:
+            self.shown = cur["id"]
+            if cur["severity"] == "severe" and cur["acked"] is None:
+                self.page = 1  # a severe new message takes the screen until acknowledged
+                self.idle_ms = 0
+        snap = site.snapshot(now) if site.mode is not None else None
+        return {"now": now, "page": self.page, "link": "ok" if self.session.connected else "down",
+                "safe_mode": self.safe, "shop_open": site.shop_open, "snap": snap,
+                "crisis": cur, "crisis_count": len(self.crisis.active(now))}
+
+    async def run(self):
+        while True:
+            self.sup.alive("panel")
+            now = hal.epoch()
+            for name in self.buttons.poll():
+                self.press(name, now)
+            self.idle_ms += PANEL_TICK_MS
+            if self.idle_ms >= PANEL_IDLE_MS and self.page:
+                self.page = 0
+            cur = self.crisis.current(now)
+            fuel = self.site.fuel
+            # Redraw when something the clerk sees changes (the clock shows minutes).
+            key = (self.page, self.session.connected, self.site.shop_open, self.site.discrete(),
+                   None if cur is None else (cur["id"], cur["acked"]), len(self.crisis.msgs),
+                   None if fuel.pct is None else int(fuel.pct), now // 60)
+            if key != self.key:
+                self.key = key
+                self.panel.render(self.view(now))
+                self.frames += 1
+                gc.collect()  # a frame leaves ~8 KiB of garbage: free it before it fragments
+            await asyncio.sleep_ms(PANEL_TICK_MS)
+
+
+def run(cfg, boot, reset, health):
+    flash = hal.Flash()
     devices = {}
     for d in cfg["devices"]:
         devices[d["name"]] = Device(d)
     site = Site(cfg, devices)
-    session = Session(cfg, hal, boot, reset, site, log=log)
+    site.shop_open = flash.read("shop") != b"0"
+    site.safe_mode = health["safe"]
+    crisis = Crisis(flash, log=log)
+    session = Session(cfg, hal, boot, reset, site, log=log, crisis=crisis, health=health)
+    if health["safe"]:
+        log("W supervisor: SAFE MODE after", health["resets"], "watchdog resets; hung:",
+            health["hung"], "- left out:", health["skip"])
+        session.event(hal.epoch(), "safe_mode", {"resets": health["resets"], "hung": health["hung"]})
+    sup = Supervisor(hal.Watchdog(WDT_MS), flash, safe=health["safe"], resets=health["resets"], log=log)
+    heap = Heap()
 
     # A device's change of availability reaches MQTT through the site loop, which turns it into
     # events and a state in one step: publishing from the bus callback would send a state whose
@@ -57,13 +161,30 @@ def run(cfg, boot, reset):
         uart = hal.Uart(b["port"], b["baud"])
         on_bus = [devices[d["name"]] for d in cfg["devices"] if d["bus"] == b["name"]]
         owners.append(BusOwner(b, on_bus, uart, log=log))
+    panel = PanelTask(cfg, site, session, crisis, flash, sup, health)
 
     async def main():
         for o in owners:
-            asyncio.create_task(o.run())
-        asyncio.create_task(session.run())
-        await site_loop(site, session, cfg["site"])
+            name = "bus:" + o.name
+            o.checkin = _checkin(sup, name)
+            sup.start(name, o.run, LIMIT_MS["bus"])
+        sup.start("site", lambda: site_loop(site, session, cfg["site"], sup, heap), LIMIT_MS["site"])
+        sup.start("panel", panel.run, LIMIT_MS["panel"])
+        if "telemetry" not in health["skip"]:
+            session.checkin = _checkin(sup, "telemetry")
+            sup.start("telemetry", session.run, LIMIT_MS["telemetry"])
+        await sup.run()
 
     gc.collect()
+    # Collect early (a quarter of the free heap allocated since the last collection) rather
+    # than when the heap is exhausted: garbage left lying around splits the free space.
+    gc.threshold(gc.mem_free() // 4)
     log("I heap live at start", hal.heap_used(), "free", gc.mem_free())
     asyncio.run(main())
+
+
+def _checkin(sup, name):
+    def f():
+        sup.alive(name)
+
+    return f

@@ -47,6 +47,7 @@ class BusOwner:
         self.log = log
         self.cycles = 0
         self._last_slow = None
+        self.checkin = _nothing  # the supervisor's check-in, once per round
 
     def _changed(self, dev):
         if self.on_change:
@@ -168,6 +169,7 @@ class BusOwner:
 
     async def run(self):
         while True:
+            self.checkin()
             started = time.ticks_ms()
             slow_due = self._last_slow is None or time.ticks_diff(started, self._last_slow) >= self.slow_ms
             if slow_due:
@@ -177,3 +179,7 @@ class BusOwner:
             self.cycles += 1
             spent = time.ticks_diff(time.ticks_ms(), started)
             await asyncio.sleep_ms(max(10, self.poll_ms - spent))
+
+
+def _nothing():
+    pass

@@ -30,11 +30,15 @@ def main(argv):
         sys.exit(3)
     boot = next_boot(flash)
     reset = hal.reset_cause()
-    print("I", cfg["site"], "boot", boot, "reset", reset, "config", cfg["hash"])
+    from sot.supervisor import boot_health
+
+    health = boot_health(flash, reset)
+    print("I", cfg["site"], "boot", boot, "reset", reset, "config", cfg["hash"],
+          "resets", health["resets"])
     gc.collect()
     from sot import app
 
-    app.run(cfg, boot, reset)
+    app.run(cfg, boot, reset, health)
 
 
 main(sys.argv)

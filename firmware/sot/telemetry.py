@@ -11,6 +11,8 @@
 # (The flash journal with end-to-end acknowledgements replaces that queue in the telemetry
 # issue; this is its seam.)
 import asyncio
+import gc
+import io
 import json
 import random
 import time
@@ -19,18 +21,47 @@ from sot import VERSION
 from sot.mqtt.client import MQTTClient
 
 QUEUE_MAX = 64
+ACKS_MAX = 8
+MAX_PAYLOAD = 1024  # the contract's limit for a controller message
 BACKOFF_MIN_MS = 500
 BACKOFF_MAX_MS = 30000
 
 
+class _Out:
+    """Where a message is serialised: a BytesIO and a buffer, both allocated once, instead of a
+    new str of the whole payload and then its bytes for every message (on a fragmented 64 KiB
+    heap a contiguous 1 KiB is the allocation most likely to fail)."""
+
+    def __init__(self):
+        self.io = io.BytesIO(MAX_PAYLOAD)
+        self.mv = memoryview(bytearray(MAX_PAYLOAD))
+
+    def dump(self, body):
+        """Serialise; returns the payload (a view into the buffer) or its size when too big."""
+        f = self.io
+        f.seek(0)
+        json.dump(body, f)
+        n = f.tell()
+        if n > MAX_PAYLOAD:
+            return n
+        f.seek(0)
+        f.readinto(self.mv[:n])
+        return self.mv[:n]
+
+
 class Session:
-    def __init__(self, cfg, hal, boot, reset_cause, site, log=print):
+    def __init__(self, cfg, hal, boot, reset_cause, site, log=print, crisis=None, health=None):
         self.cfg = cfg
         self.hal = hal
         self.boot = boot
         self.reset_cause = reset_cause
         self.site = site
         self.log = log
+        self.crisis = crisis
+        self.health = health or {}
+        self.acks = []  # crisis message ids acknowledged by staff, waiting to be published
+        self.checkin = _nothing  # the supervisor's check-in for this task
+        self._out = _Out()
         m = cfg["mqtt"]
         self.root = "sot/v1/" + cfg["site"]
         self.heartbeat_ms = m["heartbeat_s"] * 1000
@@ -60,12 +91,22 @@ class Session:
         self.state_dirty = True
         self.wake.set()
 
+    def crisis_ack(self, mid):
+        if len(self.acks) >= ACKS_MAX:
+            self.acks.pop(0)
+        self.acks.append(mid)
+        self.wake.set()
+
     # --- downlink -------------------------------------------------------------------------------
 
     def _on_message(self, topic, payload, retained):
         if topic == self.root + "/rebirth":
             self.rebirth = True
             self.wake.set()
+        elif self.crisis is not None and topic.startswith(self.root + "/crisis/"):
+            mid = topic[len(self.root) + 8:]
+            if "/" not in mid and self.crisis.receive(mid, payload):
+                self.log("I crisis: message", mid, "withdrawn" if not payload else "received")
 
     # --- uplink ---------------------------------------------------------------------------------
 
@@ -74,9 +115,9 @@ class Session:
         body["seq"] = self.seq
         if "ts" not in body:
             body["ts"] = self.hal.epoch()
-        payload = json.dumps(body)
-        if len(payload) > 1024:
-            self.log("E telemetry: payload for", sub, "is", len(payload), "bytes, over 1 KiB; not sent")
+        payload = self._out.dump(body)
+        if isinstance(payload, int):
+            self.log("E telemetry: payload for", sub, "is", payload, "bytes, over 1 KiB; not sent")
             return
         await self.client.publish(self.root + "/" + sub, payload, qos=1, retain=retain)
         self.seq = (self.seq + 1) & 0xFFFFFFFF
@@ -89,12 +130,16 @@ class Session:
         await self._send("birth", {"fw": VERSION, "config": c["hash"], "name": c.get("name"),
                                    "municipality": c.get("municipality"), "devices": devs,
                                    "reset": self.reset_cause, "bdseq": self.bdseq,
-                                   "heartbeat_s": c["mqtt"]["heartbeat_s"], "dropped": self.dropped})
+                                   "heartbeat_s": c["mqtt"]["heartbeat_s"], "dropped": self.dropped,
+                                   "safe_mode": bool(self.health.get("safe")),
+                                   "resets": self.health.get("resets", 0),
+                                   "hung": self.health.get("hung")})
 
     async def _state(self):
         if self.site.mode is None:
             return  # not polled yet: there is no state to vouch for
         self.state_dirty = False
+        gc.collect()  # the state is the largest message: give it an unfragmented heap
         now = self.hal.epoch()
         body = self.site.snapshot(now)
         body["ts"] = now
@@ -106,6 +151,8 @@ class Session:
                 json.dumps({"state": "lost", "boot": self.boot, "bdseq": self.bdseq}), 1, True)
         await self.client.connect(will=will, clean_session=True)
         await self.client.subscribe(self.root + "/rebirth", 1)
+        if self.crisis is not None:
+            await self.client.subscribe(self.root + "/crisis/+", 1)
         await self._send("status", {"state": "online", "bdseq": self.bdseq}, retain=True)
         await self._birth()
         await self._state()
@@ -114,6 +161,7 @@ class Session:
         """Publish until the link dies (an exception or the client reporting it closed)."""
         last_state = time.ticks_ms()
         while self.client.connected:
+            self.checkin()
             if self.rebirth:
                 self.rebirth = False
                 await self._birth()
@@ -122,6 +170,10 @@ class Session:
                 ts, etype, data = self.events[0]
                 await self._send("event", {"ts": ts, "type": etype, "data": data, "hist": False})
                 self.events.pop(0)
+            while self.acks:
+                mid = self.acks[0]
+                await self._send("crisis/" + mid + "/ack", {"id": mid, "by": "panel"})
+                self.acks.pop(0)
             if self.state_dirty or time.ticks_diff(time.ticks_ms(), last_state) >= self.heartbeat_ms:
                 await self._state()
                 last_state = time.ticks_ms()
@@ -155,5 +207,13 @@ class Session:
                 except Exception:  # noqa: BLE001
                     pass
             # Full jitter: after a regional blackout a whole municipality reconnects at once.
-            await asyncio.sleep_ms(BACKOFF_MIN_MS + random.getrandbits(16) % backoff)
+            wait = BACKOFF_MIN_MS + random.getrandbits(16) % backoff
+            while wait > 0:  # in steps, checking in: waiting is not hanging
+                self.checkin()
+                await asyncio.sleep_ms(min(wait, 1000))
+                wait -= 1000
             backoff = min(backoff * 2, BACKOFF_MAX_MS)
+
+
+def _nothing():
+    pass

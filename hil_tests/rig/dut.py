@@ -5,6 +5,12 @@ compiled config into a folder that stands in for flash (wired to the plant's pty
 private broker), and runs `micropython -X heapsize=<heap> unix_boot.py <image> <flash>`, the heap
 being the board's 64 KiB in 64-bit terms plus the image (see BOARD_HEAP_KIB below). It is
 stopped or killed by its process id; a `kill -9` is the rig's stand-in for a power cut.
+
+With `watchdog=True` the rig also plays the board's hardware watchdog: the unix HAL rewrites
+`wdt` in the flash folder on every feed ("<timeout_ms> <feeds>"); when no feed comes within the
+timeout, or the process ends on its own (on a board an uncaught exception stops the program and
+the watchdog bites), the rig kills the process, writes `reset_cause` = "wdt" into the flash
+folder (the board's reset-reason register) and starts it again. `resets` counts those.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,7 @@ class Firmware:
         bus_ports: dict[str, str],
         mqtt: dict[str, Any],
         board_heap_kib: int = BOARD_HEAP_KIB,
+        watchdog: bool = False,
     ) -> None:
         self.site = site
         self.flash_dir = Path(flash_dir)
@@ -44,8 +52,22 @@ class Firmware:
         self.board_heap_kib = board_heap_kib
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.flash_dir.parent / f"{site.id}-firmware.log"
+        self.watchdog = watchdog
+        self.resets = 0
+        self._wd_thread: threading.Thread | None = None
+        self._powered = False
+        self._lock = threading.RLock()
 
     def start(self) -> Firmware:
+        with self._lock:
+            self._spawn()
+            self._powered = True
+        if self.watchdog and (self._wd_thread is None or not self._wd_thread.is_alive()):
+            self._wd_thread = threading.Thread(target=self._watch, name="wdt", daemon=True)
+            self._wd_thread.start()
+        return self
+
+    def _spawn(self) -> None:
         image = firmware.build_image()
         firmware.write_config(
             self.flash_dir, config.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
@@ -69,7 +91,57 @@ class Firmware:
             start_new_session=True,
         )
         log.close()
-        return self
+
+    # --- the watchdog peripheral -------------------------------------------------------------
+
+    def _feed_mark(self) -> tuple[int, str] | None:
+        try:
+            path = self.flash_dir / "wdt"
+            return path.stat().st_mtime_ns, path.read_text()
+        except OSError:
+            return None
+
+    def _watch(self) -> None:
+        armed_mark = self._feed_mark()
+        armed = False
+        last_feed = time.monotonic()
+        timeout = 8.0
+        while True:
+            time.sleep(0.1)
+            with self._lock:
+                if not self._powered:
+                    if self.proc is None:
+                        return  # stopped for good
+                    continue
+                mark = self._feed_mark()
+                if mark is not None and mark != armed_mark:
+                    armed_mark = mark
+                    armed = True
+                    last_feed = time.monotonic()
+                    try:
+                        timeout = int(mark[1].split()[0]) / 1000
+                    except (ValueError, IndexError):
+                        pass
+                dead = self.proc is None or self.proc.poll() is not None
+                bites = armed and time.monotonic() - last_feed > timeout
+                if not (dead or bites):
+                    continue
+                if dead and not armed:
+                    # ended before the watchdog was started: the watchdog was never running
+                    self._powered = False
+                    continue
+                if self.proc is not None and self.proc.poll() is None:
+                    os.kill(self.proc.pid, signal.SIGCONT)  # a frozen process must die too
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(5)
+                self.resets += 1
+                (self.flash_dir / "reset_cause").write_text("wdt")
+                with open(self.log_path, "ab") as f:
+                    f.write(b"--- rig: watchdog reset\n")
+                self._spawn()
+                armed = False
+                armed_mark = self._feed_mark()
+                last_feed = time.monotonic()
 
     @property
     def pid(self) -> int | None:
@@ -95,6 +167,11 @@ class Firmware:
         return False
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
+        with self._lock:
+            self._powered = False
+            return self._stop(sig, timeout)
+
+    def _stop(self, sig: int, timeout: float) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is None:

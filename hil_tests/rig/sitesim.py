@@ -27,6 +27,7 @@ class SimulatedSite:
         heartbeat_s: int | None = None,
         keepalive_s: int | None = None,
         physics: dict[str, Any] | None = None,
+        watchdog: bool = False,
     ) -> None:
         self.site = site
         self.workdir = Path(workdir) / site.id
@@ -39,6 +40,7 @@ class SimulatedSite:
         self.physics = PlantPhysics(self.plant, site, time_scale, **(physics or {}))
         self.thread = PlantThread(self.plant)
         self.firmware: Firmware | None = None
+        self.watchdog = watchdog
 
     def start(self) -> SimulatedSite:
         self.thread.start()
@@ -47,9 +49,31 @@ class SimulatedSite:
 
     def start_firmware(self) -> Firmware:
         self.firmware = Firmware(
-            self.site, self.workdir / "flash", bus_ports=self.plant.ports(), mqtt=self.mqtt
+            self.site, self.workdir / "flash", bus_ports=self.plant.ports(), mqtt=self.mqtt,
+            watchdog=self.watchdog,
         )
         return self.firmware.start()
+
+    # --- the panel beside the till ---
+
+    @property
+    def flash(self) -> Path:
+        return self.workdir / "flash"
+
+    def press(self, button: str) -> None:
+        """Press a panel button: "ack", "shop" or "next" (the unix HAL reads them from flash)."""
+        with open(self.flash / "buttons", "a") as f:
+            f.write(button + "\n")
+
+    def panel_text(self) -> str:
+        """The texts on the panel's current frame, one per line ("" before the first frame)."""
+        try:
+            return (self.flash / "panel.txt").read_text()
+        except OSError:
+            return ""
+
+    def panel_png(self) -> Path:
+        return self.flash / "panel.png"
 
     def stop(self) -> None:
         try:

@@ -3,7 +3,11 @@
 #   flash   -> a folder
 #   network -> the host's TCP stack
 #   clock   -> the host clock (UTC epoch seconds)
-#   watchdog-> a software stand-in (records feeds; the unix port cannot reset itself)
+#   watchdog-> each feed rewrites `wdt` in the flash folder; the HIL rig plays the watchdog
+#              peripheral (hil_tests/rig/dut.py): no feed within the timeout and it kills the
+#              process and starts it again with the reset cause "wdt"
+#   display -> panel.png (+ panel.txt, the texts drawn) in the flash folder (unix_display.py)
+#   buttons -> lines appended to `buttons` in the flash folder ("ack", "shop", "next")
 import asyncio
 import gc
 import os
@@ -104,6 +108,8 @@ class Flash:
         return open(self.path(name), "rb")
 
     def write(self, name, data):
+        if isinstance(data, str):
+            data = data.encode()
         tmp = self.path(name + ".new")
         with open(tmp, "wb") as f:
             f.write(data)
@@ -111,21 +117,75 @@ class Flash:
 
 
 class Watchdog:
+    """The hardware watchdog. Started once; a board resets `timeout_ms` after the last feed."""
+
     def __init__(self, timeout_ms):
         self.timeout_ms = timeout_ms
-        self.fed = time.ticks_ms()
+        self._path = Flash().path("wdt")
+        self.feeds = 0
+        self.feed()
 
     def feed(self):
-        self.fed = time.ticks_ms()
+        self.feeds += 1
+        # "<timeout> <feeds>": the rig reads the timeout from the file and watches it change.
+        with open(self._path, "w") as f:
+            f.write("%d %d" % (self.timeout_ms, self.feeds))
 
 
 def reset_cause():
-    """Why the controller started. The unix port only ever starts from power-on; the HIL rig can
-    write `reset_cause` into the flash folder to stand in for a watchdog or soft reset."""
-    cause = Flash().read("reset_cause")
+    """Why the controller started: "power_on", or what the HIL rig recorded in `reset_cause`
+    before it restarted the process ("wdt" after a missed watchdog feed). Reading clears it, as
+    the reset reason register of a board reflects only the latest reset."""
+    fl = Flash()
+    cause = fl.read("reset_cause")
     if cause:
-        return cause.decode().strip()
-    return "power_on"
+        fl.write("reset_cause", b"")
+        cause = cause.decode().strip()
+    return cause or "power_on"
+
+
+class Buttons:
+    """The panel's three buttons. On unix a test or a person appends a name per line to the
+    `buttons` file in the flash folder; `poll()` returns the presses since the last call."""
+
+    NAMES = ("ack", "shop", "next")
+
+    def __init__(self):
+        self._path = Flash().path("buttons")
+        self._pos = 0
+        try:
+            self._pos = os.stat(self._path)[6]  # presses from before this boot do not count
+        except OSError:
+            pass
+
+    def poll(self):
+        try:
+            size = os.stat(self._path)[6]
+        except OSError:
+            return ()
+        if size <= self._pos:
+            self._pos = min(self._pos, size)
+            return ()
+        with open(self._path, "rb") as f:
+            f.seek(self._pos)
+            data = f.read(min(size - self._pos, 256))
+        self._pos += len(data)
+        out = []
+        for line in data.split(b"\n"):
+            name = line.strip().decode()
+            if name in self.NAMES:
+                out.append(name)
+        return out
+
+
+def display(panel_cfg):
+    """The panel's display driver for the site's `[panel] display`."""
+    from sot.hal import unix_display
+
+    prefix = Flash().path("panel")
+    if panel_cfg.get("display") == "mono128":
+        return unix_display.MonoDisplay(prefix, 128, 64)
+    return unix_display.ColorDisplay(prefix, 320, 240)
 
 
 def heap_used():
