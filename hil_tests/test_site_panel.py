@@ -206,7 +206,7 @@ def test_hung_controller_is_reset_by_the_watchdog_and_ends_in_safe_mode(
         wait_for(lambda n=n: fw.resets == n, 20, f"watchdog reset {n}")
         if n < 3:
             births += 1
-            birth = wait_for(lambda: len(peer.payloads(f"{ROOT}/birth")) >= births
+            birth = wait_for(lambda b=births: len(peer.payloads(f"{ROOT}/birth")) >= b
                              and peer.last(f"{ROOT}/birth"), 20, f"birth after reset {n}")
             assert birth["reset"] == "wdt" and birth["resets"] == n and birth["safe_mode"] is False
     # third reset in a row: safe mode. Unknown culprit -> the network session is left out;
