@@ -18,6 +18,7 @@ test:
 
 bench: setup
 	$(BIN)/python -m hil_tests.bench.bench_poll $(ARGS)
+	$(BIN)/python -m hil_tests.bench.bench_memory
 
 lint: setup
 	$(BIN)/ruff check gateway hil_tests

@@ -27,13 +27,14 @@ def log(*args):
 
 
 class Heap:
-    def __init__(self):
+    def __init__(self, every_ms=HEAP_LOG_MS):
         self.peak = 0
         self.at = 0
+        self.every = every_ms
 
     def tick(self, ms):
         self.at += ms
-        if self.at < HEAP_LOG_MS:
+        if self.at < self.every:
             return
         # Live data after a collection: what the firmware really holds, not the garbage that
         # waits for the next automatic collection.
@@ -151,7 +152,7 @@ def run(cfg, boot, reset, health):
             health["hung"], "- left out:", health["skip"])
         session.event(hal.epoch(), "safe_mode", {"resets": health["resets"], "hung": health["hung"]})
     sup = Supervisor(hal.Watchdog(WDT_MS), flash, safe=health["safe"], resets=health["resets"], log=log)
-    heap = Heap()
+    heap = Heap(cfg.get("heap_log_ms") or HEAP_LOG_MS)  # the memory soak samples more often
 
     # A device's change of availability reaches MQTT through the site loop, which turns it into
     # events and a state in one step: publishing from the bus callback would send a state whose

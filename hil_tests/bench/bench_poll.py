@@ -25,24 +25,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import pymodbus
-
-from gateway import config, firmware
+from gateway import config
+from hil_tests.bench import report
 from hil_tests.rig.busrig import BITS_PER_CHAR, BusRig, t35_s
 
 SITE = "are-kall"
-DOC = config.REPO_ROOT / "docs" / "benchmarks.md"
+DOC = report.DOC
 SECTION = "Field bus poll cycle"
 GOAL_OVERHEAD_PCT = 15.0
 REQUEST_BYTES = 8
@@ -119,29 +113,6 @@ def measure(site: config.Site, baud: int, cycles: int, workdir: Path) -> Result:
 
 
 # --- the report ------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = m.group(1).strip() if m else cpu
-    except OSError:
-        pass
-    mp = subprocess.run([firmware.micropython(), "-c", _MP_VERSION], capture_output=True,
-                        text=True, timeout=10).stdout.strip()
-    git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
-                         text=True, cwd=config.REPO_ROOT).stdout.strip() or "unknown"
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
-            "micropython": mp, "pymodbus": pymodbus.__version__, "git": git,
-            "date": datetime.date.today().isoformat(), "load": f"{os.getloadavg()[0]:.2f}"}
-
-
-# "1.29.0-preview, build 9458e3a23f on 2026-07-05"
-_MP_VERSION = """import sys
-v = sys.implementation.version
-pre = "-" + v[3] if len(v) > 3 and v[3] else ""
-print("%d.%d.%d%s, build %s" % (v[0], v[1], v[2], pre, sys.version.split("MicroPython ")[-1]))"""
 
 
 TABLE_HEAD = ("| baud | cycles | reads per cycle | blocks in the profiles | floor ms | median ms "
@@ -236,11 +207,7 @@ per read on a real bus as well.
 
 
 def write_doc(text: str, path: Path = DOC) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n\nResults of `make bench`.\n"
-    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else \
-        old.rstrip("\n") + "\n\n" + text
-    path.write_text(new.rstrip("\n") + "\n")
+    report.write_section(SECTION, text, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{baud:>6} baud: {r.cycles} cycles, {r.tx_per_cycle[0]} reads "
                   f"({r.blocks} blocks), floor {r.floor_ms:.1f} ms, median {r.median:.1f} ms "
                   f"({r.pct(r.median):+.1f} %), p95 {r.p95:.1f} ms ({r.pct(r.p95):+.1f} %)")
-    text = section(results, machine(), args.cycles)
+    text = section(results, report.machine(), args.cycles)
     if args.no_write:
         print(text)
     else:

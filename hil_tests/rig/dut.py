@@ -44,6 +44,7 @@ class Firmware:
         mqtt: dict[str, Any],
         board_heap_kib: int = BOARD_HEAP_KIB,
         watchdog: bool = False,
+        extra_config: dict[str, Any] | None = None,
     ) -> None:
         self.site = site
         self.flash_dir = Path(flash_dir)
@@ -53,6 +54,7 @@ class Firmware:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.flash_dir.parent / f"{site.id}-firmware.log"
         self.watchdog = watchdog
+        self.extra_config = extra_config or {}  # rig-only knobs, e.g. heap_log_ms for the soak
         self.resets = 0
         self._wd_thread: threading.Thread | None = None
         self._powered = False
@@ -69,9 +71,8 @@ class Firmware:
 
     def _spawn(self) -> None:
         image = firmware.build_image()
-        firmware.write_config(
-            self.flash_dir, config.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
-        )
+        compiled = config.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
+        firmware.write_config(self.flash_dir, {**compiled, **self.extra_config})
         heap = self.board_heap_kib * 1024 * WORD_FACTOR + image.stat().st_size
         env = dict(os.environ, MICROPYPATH=".frozen")
         log = open(self.log_path, "ab")
@@ -142,6 +143,10 @@ class Firmware:
                 armed = False
                 armed_mark = self._feed_mark()
                 last_feed = time.monotonic()
+
+    def heap_budget(self) -> int:
+        """Heap bytes the firmware may use here, the ROMFS image not counted (64 KiB x 2)."""
+        return self.board_heap_kib * 1024 * WORD_FACTOR
 
     @property
     def pid(self) -> int | None:

@@ -28,6 +28,7 @@ class SimulatedSite:
         keepalive_s: int | None = None,
         physics: dict[str, Any] | None = None,
         watchdog: bool = False,
+        extra_config: dict[str, Any] | None = None,
     ) -> None:
         self.site = site
         self.workdir = Path(workdir) / site.id
@@ -41,6 +42,7 @@ class SimulatedSite:
         self.thread = PlantThread(self.plant)
         self.firmware: Firmware | None = None
         self.watchdog = watchdog
+        self.extra_config = extra_config
 
     def start(self) -> SimulatedSite:
         self.thread.start()
@@ -50,7 +52,7 @@ class SimulatedSite:
     def start_firmware(self) -> Firmware:
         self.firmware = Firmware(
             self.site, self.workdir / "flash", bus_ports=self.plant.ports(), mqtt=self.mqtt,
-            watchdog=self.watchdog,
+            watchdog=self.watchdog, extra_config=self.extra_config,
         )
         return self.firmware.start()
 
