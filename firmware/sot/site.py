@@ -328,11 +328,12 @@ class Site:
         out = {}
         power = self.power()
         pumps = self.pumps()
+        silent = self.pumps_dev is not None and pumps is None  # configured but not answering
         for prod, litres in self.tanks().items():
-            if litres is None:
-                out[prod] = None
-            elif power not in ("grid", "backup"):
+            if power not in ("grid", "backup"):
                 out[prod] = 0
+            elif litres is None or silent:
+                out[prod] = None
             elif pumps is not None and pumps["products"] and not pumps["products"].get(prod):
                 out[prod] = 0
             elif pumps is not None and pumps["available"] == 0:

@@ -401,3 +401,23 @@ def test_pumps_out_of_order_stop_the_sale_of_their_product():
     snap = site.snapshot(1000)
     assert snap["capability"]["fuel_for_sale"] == {"diesel": 5000, "petrol": 0}
     assert snap["pumps"] == {"available": 1, "total": 2}
+
+
+def test_fuel_for_sale_is_unknown_when_a_gauge_or_the_pump_controller_is_silent():
+    site, meter, gen = make_site()
+    pumps = Device({"name": "pumps", "kind": "pump", "unit": 30, "blocks": [],
+                    "points": [("pump1_state",), ("pump1_product",)]})
+    pumps.online = True
+    pumps.values.update({"pump1_state": "idle", "pump1_product": "diesel"})
+    site.devices["pumps"] = pumps
+    site.pumps_dev = pumps
+    play(site, meter, gen, [(1000, {"grid": 231.0})])
+    assert site.snapshot(1000)["capability"]["fuel_for_sale"]["diesel"] == 5000
+    pumps._set_offline()
+    site.update(1001)
+    assert site.snapshot(1001)["capability"]["fuel_for_sale"] == {"diesel": None, "petrol": None}
+    site.tanks_dev._set_offline()
+    set_grid(meter, 0.0, 0.0)
+    run(site, 1002, 1010)
+    # no power: nothing can be sold, whatever the gauges say
+    assert site.snapshot(1010)["capability"]["fuel_for_sale"] == {"diesel": 0, "petrol": 0}
