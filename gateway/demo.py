@@ -109,6 +109,8 @@ async def run(
                 "mqtt": {"host": broker.host, "port": broker.port},
                 "http": {"host": "127.0.0.1", "port": http_port},
                 "store": {"path": str(workdir / "sot.sqlite3")},
+                # `file` contacts write here: the demo never notifies anyone outside.
+                "alerts": {"files_dir": str(workdir), "tick_s": 1.0},
             },
             config_dir=config_dir,
         )

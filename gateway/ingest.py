@@ -4,18 +4,27 @@
 the store and its own counters, so tests drive it without a broker. The checks run cheapest
 first and the first failure is the reason a message is refused:
 
-    bad_topic         not sot/v1/<site>/<subtopic>, or <site> is not a slug
+    bad_topic         not sot/v1/<site>/<subtopic> nor sot/v1/<site>/crisis/<id>/ack, or <site>
+                      or <id> is not a slug
     unknown_subtopic  <subtopic> is not status, birth, state or event
     unknown_site      <site> is not configured
     too_large         payload over 1024 bytes (docs/mqtt.md)
     not_utf8          payload is not UTF-8
     not_json          not JSON, or JSON with NaN/Infinity, out-of-range numbers or repeated keys
     not_object        JSON, but not an object
-    schema            breaks gateway/schema/mqtt-v1.json for its subtopic
+    schema            breaks gateway/schema/mqtt-v1.json for its subtopic (a crisis
+                      acknowledgement also when its `id` is not the topic's <id>)
 
 A refused message is counted by reason, filed in the store's `rejected` table (at most
 `REJECTS_FILED_PER_MIN` a minute, so a flood does not turn into an fsync storm) and logged at most
 once a minute per (site, reason). It never reaches the latest status/birth/state.
+
+Crisis acknowledgements (`sot/v1/<site>/crisis/<id>/ack`, subtopic `crisis_ack`) are filed
+once per (site, boot, seq) like events.
+
+After a message is filed (`stored`), `on_stored(site, subtopic)` is called if set: the alert
+engine marks the site for evaluation. It runs inside `handle`, before the broker is acknowledged,
+and must not raise (an exception there is logged, the message stays filed).
 
 Ordering. QoS 1 may deliver a message twice and the broker replays retained messages on every
 subscribe, so the latest status/birth/state is replaced only by a newer one (`is_newer`). Events
@@ -55,6 +64,8 @@ log = logging.getLogger(__name__)
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "mqtt-v1.json"
 TOPIC_ROOT = "sot/v1"
 SUBTOPICS = ("status", "birth", "state", "event")
+CRISIS_ACK = "crisis_ack"
+VALIDATED = (*SUBTOPICS, CRISIS_ACK)
 GATEWAY_STATUS_TOPIC = f"{TOPIC_ROOT}/gateway/status"
 MAX_PAYLOAD = 1024
 LOG_EVERY_S = 60.0
@@ -62,6 +73,7 @@ REJECTS_FILED_PER_MIN = 120
 REASONS = ("bad_topic", "unknown_subtopic", "unknown_site", "too_large", "not_utf8", "not_json",
            "not_object", "schema")
 _SLUG = re.compile(r"[a-z][a-z0-9-]{0,63}")
+_CRISIS_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 Clock = Callable[[], float]
 
@@ -73,7 +85,7 @@ def load_validators(path: Path = SCHEMA_PATH) -> dict[str, Draft202012Validator]
     registry: Registry[Any] = Registry().with_resource(schema["$id"],
                                                       Resource.from_contents(schema))
     return {sub: Draft202012Validator({"$ref": f"{schema['$id']}#/$defs/{sub}"},
-                                      registry=registry) for sub in SUBTOPICS}
+                                      registry=registry) for sub in VALIDATED}
 
 
 @dataclass(frozen=True)
@@ -192,6 +204,7 @@ class Ingest:
         self.ignored = 0
         self._last_log: dict[tuple[str, str], tuple[float, int]] = {}
         self._filed_window = (0.0, 0)
+        self.on_stored: Callable[[str, str], None] | None = None
 
     def reload_sites(self) -> None:
         self.known_sites = self.store.site_ids()
@@ -205,20 +218,36 @@ class Ingest:
         site: str | None = None
         subtopic: str | None = None
         try:
-            site, subtopic = self._parse_topic(topic)
+            site, subtopic, crisis_id = self._parse_topic(topic)
             msg, raw = parse_payload(payload)
             error = best_match(self.validators[subtopic].iter_errors(msg))
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "(root)"
                 raise _Reject("schema", f"{where}: {error.message}"[:300])
+            if crisis_id is not None and msg.get("id") != crisis_id:
+                raise _Reject("schema", f"id: {str(msg.get('id'))[:64]!r} is not the topic's "
+                                        f"{crisis_id!r}")
         except _Reject as r:
             return self._reject(topic, payload, site, subtopic, r.reason, r.detail)
         assert site is not None and subtopic is not None
         _int_fields(msg)
-        return self._file(site, subtopic, msg, raw)
+        result = self._file(site, subtopic, msg, raw)
+        if result.outcome == "stored" and self.on_stored is not None:
+            try:
+                self.on_stored(site, subtopic)
+            except Exception:
+                log.exception("on_stored failed for %s", topic[:100])
+        return result
 
-    def _parse_topic(self, topic: str) -> tuple[str, str]:
+    def _parse_topic(self, topic: str) -> tuple[str, str, str | None]:
         parts = topic.split("/")
+        if len(parts) == 6 and parts[3] == "crisis" and parts[5] == "ack":
+            if f"{parts[0]}/{parts[1]}" != TOPIC_ROOT or not _SLUG.fullmatch(parts[2]) \
+                    or not _CRISIS_ID.fullmatch(parts[4]):
+                raise _Reject("bad_topic", topic[:100])
+            if parts[2] not in self.known_sites:
+                raise _Reject("unknown_site", parts[2])
+            return parts[2], CRISIS_ACK, parts[4]
         if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT \
                 or not _SLUG.fullmatch(parts[2]):
             raise _Reject("bad_topic", topic[:100])
@@ -227,12 +256,14 @@ class Ingest:
             raise _Reject("unknown_subtopic", subtopic[:50])
         if site not in self.known_sites:
             raise _Reject("unknown_site", site)
-        return site, subtopic
+        return site, subtopic, None
 
     def _file(self, site: str, subtopic: str, msg: dict[str, Any], raw: str) -> Result:
         received = self.clock()
-        if subtopic == "event":
-            if self.store.add_event(site, msg, raw, received):
+        if subtopic in ("event", CRISIS_ACK):
+            new = (self.store.add_event(site, msg, raw, received) if subtopic == "event"
+                   else self.store.add_crisis_ack(site, msg, received))
+            if new:
                 self.accepted[subtopic] += 1
                 return Result("stored", site, subtopic)
             self.duplicates[subtopic] += 1
@@ -309,6 +340,8 @@ class MqttIngest:
         self._stopping = False
         self._unreachable = False  # logged once when the broker cannot be reached, once back
         self.connects = 0  # bumped per CONNECT: acks of an older connection are not sent
+        # Called on the loop with the time the session came up, or None when it went down.
+        self.on_listening: Callable[[float | None], None] | None = None
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=False, manual_ack=True)
         if username is not None:
@@ -352,18 +385,29 @@ class MqttIngest:
         self.connects += 1
         self._unreachable = False
         log.info("MQTT connected to %s:%d", self.host, self.port)
-        client.subscribe([(f"{TOPIC_ROOT}/+/{sub}", 1) for sub in SUBTOPICS])
+        client.subscribe([(f"{TOPIC_ROOT}/+/{sub}", 1) for sub in SUBTOPICS]
+                         + [(f"{TOPIC_ROOT}/+/crisis/+/ack", 1)])
         client.publish(GATEWAY_STATUS_TOPIC, self._status("online"), qos=1, retain=True)
         for site in sorted(self.ingest.known_sites):
             client.publish(f"{TOPIC_ROOT}/{site}/rebirth", json.dumps({"ts": int(self.clock())}),
                            qos=1)
         self.connected.set()
+        self._tell_listening(self.clock())
+
+    def _tell_listening(self, since: float | None) -> None:
+        if self.on_listening is None:
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.on_listening, since)
+        except RuntimeError:
+            pass  # loop closed while stopping
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
         if self.connected.is_set() and not self._stopping:
             log.warning("MQTT connection to %s:%d lost: %s", self.host, self.port, reason)
         self.connected.clear()
+        self._tell_listening(None)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if not self._unreachable and not self._stopping:

@@ -174,7 +174,8 @@ class Store(Protocol):
                       limit: int = 1000) -> list[dict[str, Any]]: ...
     def snapshots(self, site: str | None = None) -> list[SiteSnapshot]: ...
     def alerts(self, *, open_only: bool = True, site: str | None = None,
-               resolved_since: float | None = None, limit: int = 1000) -> list[AlertRecord]: ...
+               municipality: str | None = None, resolved_since: float | None = None,
+               limit: int = 100_000) -> list[AlertRecord]: ...
     def alert(self, ref: int | str) -> AlertRecord | None: ...
     def open_alert(self, rec: AlertRecord) -> int | None: ...
     def update_alert(self, alert_id: int, expect: tuple[str, ...],
@@ -286,6 +287,7 @@ MIGRATIONS: tuple[str, ...] = (
     -- The de-duplication key: one open alert per key, whatever evaluates twice.
     CREATE UNIQUE INDEX alerts_open_key ON alerts (key) WHERE status != 'resolved';
     CREATE INDEX alerts_site_status ON alerts (site, status);
+    CREATE INDEX alerts_muni_status ON alerts (municipality, status);
     CREATE INDEX alerts_status_resolved ON alerts (status, resolved);
     CREATE TABLE acks (
         id       INTEGER PRIMARY KEY,
@@ -578,10 +580,15 @@ class SqliteStore:
     # --- alerts ------------------------------------------------------------------------------
 
     def alerts(self, *, open_only: bool = True, site: str | None = None,
-               resolved_since: float | None = None, limit: int = 1000) -> list[AlertRecord]:
+               municipality: str | None = None, resolved_since: float | None = None,
+               limit: int = 100_000) -> list[AlertRecord]:
         """Open alerts (and with `resolved_since`, those resolved since then), or with
         `open_only=False` every alert; newest first."""
-        clauses, args = [], []
+        clauses: list[str] = []
+        args: list[Any] = []
+        if municipality is not None:
+            clauses.append("municipality = ?")
+            args.append(municipality)
         if open_only:
             if resolved_since is None:
                 clauses.append("status != 'resolved'")
