@@ -13,8 +13,9 @@ how often is data here):
     (+ kind-specific keys: fuel_low.thresholds and .clear_margin_h, gen_max_runtime.max_runtime_h,
      remote_start_not_ready.modes, fuel_for_sale.min_litres, site_silent.heartbeats)
 
-Contacts, per municipality, in escalation order (the first is told first, the next one after
-the rule's `escalate_s` without an acknowledgement). A municipality named "*" serves every site
+Contacts, per municipality, in escalation order: for each role in an alert's audience the first
+contact with that role is told first, the next one after the rule's `escalate_s` without an
+acknowledgement. A municipality named "*" serves every site
 whose municipality has no entry of its own.
 
     [[municipality]]
@@ -122,10 +123,18 @@ class AlertConfig:
         got = self.contacts.get(municipality)
         return got if got is not None else self.contacts.get("*", ())
 
-    def chain(self, municipality: str, audience: tuple[str, ...]) -> list[Contact]:
-        """The escalation order for an alert: contacts whose roles meet its audience."""
-        return [c for c in self.contacts_for(municipality)
-                if not c.always and set(c.roles) & set(audience)]
+    def steps(self, municipality: str, audience: tuple[str, ...]) -> list[list[Contact]]:
+        """The escalation steps for an alert: step n is the n-th contact (in file order) of
+        each role of its audience. A contact is in the step of its first matching role."""
+        per_role: dict[str, list[Contact]] = {r: [] for r in audience}
+        for c in self.contacts_for(municipality):
+            if c.always:
+                continue
+            role = next((r for r in c.roles if r in per_role), None)
+            if role is not None:
+                per_role[role].append(c)
+        depth = max((len(v) for v in per_role.values()), default=0)
+        return [[v[i] for v in per_role.values() if i < len(v)] for i in range(depth)]
 
     def always(self, municipality: str, audience: tuple[str, ...]) -> list[Contact]:
         return [c for c in self.contacts_for(municipality)

@@ -167,7 +167,9 @@ class AlertEngine:
     def _notify(self, act: Notify, a: AlertRecord, by_key: dict[str, AlertRecord],
                 now: float) -> None:
         expect = ("firing", "acknowledged") if act.kind in ("update", "worse") else ("firing",)
-        escalated = act.kind == "escalation" or a.level < 0
+        # The escalation delay counts from the first message, each escalation and each new
+        # worse step (news the contact has not had time to act on).
+        escalated = act.kind in ("escalation", "worse") or a.level < 0
         fields: dict[str, Any] = {"notified": now, "notify_count": a.notify_count + 1,
                                   "level": max(a.level, act.level)}
         if escalated:
@@ -189,8 +191,8 @@ class AlertEngine:
         rule = self.config.rule(a.rule) if (a.rule in self.config.rules
                                             or a.rule == INCIDENT_RULE) else None
         audience = rule.audience if rule else ("coordinator",)
-        chain = self.config.chain(a.municipality, audience)
-        to: list[Contact] = [chain[i] for i in levels if 0 <= i < len(chain)]
+        steps = self.config.steps(a.municipality, audience)
+        to: list[Contact] = [c for i in levels if 0 <= i < len(steps) for c in steps[i]]
         to += [c for c in self.config.always(a.municipality, audience) if c not in to]
         if not to:
             if a.municipality not in self._no_contact_logged:

@@ -726,7 +726,7 @@ def _notifications(config: AlertConfig, live: Mapping[str, _Live], fresh: Mappin
         if key in worse:
             out.append(Notify(key, "worse", max(a.level, 0), sv, en))
             continue
-        chain = len(config.chain(a.municipality, rule.audience))
+        chain = len(config.steps(a.municipality, rule.audience))
         since = a.level_since if a.level_since is not None else a.notified or now
         if rule.escalate_s and a.level + 1 < chain and now - since >= rule.escalate_s:
             out.append(Notify(key, "escalation", a.level + 1, sv, en))
