@@ -431,6 +431,10 @@ def site_silent(rule: Rule, v: SiteView, now: float,
                         en=f"{en_at}: the connection to the controller is lost.",
                         data={"why": "lost"})}
     silent = now - v.silent_since
+    if silent <= limit and v.state is None and "" in open_:
+        # Quiet for less than the limit only because the gateway just (re)started listening:
+        # that is no evidence the site is back. Only a fresh state clears it.
+        return None
     minutes = max(1, int(silent // 60))
     return {"": Obs(silent > limit, v.silent_since + limit,
                     sv=f"{sv_at}: inga data på {minutes} min (väntat var {v.heartbeat_s}:e s). "
