@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: demo test check lint bench firmware clean setup
+.PHONY: demo test check lint bench bench-alerts firmware clean setup
 
 setup:
 	@scripts/bootstrap.sh
@@ -18,6 +18,10 @@ test:
 
 bench: setup
 	$(BIN)/python -m hil_tests.bench.bench_poll $(ARGS)
+	$(BIN)/python -m hil_tests.bench.bench_alerts
+
+bench-alerts: setup
+	$(BIN)/python -m hil_tests.bench.bench_alerts $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check gateway hil_tests
