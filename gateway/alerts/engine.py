@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 5.0
 RETRY_MAX_S = 900.0
-MAX_ATTEMPTS = 12  # 5 s doubling to 15 min: about 2 h of trying before giving up
+MAX_ATTEMPTS = 12  # 5 s doubling to 15 min: about 66 min of trying before giving up
 PARALLEL_SENDS = 8
 # Rounds for sites that sent something start at most this often: under a burst (a county's
 # controllers replaying their journals after a blackout) a site's many messages cost one

@@ -388,9 +388,10 @@ Measured {datetime.date.today().isoformat()} on {machine()}; 1-minute load avera
 `make bench-alerts` (`python -m hil_tests.bench.bench_alerts`); it rewrites this section.
 
 **Method.** Private Mosquitto on 127.0.0.1 (`max_queued_messages 0`, `max_inflight_messages
-100`). The gateway is the production path (schema validation, SQLite commit per message with
-WAL and synchronous=FULL, PUBACK after the commit, state history, the alert engine evaluating
-each site that sent a message and every site every 5 s) in one process; the load generator is
+100`). The gateway is the production path (schema validation, one SQLite commit per batch of
+the messages waiting on the loop, WAL and synchronous=FULL, PUBACK after the commit, state
+history, the alert engine evaluating each site that sent a message at most every 100 ms and
+every site every 5 s) in one process; the load generator is
 another process. Sites: {args.sites}, in municipalities of 20; the shipped
 `config/alerts.toml`; one `file` contact.
 
