@@ -549,7 +549,9 @@ def _lifecycle(rule: Rule, v: SiteView, key: str, detail: str, obs: Obs, a: Aler
         if a.clearing_since is not None:
             out.append(Clearing(key, None))
         prev_step = int(a.data.get("step", 0))
-        if obs.step != prev_step or severity != a.severity:
+        # The stored words follow the site (the dashboard, CAP and `sot alerts` show them): one
+        # update per change, written in the engine's transaction for the round.
+        if obs.step != prev_step or severity != a.severity or (obs.sv and obs.sv != a.sv):
             out.append(Change(key, severity, obs.sv, obs.en,
                               {**a.data, **obs.data, "step": obs.step},
                               refire=obs.step > prev_step and a.status == "acknowledged"))
