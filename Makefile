@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: demo test check lint bench firmware clean setup
+.PHONY: demo test check lint bench bench-memory bench-alerts firmware clean setup
 
 setup:
 	@scripts/bootstrap.sh
@@ -19,6 +19,13 @@ test:
 bench: setup
 	$(BIN)/python -m hil_tests.bench.bench_poll $(ARGS)
 	$(BIN)/python -m hil_tests.bench.bench_memory
+	$(BIN)/python -m hil_tests.bench.bench_alerts
+
+bench-memory: setup
+	$(BIN)/python -m hil_tests.bench.bench_memory $(ARGS)
+
+bench-alerts: setup
+	$(BIN)/python -m hil_tests.bench.bench_alerts $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check gateway hil_tests

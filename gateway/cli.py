@@ -5,6 +5,12 @@ sot gateway --config config/gateway.toml                  the gateway for produc
 sot config check                                          validate config/devices and config/sites
 sot config compile SITE [--out FILE]                      the controller's config.json for SITE
 sot firmware build [--out DIR] [--march xtensawin|armv6m] compile the firmware to .mpy
+sot sites [--db PATH]                                     every site: connection, mode, fuel
+sot alerts [--all] [--db PATH]                            open alerts (--all: recent of any kind)
+sot ack ALERT [--by NAME] [--note TEXT] [--db PATH]       acknowledge an alert (id or key)
+
+sites/alerts/ack work on the running gateway's database: the path from --config
+(config/gateway.toml) [store] path, or --db.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from gateway import config
 
@@ -61,6 +68,89 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     return asyncio.run(service.serve_forever(Path(args.config)))
 
 
+def _open_store(args: argparse.Namespace) -> Any:
+    from gateway import service
+    from gateway.store import SqliteStore
+
+    if args.db:
+        path = Path(args.db)
+    else:
+        cfg = service.with_defaults(service.load_config(args.config))
+        path = service._resolve(cfg["store"]["path"], config.REPO_ROOT)
+    if not path.exists():
+        raise SystemExit(f"sot: no database at {path} (is the gateway running? --db PATH)")
+    return SqliteStore(path)
+
+
+def _when(ts: float | None) -> str:
+    from gateway.web import _when as when
+
+    return "–" if ts is None else when(ts)
+
+
+def _cmd_sites(args: argparse.Namespace) -> int:
+    import time
+
+    store = _open_store(args)
+    try:
+        rows = store.sites_overview(time.time())
+    finally:
+        store.close()
+    print(f"{'site':<20} {'municipality':<12} {'link':<6} {'mode':<14} {'grid':<9} "
+          f"{'genset':<9} {'fuel':>5} {'h left':>7}  updated")
+    for r in rows:
+        link = "LOST" if r["status"] == "lost" else "STALE" if r["stale"] else "ok"
+        fuel = "–" if r["fuel_pct"] is None else f"{r['fuel_pct']:.0f}%"
+        hours = "–" if r["hours_left"] is None else f"{r['hours_left']:.1f}"
+        print(f"{r['id']:<20} {r['municipality']:<12} {link:<6} {r['mode'] or '–':<14} "
+              f"{r['grid_state'] or '–':<9} {r['genset_state'] or '–':<9} {fuel:>5} "
+              f"{hours:>7}  {_when(r['updated_ts'])}")
+    return 0
+
+
+def _cmd_alerts(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        rows = store.alerts(open_only=not args.all, limit=200)
+    finally:
+        store.close()
+    if not rows:
+        print("inga öppna larm / no open alerts")
+        return 0
+    print(f"{'id':>5} {'status':<12} {'severity':<8} {'since':<19} key / text")
+    for a in rows:
+        print(f"{a.id:>5} {a.status:<12} {a.severity:<8} {_when(a.fired or a.started):<19} "
+              f"{a.key}")
+        print(f"{'':>47} {a.sv}")
+        if a.incident:
+            print(f"{'':>47} (del av / part of {a.incident})")
+        if a.acked_by:
+            print(f"{'':>47} kvitterat av / acknowledged by {a.acked_by} "
+                  f"{_when(a.acked_at)} {a.ack_note or ''}".rstrip())
+    return 0
+
+
+def _cmd_ack(args: argparse.Namespace) -> int:
+    import getpass
+    import time
+
+    by = args.by or getpass.getuser()
+    store = _open_store(args)
+    try:
+        a = store.ack_alert(args.alert, by, args.note or "", time.time())
+    finally:
+        store.close()
+    if a is None:
+        print(f"sot: inget larm / no alert {args.alert!r}", file=sys.stderr)
+        return 1
+    if a.acked_by != by or a.status != "acknowledged":
+        print(f"sot: larm {a.id} är {a.status}, inget att kvittera / alert {a.id} is "
+              f"{a.status}, nothing to acknowledge", file=sys.stderr)
+        return 1
+    print(f"kvitterat / acknowledged: {a.id} {a.key} by {by}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway import demo
 
@@ -105,6 +195,25 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("gateway", help="run the gateway")
     p.add_argument("--config", default="config/gateway.toml")
     p.set_defaults(func=_cmd_gateway)
+
+    def store_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", default=str(config.REPO_ROOT / "config" / "gateway.toml"),
+                       help="gateway config whose [store] path is used")
+        p.add_argument("--db", default=None, help="the gateway's SQLite database")
+
+    p = sub.add_parser("sites", help="every site as the gateway sees it")
+    store_args(p)
+    p.set_defaults(func=_cmd_sites)
+    p = sub.add_parser("alerts", help="open alerts")
+    p.add_argument("--all", action="store_true", help="also resolved ones (newest 200)")
+    store_args(p)
+    p.set_defaults(func=_cmd_alerts)
+    p = sub.add_parser("ack", help="acknowledge an alert (stops escalation and repeats)")
+    p.add_argument("alert", help="alert id or key (sot alerts shows both)")
+    p.add_argument("--by", default=None, help="your name (default: your login)")
+    p.add_argument("--note", default=None)
+    store_args(p)
+    p.set_defaults(func=_cmd_ack)
 
     p = sub.add_parser("config", help="validate or compile configuration")
     csub = p.add_subparsers(dest="action", required=True)

@@ -763,4 +763,16 @@ def check_all(config_dir: Path = CONFIG_DIR) -> list[str]:
     ]
     for s in load_sites(config_dir, profiles).values():
         lines.append(f"ok  {_rel(s.path)}: {len(s.devices)} devices on {len(s.buses)} bus(es)")
+    from .alerts.config import load_contacts, load_rules
+
+    rules_path, contacts_path = config_dir / "alerts.toml", config_dir / "contacts.toml"
+    if rules_path.exists():
+        rules, _grouping = load_rules(rules_path)
+        on = sum(1 for r in rules.values() if r.enabled)
+        lines.append(f"ok  {_rel(rules_path)}: {on} of {len(rules)} rules enabled")
+    if contacts_path.exists():
+        contacts = load_contacts(contacts_path)
+        n = sum(len(c) for c in contacts.values())
+        lines.append(f"ok  {_rel(contacts_path)}: {n} contacts in {len(contacts)} "
+                     "municipalities")
     return lines

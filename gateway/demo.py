@@ -109,6 +109,8 @@ async def run(
                 "mqtt": {"host": broker.host, "port": broker.port},
                 "http": {"host": "127.0.0.1", "port": http_port},
                 "store": {"path": str(workdir / "sot.sqlite3")},
+                # `file` contacts write here: the demo never notifies anyone outside.
+                "alerts": {"files_dir": str(workdir), "tick_s": 1.0},
             },
             config_dir=config_dir,
         )
@@ -131,6 +133,8 @@ async def run(
 SOT-punkt demo: {len(sims)} sites, Mosquitto on 127.0.0.1:{broker.port}
   Översikt / overview:  {url}
   JSON API:             {url}api/sites
+  CAP feed of active alerts: {url}cap.atom    alerts as JSON: {url}api/alerts
+  Notifications (the demo's contacts write here): {workdir / "notifications.jsonl"}
   Files (database, firmware logs, flash folders): {workdir}
 Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scale:g}x real time.
 {f"Stops after {duration:g} s." if duration else "Ctrl-C stops everything."}
@@ -159,6 +163,10 @@ Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scal
                 print(f"[{t:5.0f} s]", flush=True)
                 for row in rows:
                     print(_fmt(row), flush=True)
+                for a in (gateway.store.alerts() if gateway.store else []):
+                    if a.status != "pending":
+                        print(f"  LARM/ALERT #{a.id} {a.status:<12} {a.severity:<8} {a.sv}",
+                              flush=True)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
     finally:

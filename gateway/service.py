@@ -6,6 +6,12 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
     [http]  host, port (0 = any free port; the port taken is `Gateway.http_port`)
     [store] path (relative paths are taken from the repository root)
     [sites] dir  (the `config/sites` folder; device profiles are read from `devices/` beside it)
+    [alerts] enabled (true), rules, contacts (default: alerts.toml and contacts.toml beside
+            `sites/`), tick_s (5: how often every site is evaluated, for the dead-man and the
+            hold, repeat and escalation times), files_dir (where `file` contacts write, "var"),
+            base_url (link in notifications and CAP; default the web site's own address),
+            cap_sender (CAP <sender> and identifier prefix)
+    [smtp]  host, port, sender, starttls, user, password: the e-mail notifier's server
 
 Missing keys take the defaults in `DEFAULTS`. Everything listens on what the configuration
 names; the shipped file says 127.0.0.1.
@@ -24,8 +30,11 @@ from typing import Any
 
 from aiohttp import web
 
+from .alerts.config import AlertConfig, default_rules, load_alert_config, load_rules
+from .alerts.engine import AlertEngine
+from .alerts.notify import EmailSender, FileSender, Sender, SmtpSettings, WebhookSender
 from .config import REPO_ROOT, load_sites
-from .ingest import Ingest, MqttIngest
+from .ingest import CRISIS_ACK, Ingest, MqttIngest
 from .store import SiteInfo, SqliteStore
 from .web import make_app
 
@@ -37,6 +46,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "http": {"host": "127.0.0.1", "port": 8080},
     "store": {"path": "var/sot.sqlite3"},
     "sites": {"dir": "config/sites"},
+    "alerts": {"enabled": True, "rules": None, "contacts": None, "tick_s": 5.0,
+               "files_dir": "var", "base_url": None, "cap_sender": "sot-gateway"},
+    "smtp": {"host": "127.0.0.1", "port": 25, "sender": "sot-gateway@localhost",
+             "starttls": False, "user": None, "password": None},
 }
 
 
@@ -79,7 +92,33 @@ class Gateway:
         self.ingest: Ingest | None = None
         self.mqtt: MqttIngest | None = None
         self.http_port: int | None = None
+        self.engine: AlertEngine | None = None
         self._runner: web.AppRunner | None = None
+
+    def alert_config(self, config_dir: Path) -> AlertConfig:
+        a = self.config["alerts"]
+        rules = _resolve(a["rules"], self.base_dir) if a["rules"] else config_dir / "alerts.toml"
+        contacts = (_resolve(a["contacts"], self.base_dir) if a["contacts"]
+                    else config_dir / "contacts.toml")
+        if a["rules"] or a["contacts"] or (rules.exists() and contacts.exists()):
+            return load_alert_config(rules, contacts)
+        # A configuration folder without alert files (tests, a fresh install): the shipped
+        # rules, nobody to notify; said once in the log.
+        log.warning("no %s or %s: default alert rules, no contacts", rules, contacts)
+        if rules.exists():
+            r, g = load_rules(rules)
+            return AlertConfig(rules=r, grouping=g)
+        return AlertConfig(rules=default_rules())
+
+    def senders(self) -> dict[str, Sender]:
+        m = self.config["smtp"]
+        return {
+            "email": EmailSender(SmtpSettings(
+                host=m["host"], port=int(m["port"]), sender=m["sender"],
+                starttls=bool(m["starttls"]), user=m["user"], password=m["password"])),
+            "webhook": WebhookSender(),
+            "file": FileSender(_resolve(self.config["alerts"]["files_dir"], self.base_dir)),
+        }
 
     async def start(self) -> None:
         try:
@@ -97,19 +136,38 @@ class Gateway:
             SiteInfo(id=s.id, name=s.name, municipality=s.municipality, lat=s.lat, lon=s.lon,
                      heartbeat_s=s.mqtt.get("heartbeat_s")) for s in sites.values())
         self.ingest = Ingest(self.store, self.clock)
+        a = cfg["alerts"]
+        alert_config = self.alert_config(config_dir) if a["enabled"] else None
 
-        app = make_app(self.store, self.clock, self.ingest.stats)
+        app = make_app(self.store, self.clock, self._stats, cap_sender=a["cap_sender"],
+                       base_url=a["base_url"] or "")
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg["http"]["host"], int(cfg["http"]["port"]))
         await site.start()
         self.http_port = int(self._runner.addresses[0][1])
 
+        if alert_config is not None:
+            base_url = a["base_url"] or f"http://{cfg['http']['host']}:{self.http_port}/"
+            self.engine = AlertEngine(self.store, alert_config, self.clock,
+                                      senders=self.senders(), tick_s=float(a["tick_s"]),
+                                      base_url=base_url, name=a["cap_sender"])
+            engine = self.engine
+
+            def on_stored(site: str, subtopic: str) -> None:
+                if subtopic in ("state", "status", "birth", CRISIS_ACK):
+                    engine.mark(site)
+
+            self.ingest.on_stored = on_stored
+            engine.start()
+
         m = cfg["mqtt"]
         self.mqtt = MqttIngest(self.ingest, asyncio.get_running_loop(), host=m["host"],
                                port=int(m["port"]), client_id=m["client_id"],
                                keepalive_s=int(m["keepalive_s"]), username=m["user"],
                                password=m["password"], clock=self.clock)
+        if self.engine is not None:
+            self.mqtt.on_listening = self.engine.listening
         self.mqtt.start()
         log.info("gateway: %d sites, web on http://%s:%d/, MQTT %s:%d", len(sites),
                  cfg["http"]["host"], self.http_port, m["host"], m["port"])
@@ -118,6 +176,9 @@ class Gateway:
         if self.mqtt is not None:
             await asyncio.to_thread(self.mqtt.stop)
             self.mqtt = None
+        if self.engine is not None:
+            await self.engine.stop()
+            self.engine = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -126,6 +187,12 @@ class Gateway:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    def _stats(self) -> dict[str, Any]:
+        out = self.ingest.stats() if self.ingest is not None else {}
+        if self.engine is not None:
+            out["alerts"] = self.engine.stats()
+        return out
 
     async def __aenter__(self) -> Gateway:
         await self.start()

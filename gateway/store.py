@@ -14,6 +14,18 @@ What is kept:
   A repeat is ignored and reported as such (`add_event` returns False).
 - `rejected`: payloads the ingest refused, with the reason and a short excerpt, capped to the
   newest `REJECTED_KEEP` rows so a misbehaving client cannot fill the disk.
+- `state_history`: what a chart of a site needs (mode, power, hours left, fuel %), one row per
+  accepted state when a discrete value changed, else at most one per `HISTORY_EVERY_S`: a county
+  of 2 000 sites at a 30 s heartbeat would otherwise add 5.8 million rows a day.
+- `alerts`: every alert the engine opened (`gateway/alerts/`), with its lifecycle
+  pending -> firing -> acknowledged -> resolved. At most one alert per de-duplication key is
+  open (a partial unique index), so a repeated evaluation can never open a second one.
+- `acks`: who acknowledged which alert, when, with what note.
+- `notifications` (one per message to one contact over one channel) and `notify_attempts`
+  (every try, with its outcome and error): a failed notification stays visible, never lost.
+- `audit`: who did what (acknowledgements, crisis messages sent, notifications given up).
+- `crisis_sent`, `crisis_acks`: crisis messages the gateway sent to a site, and the staff's
+  acknowledgements from the panel, these once per (site, boot, seq).
 
 Durability: WAL journal with `synchronous=FULL`, so a message is on disk when its call returns
 (the MQTT ingest acknowledges a message to the broker only after that). One connection, used
@@ -29,10 +41,12 @@ silent site looking fresh.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +55,8 @@ STALE_HEARTBEATS = 3
 REJECTED_KEEP = 10_000
 EXCERPT_BYTES = 200
 MAX_EVENTS_LIMIT = 500
+HISTORY_EVERY_S = 300
+OPEN = ("pending", "firing", "acknowledged")
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,87 @@ class SiteInfo:
     lat: float
     lon: float
     heartbeat_s: int | None = None
+
+
+@dataclass(frozen=True)
+class SiteSnapshot:
+    """Everything the alert rules read about one site: configuration, latest messages, and the
+    crisis messages it has not acknowledged. Payloads are parsed JSON; times are epoch s."""
+
+    info: SiteInfo
+    status: dict[str, Any] | None
+    status_received: float | None
+    birth: dict[str, Any] | None
+    state: dict[str, Any] | None
+    state_ts: float | None
+    state_received: float | None
+    crisis_unacked: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def heartbeat_s(self) -> int:
+        return int((self.birth or {}).get("heartbeat_s") or self.info.heartbeat_s
+                   or DEFAULT_HEARTBEAT_S)
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """One alert as stored. `level` is the highest escalation step notified (-1: none yet);
+    `incident` is the key of the regional incident it was grouped into, if any."""
+
+    id: int
+    key: str
+    rule: str
+    site: str | None
+    municipality: str
+    detail: str
+    severity: str
+    status: str
+    started: float
+    fired: float | None = None
+    clearing_since: float | None = None
+    resolved: float | None = None
+    resolve_reason: str | None = None
+    level: int = -1
+    level_since: float | None = None
+    notified: float | None = None
+    notify_count: int = 0
+    incident: str | None = None
+    acked_by: str | None = None
+    acked_at: float | None = None
+    ack_note: str | None = None
+    sv: str = ""
+    en: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def open(self) -> bool:
+        return self.status in OPEN
+
+
+ALERT_FIELDS = ("key", "rule", "site", "municipality", "detail", "severity", "status", "started",
+                "fired", "clearing_since", "resolved", "resolve_reason", "level", "level_since",
+                "notified", "notify_count", "incident", "acked_by", "acked_at", "ack_note", "sv",
+                "en", "data")
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One message to one contact over one channel. `idem` is its idempotency key: the same on
+    every retry, so a receiver that saw an attempt that timed out can drop the repeat."""
+
+    id: int
+    alert_id: int
+    kind: str
+    contact: str
+    channel: str
+    target: str
+    subject: str
+    body: str
+    idem: str
+    status: str = "queued"
+    attempts: int = 0
+    next_at: float = 0.0
+    last_error: str | None = None
 
 
 class Store(Protocol):
@@ -71,6 +168,33 @@ class Store(Protocol):
     def rejected(self, limit: int = 50) -> list[dict[str, Any]]: ...
     def stats(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
+    # history, alerts, notifications, audit, crisis messages
+    def batch(self) -> AbstractContextManager[None]: ...
+    def state_history(self, site: str, since: float = 0.0,
+                      limit: int = 1000) -> list[dict[str, Any]]: ...
+    def snapshots(self, site: str | None = None) -> list[SiteSnapshot]: ...
+    def alerts(self, *, open_only: bool = True, site: str | None = None,
+               municipality: str | None = None, resolved_since: float | None = None,
+               limit: int = 100_000) -> list[AlertRecord]: ...
+    def alert(self, ref: int | str) -> AlertRecord | None: ...
+    def open_alert(self, rec: AlertRecord) -> int | None: ...
+    def update_alert(self, alert_id: int, expect: tuple[str, ...],
+                     **changes: Any) -> bool: ...
+    def ack_alert(self, ref: int | str, by: str, note: str, now: float) -> AlertRecord | None: ...
+    def acks(self, alert_id: int) -> list[dict[str, Any]]: ...
+    def add_notifications(self, jobs: Iterable[Notification], now: float) -> list[int]: ...
+    def due_notifications(self, now: float, limit: int = 50) -> list[Notification]: ...
+    def record_attempt(self, nid: int, ts: float, error: str | None,
+                       retry_at: float | None) -> None: ...
+    def notifications(self, alert_id: int | None = None,
+                      limit: int = 100) -> list[dict[str, Any]]: ...
+    def notify_attempts(self, nid: int) -> list[dict[str, Any]]: ...
+    def add_audit(self, ts: float, actor: str, action: str, target: str,
+                  detail: str = "") -> None: ...
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def record_crisis_sent(self, site: str, crisis_id: str, ts: float,
+                           actor: str = "gateway") -> None: ...
+    def add_crisis_ack(self, site: str, msg: dict[str, Any], received: float) -> bool: ...
 
 
 # Each entry moves the schema one version up; `PRAGMA user_version` records how many ran.
@@ -120,6 +244,112 @@ MIGRATIONS: tuple[str, ...] = (
         payload  TEXT NOT NULL
     );
     """,
+    # 2: state history, alerts and their lifecycle, notifications, audit, crisis messages.
+    """
+    CREATE TABLE state_history (
+        id         INTEGER PRIMARY KEY,
+        site       TEXT NOT NULL REFERENCES sites(id),
+        ts         INTEGER NOT NULL,
+        received   REAL NOT NULL,
+        mode       TEXT,
+        power      TEXT,
+        hours_left REAL,
+        fuel_pct   REAL
+    );
+    CREATE INDEX state_history_site_ts ON state_history (site, ts);
+    CREATE TABLE alerts (
+        id             INTEGER PRIMARY KEY,
+        key            TEXT NOT NULL,
+        rule           TEXT NOT NULL,
+        site           TEXT REFERENCES sites(id),
+        municipality   TEXT NOT NULL,
+        detail         TEXT NOT NULL DEFAULT '',
+        severity       TEXT NOT NULL,
+        status         TEXT NOT NULL
+                       CHECK (status IN ('pending', 'firing', 'acknowledged', 'resolved')),
+        started        REAL NOT NULL,
+        fired          REAL,
+        clearing_since REAL,
+        resolved       REAL,
+        resolve_reason TEXT,
+        level          INTEGER NOT NULL DEFAULT -1,
+        level_since    REAL,
+        notified       REAL,
+        notify_count   INTEGER NOT NULL DEFAULT 0,
+        incident       TEXT,
+        acked_by       TEXT,
+        acked_at       REAL,
+        ack_note       TEXT,
+        sv             TEXT NOT NULL DEFAULT '',
+        en             TEXT NOT NULL DEFAULT '',
+        data           TEXT NOT NULL DEFAULT '{}'
+    );
+    -- The de-duplication key: one open alert per key, whatever evaluates twice.
+    CREATE UNIQUE INDEX alerts_open_key ON alerts (key) WHERE status != 'resolved';
+    CREATE INDEX alerts_site_status ON alerts (site, status);
+    CREATE INDEX alerts_muni_status ON alerts (municipality, status);
+    CREATE INDEX alerts_status_resolved ON alerts (status, resolved);
+    CREATE TABLE acks (
+        id       INTEGER PRIMARY KEY,
+        alert_id INTEGER NOT NULL REFERENCES alerts(id),
+        ts       REAL NOT NULL,
+        by       TEXT NOT NULL,
+        note     TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE notifications (
+        id         INTEGER PRIMARY KEY,
+        alert_id   INTEGER NOT NULL REFERENCES alerts(id),
+        kind       TEXT NOT NULL,
+        contact    TEXT NOT NULL,
+        channel    TEXT NOT NULL,
+        target     TEXT NOT NULL,
+        subject    TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        idem       TEXT NOT NULL UNIQUE,
+        status     TEXT NOT NULL CHECK (status IN ('queued', 'sent', 'failed')),
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        next_at    REAL NOT NULL,
+        created    REAL NOT NULL,
+        done_at    REAL,
+        last_error TEXT
+    );
+    CREATE INDEX notifications_due ON notifications (status, next_at);
+    CREATE INDEX notifications_alert ON notifications (alert_id);
+    CREATE TABLE notify_attempts (
+        id              INTEGER PRIMARY KEY,
+        notification_id INTEGER NOT NULL REFERENCES notifications(id),
+        ts              REAL NOT NULL,
+        outcome         TEXT NOT NULL CHECK (outcome IN ('sent', 'error')),
+        error           TEXT
+    );
+    CREATE INDEX notify_attempts_notification ON notify_attempts (notification_id);
+    CREATE TABLE audit (
+        id     INTEGER PRIMARY KEY,
+        ts     REAL NOT NULL,
+        actor  TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE crisis_sent (
+        site      TEXT NOT NULL REFERENCES sites(id),
+        crisis_id TEXT NOT NULL,
+        ts        REAL NOT NULL,
+        PRIMARY KEY (site, crisis_id)
+    );
+    CREATE TABLE crisis_acks (
+        id        INTEGER PRIMARY KEY,
+        site      TEXT NOT NULL REFERENCES sites(id),
+        crisis_id TEXT NOT NULL,
+        boot      INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        ts        INTEGER NOT NULL,
+        by        TEXT,
+        received  REAL NOT NULL,
+        UNIQUE (site, boot, seq)
+    );
+    CREATE INDEX crisis_acks_site_id ON crisis_acks (site, crisis_id);
+    """,
 )
 
 
@@ -136,6 +366,8 @@ class SqliteStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._rejected_since_prune = 0
+        self._depth = 0  # open `batch()`/transaction nesting: only the outermost commits
+        self._history_last: dict[str, tuple[float, str | None, str | None]] = {}
         self.migrate()
 
     # --- schema ------------------------------------------------------------------------------
@@ -184,7 +416,41 @@ class SqliteStore:
         self._put("birth", site, msg.get("ts"), raw, received)
 
     def put_state(self, site: str, msg: dict[str, Any], raw: str, received: float) -> None:
-        self._put("state", site, msg.get("ts"), raw, received)
+        """File the latest state and, in the same transaction, its history row when due."""
+        with self._tx():
+            self._put("state", site, msg.get("ts"), raw, received)
+            self._history(site, msg, received)
+
+    def _history(self, site: str, msg: dict[str, Any], received: float) -> None:
+        ts = float(msg.get("ts") or received)
+        mode = msg.get("mode")
+        cap = msg.get("capability") if isinstance(msg.get("capability"), dict) else {}
+        power = cap.get("power")
+        last = self._history_last.get(site)
+        if last is None:
+            row = self._db.execute("SELECT ts, mode, power FROM state_history WHERE site = ? "
+                                   "ORDER BY ts DESC, id DESC LIMIT 1", (site,)).fetchone()
+            last = (float(row[0]), row[1], row[2]) if row else (-1e18, None, None)
+        if (mode, power) == last[1:] and ts - last[0] < HISTORY_EVERY_S:
+            return
+        fuel = msg.get("fuel") if isinstance(msg.get("fuel"), dict) else {}
+        hours = fuel.get("hours_left")
+        pct = fuel.get("pct")
+        self._db.execute(
+            "INSERT INTO state_history (site, ts, received, mode, power, hours_left, fuel_pct) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (site, int(ts), received, mode, power if isinstance(power, str) else None,
+             hours if isinstance(hours, int | float) else None,
+             pct if isinstance(pct, int | float) else None))
+        self._history_last[site] = (ts, mode, power)
+
+    def state_history(self, site: str, since: float = 0.0,
+                      limit: int = 1000) -> list[dict[str, Any]]:
+        """Oldest first, from `since` (the controller's ts)."""
+        rows = self._db.execute(
+            "SELECT ts, received, mode, power, hours_left, fuel_pct FROM state_history "
+            "WHERE site = ? AND ts >= ? ORDER BY ts, id LIMIT ?", (site, since, int(limit)))
+        return [dict(r) for r in rows]
 
     def _put(self, kind: str, site: str, ts: Any, raw: str, received: float) -> None:
         # `kind` is one of three literals above, never input: safe to place in the statement.
@@ -267,32 +533,277 @@ class SqliteStore:
         return None if row is None else _summary(row, now)
 
     def stats(self) -> dict[str, Any]:
+        one = self._one
         by_reason = {r[0]: r[1] for r in self._db.execute(
             "SELECT reason, COUNT(*) FROM rejected GROUP BY reason ORDER BY reason")}
+        alerts = {r[0]: r[1] for r in self._db.execute(
+            "SELECT status, COUNT(*) FROM alerts GROUP BY status ORDER BY status")}
+        notes = {r[0]: r[1] for r in self._db.execute(
+            "SELECT status, COUNT(*) FROM notifications GROUP BY status ORDER BY status")}
         return {
-            "sites": self._db.execute("SELECT COUNT(*) FROM sites WHERE active = 1").fetchone()[0],
-            "events": self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0],
+            "sites": one("SELECT COUNT(*) FROM sites WHERE active = 1"),
+            "events": one("SELECT COUNT(*) FROM events"),
             "rejected_kept": by_reason,
+            "alerts": alerts,
+            "notifications": notes,
             "schema_version": self.schema_version,
         }
 
+    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        return self._db.execute(sql, args).fetchone()[0]
+
+    # --- rule inputs -------------------------------------------------------------------------
+
+    def snapshots(self, site: str | None = None) -> list[SiteSnapshot]:
+        """Active sites (or the one named) with their latest messages, for the alert rules."""
+        where, args = ("s.active = 1", ()) if site is None else ("s.id = ?", (site,))
+        rows = self._db.execute(
+            "SELECT s.*, st.status, st.status_received, st.birth, st.state, st.state_ts, "
+            f"st.state_received FROM sites s LEFT JOIN site_status st ON st.site = s.id "
+            f"WHERE {where} ORDER BY s.id", args).fetchall()
+        unacked: dict[str, list[tuple[str, float]]] = {}
+        for r in self._db.execute(
+                "SELECT c.site, c.crisis_id, c.ts FROM crisis_sent c WHERE NOT EXISTS "
+                "(SELECT 1 FROM crisis_acks a WHERE a.site = c.site AND a.crisis_id = c.crisis_id)"
+                + ("" if site is None else " AND c.site = ?") + " ORDER BY c.ts", args):
+            unacked.setdefault(r[0], []).append((r[1], float(r[2])))
+        return [SiteSnapshot(
+            info=SiteInfo(r["id"], r["name"], r["municipality"], r["lat"], r["lon"],
+                          r["heartbeat_s"]),
+            status=json.loads(r["status"]) if r["status"] else None,
+            status_received=r["status_received"],
+            birth=json.loads(r["birth"]) if r["birth"] else None,
+            state=json.loads(r["state"]) if r["state"] else None,
+            state_ts=r["state_ts"], state_received=r["state_received"],
+            crisis_unacked=tuple(unacked.get(r["id"], ()))) for r in rows]
+
+    # --- alerts ------------------------------------------------------------------------------
+
+    def alerts(self, *, open_only: bool = True, site: str | None = None,
+               municipality: str | None = None, resolved_since: float | None = None,
+               limit: int = 100_000) -> list[AlertRecord]:
+        """Open alerts (and with `resolved_since`, those resolved since then), or with
+        `open_only=False` every alert; newest first."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if municipality is not None:
+            clauses.append("municipality = ?")
+            args.append(municipality)
+        if open_only:
+            if resolved_since is None:
+                clauses.append("status != 'resolved'")
+            else:
+                clauses.append("(status != 'resolved' OR resolved >= ?)")
+                args.append(resolved_since)
+        if site is not None:
+            clauses.append("site = ?")
+            args.append(site)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(f"SELECT * FROM alerts {where} ORDER BY id DESC LIMIT ?",
+                                (*args, int(limit)))
+        return [_alert(r) for r in rows]
+
+    def alert(self, ref: int | str) -> AlertRecord | None:
+        """By id, or by key (the open alert of that key, else the newest)."""
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            row = self._db.execute("SELECT * FROM alerts WHERE id = ?", (int(ref),)).fetchone()
+        else:
+            row = self._db.execute("SELECT * FROM alerts WHERE key = ? ORDER BY "
+                                   "status = 'resolved', id DESC LIMIT 1", (ref,)).fetchone()
+        return None if row is None else _alert(row)
+
+    def open_alert(self, rec: AlertRecord) -> int | None:
+        """Insert; None when an alert of that key is open already (nothing written)."""
+        values = [getattr(rec, f) for f in ALERT_FIELDS]
+        values[-1] = json.dumps(rec.data, ensure_ascii=False, separators=(",", ":"))
+        with self._tx():
+            cur = self._db.execute(
+                f"INSERT INTO alerts ({', '.join(ALERT_FIELDS)}) VALUES "
+                f"({', '.join('?' * len(ALERT_FIELDS))}) ON CONFLICT DO NOTHING", values)
+        return cur.lastrowid if cur.rowcount == 1 else None
+
+    def update_alert(self, alert_id: int, expect: tuple[str, ...], **changes: Any) -> bool:
+        """Change fields of an alert if its status is still one of `expect`; False if not (an
+        acknowledgement from the CLI may have come between reading and writing)."""
+        bad = set(changes) - set(ALERT_FIELDS)
+        if bad:
+            raise ValueError(f"unknown alert fields {sorted(bad)}")
+        if "data" in changes:
+            changes["data"] = json.dumps(changes["data"], ensure_ascii=False,
+                                         separators=(",", ":"))
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self._tx():
+            cur = self._db.execute(
+                f"UPDATE alerts SET {sets} WHERE id = ? AND status IN "
+                f"({', '.join('?' * len(expect))})", (*changes.values(), alert_id, *expect))
+        return cur.rowcount == 1
+
+    def ack_alert(self, ref: int | str, by: str, note: str, now: float) -> AlertRecord | None:
+        """Acknowledge a firing alert (an incident: with its member alerts). Returns the alert as
+        it is now, or None if there is no such alert. An alert that is not firing is returned
+        unchanged, so the caller can say why nothing happened."""
+        rec = self.alert(ref)
+        if rec is None or rec.status != "firing":
+            return rec
+        with self._tx():
+            ids = [rec.id] + [r[0] for r in self._db.execute(
+                "SELECT id FROM alerts WHERE incident = ? AND status = 'firing'", (rec.key,))]
+            for aid in ids:
+                self._db.execute("UPDATE alerts SET status = 'acknowledged', acked_by = ?, "
+                                 "acked_at = ?, ack_note = ? WHERE id = ? AND status = 'firing'",
+                                 (by, now, note, aid))
+                self._db.execute("INSERT INTO acks (alert_id, ts, by, note) VALUES (?, ?, ?, ?)",
+                                 (aid, now, by, note))
+            self.add_audit(now, by, "ack", f"alert {rec.id} {rec.key}", note)
+        return self.alert(rec.id)
+
+    def acks(self, alert_id: int) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute(
+            "SELECT ts, by, note FROM acks WHERE alert_id = ? ORDER BY id", (alert_id,))]
+
+    # --- notifications -----------------------------------------------------------------------
+
+    def add_notifications(self, jobs: Iterable[Notification], now: float) -> list[int]:
+        ids = []
+        with self._tx():
+            for j in jobs:
+                cur = self._db.execute(
+                    "INSERT INTO notifications (alert_id, kind, contact, channel, target, "
+                    "subject, body, idem, status, attempts, next_at, created) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?) ON CONFLICT (idem) DO NOTHING",
+                    (j.alert_id, j.kind, j.contact, j.channel, j.target, j.subject, j.body,
+                     j.idem, j.next_at or now, now))
+                if cur.rowcount == 1 and cur.lastrowid is not None:
+                    ids.append(cur.lastrowid)
+        return ids
+
+    def due_notifications(self, now: float, limit: int = 50) -> list[Notification]:
+        rows = self._db.execute(
+            "SELECT * FROM notifications WHERE status = 'queued' AND next_at <= ? "
+            "ORDER BY next_at, id LIMIT ?", (now, int(limit)))
+        return [Notification(
+            id=r["id"], alert_id=r["alert_id"], kind=r["kind"], contact=r["contact"],
+            channel=r["channel"], target=r["target"], subject=r["subject"], body=r["body"],
+            idem=r["idem"], status=r["status"], attempts=r["attempts"], next_at=r["next_at"],
+            last_error=r["last_error"]) for r in rows]
+
+    def next_notification_at(self) -> float | None:
+        return self._one("SELECT MIN(next_at) FROM notifications WHERE status = 'queued'")
+
+    def record_attempt(self, nid: int, ts: float, error: str | None,
+                       retry_at: float | None) -> None:
+        """One try: sent (error None), or failed and retried at `retry_at`, or given up (None)."""
+        with self._tx():
+            self._db.execute("INSERT INTO notify_attempts (notification_id, ts, outcome, error) "
+                             "VALUES (?, ?, ?, ?)",
+                             (nid, ts, "sent" if error is None else "error", error))
+            if error is None:
+                self._db.execute("UPDATE notifications SET status = 'sent', done_at = ?, "
+                                 "attempts = attempts + 1 WHERE id = ?", (ts, nid))
+            elif retry_at is not None:
+                self._db.execute("UPDATE notifications SET attempts = attempts + 1, next_at = ?, "
+                                 "last_error = ? WHERE id = ?", (retry_at, error, nid))
+            else:
+                self._db.execute("UPDATE notifications SET status = 'failed', done_at = ?, "
+                                 "attempts = attempts + 1, last_error = ? WHERE id = ?",
+                                 (ts, error, nid))
+
+    def notifications(self, alert_id: int | None = None,
+                      limit: int = 100) -> list[dict[str, Any]]:
+        where, args = ("WHERE alert_id = ?", (alert_id,)) if alert_id is not None else ("", ())
+        rows = self._db.execute(
+            "SELECT id, alert_id, kind, contact, channel, target, subject, status, attempts, "
+            f"next_at, created, done_at, last_error, idem FROM notifications {where} "
+            "ORDER BY id DESC LIMIT ?", (*args, int(limit)))
+        return [dict(r) for r in rows]
+
+    def notify_attempts(self, nid: int) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute(
+            "SELECT ts, outcome, error FROM notify_attempts WHERE notification_id = ? "
+            "ORDER BY id", (nid,))]
+
+    # --- audit -------------------------------------------------------------------------------
+
+    def add_audit(self, ts: float, actor: str, action: str, target: str,
+                  detail: str = "") -> None:
+        with self._tx():
+            self._db.execute("INSERT INTO audit (ts, actor, action, target, detail) "
+                             "VALUES (?, ?, ?, ?, ?)",
+                             (ts, actor[:128], action[:64], target[:256], detail[:1024]))
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute(
+            "SELECT ts, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?",
+            (int(limit),))]
+
+    # --- crisis messages ---------------------------------------------------------------------
+
+    def record_crisis_sent(self, site: str, crisis_id: str, ts: float,
+                           actor: str = "gateway") -> None:
+        """The crisis-message sender (issue 7) calls this once it has published the message; the
+        rule `crisis_ack_missing` waits for the site's acknowledgement from then on."""
+        with self._tx():
+            self._db.execute("INSERT INTO crisis_sent (site, crisis_id, ts) VALUES (?, ?, ?) "
+                             "ON CONFLICT (site, crisis_id) DO UPDATE SET ts = excluded.ts",
+                             (site, crisis_id, ts))
+            self.add_audit(ts, actor, "crisis_sent", f"{site}/{crisis_id}")
+
+    def withdraw_crisis(self, site: str, crisis_id: str, ts: float,
+                        actor: str = "gateway") -> None:
+        with self._tx():
+            self._db.execute("DELETE FROM crisis_sent WHERE site = ? AND crisis_id = ?",
+                             (site, crisis_id))
+            self.add_audit(ts, actor, "crisis_withdrawn", f"{site}/{crisis_id}")
+
+    def add_crisis_ack(self, site: str, msg: dict[str, Any], received: float) -> bool:
+        """File one acknowledgement from the panel; False when (site, boot, seq) is filed."""
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO crisis_acks (site, crisis_id, boot, seq, ts, by, received) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, boot, seq) DO NOTHING",
+                (site, str(msg["id"]), int(msg["boot"]), int(msg["seq"]), int(msg["ts"]),
+                 msg.get("by"), received))
+        return cur.rowcount == 1
+
+    def crisis_acks(self, site: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute(
+            "SELECT crisis_id, boot, seq, ts, by, received FROM crisis_acks WHERE site = ? "
+            "ORDER BY id", (site,))]
+
     # --- helpers -----------------------------------------------------------------------------
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+    def batch(self) -> AbstractContextManager[None]:
+        """One transaction around several calls: everything inside commits together."""
+        return self._tx()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises. Nested uses join the
+        outermost transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._db.execute("ROLLBACK")
+            self._history_last.clear()  # the cache may hold rows that were rolled back
+            raise
+        self._depth = 0
+        self._db.execute("COMMIT")
 
 
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+def _alert(row: sqlite3.Row) -> AlertRecord:
+    values = {f: row[f] for f in ALERT_FIELDS}
+    values["data"] = json.loads(row["data"] or "{}")
+    return AlertRecord(id=row["id"], **values)
 
 
 def _payload(raw: str | None, received: float | None) -> dict[str, Any] | None:

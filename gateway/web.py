@@ -5,6 +5,10 @@
     GET /api/sites/{id}              summary plus latest status, birth and state
     GET /api/sites/{id}/events?limit=N   newest first, 1 <= N <= 500 (default 50)
     GET /api/stats                   ingest counters plus store counts
+    GET /api/alerts[?all=1]          open alerts (all=1: the newest 500 of any status)
+    GET /api/alerts/{id}             one alert with its acknowledgements and notifications
+    GET /cap.atom                    Atom feed of the active alerts as CAP 1.2 documents
+    GET /cap/{id}.xml                one alert as a CAP 1.2 document
 
 The page is rendered on the server and reloads itself every 5 s with a meta refresh: no
 JavaScript, and a Content-Security-Policy that allows none. Everything that came from MQTT or
@@ -22,13 +26,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .store import MAX_EVENTS_LIMIT, Store
+from .alerts.cap import atom_feed, cap_document, feed_alerts
+from .store import MAX_EVENTS_LIMIT, AlertRecord, Store
 
 REFRESH_S = 5
 
 STORE = web.AppKey("store", Store)
 CLOCK = web.AppKey("clock", Callable[[], float])
 INGEST_STATS = web.AppKey("ingest_stats", Callable[[], dict[str, Any]])
+CAP_SENDER = web.AppKey("cap_sender", str)
+BASE_URL = web.AppKey("base_url", str)
 
 
 def _local_tz() -> tzinfo:
@@ -67,11 +74,18 @@ GENSET: dict[str, tuple[str, str]] = {
 
 
 def make_app(store: Store, clock: Callable[[], float] = time.time,
-             ingest_stats: Callable[[], dict[str, Any]] = dict) -> web.Application:
+             ingest_stats: Callable[[], dict[str, Any]] = dict, *,
+             cap_sender: str = "sot-gateway", base_url: str = "") -> web.Application:
     app = web.Application()
     app[STORE] = store
     app[CLOCK] = clock
     app[INGEST_STATS] = ingest_stats
+    app[CAP_SENDER] = cap_sender
+    app[BASE_URL] = base_url
+    app.router.add_get("/api/alerts", api_alerts)
+    app.router.add_get("/api/alerts/{id}", api_alert)
+    app.router.add_get("/cap.atom", cap_feed)
+    app.router.add_get("/cap/{id}.xml", cap_one)
     app.router.add_get("/", overview_page)
     app.router.add_get("/api/sites", api_sites)
     app.router.add_get("/api/sites/{id}", api_site)
@@ -117,6 +131,62 @@ async def api_events(request: web.Request) -> web.Response:
 async def api_stats(request: web.Request) -> web.Response:
     app = request.app
     return web.json_response({**app[INGEST_STATS](), "store": app[STORE].stats()})
+
+
+def alert_json(a: AlertRecord) -> dict[str, Any]:
+    return {"id": a.id, "key": a.key, "rule": a.rule, "site": a.site,
+            "municipality": a.municipality, "detail": a.detail, "severity": a.severity,
+            "status": a.status, "started": a.started, "fired": a.fired, "resolved": a.resolved,
+            "resolve_reason": a.resolve_reason, "level": a.level, "notified": a.notified,
+            "notify_count": a.notify_count, "incident": a.incident, "acked_by": a.acked_by,
+            "acked_at": a.acked_at, "ack_note": a.ack_note, "sv": a.sv, "en": a.en,
+            "data": a.data}
+
+
+async def api_alerts(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    if request.query.get("all") == "1":
+        rows = store.alerts(open_only=False, limit=MAX_EVENTS_LIMIT)
+    else:
+        rows = store.alerts()
+    return web.json_response([alert_json(a) for a in rows])
+
+
+def _alert_or_404(request: web.Request) -> AlertRecord | web.Response:
+    ref = request.match_info["id"]
+    a = request.app[STORE].alert(int(ref)) if ref.isdigit() else None
+    if a is None:
+        return web.json_response({"error": "unknown alert", "id": ref}, status=404)
+    return a
+
+
+async def api_alert(request: web.Request) -> web.Response:
+    a = _alert_or_404(request)
+    if isinstance(a, web.Response):
+        return a
+    store = request.app[STORE]
+    return web.json_response({**alert_json(a), "acks": store.acks(a.id),
+                              "notifications": store.notifications(a.id)})
+
+
+async def cap_feed(request: web.Request) -> web.Response:
+    app = request.app
+    body = atom_feed(app[STORE].alerts(), sender=app[CAP_SENDER], now=app[CLOCK](),
+                     base_url=app[BASE_URL] or None)
+    return web.Response(text=body, content_type="application/atom+xml", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def cap_one(request: web.Request) -> web.Response:
+    a = _alert_or_404(request)
+    if isinstance(a, web.Response):
+        return a
+    if not feed_alerts([a]):
+        return web.json_response({"error": "alert is not active", "id": a.id}, status=404)
+    app = request.app
+    return web.Response(text=cap_document(a, sender=app[CAP_SENDER],
+                                          base_url=app[BASE_URL] or None),
+                        content_type="application/cap+xml", charset="utf-8")
 
 
 # --- overview page ---------------------------------------------------------------------------

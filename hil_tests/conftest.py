@@ -51,6 +51,7 @@ def gateway(broker: Broker, tmp_path: Path) -> Iterator[GatewayThread]:
             "mqtt": {"host": broker.host, "port": broker.port},
             "http": {"host": "127.0.0.1", "port": 0},
             "store": {"path": str(tmp_path / "sot.sqlite3")},
+            "alerts": {"files_dir": str(tmp_path)},
         }
     )
     gw.start()

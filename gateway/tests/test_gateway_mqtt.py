@@ -82,7 +82,7 @@ def gateway_config(port: int, db: Path) -> dict[str, Any]:
     return {"mqtt": {"host": "127.0.0.1", "port": port, "client_id": "sot-gateway-test",
                      "keepalive_s": 10},
             "http": {"host": "127.0.0.1", "port": 0},
-            "store": {"path": str(db)}}
+            "store": {"path": str(db)}, "alerts": {"files_dir": str(db.parent)}}
 
 
 def test_gateway_files_what_controllers_publish(tmp_path: Path):

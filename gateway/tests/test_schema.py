@@ -107,3 +107,45 @@ def test_additional_fields_are_allowed_for_later_issues():
 ])
 def test_invalid_payloads_fail(topic: str, doc: dict[str, Any], why: str):
     assert not ok(topic, doc), why
+
+
+def test_the_fast_validator_never_accepts_what_jsonschema_refuses():
+    """gateway/ingest.py accepts on the compiled fast path; jsonschema is the reference."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from gateway.ingest import load_fast_checks
+
+    st = hypothesis.strategies
+    fast = load_fast_checks()
+    leaf = (st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False)
+            | st.sampled_from(["ok", "lost", "normal", "auto", "online", "panel", "a-b", ""]))
+    values = st.recursive(leaf, lambda c: st.lists(c, max_size=3)
+                          | st.dictionaries(st.text(max_size=6), c, max_size=3), max_leaves=6)
+    bases = {"status": status(), "birth": birth(), "state": state(), "event": event(),
+             "crisis_ack": {"id": "storm-1", "by": "panel", "boot": 1, "seq": 2, "ts": TS}}
+
+    @hypothesis.settings(max_examples=400, deadline=None)
+    @hypothesis.given(sub=st.sampled_from(sorted(bases)),
+                      path=st.lists(st.sampled_from(["mode", "grid", "state", "ts", "seq",
+                                                     "fuel", "pct", "devices", "tank", "data",
+                                                     "type", "id", "capability", "boot"]),
+                                    min_size=1, max_size=3),
+                      value=values)
+    def check(sub: str, path: list[str], value: object) -> None:
+        doc = json.loads(json.dumps(bases[sub]))
+        target = doc
+        for p in path[:-1]:
+            if not isinstance(target.get(p), dict):
+                target[p] = {}
+            target = target[p]
+        target[path[-1]] = value
+        try:
+            fast[sub](doc)
+            fast_ok = True
+        except Exception:
+            fast_ok = False
+        if fast_ok:
+            assert V[sub].is_valid(doc), (sub, doc)
+
+    check()
+    for sub, doc in bases.items():
+        fast[sub](doc)

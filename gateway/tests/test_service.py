@@ -29,7 +29,8 @@ def test_unknown_config_keys_are_named():
 
 def config(tmp_path: Path, http_port: int = 0) -> dict:
     return {"mqtt": {"port": free_port()}, "http": {"host": "127.0.0.1", "port": http_port},
-            "store": {"path": str(tmp_path / "db" / "sot.sqlite3")}}
+            "store": {"path": str(tmp_path / "db" / "sot.sqlite3")},
+            "alerts": {"files_dir": str(tmp_path)}}
 
 
 def test_a_failed_start_releases_what_it_opened(tmp_path: Path):

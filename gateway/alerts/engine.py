@@ -1,0 +1,374 @@
+"""The alert engine: runs the rules, keeps the alerts in the store, sends the notifications.
+
+    ingest stores a message ─> engine.mark(site) ─┐
+    every tick_s (dead-man, hold and repeat times) ┴─> evaluate ─> apply (one transaction)
+                                                                    └─> notifications queued
+    dispatcher: queued notifications ─> notifiers; every attempt logged; retry with backoff
+
+Everything the engine decides on is in the store, so a restarted gateway carries on where it
+stopped: an alert that was notified is not notified again, an acknowledgement holds, a
+notification that was queued but not yet sent is sent. The rules are pure (`rules.evaluate`);
+this class only loads their inputs and writes their outputs.
+
+An acknowledgement from `sot ack` (another process) lands in the store directly; every write
+here is conditional on the alert's status (`Store.update_alert(expect=...)`), so an escalation
+computed just before the acknowledgement committed is dropped, never sent.
+
+Delivery is at least once: a gateway killed between a successful send and its record sends that
+notification again after the restart, with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ..store import OPEN, AlertRecord, Notification, Store
+from . import texts
+from .config import INCIDENT_RULE, AlertConfig, Contact
+from .notify import Sender
+from .rules import (
+    Action,
+    Attach,
+    Change,
+    Clearing,
+    Fire,
+    Notify,
+    Open,
+    Resolve,
+    evaluate,
+    site_view,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 5.0
+RETRY_MAX_S = 900.0
+MAX_ATTEMPTS = 12  # 5 s doubling to 15 min: about 66 min of trying before giving up
+PARALLEL_SENDS = 8
+# Rounds for sites that sent something start at most this often: under a burst (a county's
+# controllers replaying their journals after a blackout) a site's many messages cost one
+# evaluation, and ingest keeps the loop. It adds at most this much to the alert latency.
+MIN_ROUND_S = 0.1
+
+
+class AlertEngine:
+    def __init__(self, store: Store, config: AlertConfig, clock: Callable[[], float] = time.time,
+                 *, senders: dict[str, Sender] | None = None, tick_s: float = 5.0,
+                 base_url: str | None = None, name: str = "sot-gateway") -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.senders = senders or {}
+        self.tick_s = tick_s
+        self.base_url = base_url
+        self.name = name
+        self.listening_since: float | None = None
+        self.evaluations = 0
+        self.failed_notifications = 0
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._sending: set[int] = set()
+        self._send_tasks: set[asyncio.Task[None]] = set()
+        self._sem = asyncio.Semaphore(PARALLEL_SENDS)
+        self._no_contact_logged: set[str] = set()
+        self._max_repeat = max([r.repeat_s for r in config.rules.values()]
+                               + [config.grouping.rule.repeat_s, 0.0])
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def listening(self, since: float | None) -> None:
+        """The MQTT session came up at `since` (None: it is down). Silence counts from then."""
+        self.listening_since = since
+        self.mark_all()
+
+    def mark(self, site: str) -> None:
+        """A message from `site` was stored: evaluate it soon."""
+        self._dirty.add(site)
+        self._wake.set()
+
+    def mark_all(self) -> None:
+        self._dirty.add("*")
+        self._wake.set()
+
+    # --- one evaluation ----------------------------------------------------------------------
+
+    def evaluate_sites(self, sites: Iterable[str] | None = None) -> list[Action]:
+        """Evaluate the named sites (None: all) at the clock's now and apply the result."""
+        now = self.clock()
+        wanted = None if sites is None else sorted(set(sites))
+        if wanted is None:
+            snaps = self.store.snapshots()
+            alerts = self.store.alerts(resolved_since=now - self._max_repeat)
+        else:
+            snaps = [s for site in wanted for s in self.store.snapshots(site)]
+            munis = sorted({s.info.municipality for s in snaps})
+            alerts = [a for m in munis for a in
+                      self.store.alerts(municipality=m, resolved_since=now - self._max_repeat)]
+        views = {s.info.id: site_view(s, now, self.listening_since) for s in snaps}
+        actions = evaluate(self.config, views, alerts, now)
+        if actions:
+            self.apply(actions, alerts, now)
+        self.evaluations += 1
+        return actions
+
+    def apply(self, actions: Sequence[Action], alerts: Sequence[AlertRecord], now: float) -> None:
+        by_key = {a.key: a for a in alerts if a.open}
+        with self.store.batch():
+            for act in actions:
+                if isinstance(act, Open):
+                    self._open(act, by_key, now)
+                    continue
+                a = by_key.get(act.key)
+                if a is None:
+                    continue
+                if isinstance(act, Fire):
+                    self.store.update_alert(a.id, ("pending",), status="firing", fired=now)
+                    by_key[act.key] = _with(a, status="firing", fired=now)
+                elif isinstance(act, Clearing):
+                    self.store.update_alert(a.id, OPEN, clearing_since=act.since)
+                elif isinstance(act, Change):
+                    fields: dict[str, Any] = {"severity": act.severity, "sv": act.sv,
+                                              "en": act.en, "data": act.data}
+                    if act.refire:
+                        fields["status"] = "firing"
+                    if self.store.update_alert(a.id, OPEN, **fields):
+                        by_key[act.key] = _with(a, **fields)
+                elif isinstance(act, Attach):
+                    self.store.update_alert(a.id, OPEN, incident=act.incident)
+                elif isinstance(act, Resolve):
+                    if self.store.update_alert(a.id, OPEN, status="resolved", resolved=now,
+                                               resolve_reason=act.reason, clearing_since=None) \
+                            and act.recovery:
+                        sv, en = _resolved_text(a)
+                        self._queue(a, "recovery", list(range(max(a.level, 0) + 1)), sv, en, now)
+                elif isinstance(act, Notify):
+                    self._notify(act, a, by_key, now)
+
+    def _open(self, act: Open, by_key: dict[str, AlertRecord], now: float) -> None:
+        rec = AlertRecord(id=0, key=act.key, rule=act.rule, site=act.site,
+                          municipality=act.municipality, detail=act.detail,
+                          severity=act.severity, status=act.status, started=act.started,
+                          fired=now if act.status == "firing" else None, sv=act.sv, en=act.en,
+                          data=act.data)
+        aid = self.store.open_alert(rec)
+        if aid is None:
+            return  # open already (a duplicate evaluation): nothing new
+        by_key[act.key] = _with(rec, id=aid)
+        for m in act.incident_members:
+            member = by_key.get(m)
+            if member is not None:
+                self.store.update_alert(member.id, OPEN, incident=act.key)
+                by_key[m] = _with(member, incident=act.key)
+
+    def _notify(self, act: Notify, a: AlertRecord, by_key: dict[str, AlertRecord],
+                now: float) -> None:
+        expect = ("firing", "acknowledged") if act.kind in ("update", "worse") else ("firing",)
+        # The escalation delay counts from the first message, each escalation and each new
+        # worse step (news the contact has not had time to act on).
+        escalated = act.kind in ("escalation", "worse") or a.level < 0
+        fields: dict[str, Any] = {"notified": now, "notify_count": a.notify_count + 1,
+                                  "level": max(a.level, act.level)}
+        if escalated:
+            fields["level_since"] = now
+        if not self.store.update_alert(a.id, expect, **fields):
+            return  # acknowledged or resolved in the meantime: say nothing
+        by_key[act.key] = _with(a, **fields)
+        if a.rule == INCIDENT_RULE:
+            for k, m in list(by_key.items()):
+                if m.incident == a.key and m.open:
+                    self.store.update_alert(m.id, OPEN, notified=now,
+                                            notify_count=m.notify_count + 1)
+                    by_key[k] = _with(m, notified=now, notify_count=m.notify_count + 1)
+        levels = [act.level] if act.kind == "escalation" else list(range(act.level + 1))
+        self._queue(by_key[act.key], act.kind, levels, act.sv, act.en, now)
+
+    def _queue(self, a: AlertRecord, kind: str, levels: list[int], sv: str, en: str,
+               now: float) -> None:
+        rule = self.config.rule(a.rule) if (a.rule in self.config.rules
+                                            or a.rule == INCIDENT_RULE) else None
+        audience = rule.audience if rule else ("coordinator",)
+        steps = self.config.steps(a.municipality, audience)
+        to: list[Contact] = [c for i in levels if 0 <= i < len(steps) for c in steps[i]]
+        to += [c for c in self.config.always(a.municipality, audience) if c not in to]
+        if not to:
+            if a.municipality not in self._no_contact_logged:
+                self._no_contact_logged.add(a.municipality)
+                log.error("no contact for %s alerts in municipality %s (config/contacts.toml): "
+                          "alert %s is in the store only", "/".join(audience), a.municipality,
+                          a.key)
+            self.store.add_audit(now, self.name, "no_contact", f"alert {a.id} {a.key}", kind)
+            return
+        subject, doc = self.render(a, kind, sv, en, now)
+        seq = a.notify_count + (1 if kind == "recovery" else 0)
+        jobs = []
+        for c in to:
+            for channel, target in c.channels():
+                idem = f"{self.name}-{a.id}-{kind}-{seq}-{c.name}-{channel}"
+                body = json.dumps({**doc, "idempotency_key": idem}, ensure_ascii=False)
+                jobs.append(Notification(0, a.id, kind, c.name, channel, target, subject, body,
+                                         idem, next_at=now))
+        self.store.add_notifications(jobs, now)
+        self._wake.set()
+
+    def render(self, a: AlertRecord, kind: str, sv: str, en: str,
+               now: float) -> tuple[str, dict[str, Any]]:
+        """Subject line and the JSON document every channel sends (the e-mail's text inside)."""
+        t_sv, t_en = texts.title(a.rule)
+        k_sv, k_en = texts.KINDS.get(kind, (kind, kind))
+        i_sv, i_en = texts.instruction(a.rule)
+        s_sv, s_en = texts.SEVERITY.get(a.severity, (a.severity, a.severity))
+        where = a.data.get("site_name") or a.site or a.municipality
+        subject = f"[SOT] {k_sv}: {t_sv} – {where} / {k_en}: {t_en}"
+        link = f"{self.base_url.rstrip('/')}/" if self.base_url else ""
+        ack = f"sot ack {a.id}"
+        lines = [f"{k_sv}: {t_sv} ({s_sv})", sv]
+        if kind != "recovery":
+            lines += [f"Gör så här: {i_sv}", f"Kvittera: {ack}"]
+        lines += ["", f"{k_en}: {t_en} ({s_en})", en]
+        if kind != "recovery":
+            lines += [f"What to do: {i_en}", f"Acknowledge: {ack}"]
+        if link:
+            lines += ["", link]
+        doc = {
+            "alert": {"id": a.id, "key": a.key, "rule": a.rule, "site": a.site,
+                      "municipality": a.municipality, "severity": a.severity,
+                      "status": "resolved" if kind == "recovery" else a.status,
+                      "started": a.started, "fired": a.fired, "level": a.level},
+            "kind": kind, "ts": now,
+            "sv": {"title": t_sv, "text": sv, "instruction": i_sv},
+            "en": {"title": t_en, "text": en, "instruction": i_en},
+            "ack": ack, "text": "\n".join(lines),
+        }
+        if a.rule == INCIDENT_RULE:
+            doc["alert"]["sites"] = a.data.get("sites", [])
+        return subject, doc
+
+    # --- running -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="alert-engine")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            # A flag, not only cancel(): on Python 3.11 `wait_for` can swallow a cancellation
+            # that races with its inner wait finishing, and the loop would run on.
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 5)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+        for t in list(self._send_tasks):
+            t.cancel()
+        if self._send_tasks:
+            await asyncio.gather(*self._send_tasks, return_exceptions=True)
+        for s in self.senders.values():
+            close = getattr(s, "close", None)
+            if close is not None:
+                await close()
+
+    async def _run(self) -> None:
+        next_tick = 0.0
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
+                    await self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                if time.monotonic() >= next_tick or "*" in self._dirty:
+                    self._dirty.clear()
+                    next_tick = time.monotonic() + self.tick_s
+                    self.evaluate_sites(None)
+                elif self._dirty:
+                    sites, self._dirty = self._dirty, set()
+                    self.evaluate_sites(sites)
+                self.dispatch_due()
+            except Exception:
+                log.exception("alert evaluation failed; retrying at the next tick")
+            # Let ingest run between rounds: a burst of messages coalesces into one round.
+            await asyncio.sleep(MIN_ROUND_S)
+
+    def dispatch_due(self) -> None:
+        now = self.clock()
+        for n in self.store.due_notifications(now, limit=PARALLEL_SENDS * 4):
+            if n.id in self._sending:
+                continue
+            self._sending.add(n.id)
+            t = asyncio.get_running_loop().create_task(self._send(n))
+            self._send_tasks.add(t)
+            t.add_done_callback(self._send_tasks.discard)
+        pending = self.store.next_notification_at()
+        if pending is not None and pending > now:
+            asyncio.get_running_loop().call_later(min(pending - now, self.tick_s) + 0.01,
+                                                  self._wake.set)
+
+    async def _send(self, n: Notification) -> None:
+        try:
+            async with self._sem:
+                sender = self.senders.get(n.channel)
+                error: str | None = None
+                if sender is None:
+                    error = f"no notifier for channel {n.channel!r}"
+                else:
+                    try:
+                        await asyncio.wait_for(sender.send(n), 60)
+                    except Exception as e:  # noqa: BLE001 - every failure is recorded below
+                        error = f"{type(e).__name__}: {e}"[:500] or type(e).__name__
+            now = self.clock()
+            if error is None:
+                self.store.record_attempt(n.id, now, None, None)
+                return
+            attempts = n.attempts + 1
+            if attempts >= MAX_ATTEMPTS:
+                self.store.record_attempt(n.id, now, error, None)
+                self.failed_notifications += 1
+                self.store.add_audit(now, self.name, "notification_failed",
+                                     f"notification {n.id} alert {n.alert_id}",
+                                     f"{n.channel} {n.contact}: {error}")
+                log.error("gave up notifying %s over %s after %d attempts: %s", n.contact,
+                          n.channel, attempts, error)
+            else:
+                delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (attempts - 1))
+                self.store.record_attempt(n.id, now, error, now + delay)
+                log.warning("notifying %s over %s failed (attempt %d), retry in %.0f s: %s",
+                            n.contact, n.channel, attempts, delay, error)
+                asyncio.get_running_loop().call_later(delay + 0.01, self._wake.set)
+        finally:
+            self._sending.discard(n.id)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait for the notifications being sent (tests, and a clean stop)."""
+        if self._send_tasks:
+            await asyncio.wait(list(self._send_tasks), timeout=timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return {"evaluations": self.evaluations,
+                "notifications_given_up": self.failed_notifications,
+                "listening_since": self.listening_since}
+
+
+def _with(a: AlertRecord, **changes: Any) -> AlertRecord:
+    from dataclasses import replace
+    return replace(a, **changes)
+
+
+def _resolved_text(a: AlertRecord) -> tuple[str, str]:
+    t_sv, t_en = texts.title(a.rule)
+    where = a.data.get("site_name") or a.site or a.municipality
+    if a.rule == INCIDENT_RULE:
+        return (f"{a.municipality}: nätströmmen är tillbaka vid alla berörda SOT-punkter.",
+                f"{a.municipality}: the grid is back at every affected SOT site.")
+    return (f"{where}: '{t_sv}' är över.", f"{where}: '{t_en}' is over.")

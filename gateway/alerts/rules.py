@@ -1,0 +1,741 @@
+"""The alert rules: a pure function from (config, sites, alerts so far, now) to actions.
+
+    evaluate(config, views, alerts, now) -> list[Action]
+
+Nothing here reads a clock, the database or the network: the engine (`engine.py`) builds the
+inputs, applies the actions in one transaction and sends the notifications. Tests drive it with
+a hand-moved clock.
+
+Lifecycle of one alert (after Prometheus' `for` and Alertmanager's grouping, inhibition and
+repeat; the regional grouping and the fuel clock are this product's own):
+
+    condition true ─hold_s─> firing ──ack──> acknowledged
+        │ (false before hold_s: dropped)  │        │
+        └─────────────── condition false for clear_s ──> resolved (+ recovery notice)
+
+- Each alert has a de-duplication key `rule:site[:detail]` (detail: the device, the fuel
+  product, the crisis message id). At most one alert per key is open.
+- A condition a rule cannot decide (no state, a stale state, a field the controller does not
+  send yet) is *unknown*: it neither fires nor clears anything (RELIABILITY A6: stale is never
+  "all clear"). Only `site_silent` speaks about a site that says nothing.
+- Notifications: the first when an alert fires (or, for a grouped rule, when its group window
+  closes), then escalation to the next contact after `escalate_s` and repeats every `repeat_s`
+  while unacknowledged. An alert fires again within `repeat_s` of its key's last notification
+  (a flapping grid or link) without a new notification until that window has passed
+  (RELIABILITY A2). An alert is not notified while an alert of a rule in its `inhibited_by` is
+  open for the same site (a site without power is one message, not three).
+- Regional grouping: grid losses of one municipality that fire within `window_s` of each other
+  become one incident listing the sites once `min_sites` are reached; later losses join it and
+  are announced at most every `interval_s` (RELIABILITY A3).
+- fuel_low is one alert per site whose step rises as hours left fall below each threshold
+  (24/12/6 h shipped); each new step is a notification (and un-acknowledges it), a lower step
+  is taken back only `clear_margin_h` above its threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from ..store import AlertRecord, SiteSnapshot
+from .config import INCIDENT_RULE, SEVERITIES, AlertConfig, Rule
+
+
+def _tz() -> tzinfo:
+    try:
+        from zoneinfo import ZoneInfo
+        return ZoneInfo("Europe/Stockholm")
+    except Exception:  # no tz database: times in UTC, and the text says so
+        return UTC
+
+
+TZ = _tz()
+WEEKDAYS_SV = ("mån", "tis", "ons", "tors", "fre", "lör", "sön")
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """One site as the rules see it at `now`. `state` is None when there is none or it is stale
+    (older than 3 heartbeats): the rules then know nothing about the site's power."""
+
+    site: str
+    name: str
+    municipality: str
+    lat: float
+    lon: float
+    heartbeat_s: int
+    status: str | None  # online | lost | None; "lost" only if the Will is newer than the state
+    status_since: float | None
+    state: Mapping[str, Any] | None
+    state_age_s: float | None
+    silent_since: float | None  # the last state, or when the gateway began listening if later
+    crisis_unacked: tuple[tuple[str, float], ...] = ()
+
+
+def site_view(snap: SiteSnapshot, now: float, listening_since: float | None) -> SiteView:
+    """`listening_since`: when the gateway's MQTT session came up (None: it is not connected,
+    so silence says nothing about the sites)."""
+    hb = snap.heartbeat_s
+    last: float | None = None
+    age: float | None = None
+    if snap.state is not None and snap.state_ts is not None and snap.state_received is not None:
+        last = min(float(snap.state_ts), float(snap.state_received))
+        age = now - last
+    fresh = age is not None and age <= 3 * hb
+    status = (snap.status or {}).get("state")
+    if status == "lost" and snap.state_received is not None and snap.status_received is not None \
+            and snap.status_received < snap.state_received:
+        status = "online"  # a Will older than the latest state: the site has spoken since
+    silent_since = None
+    if listening_since is not None:
+        silent_since = max(last, listening_since) if last is not None else listening_since
+    return SiteView(
+        site=snap.info.id, name=snap.info.name, municipality=snap.info.municipality,
+        lat=snap.info.lat, lon=snap.info.lon, heartbeat_s=hb, status=status,
+        status_since=snap.status_received, state=snap.state if fresh else None,
+        state_age_s=age, silent_since=silent_since, crisis_unacked=snap.crisis_unacked)
+
+
+# --- actions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Open:
+    """A new alert; `status` pending (waiting out hold_s) or firing."""
+
+    key: str
+    rule: str
+    site: str | None
+    municipality: str
+    detail: str
+    severity: str
+    status: str
+    started: float
+    sv: str
+    en: str
+    data: dict[str, Any] = field(default_factory=dict)
+    incident_members: tuple[str, ...] = ()  # keys attached to this new incident
+
+
+@dataclass(frozen=True)
+class Fire:
+    key: str
+
+
+@dataclass(frozen=True)
+class Clearing:
+    """The condition went away (since = when) or came back (since = None)."""
+
+    key: str
+    since: float | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """Severity, text or data changed; `refire` puts an acknowledged alert back to firing."""
+
+    key: str
+    severity: str
+    sv: str
+    en: str
+    data: dict[str, Any]
+    refire: bool = False
+
+
+@dataclass(frozen=True)
+class Attach:
+    """Add an alert to an open regional incident."""
+
+    key: str
+    incident: str
+
+
+@dataclass(frozen=True)
+class Resolve:
+    key: str
+    reason: str  # cleared | not_held | members_resolved
+    recovery: bool  # send a recovery notice to everyone told about it
+
+
+@dataclass(frozen=True)
+class Notify:
+    """kind: firing | repeat | escalation | worse | update. `level`: the escalation step the
+    message goes to (firing 0; escalation the new step; others every step so far)."""
+
+    key: str
+    kind: str
+    level: int
+    sv: str
+    en: str
+
+
+Action = Open | Fire | Clearing | Change | Attach | Resolve | Notify
+
+
+# --- observations: what each rule sees at one site --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Obs:
+    """One condition at one site: `active`, since when if the data says (else from first
+    seen), how bad (`step` rises with fuel thresholds), and the words for it."""
+
+    active: bool
+    since: float | None = None
+    severity: str | None = None
+    step: int = 0
+    sv: str = ""
+    en: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# None: the rule cannot tell (unknown). A dict: detail -> Obs for every detail it can tell about;
+# an open alert whose detail is missing from the dict has cleared.
+Observed = dict[str, Obs] | None
+Condition = Callable[[Rule, SiteView, float, Mapping[str, AlertRecord]], Observed]
+
+
+def _section(state: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    v = state.get(name)
+    return v if isinstance(v, Mapping) else None
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _when(ts: float) -> str:
+    d = datetime.fromtimestamp(ts, TZ)
+    return f"{WEEKDAYS_SV[d.weekday()]} {d:%d/%m %H:%M}"
+
+
+def _when_en(ts: float) -> str:
+    return datetime.fromtimestamp(ts, TZ).strftime("%a %d %b %H:%M")
+
+
+def _hours(h: float) -> tuple[str, str]:
+    text = f"{h:.1f}" if h < 10 else f"{h:.0f}"
+    return text.replace(".", ","), text
+
+
+def _at(v: SiteView) -> tuple[str, str]:
+    return f"{v.name} ({v.municipality})", f"{v.name} ({v.municipality})"
+
+
+def grid_lost(rule: Rule, v: SiteView, now: float, open_: Mapping[str, AlertRecord]) -> Observed:
+    grid = _section(v.state, "grid") if v.state else None
+    st = grid.get("state") if grid else None
+    if st not in ("ok", "lost", "rejected"):
+        return None  # unknown meter: not a loss, not a return
+    since = _num(grid.get("since")) if grid else None
+    sv_at, en_at = _at(v)
+    what_sv = "nätström borta" if st == "lost" else "nätspänning utanför gränsvärden"
+    what_en = "grid lost" if st == "lost" else "grid out of limits"
+    mode = v.state.get("mode") if v.state else None
+    backup_sv = {"on_backup": "Reservkraften är i drift.",
+                 "grid_lost": "Väntar på att reservkraften ska starta.",
+                 "backup_failed": "Reservkraften har INTE startat."}.get(str(mode), "")
+    backup_en = {"on_backup": "Backup power is running.",
+                 "grid_lost": "Waiting for the backup power to start.",
+                 "backup_failed": "Backup power has NOT started."}.get(str(mode), "")
+    return {"": Obs(st != "ok", since, sv=f"{sv_at}: {what_sv}. {backup_sv}".strip(),
+                    en=f"{en_at}: {what_en}. {backup_en}".strip(), data={"grid": st})}
+
+
+def backup_failed(rule: Rule, v: SiteView, now: float,
+                  open_: Mapping[str, AlertRecord]) -> Observed:
+    if v.state is None or v.state.get("mode") not in ("normal", "grid_lost", "on_backup",
+                                                      "backup_failed", "degraded"):
+        return None
+    if v.state.get("mode") == "degraded" and "" in open_:
+        return None  # the site cannot tell its power state: keep what we know
+    genset = _section(v.state, "genset") or {}
+    alarms = genset.get("alarms") if isinstance(genset.get("alarms"), list) else []
+    names = ", ".join(str(a[0]) for a in alarms if isinstance(a, list) and a)[:200]
+    sv_at, en_at = _at(v)
+    extra_sv = f" Larm i elverket: {names}." if names else ""
+    extra_en = f" Generator alarms: {names}." if names else ""
+    return {"": Obs(v.state.get("mode") == "backup_failed",
+                    sv=f"{sv_at}: ingen ström – nätet är borta och reservkraften har inte "
+                       f"startat (elverk: {genset.get('state', 'okänt')}).{extra_sv}",
+                    en=f"{en_at}: no power – the grid is gone and the backup generator has not "
+                       f"started (generator: {genset.get('state', 'unknown')}).{extra_en}",
+                    data={"genset": genset.get("state"), "alarms": names})}
+
+
+def gen_failed_to_start(rule: Rule, v: SiteView, now: float,
+                        open_: Mapping[str, AlertRecord]) -> Observed:
+    genset = _section(v.state, "genset") if v.state else None
+    st = genset.get("state") if genset else None
+    if st in (None, "unknown"):
+        return None
+    since = _num(genset.get("since")) if genset else None
+    sv_at, en_at = _at(v)
+    return {"": Obs(st == "fault", since,
+                    sv=f"{sv_at}: elverket har inte startat eller står i fel. "
+                       "Det startar inte om nätet går.",
+                    en=f"{en_at}: the generator failed to start or is in fault. "
+                       "It will not start if the grid fails.",
+                    data={"genset": st})}
+
+
+def remote_start_not_ready(rule: Rule, v: SiteView, now: float,
+                           open_: Mapping[str, AlertRecord]) -> Observed:
+    genset = _section(v.state, "genset") if v.state else None
+    if genset is None:
+        return None
+    mode, ready = genset.get("mode"), genset.get("ready")
+    if mode is None and not isinstance(ready, bool):
+        return None
+    not_ready = mode in rule.modes or ready is False
+    sv_at, en_at = _at(v)
+    return {"": Obs(not_ready,
+                    sv=f"{sv_at}: elverket kan inte startas automatiskt "
+                       f"(läge: {mode or 'okänt'}). Det startar inte av sig själv om nätet går.",
+                    en=f"{en_at}: the generator cannot start automatically "
+                       f"(mode: {mode or 'unknown'}). It will not start by itself if the grid "
+                       "fails.",
+                    data={"mode": mode, "ready": ready})}
+
+
+def gen_max_runtime(rule: Rule, v: SiteView, now: float,
+                    open_: Mapping[str, AlertRecord]) -> Observed:
+    genset = _section(v.state, "genset") if v.state else None
+    if genset is None or genset.get("state") in (None, "unknown"):
+        return None
+    run_s = _num(genset.get("run_s"))
+    if run_s is None and genset.get("state") == "running":
+        since = _num(genset.get("since"))
+        ts = _num(v.state.get("ts")) if v.state else None
+        if since is not None and ts is not None:
+            run_s = max(0.0, ts - since)
+    if genset.get("state") != "running":
+        run_s = 0.0
+    if run_s is None:
+        return None
+    h = run_s / 3600
+    sv_h, en_h = _hours(h)
+    sv_at, en_at = _at(v)
+    return {"": Obs(h >= rule.max_runtime_h,
+                    sv=f"{sv_at}: elverket har gått i {sv_h} timmar i sträck. Kontrollera olja, "
+                       "kylvätska och bränslefilter.",
+                    en=f"{en_at}: the generator has run for {en_h} hours without a stop. Check "
+                       "oil, coolant and fuel filter.",
+                    data={"run_h": round(h, 1)})}
+
+
+def fuel_low(rule: Rule, v: SiteView, now: float, open_: Mapping[str, AlertRecord]) -> Observed:
+    fuel = _section(v.state, "fuel") if v.state else None
+    hours = _num(fuel.get("hours_left")) if fuel else None
+    if hours is None:
+        return None
+    prev = open_.get("")
+    prev_step = int(prev.data.get("step", 0)) if prev else 0
+    step = 0
+    for i, t in enumerate(rule.thresholds):  # most hours first
+        if hours < t.hours or (i < prev_step and hours < t.hours + rule.clear_margin_h):
+            step = i + 1
+    if step == 0:
+        return {"": Obs(False)}
+    th = rule.thresholds[step - 1]
+    refuel_by = _num(fuel.get("refuel_by")) if fuel else None
+    conf = fuel.get("confidence") if fuel else None
+    sv_h, en_h = _hours(hours)
+    sv_at, en_at = _at(v)
+    sv = f"{sv_at}: bränsle för {sv_h} timmar kvar (under {th.hours:g} h)."
+    en = f"{en_at}: fuel for {en_h} hours left (below {th.hours:g} h)."
+    if refuel_by is not None:
+        sv += f" Tanka senast {_when(refuel_by)}."
+        en += f" Refuel by {_when_en(refuel_by)}."
+    if conf == "low":
+        sv += " Osäker mätning."
+        en += " Low confidence in the reading."
+    return {"": Obs(True, severity=th.severity, step=step, sv=sv, en=en,
+                    data={"step": step, "threshold_h": th.hours, "hours_left": round(hours, 1),
+                          "refuel_by": refuel_by})}
+
+
+def fuel_for_sale(rule: Rule, v: SiteView, now: float,
+                  open_: Mapping[str, AlertRecord]) -> Observed:
+    if v.state is None:
+        return None
+    cap = _section(v.state, "capability")
+    sale = cap.get("fuel_for_sale") if cap else None
+    pumps = _section(v.state, "pumps")
+    out: dict[str, Obs] = {}
+    sv_at, en_at = _at(v)
+    known = False
+    if isinstance(sale, bool):
+        known = True
+        if not sale:
+            out["all"] = Obs(True, sv=f"{sv_at}: inget bränsle kan säljas.",
+                             en=f"{en_at}: no fuel can be sold.", data={"product": "all"})
+    elif isinstance(sale, Mapping):
+        for product, litres in sale.items():
+            n = _num(litres)
+            if n is None:
+                if f"product:{product}" in open_:
+                    return None  # a product we alerted on went unknown: keep every alert
+                continue
+            known = True
+            if n <= rule.min_litres:
+                out[f"product:{product}"] = Obs(
+                    True, sv=f"{sv_at}: {product} slut för försäljning ({n:.0f} l kvar).",
+                    en=f"{en_at}: {product} exhausted for sale ({n:.0f} l left).",
+                    data={"product": product, "litres": n})
+    if pumps is not None:
+        avail, total = _num(pumps.get("available")), _num(pumps.get("total"))
+        if avail is not None and total:
+            known = True
+            if avail <= 0:
+                out["pumps"] = Obs(True, sv=f"{sv_at}: ingen pump kan sälja bränsle.",
+                                   en=f"{en_at}: no pump can sell fuel.", data={"pumps": 0})
+    return out if known else None
+
+
+def device_offline(rule: Rule, v: SiteView, now: float,
+                   open_: Mapping[str, AlertRecord]) -> Observed:
+    devices = _section(v.state, "devices") if v.state else None
+    if devices is None:
+        return None
+    sv_at, en_at = _at(v)
+    out = {}
+    for name, st in devices.items():
+        if st == "offline":
+            out[str(name)] = Obs(True, sv=f"{sv_at}: enheten '{name}' svarar inte.",
+                                 en=f"{en_at}: device '{name}' does not answer.",
+                                 data={"device": name, "state": st})
+        elif st == "mismatch":
+            out[str(name)] = Obs(True, sv=f"{sv_at}: enheten '{name}' är inte den som "
+                                          "konfigurerats (fel enhet på adressen).",
+                                 en=f"{en_at}: device '{name}' is not the configured device "
+                                    "(wrong device at its address).",
+                                 data={"device": name, "state": st})
+    return out
+
+
+def site_silent(rule: Rule, v: SiteView, now: float,
+                open_: Mapping[str, AlertRecord]) -> Observed:
+    if v.silent_since is None:
+        return None  # the gateway is not connected to the broker: silence means nothing
+    limit = rule.heartbeats * v.heartbeat_s
+    sv_at, en_at = _at(v)
+    if v.status == "lost" and v.status_since is not None:
+        return {"": Obs(True, v.status_since,
+                        sv=f"{sv_at}: kontakten med styrenheten är bruten.",
+                        en=f"{en_at}: the connection to the controller is lost.",
+                        data={"why": "lost"})}
+    silent = now - v.silent_since
+    if silent <= limit and v.state is None and "" in open_:
+        # Quiet for less than the limit only because the gateway just (re)started listening:
+        # that is no evidence the site is back. Only a fresh state clears it.
+        return None
+    minutes = max(1, int(silent // 60))
+    return {"": Obs(silent > limit, v.silent_since + limit,
+                    sv=f"{sv_at}: inga data på {minutes} min (väntat var {v.heartbeat_s}:e s). "
+                       "Läget på platsen är okänt.",
+                    en=f"{en_at}: no data for {minutes} min (expected every {v.heartbeat_s} s). "
+                       "The site's situation is unknown.",
+                    data={"why": "silent"})}
+
+
+def crisis_ack_missing(rule: Rule, v: SiteView, now: float,
+                       open_: Mapping[str, AlertRecord]) -> Observed:
+    sv_at, en_at = _at(v)
+    return {f"crisis:{cid}": Obs(True, sent,
+                                 sv=f"{sv_at}: personalen har inte kvitterat krismeddelandet "
+                                    f"'{cid}' (skickat {_when(sent)}).",
+                                 en=f"{en_at}: staff have not acknowledged crisis message "
+                                    f"'{cid}' (sent {_when_en(sent)}).",
+                                 data={"crisis_id": cid, "sent": sent})
+            for cid, sent in v.crisis_unacked}
+
+
+CONDITIONS: dict[str, Condition] = {
+    "grid_lost": grid_lost,
+    "backup_failed": backup_failed,
+    "gen_failed_to_start": gen_failed_to_start,
+    "remote_start_not_ready": remote_start_not_ready,
+    "gen_max_runtime": gen_max_runtime,
+    "fuel_low": fuel_low,
+    "fuel_for_sale": fuel_for_sale,
+    "device_offline": device_offline,
+    "site_silent": site_silent,
+    "crisis_ack_missing": crisis_ack_missing,
+}
+
+
+def alert_key(rule: str, site: str, detail: str = "") -> str:
+    return f"{rule}:{site}:{detail}" if detail else f"{rule}:{site}"
+
+
+def incident_key(municipality: str) -> str:
+    return f"{INCIDENT_RULE}:{municipality}"
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def _worst(severities: Iterable[str]) -> str:
+    return max(severities, key=SEVERITIES.index, default="warning")
+
+
+def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequence[AlertRecord],
+             now: float) -> list[Action]:
+    """The actions that bring the alerts up to date with `views` at `now`.
+
+    `views`: the sites to evaluate (all, or the one a message just came from). `alerts`: the
+    open alerts of those sites and of their municipalities, plus alerts resolved within the
+    longest repeat window (they tell whether a key is flapping). Alerts of sites not in `views`
+    keep their lifecycle; their notifications due at `now` are still produced."""
+    actions: list[Action] = []
+    open_by_key = {a.key: a for a in alerts if a.open}
+    last_told: dict[str, float] = {}
+    for a in alerts:
+        if a.notified is not None and not a.open:
+            last_told[a.key] = max(last_told.get(a.key, 0.0), a.notified)
+    fresh: dict[str, Obs] = {}  # key -> observation this round, for the words of a notification
+    opened: dict[str, Open] = {}
+
+    for v in views.values():
+        for rule in config.rules.values():
+            if not rule.enabled:
+                continue
+            prefix = alert_key(rule.id, v.site)
+            mine = {a.detail: a for k, a in open_by_key.items()
+                    if a.rule == rule.id and a.site == v.site and
+                    (k == prefix or k.startswith(prefix + ":"))}
+            observed = CONDITIONS[rule.id](rule, v, now, mine)
+            if observed is None:
+                continue
+            for detail in sorted(set(observed) | set(mine)):
+                key = alert_key(rule.id, v.site, detail)
+                obs = observed.get(detail) or Obs(False)
+                a = mine.get(detail)
+                if obs.active:
+                    fresh[key] = obs
+                actions.extend(_lifecycle(rule, v, key, detail, obs, a, now, opened))
+
+    # What the alerts look like once this round's lifecycle actions are applied.
+    after = _project(open_by_key, actions, now)
+    actions.extend(_group(config, after, now))
+    after = _project(open_by_key, actions, now)
+    worse = {c.key for c in actions if isinstance(c, Change) and c.key in open_by_key and
+             int(c.data.get("step", 0)) > int(open_by_key[c.key].data.get("step", 0))}
+    actions.extend(_notifications(config, after, fresh, last_told, worse, now))
+    return actions
+
+
+def _lifecycle(rule: Rule, v: SiteView, key: str, detail: str, obs: Obs, a: AlertRecord | None,
+               now: float, opened: dict[str, Open]) -> list[Action]:
+    severity = obs.severity or rule.severity
+    if obs.active:
+        if a is None:
+            since = obs.since if obs.since is not None and obs.since <= now else now
+            status = "firing" if now - since >= rule.hold_s else "pending"
+            op = Open(key, rule.id, v.site, v.municipality, detail, severity, status, since,
+                      obs.sv, obs.en, {**obs.data, "site_name": v.name, "lat": v.lat,
+                                       "lon": v.lon, "step": obs.step})
+            opened[key] = op
+            return [op]
+        out: list[Action] = []
+        if a.status == "pending" and now - a.started >= rule.hold_s:
+            out.append(Fire(key))
+        if a.clearing_since is not None:
+            out.append(Clearing(key, None))
+        prev_step = int(a.data.get("step", 0))
+        # The stored words follow the site (the dashboard, CAP and `sot alerts` show them): one
+        # update per change, written in the engine's transaction for the round.
+        if obs.step != prev_step or severity != a.severity or (obs.sv and obs.sv != a.sv):
+            out.append(Change(key, severity, obs.sv, obs.en,
+                              {**a.data, **obs.data, "step": obs.step},
+                              refire=obs.step > prev_step and a.status == "acknowledged"))
+        return out
+    if a is None:
+        return []
+    if a.status == "pending":
+        return [Resolve(key, "not_held", False)]
+    since = a.clearing_since if a.clearing_since is not None else now
+    if now - since >= rule.clear_s:
+        told = a.notify_count > 0 and a.incident is None
+        return [Resolve(key, "cleared", rule.recovery and told)]
+    return [] if a.clearing_since is not None else [Clearing(key, now)]
+
+
+@dataclass
+class _Live:
+    """An open alert as this round's actions leave it (the engine writes the same changes)."""
+
+    rec: AlertRecord
+    status: str
+    incident: str | None
+    severity: str
+    sv: str
+    en: str
+    fired: float | None
+    new: bool = False
+
+
+def _project(open_by_key: Mapping[str, AlertRecord], actions: Sequence[Action],
+             now: float) -> dict[str, _Live]:
+    live = {k: _Live(a, a.status, a.incident, a.severity, a.sv, a.en, a.fired)
+            for k, a in open_by_key.items()}
+    for act in actions:
+        if isinstance(act, Open):
+            rec = AlertRecord(id=0, key=act.key, rule=act.rule, site=act.site,
+                              municipality=act.municipality, detail=act.detail,
+                              severity=act.severity, status=act.status, started=act.started,
+                              fired=now if act.status == "firing" else None, sv=act.sv,
+                              en=act.en, data=act.data)
+            live[act.key] = _Live(rec, act.status, None, act.severity, act.sv, act.en,
+                                  rec.fired, new=True)
+            for m in act.incident_members:
+                if m in live:
+                    live[m].incident = act.key
+        elif act.key in live:
+            x = live[act.key]
+            if isinstance(act, Fire):
+                x.status, x.fired = "firing", now
+            elif isinstance(act, Change):
+                x.severity, x.sv, x.en = act.severity, act.sv, act.en
+                if act.refire:
+                    x.status = "firing"
+            elif isinstance(act, Attach):
+                x.incident = act.incident
+            elif isinstance(act, Resolve):
+                del live[act.key]
+    return live
+
+
+def _group(config: AlertConfig, live: Mapping[str, _Live], now: float) -> list[Action]:
+    g = config.grouping
+    if not g.rules:
+        return []
+    out: list[Action] = []
+    by_muni: dict[str, list[_Live]] = {}
+    incidents: dict[str, _Live] = {}
+    members_of: dict[str, list[_Live]] = {}
+    for x in live.values():
+        if x.rec.rule == INCIDENT_RULE:
+            incidents[x.rec.municipality] = x
+        elif x.rec.rule in g.rules and x.status in ("firing", "acknowledged"):
+            if x.incident is None:
+                by_muni.setdefault(x.rec.municipality, []).append(x)
+            else:
+                members_of.setdefault(x.incident, []).append(x)
+    for muni, inc in incidents.items():
+        if not members_of.get(inc.rec.key) and not by_muni.get(muni):
+            out.append(Resolve(inc.rec.key, "members_resolved",
+                               inc.rec.notify_count > 0 and config.grouping.rule.recovery))
+    for muni, xs in sorted(by_muni.items()):
+        inc = incidents.get(muni)
+        if inc is not None:
+            out.extend(Attach(x.rec.key, inc.rec.key) for x in xs)
+            continue
+        waiting = [x for x in xs if x.rec.notify_count == 0]
+        if not waiting:
+            continue
+        first = min(x.fired if x.fired is not None else now for x in waiting)
+        if now - first < g.window_s or len(xs) < g.min_sites:
+            continue
+        xs = sorted(xs, key=lambda x: x.rec.data.get("site_name") or x.rec.site or "")
+        sv, en = _incident_text(muni, xs, [])
+        out.append(Open(incident_key(muni), INCIDENT_RULE, None, muni, "",
+                        _worst([g.rule.severity] + [x.severity for x in xs]), "firing", first,
+                        sv, en, {"sites": [x.rec.site for x in xs],
+                                 "site_names": [x.rec.data.get("site_name") for x in xs],
+                                 "points": [[x.rec.data.get("lat"), x.rec.data.get("lon")]
+                                            for x in xs]},
+                        incident_members=tuple(x.rec.key for x in xs)))
+    return out
+
+
+def _incident_text(muni: str, members: Sequence[_Live],
+                   new: Sequence[_Live]) -> tuple[str, str]:
+    names = ", ".join(str(x.rec.data.get("site_name") or x.rec.site) for x in members)
+    n = len(members)
+    sv = f"{muni}: nätström borta vid {n} SOT-punkter: {names}."
+    en = f"{muni}: grid lost at {n} SOT sites: {names}."
+    if new:
+        added = ", ".join(str(x.rec.data.get("site_name") or x.rec.site) for x in new)
+        sv += f" Nya sedan förra meddelandet: {added}."
+        en += f" New since the last message: {added}."
+    return sv, en
+
+
+def _grouped_waiting(config: AlertConfig, live: Mapping[str, _Live], now: float) -> set[str]:
+    """Keys of grouped-rule alerts whose group window is still open: not notified yet."""
+    g = config.grouping
+    out: set[str] = set()
+    firsts: dict[str, float] = {}
+    for x in live.values():
+        if x.rec.rule in g.rules and x.incident is None and x.status == "firing" \
+                and x.rec.notify_count == 0:
+            f = x.fired if x.fired is not None else now
+            firsts[x.rec.municipality] = min(firsts.get(x.rec.municipality, f), f)
+    for k, x in live.items():
+        first = firsts.get(x.rec.municipality)
+        if x.rec.rule in g.rules and x.incident is None and x.rec.notify_count == 0 \
+                and first is not None and now - first < g.window_s:
+            out.add(k)
+    return out
+
+
+def _notifications(config: AlertConfig, live: Mapping[str, _Live], fresh: Mapping[str, Obs],
+                   last_told: Mapping[str, float], worse: set[str],
+                   now: float) -> list[Action]:
+    out: list[Action] = []
+    waiting = _grouped_waiting(config, live, now)
+    inhibitors = {(x.rec.site, x.rec.rule) for x in live.values()
+                  if x.status in ("firing", "acknowledged")}
+    members_of: dict[str, list[_Live]] = {}
+    for x in live.values():
+        if x.incident is not None:
+            members_of.setdefault(x.incident, []).append(x)
+    for key, x in sorted(live.items()):
+        a = x.rec
+        if x.incident is not None or key in waiting or x.status == "pending":
+            continue
+        try:
+            rule = config.rule(a.rule)
+        except KeyError:
+            continue
+        if any((a.site, r) in inhibitors for r in rule.inhibited_by):
+            continue
+        obs = fresh.get(key)
+        sv, en = (obs.sv, obs.en) if obs is not None and obs.sv else (x.sv, x.en)
+        if a.rule == INCIDENT_RULE:
+            members = sorted(members_of.get(key, []),
+                             key=lambda m: m.rec.data.get("site_name") or m.rec.site or "")
+            if x.new:
+                sv, en = _incident_text(a.municipality, members, [])
+                out.append(Notify(key, "firing", 0, sv, en))
+                continue
+            new = [m for m in members if m.rec.notify_count == 0]
+            sv, en = _incident_text(a.municipality, members, new)
+            if new and (a.notified is None or now - a.notified >= config.grouping.interval_s):
+                out.append(Notify(key, "update", a.level, sv, en))
+                continue
+        if x.status != "firing":
+            continue
+        if a.notify_count == 0:
+            last = last_told.get(key)
+            if last is not None and now - last < rule.repeat_s:
+                continue  # flapping: this key was told about within its repeat window
+            out.append(Notify(key, "firing", 0, sv, en))
+            continue
+        if key in worse:
+            out.append(Notify(key, "worse", max(a.level, 0), sv, en))
+            continue
+        chain = len(config.steps(a.municipality, rule.audience))
+        since = a.level_since if a.level_since is not None else a.notified or now
+        if rule.escalate_s and a.level + 1 < chain and now - since >= rule.escalate_s:
+            out.append(Notify(key, "escalation", a.level + 1, sv, en))
+        elif rule.repeat_s and a.notified is not None and now - a.notified >= rule.repeat_s:
+            out.append(Notify(key, "repeat", max(a.level, 0), sv, en))
+    return out

@@ -1,0 +1,229 @@
+"""Alert lifecycle across sites and restarts: flapping (A2), regional grouping (A3), escalation
+and acknowledgement (A4), restart (A5), duplicate deliveries (N6), fuzzed states (A7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from alert_rig import HEARTBEAT_S, Rig, normal_state, shipped_config
+from gw_samples import raw
+
+CFG = shipped_config()
+LOST = {"mode": "on_backup", "grid": {"state": "lost", "v": 0.0, "f": 0.0},
+        "genset": {"state": "running"}, "capability": {"power": "backup"}}
+FAILED = {"mode": "backup_failed", "grid": {"state": "lost"}, "genset": {"state": "fault"},
+          "capability": {"power": "none"}}
+
+
+@pytest.fixture
+def rig(tmp_path: Path):
+    r = Rig(tmp_path / "sot.sqlite3")
+    yield r
+    r.close()
+
+
+def test_a_flapping_grid_is_told_at_most_once_per_repeat_window(rig: Rig):
+    """A2: the grid drops and returns every 2-10 minutes for 8 hours."""
+    key = "grid_lost:krokom-follinge"
+    repeat = CFG.rules["grid_lost"].repeat_s
+    rig.state("krokom-follinge")
+    start = rig.clock.t
+    for i in range(60):
+        rig.state("krokom-follinge", **LOST)
+        rig.advance(120 + 60 * (i % 5))
+        rig.state("krokom-follinge")
+        rig.advance(120 + 60 * (i % 7))
+    hours = (rig.clock.t - start) / 3600
+    fired = [m["created"] for m in rig.told(key, "firing")]
+    windows = int((rig.clock.t - start) // repeat) + 1
+    assert hours > 7 and 1 <= len(fired) <= windows
+    assert all(b - a >= repeat for a, b in zip(fired, fired[1:], strict=False))
+    # Each recovery notice follows a notified alert: never more recoveries than alerts.
+    assert len(rig.told(key, "recovery")) <= len(fired)
+
+
+def test_a_regional_blackout_is_one_incident_per_municipality(rig: Rig):
+    """A3: three sites of Åre lose the grid within a minute; one message lists them. Föllinge
+    (Krokom) loses it too and is told on its own."""
+    for s in ("are-kall", "are-duved", "are-undersaker", "krokom-follinge"):
+        rig.state(s)
+    rig.advance(60)
+    for s in ("are-kall", "are-duved", "are-undersaker"):
+        rig.state(s, **LOST)
+        rig.advance(20, step=20)
+    rig.state("krokom-follinge", **LOST)
+    rig.advance(CFG.rules["grid_lost"].hold_s + CFG.grouping.window_s + 30, step=10)
+
+    incident = "regional_grid_lost:Åre"
+    assert incident in rig.firing()
+    msgs = rig.messages()
+    are = [m for m in msgs if m["key"].startswith(("grid_lost:are", incident))]
+    assert [(m["key"], m["kind"], m["contact"]) for m in are] == \
+        [(incident, "firing", "Anna (samordnare)")]
+    body = json.loads(rig.store._db.execute("SELECT body FROM notifications WHERE id = ?",
+                                            (are[0]["id"],)).fetchone()[0])
+    assert "3 SOT-punkter: Duved, Kall, Undersåker" in body["sv"]["text"]
+    assert body["alert"]["sites"] == ["are-duved", "are-kall", "are-undersaker"]
+    assert [(m["key"], m["kind"]) for m in rig.told("grid_lost:krokom-follinge")] == \
+        [("grid_lost:krokom-follinge", "firing")]
+
+    # Acknowledging the incident acknowledges its sites.
+    rig.store.ack_alert(rig.open_alerts()[incident].id, "anna", "", rig.clock.t)
+    assert {a.status for k, a in rig.open_alerts().items() if k.startswith("grid_lost:are")} \
+        == {"acknowledged"}
+
+    # All return: one recovery for the incident, none per site.
+    for s in ("are-kall", "are-duved", "are-undersaker"):
+        rig.state(s)
+    rig.advance(CFG.rules["grid_lost"].clear_s + 2 * HEARTBEAT_S)
+    assert incident not in rig.open_alerts()
+    rec = [m for m in rig.messages() if m["kind"] == "recovery"]
+    assert [m["key"] for m in rec if "are" in m["key"] or "Åre" in m["key"]] == [incident]
+
+
+def test_a_site_joining_an_open_incident_is_announced_once_per_interval(rig: Rig):
+    for s in ("are-kall", "are-duved", "are-undersaker"):
+        rig.state(s)
+    rig.state("are-kall", **LOST)
+    rig.state("are-duved", **LOST)
+    rig.advance(CFG.rules["grid_lost"].hold_s + CFG.grouping.window_s + 10, step=10)
+    incident = "regional_grid_lost:Åre"
+    assert [m["kind"] for m in rig.told(incident)] == ["firing"]
+    rig.state("are-undersaker", **LOST)
+    rig.advance(CFG.grouping.interval_s + 60, step=10)
+    kinds = [m["kind"] for m in rig.told(incident)]
+    assert kinds == ["firing", "update"]
+    assert rig.told("grid_lost:are-undersaker") == []
+    rig.advance(3 * CFG.grouping.interval_s)
+    assert [m["kind"] for m in rig.told(incident)] == ["firing", "update"]
+
+
+def test_unacknowledged_critical_alert_escalates_and_an_ack_stops_it_across_restart(
+        tmp_path: Path):
+    """A4: backup failed at Kall; nobody acknowledges; Bo is told after escalate_s. Bo
+    acknowledges; the gateway restarts; nobody is told anything more until it resolves."""
+    db = tmp_path / "sot.sqlite3"
+    rig = Rig(db)
+    key = "backup_failed:are-kall"
+    esc = CFG.rules["backup_failed"].escalate_s
+    rig.state(**FAILED)
+    rig.advance(esc - 60)
+    assert [(m["kind"], m["contact"]) for m in rig.told(key)] == \
+        [("firing", "Anna (samordnare)"), ("firing", "Teknikjour")]
+    rig.advance(120)
+    assert [(m["kind"], m["contact"]) for m in rig.told(key)][2:] == \
+        [("escalation", "Bo (beredskapschef)")]
+    a = rig.store.ack_alert(key, "Bo", "åker dit", rig.clock.t)
+    assert a is not None and a.status == "acknowledged"
+    assert rig.store.acks(a.id)[0]["by"] == "Bo"
+    old = rig
+    rig.close()
+
+    rig = Rig(db, clock=old.clock)  # restart: same database, the controllers carry on
+    rig.current, rig.seq = old.current, old.seq
+    before = len(rig.told(key))
+    rig.advance(6 * 3600)
+    assert rig.open_alerts()[key].status == "acknowledged"
+    assert len(rig.told(key)) == before
+    rig.state()
+    rig.advance(CFG.rules["backup_failed"].clear_s + HEARTBEAT_S)
+    assert {m["contact"] for m in rig.told(key, "recovery")} == \
+        {"Anna (samordnare)", "Teknikjour", "Bo (beredskapschef)"}
+    audit = rig.store.audit_log()
+    assert any(x["action"] == "ack" and x["actor"] == "Bo" for x in audit)
+    rig.close()
+
+
+def test_a_restart_with_open_alerts_notifies_nothing_again(tmp_path: Path):
+    """A5."""
+    db = tmp_path / "sot.sqlite3"
+    rig = Rig(db)
+    rig.state(**LOST)
+    rig.state("krokom-follinge", **FAILED)
+    rig.go_silent("harjedalen-hede")  # never heard: site_silent
+    rig.advance(600)
+    told = rig.messages()
+    assert {m["key"] for m in told} == {"grid_lost:are-kall", "backup_failed:krokom-follinge",
+                                        "site_silent:harjedalen-hede", "site_silent:are-duved",
+                                        "site_silent:are-undersaker"}
+    for _ in range(3):
+        old = rig
+        rig.close()
+        rig = Rig(db, clock=old.clock)
+        rig.current, rig.seq, rig.silent = old.current, old.seq, old.silent
+        rig.advance(10 * HEARTBEAT_S)
+        assert rig.messages() == told
+    rig.close()
+
+
+def test_duplicate_deliveries_make_no_duplicate_rows_or_alerts(rig: Rig):
+    """N6: the broker delivers each QoS 1 message twice (and replays the retained state)."""
+    doc = {**normal_state(**FAILED), "boot": 1, "seq": 5, "ts": int(rig.clock.t)}
+    ack = {"id": "storm-1", "by": "panel", "boot": 1, "seq": 6, "ts": int(rig.clock.t)}
+    rig.store.record_crisis_sent("are-kall", "storm-1", rig.clock.t)
+    outcomes = []
+    for _ in range(3):
+        outcomes.append(rig.ingest.handle("sot/v1/are-kall/state", raw(doc)).outcome)
+        outcomes.append(rig.ingest.handle("sot/v1/are-kall/crisis/storm-1/ack",
+                                          raw(ack)).outcome)
+        rig.evaluate()
+    assert outcomes == ["stored", "stored"] + ["duplicate"] * 4
+    assert len(rig.store.crisis_acks("are-kall")) == 1
+    assert len(rig.store.state_history("are-kall")) == 1
+    keys = [a.key for a in rig.store.alerts(open_only=False)]
+    assert len(keys) == len(set(keys)) and "backup_failed:are-kall" in keys
+    assert len(rig.told("backup_failed:are-kall", "firing")) == 2  # Anna and the technician
+
+
+def test_crisis_ack_with_another_id_than_its_topic_is_refused(rig: Rig):
+    r = rig.ingest.handle("sot/v1/are-kall/crisis/storm-1/ack",
+                          raw({"id": "storm-2", "by": "panel", "boot": 1, "seq": 1,
+                               "ts": int(rig.clock.t)}))
+    assert r.outcome == "rejected" and r.reason == "schema"
+    r = rig.ingest.handle("sot/v1/are-kall/crisis/bad id/ack", b"{}")
+    assert r.outcome == "rejected" and r.reason == "bad_topic"
+    assert rig.store.crisis_acks("are-kall") == []
+
+
+def test_fuzzed_states_never_crash_ingest_or_rules_and_bad_ones_are_never_state(rig: Rig):
+    """A7: states with random values in every field. Each is refused, or filed and evaluated
+    without an exception; a refused one never becomes the site's state."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    leaf = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
+            | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
+    values = st.recursive(leaf, lambda c: st.lists(c, max_size=4)
+                          | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=8)
+    paths = st.sampled_from([
+        ("mode",), ("grid", "state"), ("grid", "since"), ("genset", "state"),
+        ("genset", "mode"), ("genset", "ready"), ("genset", "run_s"), ("genset", "since"),
+        ("genset", "alarms"), ("fuel", "hours_left"), ("fuel", "refuel_by"),
+        ("fuel", "confidence"), ("devices",), ("capability", "fuel_for_sale"),
+        ("pumps",), ("pumps", "available"), ("capability",), ("grid",), ("fuel",)])
+    seq = iter(range(10, 10**9))
+
+    @hypothesis.settings(max_examples=300, deadline=None)
+    @hypothesis.given(changes=st.lists(st.tuples(paths, values), min_size=1, max_size=4))
+    def check(changes: list) -> None:
+        doc = normal_state()
+        for path, value in changes:
+            target = doc
+            for p in path[:-1]:
+                if not isinstance(target.get(p), dict):
+                    target[p] = {}
+                target = target[p]
+            target[path[-1]] = value
+        doc.update(boot=2, seq=next(seq), ts=int(rig.clock.t))
+        before = (rig.store.latest("are-kall") or {}).get("state")
+        r = rig.ingest.handle("sot/v1/are-kall/state", json.dumps(doc).encode())
+        after = (rig.store.latest("are-kall") or {}).get("state")
+        if r.outcome == "rejected":
+            assert after == before
+        else:
+            assert r.outcome == "stored" and after is not None and after["seq"] == doc["seq"]
+        rig.clock.t += 1
+        rig.evaluate()
+
+    check()
