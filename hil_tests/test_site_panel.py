@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import signal
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +218,55 @@ def test_hung_controller_is_reset_by_the_watchdog_and_ends_in_safe_mode(
     sim.physics.grid_lost()
     panel_shows(sim, "RESERVKRAFT", "SÄKERT LÄGE", timeout=30)
     assert fw.resets == 3  # no reset loop
+
+
+def test_flood_of_crisis_messages_is_survived_and_polling_keeps_its_pace(
+    sim: SimulatedSite, peer: Peer
+):
+    """RELIABILITY P5 for the crisis topic: valid, oversize and broken messages as fast as the
+    broker takes them. No crash, the panel keeps a valid message, the poll period holds."""
+    from hil_tests.rig.links import TO_PLANT
+
+    requests: list[float] = []
+
+    def record(direction: str, data: bytes) -> bytes:
+        # the grid meter's (unit 1) first read of each round
+        if direction == TO_PLANT and data[:2] == b"\x01\x04" and data[2:4] == b"\x00\x00":
+            requests.append(time.monotonic())
+        return data
+
+    sim.plant.links["rs485"].on_bytes = record
+    panel_shows(sim, "NÄTSTRÖM", "Kommunen: ansluten")
+    time.sleep(6)
+    before = _periods(requests)
+
+    good = {"sv": "Håll er inne", "severity": "warning", "from": "Åre kommun"}
+    t0 = time.monotonic()
+    for i in range(300):
+        if i % 3 == 0:
+            payload: bytes | str = json.dumps({**good, "id": f"f{i % 40}", "ts": 1795444000 + i})
+        elif i % 3 == 1:
+            payload = b"{" + b"x" * 5000  # oversize: dropped by the MQTT client
+        else:
+            payload = b'{"id": 1, "sv": null}'  # wrong types
+        peer.publish(f"{ROOT}/crisis/f{i % 40}", payload)
+    flood_s = time.monotonic() - t0
+    time.sleep(6)
+    during = _periods([t for t in requests if t >= t0])
+
+    assert sim.firmware.alive()
+    text = panel_shows(sim, "Håll er inne")
+    assert "xxxxx" not in text
+    assert sim.firmware.wait_log("refused")
+    assert "MemoryError" not in sim.firmware.log()
+    # the poll period (1000 ms configured) holds within 10 % through the flood
+    print("poll periods before", before, "during", during, "flood", flood_s)
+    assert before and during, (before, during)
+    med = statistics.median(during)
+    assert abs(med - statistics.median(before)) <= 0.1 * statistics.median(before), \
+        (before, during, flood_s)
+    assert max(during) <= 1.1, during  # no round more than a tenth late
+
+
+def _periods(ts: list[float]) -> list[float]:
+    return [b - a for a, b in zip(ts, ts[1:], strict=False)]
