@@ -969,9 +969,10 @@ async def signage_page(request: web.Request) -> web.Response:
 <script src="/static/signage.js" defer></script>
 </head>
 <body data-site="{e(sid)}" data-initial="{initial}">
-<div id="takeover" hidden><p class="label"></p><p class="sv" lang="sv"></p><p class="en" lang="en"></p>
+<div id="takeover" hidden><p class="label"></p><p class="msg-sv" lang="sv"></p>
+<p class="msg-en" lang="en"></p><p class="src"></p></div>
+<div id="banner" hidden><p class="msg-sv" lang="sv"></p><p class="msg-en" lang="en"></p>
 <p class="src"></p></div>
-<div id="banner" hidden><p class="sv" lang="sv"></p><p class="en" lang="en"></p><p class="src"></p></div>
 <header><h1>{name}</h1><p class="sub">SOT-punkt · {e(view["site"]["municipality"])}</p></header>
 <div id="stale" hidden></div>
 <main id="status">

@@ -102,8 +102,8 @@
     t.hidden = !severe;
     if (severe) {
       put(t.querySelector(".label"), "VIKTIGT MEDDELANDE", "IMPORTANT MESSAGE");
-      t.querySelector(".sv").textContent = severe.sv;
-      t.querySelector(".en").textContent = severe.en || "";
+      t.querySelector(".msg-sv").textContent = severe.sv;
+      t.querySelector(".msg-en").textContent = severe.en || "";
       t.querySelector(".src").textContent = "Från / From: " + severe.from + " \u00b7 " +
         when(severe.ts);
       t.setAttribute("data-crisis", severe.id);
@@ -112,8 +112,8 @@
     b.hidden = !lesser;
     if (lesser) {
       b.className = lesser.severity;
-      b.querySelector(".sv").textContent = lesser.sv;
-      b.querySelector(".en").textContent = lesser.en || "";
+      b.querySelector(".msg-sv").textContent = lesser.sv;
+      b.querySelector(".msg-en").textContent = lesser.en || "";
       b.querySelector(".src").textContent = "Från / From: " + lesser.from + " \u00b7 " +
         when(lesser.ts);
       b.setAttribute("data-crisis", lesser.id);
