@@ -1014,6 +1014,9 @@ async def signage_events(request: web.Request) -> web.StreamResponse:
         await send(view)
         while True:
             seen = await bus.wait(sid, seen, RECHECK_S)
+            transport = request.transport
+            if bus.closed or transport is None or transport.is_closing():
+                break  # shutting down, or the screen went away: end within RECHECK_S
             view = signage_view(store, sid, clock())
             if view is None:
                 break

@@ -29,6 +29,13 @@ class SiteBus:
     def __init__(self) -> None:
         self._cond: dict[str, asyncio.Condition] = {}
         self.version: dict[str, int] = defaultdict(int)
+        self.closed = False
+
+    async def close(self) -> None:
+        """The web side is shutting down: every stream ends now, not at its next write."""
+        self.closed = True
+        for c in list(self._cond.values()):
+            await self._wake(c)
 
     def _c(self, site: str) -> asyncio.Condition:
         c = self._cond.get(site)
@@ -52,7 +59,8 @@ class SiteBus:
         c = self._c(site)
         async with c:
             try:
-                await asyncio.wait_for(c.wait_for(lambda: self.version[site] != seen), timeout)
+                await asyncio.wait_for(
+                    c.wait_for(lambda: self.closed or self.version[site] != seen), timeout)
             except TimeoutError:
                 pass
         return self.version[site]

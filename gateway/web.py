@@ -175,6 +175,11 @@ def make_app(store: Store, clock: Callable[[], float] = time.time,
     app[SESSIONS] = Sessions(clock, session_s)
     app[THROTTLE] = throttle or LoginThrottle(clock)
     app[BUS] = bus or SiteBus()
+
+    async def end_streams(app: web.Application) -> None:
+        await app[BUS].close()
+
+    app.on_shutdown.append(end_streams)
     app[CRISIS] = crisis or CrisisSender(store, None, clock)
     app[SECURE_COOKIE] = secure_cookie
     r = app.router
