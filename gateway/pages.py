@@ -367,7 +367,8 @@ def overview_table(request: web.Request, sites: list[dict[str, Any]]) -> str:
         row = row.replace("</tr>", f'<td class="sale">{_fuel_for_sale(store, s["id"])}</td></tr>')
         rows.append(row)
     body = "\n".join(rows) or \
-        f'<tr><td colspan="10">{both("Inga platser konfigurerade", "No sites configured")}</td></tr>'
+        f'<tr><td colspan="10">{both("Inga platser konfigurerade", "No sites configured")}' \
+        '</td></tr>'
     return f'<table class="sites"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -378,9 +379,9 @@ async def overview_page(request: web.Request) -> web.Response:
     open_alerts = [a for a in app[STORE].alerts() if a.status == "firing"]
     banner = ""
     if open_alerts:
-        banner = (f'<p class="banner alarm"><a href="/alerts">'
-                  f'{both(f"{len(open_alerts)} okvitterade larm", f"{len(open_alerts)} unacknowledged alerts")}'
-                  f'</a></p>')
+        n = len(open_alerts)
+        text = both(f"{n} okvitterade larm", f"{n} unacknowledged alerts")
+        banner = f'<p class="banner alarm"><a href="/alerts">{text}</a></p>'
     tz_name = e(_when_tz(now))
     body = f"""{banner}
 <p class="sub">{both("Service- och trygghetspunkter: ström, reservkraft och bränsle",
@@ -410,7 +411,8 @@ def history_chart(rows: list[dict[str, Any]], width: int = 760, height: int = 26
     the state history. A gap in the data is a gap in the line, never a bridge."""
     pts = [r for r in rows if r.get("fuel_pct") is not None or r.get("hours_left") is not None]
     if len(pts) < 2:
-        return f'<p class="muted">{both("För lite historik för ett diagram ännu", "Not enough history for a chart yet")}</p>'
+        text = both("För lite historik för ett diagram ännu", "Not enough history for a chart yet")
+        return f'<p class="muted">{text}</p>'
     left, right, top, bottom = 48, 56, 16, 34
     w, h = width - left - right, height - top - bottom
     t0, t1 = pts[0]["ts"], pts[-1]["ts"]
@@ -449,8 +451,9 @@ def history_chart(rows: list[dict[str, Any]], width: int = 760, height: int = 26
             f'aria-label="Bränsle och timmar kvar / Fuel and hours left">{"".join(axes)}'
             f'<g class="fuel">{lines("fuel_pct", 100.0)}</g>'
             f'<g class="hours">{lines("hours_left", hmax)}</g></svg>'
-            f'<p class="legend"><span class="k fuel"></span>{both("Bränsle i tanken (%)", "Fuel in tank (%)")}'
-            f' <span class="k hours"></span>{both("Timmar reservkraft kvar", "Hours of backup left")}</p>')
+            f'<p class="legend"><span class="k fuel"></span>'
+            f'{both("Bränsle i tanken (%)", "Fuel in tank (%)")} <span class="k hours"></span>'
+            f'{both("Timmar reservkraft kvar", "Hours of backup left")}</p>')
 
 
 def _event_text(ev: dict[str, Any]) -> str:
@@ -467,7 +470,8 @@ def delivery_table(request: web.Request, rows: list[dict[str, Any]], *,
     names = {s["id"]: s["name"] for s in store.sites_overview(request.app[CLOCK]())}
     head = (f'<th>{both("Plats", "Site")}</th>'
             + (f'<th>{both("Meddelande", "Message")}</th>' if with_message else "")
-            + f'<th>{both("Skickat", "Sent")}</th><th>{both("Personalens kvittens", "Staff acknowledgement")}</th>')
+            + f'<th>{both("Skickat", "Sent")}</th>'
+            + f'<th>{both("Personalens kvittens", "Staff acknowledgement")}</th>')
     out = []
     for d in rows:
         msg = ""
@@ -483,7 +487,8 @@ def delivery_table(request: web.Request, rows: list[dict[str, Any]], *,
         out.append(f'<tr data-site="{e(d["site"])}" data-crisis="{e(d["crisis_id"])}">'
                    f'<td>{e(names.get(d["site"], d["site"]))}</td>{msg}'
                    f'<td>{e(_when(d["sent"]))}</td>{ack}</tr>')
-    return f'<table class="delivery"><thead><tr>{head}</tr></thead><tbody>{"".join(out)}</tbody></table>'
+    return (f'<table class="delivery"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(out)}</tbody></table>')
 
 
 async def site_page(request: web.Request) -> web.Response:
@@ -543,7 +548,8 @@ async def alerts_page(request: web.Request) -> web.Response:
                       f'maxlength="200"><button type="submit">{both("Kvittera", "Acknowledge")}'
                       f'</button></form>')
         elif a.acked_by:
-            action = f'{both("Kvitterat av", "Acknowledged by")} {e(a.acked_by)} {e(_when(a.acked_at or 0))}'
+            action = (f'{both("Kvitterat av", "Acknowledged by")} {e(a.acked_by)} '
+                      f'{e(_when(a.acked_at or 0))}')
         rows.append(f'<tr class="sev-{e(a.severity)} st-{e(a.status)}" data-alert="{a.id}">'
                     f'<td>{e(_when(a.fired or a.started))}</td><td>{e(a.severity)}</td>'
                     f'<td>{e(a.status)}</td><td>{e(a.sv)}<div class="en">{e(a.en)}</div></td>'
@@ -644,16 +650,21 @@ def compose_form(request: web.Request, *, msg: dict[str, Any] | None = None,
 {csrf_field(request)}
 {target}
 <label>{both("Text på svenska (krävs)", "Swedish text (required)")}
-<textarea name="sv" maxlength="{crisis_mod.MAX_TEXT}" rows="4" required>{e(v.get("sv", ""))}</textarea></label>
+<textarea name="sv" maxlength="{crisis_mod.MAX_TEXT}" rows="4" required
+>{e(v.get("sv", ""))}</textarea></label>
 <label>{both("Text på engelska (frivillig)", "English text (optional)")}
-<textarea name="en" maxlength="{crisis_mod.MAX_TEXT}" rows="3">{e(v.get("en", ""))}</textarea></label>
+<textarea name="en" maxlength="{crisis_mod.MAX_TEXT}" rows="3"
+>{e(v.get("en", ""))}</textarea></label>
 <fieldset><legend>{both("Allvarlighet", "Severity")}</legend>{sev_opts}</fieldset>
 <label>{both("Avsändare", "From")}<input name="from" maxlength="{crisis_mod.MAX_FROM}" required
  value="{e(v.get("from", "Kommunen"))}"></label>
-<label>{both("Giltigt i minuter (tomt = tills vidare)", "Valid for minutes (empty = until withdrawn)")}
+<label>{both("Giltigt i minuter (tomt = tills vidare)",
+              "Valid for minutes (empty = until withdrawn)")}
 <input name="expires_min" inputmode="numeric" value="{e(v.get("expires_min", ""))}"></label>
-<p class="muted">{both(f"Högst {crisis_mod.MAX_TEXT} tecken per språk. Texten visas som den är, aldrig som HTML.",
-                       f"At most {crisis_mod.MAX_TEXT} characters per language. Shown as typed, never as HTML.")}</p>
+<p class="muted">{both(f"Högst {crisis_mod.MAX_TEXT} tecken per språk. "
+                       "Texten visas som den är, aldrig som HTML.",
+                       f"At most {crisis_mod.MAX_TEXT} characters per language. "
+                       "Shown as typed, never as HTML.")}</p>
 <button type="submit">{button}</button>
 </form>"""
 
@@ -812,13 +823,16 @@ async def crisis_detail_page(request: web.Request, *, error: crisis_mod.CrisisEr
         raise web.HTTPNotFound()
     sv, en = SEVERITY_TEXT.get(m["severity"], (m["severity"], m["severity"]))
     withdrawn = bool(m.get("withdrawn"))
+    state = (both("Återkallat", "Withdrawn") + " " + e(_when(m["withdrawn"])) if withdrawn
+             else both("Ute", "Out"))
     expires = (f'<dt>{both("Giltigt till", "Valid until")}</dt><dd>{e(_when(m["expires"]))}</dd>'
                if m.get("expires") else "")
     actions = ""
     if _can_send(request) and not withdrawn:
-        actions = (f'<form method="post" action="/crisis/{e(mid)}/withdraw" class="inline withdraw">'
+        actions = (f'<form method="post" action="/crisis/{e(mid)}/withdraw" class="withdraw">'
                    f'{csrf_field(request)}<button type="submit" class="danger">'
-                   f'{both("Återkalla från alla platser", "Withdraw from every site")}</button></form>'
+                   f'{both("Återkalla från alla platser", "Withdraw from every site")}'
+                   f'</button></form>'
                    f'<h2>{both("Uppdatera", "Update")}</h2>'
                    + compose_form(request, msg=m, error=error, values=values))
     body = f"""
@@ -829,7 +843,7 @@ async def crisis_detail_page(request: web.Request, *, error: crisis_mod.CrisisEr
 <dt>{both("Avsändare", "From")}</dt><dd>{e(m.get("from", ""))}</dd>
 <dt>{both("Senast skickat", "Last sent")}</dt><dd>{e(_when(m["ts"]))} ({e(m["created_by"])})</dd>
 {expires}
-<dt>{both("Läge", "State")}</dt><dd>{both("Återkallat", "Withdrawn") + " " + e(_when(m["withdrawn"])) if withdrawn else both("Ute", "Out")}</dd>
+<dt>{both("Läge", "State")}</dt><dd>{state}</dd>
 </dl>
 <h2>{both("Mottagare och kvittenser", "Recipients and acknowledgements")}</h2>
 {delivery_table(request, store.crisis_delivery(crisis_id=mid), with_message=False)}
@@ -976,10 +990,14 @@ async def signage_page(request: web.Request) -> web.Response:
 <header><h1>{name}</h1><p class="sub">SOT-punkt · {e(view["site"]["municipality"])}</p></header>
 <div id="stale" hidden></div>
 <main id="status">
-<section class="tile" id="shop"><h2>Butiken <span class="en">Shop</span></h2><p class="v"></p></section>
-<section class="tile" id="power"><h2>Ström <span class="en">Power</span></h2><p class="v"></p></section>
-<section class="tile" id="hours"><h2>Reservkraft kvar <span class="en">Backup left</span></h2><p class="v"></p></section>
-<section class="tile" id="fuel"><h2>Bränsle till salu <span class="en">Fuel for sale</span></h2><ul class="v"></ul></section>
+<section class="tile" id="shop"><h2>Butiken <span class="en">Shop</span></h2>
+<p class="v"></p></section>
+<section class="tile" id="power"><h2>Ström <span class="en">Power</span></h2>
+<p class="v"></p></section>
+<section class="tile" id="hours"><h2>Reservkraft kvar <span class="en">Backup left</span></h2>
+<p class="v"></p></section>
+<section class="tile" id="fuel"><h2>Bränsle till salu <span class="en">Fuel for sale</span></h2>
+<ul class="v"></ul></section>
 </main>
 <footer><span id="updated"></span> <span id="conn"></span></footer>
 <noscript><p>Sidan behöver JavaScript. / This page needs JavaScript.</p></noscript>

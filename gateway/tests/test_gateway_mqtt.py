@@ -84,7 +84,7 @@ async def api(gw: Gateway, path: str) -> Any:
 
 async def _get_json(s: aiohttp.ClientSession, url: str) -> Any:
     async with s.get(url) as r:
-        assert r.status == 200, path
+        assert r.status == 200, url
         return await r.json()
 
 

@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 from gw_samples import SITES, TS, Clock, birth, event, raw, state, status, will
-
 from web_login import PASSWORD, add_user
 
 from gateway.ingest import Ingest
