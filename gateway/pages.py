@@ -148,7 +148,8 @@ def _safe_next(value: str) -> str:
 
 def _login_form(next_url: str, token: str, message: str = "") -> str:
     msg = f'<p class="error" role="alert">{message}</p>' if message else ""
-    return f"""{msg}
+    sub = both("Kommunens översikt över SOT-punkterna", "The municipality's SOT-point dashboard")
+    return f"""<p class="sub">{sub}</p>{msg}
 <form method="post" action="/login" class="login">
 <input type="hidden" name="login_csrf" value="{e(token)}">
 <input type="hidden" name="next" value="{e(next_url)}">
@@ -509,7 +510,7 @@ async def site_page(request: web.Request) -> web.Response:
         f'<li class="muted">{both("Inga öppna larm", "No open alerts")}</li>'
     body = f"""
 <p><a href="/signage/{e(sid)}">{both("Skylt för allmänheten", "Public signage")}</a></p>
-<table class="sites"><tbody>{_row(summary)}</tbody></table>
+{overview_table(request, [summary])}
 <h2>{both("Bränsle och drifttid kvar", "Fuel and runtime left")}</h2>
 {history_chart(hist)}
 <h2>{both("Krismeddelanden", "Crisis messages")}</h2>

@@ -142,4 +142,4 @@ def test_crisis_message_from_dashboard_to_panel_and_signage_and_back(
         dash.goto(f"{base}/sites/{SITE}")
         dash.wait_for_selector("svg.chart, p.muted")
         assert "Krismeddelanden" in dash.content()
-        dash.screenshot(path=shot(tmp_path, "site-page.png"), full_page=True)
+        dash.screenshot(path=str(tmp_path / "site-page-live.png"), full_page=True)

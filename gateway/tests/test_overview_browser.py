@@ -37,6 +37,15 @@ def seeded_store(path: Path) -> tuple[SqliteStore, Ingest]:
     db = SqliteStore(path)
     db.upsert_sites(SiteInfo(s.id, s.name, s.municipality, s.lat, s.lon,
                              s.mqtt["heartbeat_s"]) for s in load_sites().values())
+    # Kall's last twelve hours on backup power, every 30 min, for the chart on its page
+    t = {"now": TS - 12 * 3600.0}
+    hist = Ingest(db, lambda: t["now"])
+    hist.handle("sot/v1/are-kall/birth", raw(birth(ts=TS - 12 * 3600, seq=1)))
+    for i in range(24):
+        t["now"] = TS - 12 * 3600 + i * 1800
+        hist.handle("sot/v1/are-kall/state", raw(state(
+            ts=int(t["now"]), seq=2 + i, fuel={"pct": 92.0 - 1.25 * i,
+                                             "hours_left": 110.0 - 1.6 * i})))
     ing = Ingest(db, lambda: TS + 20)
     for site, over in (
         ("are-kall", {}),
@@ -99,6 +108,9 @@ def test_login_and_overview_in_headless_chromium(tmp_path: Path):
         png = shot_path(tmp_path, "overview.png")
         page.screenshot(path=str(png), full_page=True)
         assert png.stat().st_size > 10_000
+        page.goto(base + "/sites/are-kall")
+        assert page.locator("svg.chart .fuel polyline").count() == 1
+        page.screenshot(path=str(shot_path(tmp_path, "site-page.png")), full_page=True)
         # the viewer sees no compose form and no audit log
         page.goto(base + "/crisis")
         assert page.locator("form.compose").count() == 0
