@@ -84,6 +84,15 @@ def test_send_update_ack_withdraw_through_the_api(tmp_path: Path):
                               headers=h) as r:
                 assert r.status == 400
             assert len(broker.sent) == n
+            # the compose form: refused with the reason, the text kept (escaped) for fixing
+            async with s.post(base + "/crisis", data={
+                    "csrf": csrf, "site": "are-kall", "severity": "info", "from": "Åre kommun",
+                    "sv": "<script>alert(1)</script>" + "x" * 300}) as r:
+                page = await r.text()
+                assert r.status == 400
+            assert "för lång: 325 tecken, högst 280" in page
+            assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
+            assert len(broker.sent) == n
 
             # the staff at Kall press OK
             db.add_crisis_ack("are-kall", {"id": mid, "boot": 1, "seq": 5, "ts": int(NOW) + 3},
