@@ -168,9 +168,10 @@ class CrisisSender:
         done = []
         body = msg.encoded()
         self.store.save_crisis(msg.payload(), actor, self.clock())
+        sent_at = self.clock()  # the gateway's clock, as the acks' receive times are
         for site in sites:
             if self.publisher.publish(topic(site, msg.id), body, retain=True):
-                self.store.record_crisis_sent(site, msg.id, float(msg.ts), actor=actor)
+                self.store.record_crisis_sent(site, msg.id, sent_at, actor=actor)
                 done.append(site)
                 if self.on_change:
                     self.on_change(site)

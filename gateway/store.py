@@ -597,7 +597,8 @@ class SqliteStore:
         unacked: dict[str, list[tuple[str, float]]] = {}
         for r in self._db.execute(
                 "SELECT c.site, c.crisis_id, c.ts FROM crisis_sent c WHERE NOT EXISTS "
-                "(SELECT 1 FROM crisis_acks a WHERE a.site = c.site AND a.crisis_id = c.crisis_id)"
+                "(SELECT 1 FROM crisis_acks a WHERE a.site = c.site AND a.crisis_id = c.crisis_id "
+                "AND a.received >= c.ts)"
                 + ("" if site is None else " AND c.site = ?") + " ORDER BY c.ts", args):
             unacked.setdefault(r[0], []).append((r[1], float(r[2])))
         return [SiteSnapshot(

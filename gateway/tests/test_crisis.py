@@ -100,6 +100,7 @@ def test_send_update_ack_withdraw_through_the_api(tmp_path: Path):
             async with s.get(f"{base}/api/crisis/{mid}") as r:
                 d = {x["site"]: x for x in (await r.json())["delivery"]}
             assert d["are-kall"]["acked"] == NOW + 3
+            assert db.snapshots("are-kall")[0].crisis_unacked == ()
             # an update is new text for the same id: it needs a new acknowledgement
             clock.t = NOW + 60
             async with s.post(f"{base}/api/crisis/{mid}", json={**body, "sv": "Nu är det klart"},
@@ -109,6 +110,8 @@ def test_send_update_ack_withdraw_through_the_api(tmp_path: Path):
             async with s.get(f"{base}/api/crisis/{mid}") as r:
                 d = {x["site"]: x for x in (await r.json())["delivery"]}
             assert d["are-kall"]["acked"] is None
+            # ... and the alert rule crisis_ack_missing waits for it again, as the page does
+            assert [c for c, _ in db.snapshots("are-kall")[0].crisis_unacked] == [mid]
             # the pages show the text escaped, never as markup
             async with s.get(f"{base}/crisis/{mid}") as r:
                 page = await r.text()
