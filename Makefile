@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: demo test check lint bench bench-memory bench-alerts firmware clean setup
+.PHONY: demo test check lint bench bench-memory bench-alerts bench-crisis firmware clean setup
 
 setup:
 	@scripts/bootstrap.sh
@@ -20,12 +20,16 @@ bench: setup
 	$(BIN)/python -m hil_tests.bench.bench_poll $(ARGS)
 	$(BIN)/python -m hil_tests.bench.bench_memory
 	$(BIN)/python -m hil_tests.bench.bench_alerts
+	$(BIN)/python -m hil_tests.bench.bench_crisis
 
 bench-memory: setup
 	$(BIN)/python -m hil_tests.bench.bench_memory $(ARGS)
 
 bench-alerts: setup
 	$(BIN)/python -m hil_tests.bench.bench_alerts $(ARGS)
+
+bench-crisis: setup
+	$(BIN)/python -m hil_tests.bench.bench_crisis $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check gateway hil_tests

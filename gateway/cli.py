@@ -8,8 +8,10 @@ sot firmware build [--out DIR] [--march xtensawin|armv6m] compile the firmware t
 sot sites [--db PATH]                                     every site: connection, mode, fuel
 sot alerts [--all] [--db PATH]                            open alerts (--all: recent of any kind)
 sot ack ALERT [--by NAME] [--note TEXT] [--db PATH]       acknowledge an alert (id or key)
+sot user add NAME --role viewer|coordinator|admin [--password-file F]   add or change a user
+sot user list | sot user remove NAME                      dashboard users (kept in the database)
 
-sites/alerts/ack work on the running gateway's database: the path from --config
+sites/alerts/ack/user work on the running gateway's database: the path from --config
 (config/gateway.toml) [store] path, or --db.
 """
 
@@ -68,7 +70,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     return asyncio.run(service.serve_forever(Path(args.config)))
 
 
-def _open_store(args: argparse.Namespace) -> Any:
+def _open_store(args: argparse.Namespace, create: bool = False) -> Any:
     from gateway import service
     from gateway.store import SqliteStore
 
@@ -77,7 +79,7 @@ def _open_store(args: argparse.Namespace) -> Any:
     else:
         cfg = service.with_defaults(service.load_config(args.config))
         path = service._resolve(cfg["store"]["path"], config.REPO_ROOT)
-    if not path.exists():
+    if not path.exists() and not create:
         raise SystemExit(f"sot: no database at {path} (is the gateway running? --db PATH)")
     return SqliteStore(path)
 
@@ -151,6 +153,56 @@ def _cmd_ack(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_password(path: str | None) -> str:
+    """From a file (first line), or asked twice on the terminal; never from the command line,
+    where it would land in the shell history and the process list."""
+    import getpass
+
+    if path:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        return lines[0] if lines else ""
+    first = getpass.getpass("Lösenord / password: ")
+    if getpass.getpass("Igen / again: ") != first:
+        raise SystemExit("sot: lösenorden skiljer sig / the passwords differ")
+    return first
+
+
+def _cmd_user(args: argparse.Namespace) -> int:
+    import time
+
+    from gateway import auth
+
+    if args.action == "add":
+        if not auth.valid_username(args.name):
+            print("sot: användarnamn: a-z 0-9 . _ -, högst 64 / user name: a-z 0-9 . _ -, "
+                  "at most 64", file=sys.stderr)
+            return 2
+        password = read_password(args.password_file)
+        try:
+            pwhash = auth.hash_password(password)
+        except ValueError as e:
+            print(f"sot: {e}", file=sys.stderr)
+            return 2
+    store = _open_store(args, create=args.action == "add")
+    try:
+        if args.action == "add":
+            store.put_user(args.name, args.role, pwhash, time.time())
+            store.add_audit(time.time(), "cli", "user_set", args.name, args.role)
+            print(f"användare / user {args.name}: {args.role}")
+        elif args.action == "remove":
+            if not store.remove_user(args.name):
+                print(f"sot: ingen användare / no user {args.name!r}", file=sys.stderr)
+                return 1
+            store.add_audit(time.time(), "cli", "user_removed", args.name)
+            print(f"borttagen / removed: {args.name}")
+        else:
+            for u in store.users():
+                print(f"{u['name']:<24} {u['role']:<12} {_when(u['created'])}")
+    finally:
+        store.close()
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway import demo
 
@@ -214,6 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default=None)
     store_args(p)
     p.set_defaults(func=_cmd_ack)
+
+    p = sub.add_parser("user", help="dashboard users (no user exists until you add one)")
+    usub = p.add_subparsers(dest="action", required=True)
+    pu = usub.add_parser("add", help="add a user, or set the role and password of one")
+    pu.add_argument("name")
+    pu.add_argument("--role", required=True, choices=["viewer", "coordinator", "admin"])
+    pu.add_argument("--password-file", default=None,
+                    help="read the password from this file's first line (default: ask)")
+    store_args(pu)
+    pu = usub.add_parser("remove", help="remove a user")
+    pu.add_argument("name")
+    store_args(pu)
+    pu = usub.add_parser("list", help="list users and roles")
+    store_args(pu)
+    p.set_defaults(func=_cmd_user)
 
     p = sub.add_parser("config", help="validate or compile configuration")
     csub = p.add_subparsers(dest="action", required=True)

@@ -37,6 +37,21 @@ STATUS_EVERY = 5.0
 HEARTBEAT_S = 5  # faster than the shipped 30 s so the page moves while you watch
 
 
+DEMO_USER = "samordnare"
+
+
+def create_demo_user(gateway: Gateway) -> str:
+    """A coordinator with a fresh random password: there are no default passwords."""
+    import secrets
+
+    from gateway.auth import hash_password
+
+    password = secrets.token_urlsafe(12)
+    assert gateway.store is not None
+    gateway.store.put_user(DEMO_USER, "coordinator", hash_password(password), time.time())
+    return password
+
+
 def _fmt(row: dict[str, Any]) -> str:
     def num(v: Any, unit: str) -> str:
         return "–" if v is None else f"{v:.0f}{unit}" if unit == "%" else f"{v:.1f}{unit}"
@@ -115,6 +130,7 @@ async def run(
             config_dir=config_dir,
         )
         await gateway.start()
+        demo_password = create_demo_user(gateway)
         for sid, site in sites.items():
             sim = SimulatedSite(
                 site,
@@ -132,6 +148,10 @@ async def run(
             f"""
 SOT-punkt demo: {len(sims)} sites, Mosquitto on 127.0.0.1:{broker.port}
   Översikt / overview:  {url}
+    logga in / log in as "{DEMO_USER}" with password {demo_password}
+    (a coordinator made for this demo only; a new password each run)
+  Krismeddelanden / crisis messages: {url}crisis
+  Skylt / signage:      {url}signage/are-kall  (public, no login)
   JSON API:             {url}api/sites
   CAP feed of active alerts: {url}cap.atom    alerts as JSON: {url}api/alerts
   Notifications (the demo's contacts write here): {workdir / "notifications.jsonl"}

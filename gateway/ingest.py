@@ -423,6 +423,18 @@ class MqttIngest:
     def _status(self, state: str) -> str:
         return json.dumps({"state": state, "ts": int(self.clock())})
 
+    def is_connected(self) -> bool:
+        return self.connected.is_set()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool) -> bool:
+        """Publish QoS 1 through this session (the crisis-message sender uses it). True when
+        paho accepted it while connected: it then stays in the session until the PUBACK, and is
+        resent after a reconnect. False when the broker is not connected: nothing is queued."""
+        if not self.connected.is_set():
+            return False
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
     # paho's network thread -------------------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,

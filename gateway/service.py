@@ -12,6 +12,11 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
             base_url (link in notifications and CAP; default the web site's own address),
             cap_sender (CAP <sender> and identifier prefix)
     [smtp]  host, port, sender, starttls, user, password: the e-mail notifier's server
+    [web]   session_h (12: a login lasts this long), secure_cookie (false; set true behind
+            TLS), login_max_per_user (5) and login_max_per_ip (20) failures within
+            login_window_s (900) lock the name or address out for lockout_s (900)
+
+Dashboard users are kept in the store (`sot user add NAME --role ROLE`); there is no default.
 
 Missing keys take the defaults in `DEFAULTS`. Everything listens on what the configuration
 names; the shipped file says 127.0.0.1.
@@ -33,8 +38,11 @@ from aiohttp import web
 from .alerts.config import AlertConfig, default_rules, load_alert_config, load_rules
 from .alerts.engine import AlertEngine
 from .alerts.notify import EmailSender, FileSender, Sender, SmtpSettings, WebhookSender
+from .auth import LoginThrottle
 from .config import REPO_ROOT, load_sites
+from .crisis import CrisisSender
 from .ingest import CRISIS_ACK, Ingest, MqttIngest
+from .signage import SiteBus
 from .store import SiteInfo, SqliteStore
 from .web import make_app
 
@@ -50,6 +58,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                "files_dir": "var", "base_url": None, "cap_sender": "sot-gateway"},
     "smtp": {"host": "127.0.0.1", "port": 25, "sender": "sot-gateway@localhost",
              "starttls": False, "user": None, "password": None},
+    "web": {"session_h": 12.0, "secure_cookie": False, "login_max_per_user": 5,
+            "login_max_per_ip": 20, "login_window_s": 900.0, "lockout_s": 900.0},
 }
 
 
@@ -94,6 +104,8 @@ class Gateway:
         self.http_port: int | None = None
         self.engine: AlertEngine | None = None
         self._runner: web.AppRunner | None = None
+        self.bus = SiteBus()
+        self.crisis: CrisisSender | None = None
 
     def alert_config(self, config_dir: Path) -> AlertConfig:
         a = self.config["alerts"]
@@ -139,26 +151,40 @@ class Gateway:
         a = cfg["alerts"]
         alert_config = self.alert_config(config_dir) if a["enabled"] else None
 
+        w = cfg["web"]
+        # The sender publishes through the MQTT session created below (`self.mqtt`).
+        self.crisis = CrisisSender(self.store, _MqttRef(self), self.clock,
+                                   on_change=self.bus.notify)
+        throttle = LoginThrottle(self.clock, window_s=float(w["login_window_s"]),
+                                 max_per_user=int(w["login_max_per_user"]),
+                                 max_per_ip=int(w["login_max_per_ip"]),
+                                 lockout_s=float(w["lockout_s"]))
         app = make_app(self.store, self.clock, self._stats, cap_sender=a["cap_sender"],
-                       base_url=a["base_url"] or "")
+                       base_url=a["base_url"] or "", crisis=self.crisis, bus=self.bus,
+                       throttle=throttle, session_s=float(w["session_h"]) * 3600,
+                       secure_cookie=bool(w["secure_cookie"]))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg["http"]["host"], int(cfg["http"]["port"]))
         await site.start()
         self.http_port = int(self._runner.addresses[0][1])
 
+        engine: AlertEngine | None = None
         if alert_config is not None:
             base_url = a["base_url"] or f"http://{cfg['http']['host']}:{self.http_port}/"
-            self.engine = AlertEngine(self.store, alert_config, self.clock,
-                                      senders=self.senders(), tick_s=float(a["tick_s"]),
-                                      base_url=base_url, name=a["cap_sender"])
-            engine = self.engine
+            self.engine = engine = AlertEngine(self.store, alert_config, self.clock,
+                                               senders=self.senders(), tick_s=float(a["tick_s"]),
+                                               base_url=base_url, name=a["cap_sender"])
+        bus = self.bus
 
-            def on_stored(site: str, subtopic: str) -> None:
-                if subtopic in ("state", "status", "birth", CRISIS_ACK):
+        def on_stored(site: str, subtopic: str) -> None:
+            if subtopic in ("state", "status", "birth", CRISIS_ACK):
+                if engine is not None:
                     engine.mark(site)
+                bus.notify(site)  # the site's signage streams look again
 
-            self.ingest.on_stored = on_stored
+        self.ingest.on_stored = on_stored
+        if engine is not None:
             engine.start()
 
         m = cfg["mqtt"]
@@ -200,6 +226,22 @@ class Gateway:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class _MqttRef:
+    """The gateway's MQTT session as the crisis sender sees it: publishing goes through the one
+    client the gateway owns (STYLE.md point 4), whichever session object is current."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def is_connected(self) -> bool:
+        m = self.gateway.mqtt
+        return m is not None and m.is_connected()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool) -> bool:
+        m = self.gateway.mqtt
+        return m is not None and m.publish(topic, payload, retain=retain)
 
 
 async def serve(config: dict[str, Any], stop_event: asyncio.Event, *,

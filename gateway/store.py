@@ -26,6 +26,9 @@ What is kept:
 - `audit`: who did what (acknowledgements, crisis messages sent, notifications given up).
 - `crisis_sent`, `crisis_acks`: crisis messages the gateway sent to a site, and the staff's
   acknowledgements from the panel, these once per (site, boot, seq).
+- `crisis_messages`: the text of each crisis message as last sent (JSON payload), who sent it,
+  and when it was withdrawn.
+- `users`: dashboard users with role and scrypt hash (`gateway/auth.py`); never in git.
 
 Durability: WAL journal with `synchronous=FULL`, so a message is on disk when its call returns
 (the MQTT ingest acknowledges a message to the broker only after that). One connection, used
@@ -195,6 +198,20 @@ class Store(Protocol):
     def record_crisis_sent(self, site: str, crisis_id: str, ts: float,
                            actor: str = "gateway") -> None: ...
     def add_crisis_ack(self, site: str, msg: dict[str, Any], received: float) -> bool: ...
+    # the dashboard: users and the crisis messages' text and delivery
+    def withdraw_crisis(self, site: str, crisis_id: str, ts: float,
+                        actor: str = "gateway") -> None: ...
+    def save_crisis(self, payload: dict[str, Any], actor: str, now: float) -> None: ...
+    def mark_crisis_withdrawn(self, crisis_id: str, now: float) -> None: ...
+    def crisis_message(self, crisis_id: str) -> dict[str, Any] | None: ...
+    def crisis_messages(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def crisis_sites(self, crisis_id: str) -> list[str]: ...
+    def crisis_delivery(self, crisis_id: str | None = None,
+                        site: str | None = None) -> list[dict[str, Any]]: ...
+    def put_user(self, name: str, role: str, pwhash: str, now: float) -> None: ...
+    def user(self, name: str) -> dict[str, Any] | None: ...
+    def users(self) -> list[dict[str, Any]]: ...
+    def remove_user(self, name: str) -> bool: ...
 
 
 # Each entry moves the schema one version up; `PRAGMA user_version` records how many ran.
@@ -349,6 +366,22 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (site, boot, seq)
     );
     CREATE INDEX crisis_acks_site_id ON crisis_acks (site, crisis_id);
+    """,
+    # 3: dashboard users, and the text of the crisis messages the gateway sent.
+    """
+    CREATE TABLE users (
+        name    TEXT PRIMARY KEY,
+        role    TEXT NOT NULL CHECK (role IN ('viewer', 'coordinator', 'admin')),
+        pwhash  TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE crisis_messages (
+        id         TEXT PRIMARY KEY,
+        payload    TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        updated    REAL NOT NULL,
+        withdrawn  REAL
+    );
     """,
 )
 
@@ -564,7 +597,8 @@ class SqliteStore:
         unacked: dict[str, list[tuple[str, float]]] = {}
         for r in self._db.execute(
                 "SELECT c.site, c.crisis_id, c.ts FROM crisis_sent c WHERE NOT EXISTS "
-                "(SELECT 1 FROM crisis_acks a WHERE a.site = c.site AND a.crisis_id = c.crisis_id)"
+                "(SELECT 1 FROM crisis_acks a WHERE a.site = c.site AND a.crisis_id = c.crisis_id "
+                "AND a.received >= c.ts)"
                 + ("" if site is None else " AND c.site = ?") + " ORDER BY c.ts", args):
             unacked.setdefault(r[0], []).append((r[1], float(r[2])))
         return [SiteSnapshot(
@@ -765,6 +799,77 @@ class SqliteStore:
                  msg.get("by"), received))
         return cur.rowcount == 1
 
+    def save_crisis(self, payload: dict[str, Any], actor: str, now: float) -> None:
+        """The text of a message as last sent (a new one, or an update of the same id)."""
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO crisis_messages (id, payload, created_by, updated) VALUES "
+                "(?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET payload = excluded.payload, "
+                "updated = excluded.updated, withdrawn = NULL",
+                (payload["id"], json.dumps(payload, ensure_ascii=False), actor, now))
+
+    def mark_crisis_withdrawn(self, crisis_id: str, now: float) -> None:
+        with self._tx():
+            self._db.execute("UPDATE crisis_messages SET withdrawn = ? WHERE id = ?",
+                             (now, crisis_id))
+
+    def crisis_message(self, crisis_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM crisis_messages WHERE id = ?",
+                               (crisis_id,)).fetchone()
+        return None if row is None else _crisis_row(row)
+
+    def crisis_messages(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first, withdrawn ones included (with `withdrawn` set)."""
+        return [_crisis_row(r) for r in self._db.execute(
+            "SELECT * FROM crisis_messages ORDER BY updated DESC LIMIT ?", (int(limit),))]
+
+    def crisis_sites(self, crisis_id: str) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT site FROM crisis_sent WHERE crisis_id = ? ORDER BY site", (crisis_id,))]
+
+    def crisis_delivery(self, crisis_id: str | None = None,
+                        site: str | None = None) -> list[dict[str, Any]]:
+        """Per (site, message) still out there: when sent, and the staff's acknowledgement of
+        this version (an ack received before the last update acknowledged older text)."""
+        clauses, args = [], []
+        if crisis_id is not None:
+            clauses.append("c.crisis_id = ?")
+            args.append(crisis_id)
+        if site is not None:
+            clauses.append("c.site = ?")
+            args.append(site)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return [dict(r) for r in self._db.execute(
+            "SELECT c.site, c.crisis_id, c.ts AS sent, "
+            "(SELECT MIN(a.received) FROM crisis_acks a WHERE a.site = c.site "
+            " AND a.crisis_id = c.crisis_id AND a.received >= c.ts) AS acked, "
+            "(SELECT a.by FROM crisis_acks a WHERE a.site = c.site AND a.crisis_id = c.crisis_id "
+            " AND a.received >= c.ts ORDER BY a.id LIMIT 1) AS acked_by "
+            f"FROM crisis_sent c {where} ORDER BY c.ts DESC, c.site", args)]
+
+    # --- users -------------------------------------------------------------------------------
+
+    def put_user(self, name: str, role: str, pwhash: str, now: float) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO users (name, role, pwhash, created) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET role = excluded.role, pwhash = excluded.pwhash",
+                (name, role, pwhash, now))
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT name, role, pwhash, created FROM users WHERE name = ?",
+                               (name,)).fetchone()
+        return None if row is None else dict(row)
+
+    def users(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute(
+            "SELECT name, role, created FROM users ORDER BY name")]
+
+    def remove_user(self, name: str) -> bool:
+        with self._tx():
+            cur = self._db.execute("DELETE FROM users WHERE name = ?", (name,))
+        return cur.rowcount == 1
+
     def crisis_acks(self, site: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute(
             "SELECT crisis_id, boot, seq, ts, by, received FROM crisis_acks WHERE site = ? "
@@ -804,6 +909,11 @@ def _alert(row: sqlite3.Row) -> AlertRecord:
     values = {f: row[f] for f in ALERT_FIELDS}
     values["data"] = json.loads(row["data"] or "{}")
     return AlertRecord(id=row["id"], **values)
+
+
+def _crisis_row(row: sqlite3.Row) -> dict[str, Any]:
+    return {**json.loads(row["payload"]), "created_by": row["created_by"],
+            "updated": row["updated"], "withdrawn": row["withdrawn"]}
 
 
 def _payload(raw: str | None, received: float | None) -> dict[str, Any] | None:

@@ -1,19 +1,21 @@
-"""The gateway's HTTP side: a JSON API and one overview page, both read-only.
+"""The gateway's HTTP side: the coordinators' dashboard, the public signage pages and the JSON
+API behind both. Every route is listed, with its role, in `gateway/openapi.json` (served at
+`/api/openapi.json`; a test keeps the two in step).
 
-    GET /                            overview, one row per site (Swedish first, English second)
-    GET /api/sites                   list of site summaries (store.sites_overview)
-    GET /api/sites/{id}              summary plus latest status, birth and state
-    GET /api/sites/{id}/events?limit=N   newest first, 1 <= N <= 500 (default 50)
-    GET /api/stats                   ingest counters plus store counts
-    GET /api/alerts[?all=1]          open alerts (all=1: the newest 500 of any status)
-    GET /api/alerts/{id}             one alert with its acknowledgements and notifications
-    GET /cap.atom                    Atom feed of the active alerts as CAP 1.2 documents
-    GET /cap/{id}.xml                one alert as a CAP 1.2 document
+Who may do what (gateway/auth.py):
+    public       /login, /signage/<site> (+ /events, /api/signage/<site>), /static/*, the CAP
+                 feed (/cap.atom, /cap/<id>.xml: made for other alerting systems to read),
+                 /api/openapi.json, POST /api/login
+    viewer       everything else that reads: overview, site pages, alerts, crisis messages, API
+    coordinator  acknowledge alerts, send, update and withdraw crisis messages
+    admin        the audit log
 
-The page is rendered on the server and reloads itself every 5 s with a meta refresh: no
-JavaScript, and a Content-Security-Policy that allows none. Everything that came from MQTT or
-configuration is HTML-escaped. A stale or lost site still shows its last known values, greyed
-and labelled, never as current (STYLE.md point 5).
+Every POST needs the session's CSRF token (form field `csrf` or header `X-CSRF-Token`); a
+missing session gives 401 (API) or a redirect to /login (pages). Pages are rendered on the
+server; everything that came from MQTT, configuration or a user is HTML-escaped. The only
+scripts are files under /static/, so the Content-Security-Policy allows no inline script at all.
+A stale or lost site still shows its last known values, greyed and labelled, never as current
+(STYLE.md point 5, RELIABILITY.md A6).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from typing import Any
 from aiohttp import web
 
 from .alerts.cap import atom_feed, cap_document, feed_alerts
+from .auth import LoginThrottle, Session, Sessions, csrf_ok, role_at_least
+from .crisis import CrisisSender
+from .signage import SiteBus
 from .store import MAX_EVENTS_LIMIT, AlertRecord, Store
 
 REFRESH_S = 5
@@ -36,6 +41,84 @@ CLOCK = web.AppKey("clock", Callable[[], float])
 INGEST_STATS = web.AppKey("ingest_stats", Callable[[], dict[str, Any]])
 CAP_SENDER = web.AppKey("cap_sender", str)
 BASE_URL = web.AppKey("base_url", str)
+SESSIONS = web.AppKey("sessions", Sessions)
+THROTTLE = web.AppKey("throttle", LoginThrottle)
+BUS = web.AppKey("bus", SiteBus)
+CRISIS = web.AppKey("crisis", CrisisSender)
+SECURE_COOKIE = web.AppKey("secure_cookie", bool)
+
+SESSION = web.RequestKey("session", Session)
+SESSION_COOKIE = "sot_session"
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+# Handlers that need more than a logged-in viewer, or less (public); set by the decorators.
+_ROLE: dict[Any, str] = {}
+
+
+def public(handler: Any) -> Any:
+    _ROLE[handler] = "public"
+    return handler
+
+
+def needs(role: str) -> Callable[[Any], Any]:
+    def mark(handler: Any) -> Any:
+        _ROLE[handler] = role
+        return handler
+    return mark
+
+
+def session_of(request: web.Request) -> Session | None:
+    return request.get(SESSION)
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/")
+
+
+@web.middleware
+async def security(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Authentication, role check, CSRF check, and the security headers on every answer."""
+    app = request.app
+    session = app[SESSIONS].get(request.cookies.get(SESSION_COOKIE))
+    if session is not None:
+        request[SESSION] = session
+    route = request.match_info.route
+    need = _ROLE.get(getattr(route, "handler", None), "viewer")
+    if need != "public":
+        if session is None:
+            if _is_api(request) or request.method != "GET":
+                return _headers(web.json_response(
+                    {"error": "login required / inloggning krävs"}, status=401))
+            target = request.path_qs if request.path != "/" else "/"
+            raise web.HTTPSeeOther(f"/login?next={_quote(target)}")
+        if not role_at_least(session.role, need):
+            return _headers(web.json_response(
+                {"error": f"needs role {need} / kräver rollen {need}"}, status=403))
+        if request.method == "POST":
+            token = request.headers.get("X-CSRF-Token")
+            if token is None and request.content_type in (
+                    "application/x-www-form-urlencoded", "multipart/form-data"):
+                token = str((await request.post()).get("csrf", ""))
+            if not csrf_ok(session, token):
+                return _headers(web.json_response(
+                    {"error": "bad or missing CSRF token / ogiltig CSRF-token"}, status=403))
+    response = await handler(request)
+    return _headers(response)
+
+
+def _headers(response: web.StreamResponse) -> web.StreamResponse:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _quote(path: str) -> str:
+    from urllib.parse import quote
+    return quote(path, safe="/")
 
 
 def _local_tz() -> tzinfo:
@@ -75,22 +158,41 @@ GENSET: dict[str, tuple[str, str]] = {
 
 def make_app(store: Store, clock: Callable[[], float] = time.time,
              ingest_stats: Callable[[], dict[str, Any]] = dict, *,
-             cap_sender: str = "sot-gateway", base_url: str = "") -> web.Application:
-    app = web.Application()
+             cap_sender: str = "sot-gateway", base_url: str = "",
+             crisis: CrisisSender | None = None, bus: SiteBus | None = None,
+             throttle: LoginThrottle | None = None, session_s: float = 12 * 3600,
+             secure_cookie: bool = False) -> web.Application:
+    """The whole web side. `crisis` publishes crisis messages (None: the send form answers 503,
+    as does a gateway without a broker connection); `bus` wakes the signage streams."""
+    from . import pages
+
+    app = web.Application(middlewares=[security], client_max_size=64 * 1024)
     app[STORE] = store
     app[CLOCK] = clock
     app[INGEST_STATS] = ingest_stats
     app[CAP_SENDER] = cap_sender
     app[BASE_URL] = base_url
-    app.router.add_get("/api/alerts", api_alerts)
-    app.router.add_get("/api/alerts/{id}", api_alert)
-    app.router.add_get("/cap.atom", cap_feed)
-    app.router.add_get("/cap/{id}.xml", cap_one)
-    app.router.add_get("/", overview_page)
-    app.router.add_get("/api/sites", api_sites)
-    app.router.add_get("/api/sites/{id}", api_site)
-    app.router.add_get("/api/sites/{id}/events", api_events)
-    app.router.add_get("/api/stats", api_stats)
+    app[SESSIONS] = Sessions(clock, session_s)
+    app[THROTTLE] = throttle or LoginThrottle(clock)
+    app[BUS] = bus or SiteBus()
+
+    async def end_streams(app: web.Application) -> None:
+        await app[BUS].close()
+
+    app.on_shutdown.append(end_streams)
+    app[CRISIS] = crisis or CrisisSender(store, None, clock)
+    app[SECURE_COOKIE] = secure_cookie
+    r = app.router
+    r.add_get("/api/alerts", api_alerts)
+    r.add_get("/api/alerts/{id}", api_alert)
+    r.add_get("/cap.atom", cap_feed)
+    r.add_get("/cap/{id}.xml", cap_one)
+    r.add_get("/", pages.overview_page)
+    r.add_get("/api/sites", api_sites)
+    r.add_get("/api/sites/{id}", api_site)
+    r.add_get("/api/sites/{id}/events", api_events)
+    r.add_get("/api/stats", api_stats)
+    pages.add_routes(app)
     return app
 
 
@@ -169,6 +271,7 @@ async def api_alert(request: web.Request) -> web.Response:
                               "notifications": store.notifications(a.id)})
 
 
+@public
 async def cap_feed(request: web.Request) -> web.Response:
     app = request.app
     body = atom_feed(app[STORE].alerts(), sender=app[CAP_SENDER], now=app[CLOCK](),
@@ -177,6 +280,7 @@ async def cap_feed(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "no-store"})
 
 
+@public
 async def cap_one(request: web.Request) -> web.Response:
     a = _alert_or_404(request)
     if isinstance(a, web.Response):
@@ -289,77 +393,3 @@ def _row(site: dict[str, Any]) -> str:
     row_cls = "current" if current else "notcurrent"
     return (f'<tr class="{row_cls}" data-site="{e(site["id"])}">{place}{contact}{mode}{grid}'
             f'{genset}{fuel}{hours_cell}{dev}{updated}</tr>')
-
-
-PAGE_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5rem;color:#1b1b1b;
-background:#f6f6f3}
-h1{font-size:1.5rem;margin:0 0 .25rem}
-p.sub{margin:0 0 1rem;color:#555}
-table{border-collapse:collapse;width:100%;background:#fff;box-shadow:0 1px 3px #0002}
-th,td{padding:.55rem .6rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
-th{background:#24324a;color:#fff;font-weight:600;font-size:.9rem}
-.en{color:#666;font-weight:normal}
-th .en{color:#c9d3e6}
-.site .name{display:block;font-weight:600}
-.site .muni,.when .age,.mode .note{display:block;font-size:.85rem;color:#555}
-.num{text-align:right;white-space:nowrap}
-.mode{font-weight:600;border-left:.5rem solid transparent}
-.mode.ok{background:#dff3e2;border-left-color:#2e8b3d}
-.mode.warn{background:#fff0d6;border-left-color:#e08a00}
-.mode.backup{background:#fff9c9;border-left-color:#c7a600}
-.mode.alarm{background:#fbdcdc;border-left-color:#c62828}
-.mode.degraded{background:#ece4f4;border-left-color:#7b5ea7}
-.contact.lost,.devices.bad,.low{color:#b71c1c;font-weight:600}
-.contact.stale,.contact.nodata{color:#8a5a00;font-weight:600}
-.contact.ok{color:#2e7d32}
-tr.notcurrent td{color:#777}
-tr.notcurrent .mode{background:#eee;border-left-color:#999}
-footer{margin-top:1rem;font-size:.85rem;color:#555}
-"""
-
-
-def render_overview(sites: list[dict[str, Any]], now: float) -> str:
-    head = "".join(f"<th>{both(sv, en)}</th>" for sv, en in (
-        ("Plats", "Site"), ("Kontakt", "Connection"), ("Läge", "Mode"),
-        ("Nätström", "Grid"), ("Reservkraft", "Backup power"), ("Bränsle", "Fuel"),
-        ("Timmar kvar", "Hours left"), ("Enheter", "Devices"),
-        ("Senast uppdaterad", "Last update")))
-    rows = "\n".join(_row(s) for s in sites) or \
-        f'<tr><td colspan="9">{both("Inga platser konfigurerade", "No sites configured")}</td></tr>'
-    tz_name = datetime.fromtimestamp(now, TZ).tzname() or ""
-    return f"""<!DOCTYPE html>
-<html lang="sv">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="refresh" content="{REFRESH_S}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>SOT-punkter – översikt / Overview</title>
-<style>{PAGE_CSS}</style>
-</head>
-<body>
-<h1>SOT-punkter – översikt <span class="en">/ Overview</span></h1>
-<p class="sub">{both("Service- och trygghetspunkter: ström, reservkraft och bränsle",
-                     "Service and safety points: power, backup power and fuel")}</p>
-<table>
-<thead><tr>{head}</tr></thead>
-<tbody>
-{rows}
-</tbody>
-</table>
-<footer>{both(f"Uppdateras var {REFRESH_S}:e sekund", f"Refreshes every {REFRESH_S} seconds")}
-· {both("Sidan skapad", "Generated")} {e(_when(now))} {e(tz_name)}</footer>
-</body>
-</html>
-"""
-
-
-async def overview_page(request: web.Request) -> web.Response:
-    app = request.app
-    now = app[CLOCK]()
-    body = render_overview(app[STORE].sites_overview(now), now)
-    return web.Response(text=body, content_type="text/html", charset="utf-8", headers={
-        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-        "X-Content-Type-Options": "nosniff",
-        "Cache-Control": "no-store",
-    })

@@ -14,6 +14,9 @@ for arg in "$@"; do
     esac
 done
 
+# Playwright (dev dependency) drives the apt-installed Chromium; it must never fetch its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     echo "bootstrap: Python 3.11 or newer is needed (found: $("$PY" --version 2>&1))." >&2

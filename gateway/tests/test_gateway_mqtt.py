@@ -14,6 +14,7 @@ import aiohttp
 import paho.mqtt.client as mqtt
 import pytest
 from gw_samples import TS, birth, event, raw, state, status
+from web_login import add_user, login
 
 from gateway.service import Gateway
 from hil_tests.rig.broker import Broker
@@ -72,9 +73,18 @@ async def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "")
 
 
 async def api(gw: Gateway, path: str) -> Any:
-    async with aiohttp.ClientSession() as s, \
-            s.get(f"http://127.0.0.1:{gw.http_port}{path}") as r:
-        assert r.status == 200, path
+    """GET a JSON API path as a logged-in viewer."""
+    assert gw.store is not None
+    add_user(gw.store)
+    base = f"http://127.0.0.1:{gw.http_port}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        await login(s, base)
+        return await _get_json(s, base + path)
+
+
+async def _get_json(s: aiohttp.ClientSession, url: str) -> Any:
+    async with s.get(url) as r:
+        assert r.status == 200, url
         return await r.json()
 
 

@@ -1,57 +1,51 @@
-"""The overview page as a real browser renders it (headless Chromium, never a downloaded one).
+"""The dashboard as a real browser renders it (headless Chromium, never a downloaded one):
+login refused with a wrong password and locked after repeated failures, then the overview with
+its table and map.
 
-Set SOT_UPDATE_SCREENSHOTS=1 to refresh docs/img/overview.png; otherwise the screenshot goes
-to a temporary folder and only its existence is checked.
+Set SOT_UPDATE_SCREENSHOTS=1 to refresh docs/img/overview.png and docs/img/login-locked.png;
+otherwise screenshots go to a temporary folder and only their existence is checked.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from gw_samples import TS, birth, event, raw, state, status
+from web_login import PASSWORD, add_user
 
 from gateway.config import load_sites
 from gateway.ingest import Ingest
 from gateway.store import SiteInfo, SqliteStore
 from gateway.web import make_app
+from hil_tests.rig import browser
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not browser.available(), reason="needs /usr/bin/chromium and "
+                                 "playwright (scripts/bootstrap.sh --browser)")]
 
-CHROMIUM = "/usr/bin/chromium"
-DOCS_PNG = Path(__file__).resolve().parents[2] / "docs" / "img" / "overview.png"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--no-first-run",
-         "--disable-sync", "--disable-quic"]
-TIMEOUT_S = 60
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
-async def chromium(profile: Path, *args: str) -> str:
-    """Run Chromium to completion; on timeout kill it (and its helpers) by its process id."""
-    proc = await asyncio.create_subprocess_exec(
-        CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
-    except TimeoutError:
-        # start_new_session made Chromium the leader of a group of its own: its id names
-        # exactly the processes this test started.
-        os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
-        raise AssertionError(f"chromium did not finish within {TIMEOUT_S} s") from None
-    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
-    return out.decode()
+def shot_path(tmp_path: Path, name: str) -> Path:
+    return DOCS_IMG / name if os.environ.get("SOT_UPDATE_SCREENSHOTS") == "1" else tmp_path / name
 
 
 def seeded_store(path: Path) -> tuple[SqliteStore, Ingest]:
     db = SqliteStore(path)
     db.upsert_sites(SiteInfo(s.id, s.name, s.municipality, s.lat, s.lon,
                              s.mqtt["heartbeat_s"]) for s in load_sites().values())
+    # Kall's last twelve hours on backup power, every 30 min, for the chart on its page
+    t = {"now": TS - 12 * 3600.0}
+    hist = Ingest(db, lambda: t["now"])
+    hist.handle("sot/v1/are-kall/birth", raw(birth(ts=TS - 12 * 3600, seq=1)))
+    for i in range(24):
+        t["now"] = TS - 12 * 3600 + i * 1800
+        hist.handle("sot/v1/are-kall/state", raw(state(
+            ts=int(t["now"]), seq=2 + i, fuel={"pct": 92.0 - 1.25 * i,
+                                             "hours_left": 110.0 - 1.6 * i})))
     ing = Ingest(db, lambda: TS + 20)
     for site, over in (
         ("are-kall", {}),
@@ -70,36 +64,54 @@ def seeded_store(path: Path) -> tuple[SqliteStore, Ingest]:
     return db, ing
 
 
-@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="needs /usr/bin/chromium "
-                    "(scripts/bootstrap.sh --browser installs it)")
-def test_overview_in_headless_chromium(tmp_path: Path):
-    db, ing = seeded_store(tmp_path / "sot.sqlite3")
-    update = os.environ.get("SOT_UPDATE_SCREENSHOTS") == "1"
-    png = DOCS_PNG if update else tmp_path / "overview.png"
+def test_login_and_overview_in_headless_chromium(tmp_path: Path):
+    def make() -> web.Application:
+        db, ing = seeded_store(tmp_path / "sot.sqlite3")
+        add_user(db, "anna", "viewer")
+        add_user(db, "bo", "viewer")
+        app = make_app(db, lambda: TS + 25, ing.stats)
 
-    async def main() -> str:
-        runner = web.AppRunner(make_app(db, lambda: TS + 25, ing.stats), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
-        try:
-            dom = await chromium(tmp_path / "profile-dom", "--dump-dom", url)
-            png.parent.mkdir(parents=True, exist_ok=True)
-            await chromium(tmp_path / "profile-png", "--window-size=1280,800",
-                           f"--screenshot={png}", "--hide-scrollbars", url)
-            return dom
-        finally:
-            await runner.cleanup()
+        async def close(_app: web.Application) -> None:
+            db.close()
 
-    try:
-        dom = asyncio.run(main())
-    finally:
-        db.close()
-    for name in ("Kall", "Hede", "Föllinge", "Åre", "Härjedalen", "Krokom"):
-        assert name in dom
-    for label in ("Nätström", "Reservkraft", "Timmar kvar", "Senast uppdaterad",
-                  "Reservkraft i drift", "Normal drift", "Reservkraft har inte startat"):
-        assert label in dom
-    assert dom.count('data-site="') == 3
-    assert png.stat().st_size > 10_000
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        app.on_cleanup.append(close)
+        return app
+
+    with browser.serve(make) as base, browser.browser() as b:
+        page = b.new_page(viewport={"width": 1400, "height": 820})
+        # not logged in: the dashboard sends you to the login form
+        page.goto(base + "/")
+        assert "/login" in page.url
+        browser.login(page, base, "anna", "wrong password!")
+        assert "Fel användarnamn eller lösenord" in page.inner_text(".error")
+        assert "/login" in page.url
+        # five failures lock the name (here bo) out; the right password then does not help
+        for _ in range(5):
+            browser.login(page, base, "bo", "not the password")
+        browser.login(page, base, "bo", PASSWORD)
+        assert "För många misslyckade inloggningar" in page.inner_text(".error")
+        page.screenshot(path=str(shot_path(tmp_path, "login-locked.png")))
+
+        browser.login(page, base, "anna", PASSWORD)
+        page.wait_for_selector("table.sites")
+        dom = page.content()
+        for name in ("Kall", "Hede", "Föllinge", "Åre", "Härjedalen", "Krokom"):
+            assert name in dom
+        for label in ("Nätström", "Reservkraft", "Timmar kvar", "Senast uppdaterad",
+                      "Reservkraft i drift", "Normal drift", "Reservkraft har inte startat",
+                      "Till salu"):
+            assert label in dom
+        assert page.locator("table.sites tbody tr").count() == 3
+        assert page.locator("svg.map a.mapsite").count() == 3
+        cookie = next(c for c in page.context.cookies() if c["name"] == "sot_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        png = shot_path(tmp_path, "overview.png")
+        page.screenshot(path=str(png), full_page=True)
+        assert png.stat().st_size > 10_000
+        page.goto(base + "/sites/are-kall")
+        assert page.locator("svg.chart .fuel polyline").count() == 1
+        page.screenshot(path=str(shot_path(tmp_path, "site-page.png")), full_page=True)
+        # the viewer sees no compose form and no audit log
+        page.goto(base + "/crisis")
+        assert page.locator("form.compose").count() == 0
+        assert page.locator("nav a[href='/audit']").count() == 0

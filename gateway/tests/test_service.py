@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from web_login import add_user, login
 
 from gateway.config import REPO_ROOT
 from gateway.service import DEFAULTS, Gateway, load_config, serve, with_defaults
@@ -55,9 +56,13 @@ def test_serve_runs_until_the_stop_event(tmp_path: Path):
         gw = Gateway(config(tmp_path, 0))
         await gw.start()
         try:
-            async with aiohttp.ClientSession() as s, \
-                    s.get(f"http://127.0.0.1:{gw.http_port}/api/sites") as r:
-                return await r.json()
+            assert gw.store is not None
+            add_user(gw.store)
+            base = f"http://127.0.0.1:{gw.http_port}"
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+                await login(s, base)
+                async with s.get(base + "/api/sites") as r:
+                    return await r.json()
         finally:
             await gw.stop()
 

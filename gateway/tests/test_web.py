@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from gw_samples import SITES, TS, Clock, birth, event, raw, state, status, will
+from web_login import PASSWORD, add_user
 
 from gateway.ingest import Ingest
 from gateway.store import SiteInfo, SqliteStore
@@ -35,6 +36,7 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
 def env(tmp_path: Path):
     db = SqliteStore(tmp_path / "sot.sqlite3")
     db.upsert_sites(SITES)
+    add_user(db)
     clock = Clock()
     ing = Ingest(db, clock)
     yield db, clock, ing
@@ -45,8 +47,19 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 30))
 
 
-async def get(base: str, path: str) -> tuple[int, Any, dict[str, str]]:
-    async with aiohttp.ClientSession() as s, s.get(base + path) as r:
+async def get(base: str, path: str, *, user: str | None = "anna"
+              ) -> tuple[int, Any, dict[str, str]]:
+    """GET as the logged-in viewer `user` (added by the fixtures), or anonymously (None)."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        if user is not None:
+            async with s.post(base + "/api/login", json={"user": user, "password": PASSWORD}):
+                pass
+        return await _get(s, base, path)
+
+
+async def _get(s: aiohttp.ClientSession, base: str, path: str
+               ) -> tuple[int, Any, dict[str, str]]:
+    async with s.get(base + path) as r:
         body = await r.text()
         is_json = r.content_type == "application/json"
         return r.status, json.loads(body) if is_json else body, dict(r.headers)
@@ -124,6 +137,7 @@ def test_overview_page_swedish_first_escaped_and_refreshing(tmp_path: Path):
     evil = "<script>alert('x')</script>"
     db.upsert_sites([SiteInfo("are-kall", evil, "Åre & <b>Co</b>", 63.0, 13.0, 30),
                      *SITES[1:]])
+    add_user(db)
     clock = Clock()
     ing = Ingest(db, clock)
     feed(ing, devices={"<img src=x onerror=alert(1)>": "offline", "genset": "online",
@@ -137,8 +151,9 @@ def test_overview_page_swedish_first_escaped_and_refreshing(tmp_path: Path):
 
     code, page, headers = run(main())
     assert code == 200 and headers["Content-Type"].startswith("text/html")
-    assert "script-src" not in headers["Content-Security-Policy"]
-    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    csp = headers["Content-Security-Policy"]
+    assert "'unsafe-inline'" not in csp and "script-src 'self'" in csp  # no inline script
+    assert "default-src 'none'" in csp
     assert "<script>" not in page and "<img" not in page and "<b>Co" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page

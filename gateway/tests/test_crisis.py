@@ -1,0 +1,127 @@
+"""Crisis messages: the gateway's validation mirrors the controller's (RELIABILITY.md C5), what
+it publishes, updates and withdrawals, the per-site acknowledgement, and that the text is never
+HTML on any page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from gw_samples import Clock
+from test_auth import FakeBroker, app_at, client
+from web_login import login
+
+from gateway import crisis
+
+NOW = 1_795_444_065.0
+OK = {"sv": "Vattnet är otjänligt.", "severity": "severe", "from": "Åre kommun"}
+
+
+@pytest.mark.parametrize("field,value,why", [
+    ("sv", "x" * 10_000, "För lång"),                  # 10 kB
+    ("sv", "å" * 281, "för lång: 281 tecken"),          # one character over, counted as characters
+    ("sv", "", "saknas"),                               # empty
+    ("sv", " \t\x00\x1b ", "tom"),                      # only control characters and spaces
+    ("sv", b"\xff\xfe not utf-8", "UTF-8"),             # invalid UTF-8
+    ("sv", "bad \udcff surrogate", "UTF-8"),            # what invalid UTF-8 decodes to, escaped
+    ("en", "y" * 281, "för lång"),
+    ("from", "z" * 41, "för lång"),
+    ("severity", "panic", "allvarlighetsgrad"),
+    ("expires_min", "-5", "Giltighetstid"),
+])
+def test_abuse_is_refused_with_a_reason(field, value, why):
+    with pytest.raises(crisis.CrisisError) as err:
+        crisis.validate({**OK, field: value}, NOW)
+    assert why.lower() in err.value.sv.lower() and err.value.field == field
+    assert err.value.en  # and in English
+
+
+def test_control_characters_become_spaces_and_html_stays_text():
+    m = crisis.validate({**OK, "sv": "Rad ett\x1b[2J\x00\nrad\u2028två\x85 <script>x</script>",
+                         "en": "  ", "expires_min": "90"}, NOW)
+    assert m.sv == "Rad ett [2J rad två <script>x</script>"  # as the panel's clean() makes it
+    assert m.en is None  # blank English is left out, not sent empty
+    assert m.expires == int(NOW) + 5400
+    p = json.loads(m.encoded())
+    assert p == {"id": m.id, "sv": m.sv, "severity": "severe", "from": "Åre kommun",
+                 "ts": int(NOW), "expires": int(NOW) + 5400}
+    assert crisis.ID_RE.fullmatch(m.id) and len(m.id) <= 32
+    # 280 characters of four-byte UTF-8 in both languages stay under the controller's 2 KiB
+    big = crisis.validate({**OK, "sv": "😀" * 200, "en": "é" * 280}, NOW)
+    assert len(big.encoded()) <= crisis.MAX_PAYLOAD
+    with pytest.raises(crisis.CrisisError):
+        crisis.validate({**OK, "sv": "😀" * 280, "en": "😀" * 280}, NOW)
+    # an update always moves ts on, or the controller would take it for the retained repeat
+    assert crisis.validate(OK, NOW, msg_id="k1", previous_ts=int(NOW)).ts == int(NOW) + 1
+
+
+def test_send_update_ack_withdraw_through_the_api(tmp_path: Path):
+    clock = Clock()
+    clock.t = NOW
+
+    async def main() -> None:
+        async with app_at(tmp_path, clock) as (base, db, broker), client() as s:
+            broker: FakeBroker
+            csrf = await login(s, base, "kim")
+            h = {"X-CSRF-Token": csrf}
+            body = {"sv": "Koka vattnet <b>nu</b>", "en": "Boil water", "severity": "warning",
+                    "from": "Åre kommun", "municipalities": ["Åre"]}
+            async with s.post(base + "/api/crisis", json=body, headers=h) as r:
+                out = await r.json()
+                assert r.status == 200, out
+            mid = out["id"]
+            sites = sorted(t.split("/")[2] for t, _, _ in broker.sent)
+            assert sites == out["sites"] and "are-kall" in sites
+            assert all(t.endswith(f"/crisis/{mid}") and retain for t, _, retain in broker.sent)
+            # refused input never reaches the broker
+            n = len(broker.sent)
+            async with s.post(base + "/api/crisis", json={**body, "sv": "x" * 10_000},
+                              headers=h) as r:
+                assert r.status == 400 and "280" in (await r.json())["sv"]
+            async with s.post(base + "/api/crisis", json={**body, "municipalities": ["Nowhere"]},
+                              headers=h) as r:
+                assert r.status == 400
+            assert len(broker.sent) == n
+            # the compose form: refused with the reason, the text kept (escaped) for fixing
+            async with s.post(base + "/crisis", data={
+                    "csrf": csrf, "site": "are-kall", "severity": "info", "from": "Åre kommun",
+                    "sv": "<script>alert(1)</script>" + "x" * 300}) as r:
+                page = await r.text()
+                assert r.status == 400
+            assert "för lång: 325 tecken, högst 280" in page
+            assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
+            assert len(broker.sent) == n
+
+            # the staff at Kall press OK
+            db.add_crisis_ack("are-kall", {"id": mid, "boot": 1, "seq": 5, "ts": int(NOW) + 3},
+                              NOW + 3)
+            async with s.get(f"{base}/api/crisis/{mid}") as r:
+                d = {x["site"]: x for x in (await r.json())["delivery"]}
+            assert d["are-kall"]["acked"] == NOW + 3
+            assert db.snapshots("are-kall")[0].crisis_unacked == ()
+            # an update is new text for the same id: it needs a new acknowledgement
+            clock.t = NOW + 60
+            async with s.post(f"{base}/api/crisis/{mid}", json={**body, "sv": "Nu är det klart"},
+                              headers=h) as r:
+                assert r.status == 200
+                assert (await r.json())["payload"]["ts"] == int(NOW) + 60
+            async with s.get(f"{base}/api/crisis/{mid}") as r:
+                d = {x["site"]: x for x in (await r.json())["delivery"]}
+            assert d["are-kall"]["acked"] is None
+            # ... and the alert rule crisis_ack_missing waits for it again, as the page does
+            assert [c for c, _ in db.snapshots("are-kall")[0].crisis_unacked] == [mid]
+            # the pages show the text escaped, never as markup
+            async with s.get(f"{base}/crisis/{mid}") as r:
+                page = await r.text()
+            assert "<b>nu" not in page
+            async with s.post(f"{base}/api/crisis/{mid}/withdraw", headers=h) as r:
+                assert r.status == 200
+            assert broker.sent[-1][1] == b"" and broker.sent[-1][2] is True
+            async with s.get(f"{base}/api/signage/are-kall") as r:
+                assert (await r.json())["messages"] == []
+            async with s.get(f"{base}/crisis") as r:
+                assert "Koka vattnet &lt;b&gt;nu&lt;/b&gt;" not in await r.text()  # updated
+
+    asyncio.run(asyncio.wait_for(main(), 30))
