@@ -238,3 +238,31 @@ def test_hypothesis_fuzz_never_crashes(db: SqliteStore, clock: Clock):
         assert r.outcome in ("stored", "duplicate", "outdated", "rejected")
 
     check()
+
+
+def test_progress_acknowledges_the_contiguous_run_and_reports_a_gap(ing: Ingest):
+    for seq in (0, 1, 2, 4):
+        ing.handle(T("event"), raw(event(boot=7, seq=seq)))
+    assert ing.progress() == ([("are-kall", 7, 2)], ["are-kall"])
+    assert ing.progress() == ([], [])  # nothing new: nothing to say
+    ing.handle(T("event"), raw(event(boot=7, seq=3)))
+    assert ing.progress() == ([("are-kall", 7, 4)], [])
+    ing.handle(T("event"), raw(event(boot=7, seq=4)))  # a duplicate is acknowledged again
+    assert ing.progress() == ([("are-kall", 7, 4)], [])
+
+
+def test_progress_needs_seq_0_unless_the_birth_says_the_journal_starts_later(ing: Ingest):
+    ing.handle(T("event"), raw(event(boot=3, seq=5)))
+    assert ing.progress() == ([], ["are-kall"])  # 0..4 may still come
+    fresh = Ingest(ing.store, ing.clock)
+    fresh.handle(T("birth"), raw(birth(boot=3, seq=9, journal={"bytes": 100, "pending": 1,
+                                                               "oldest": [3, 5]})))
+    fresh.handle(T("event"), raw(event(boot=3, seq=6)))
+    assert fresh.progress() == ([("are-kall", 3, 6)], [])  # 0..4 were dropped by the site
+
+
+def test_a_replayed_state_never_hides_the_live_one():
+    live = state(boot=4, seq=10, ts=TS + 100)
+    old = dict(state(boot=4, seq=11, ts=TS + 50), hist=True)
+    assert is_newer("state", old, live) is False
+    assert is_newer("state", dict(old, ts=TS + 200), live) is True
