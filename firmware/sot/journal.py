@@ -30,18 +30,21 @@ import struct
 from micropython import const
 
 HDR = const(14)
+BODY_AT = const(64)  # a record's body is read to buf[BODY_AT:], leaving room for a header
 BODY_MAX = const(960)  # the body plus the header fields added when sending stays under 1 KiB
 _PREFIX = "jseg."
 
 
 class Journal:
-    def __init__(self, flash, boot, budget=65536, seg_bytes=4096):
+    def __init__(self, flash, boot, buf, budget=65536, seg_bytes=4096):
+        """buf: a memoryview of at least BODY_AT + BODY_MAX bytes, lent by the caller (the
+        session's send buffer: a second 1 KiB block does not fit the heap)."""
         self.flash = flash
         self.boot = boot
         self.budget = budget
         self.seg_bytes = seg_bytes
         self.hdr = bytearray(HDR)
-        self.buf = memoryview(bytearray(BODY_MAX))
+        self.buf = buf
         self.segs = []  # [number, boot, first seq, last seq, bytes], oldest first
         self.acked = {}  # boot -> highest seq the gateway has committed
         self.seq = 0  # seq of this boot's next event
@@ -74,9 +77,10 @@ class Journal:
         if f.readinto(h) != HDR:
             return False
         n, crc, self._boot, self._seq = struct.unpack("<HIII", h)
-        if n > BODY_MAX or f.readinto(self.buf[:n]) != n:
+        b = self.buf[BODY_AT:BODY_AT + n]
+        if n > BODY_MAX or f.readinto(b) != n:
             return False
-        if binascii.crc32(self.buf[:n], binascii.crc32(memoryview(h)[6:])) != crc:
+        if binascii.crc32(b, binascii.crc32(memoryview(h)[6:])) != crc:
             return False
         self._n = n
         return True
@@ -164,7 +168,8 @@ class Journal:
             self._r[2] = None
 
     def next(self):
-        """The next record to send as (boot, seq, n) with its body in buf[:n], or None."""
+        """The next record to send as (boot, seq, n) with its body in buf[BODY_AT:][:n], or
+        None."""
         r = self._r
         segs = self.segs
         while r[0] < len(segs):

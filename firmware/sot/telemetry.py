@@ -25,7 +25,7 @@ import random
 import time
 
 from sot import VERSION
-from sot.journal import Journal
+from sot.journal import BODY_AT, Journal
 from sot.mqtt.client import MQTTClient
 
 ACKS_MAX = 8
@@ -78,7 +78,7 @@ class Session:
                                  keepalive=m["keepalive_s"], on_message=self._on_message)
         self.seq = 0
         self.bdseq = 0
-        self.journal = Journal(hal.Flash(), boot, m.get("journal_bytes") or 65536)
+        self.journal = Journal(hal.Flash(), boot, self._out.mv, m.get("journal_bytes") or 65536)
         self.gateway_online = True  # until the retained gateway/status says otherwise
         self.live_from = 0  # this boot's events from this seq on are sent live (hist false)
         self.wake = asyncio.Event()
@@ -147,14 +147,14 @@ class Session:
         self.published += 1
 
     async def _send_event(self, boot, seq, n):
-        # The journalled body is a JSON object; the header fields go in front of its first key.
+        # The journal read the body (a JSON object) to mv[BODY_AT:]; the header fields go in front
+        # of its first key, the prefix's last "," replacing the body's "{".
         hist = boot != self.boot or seq < self.live_from
         pre = b'{"boot":%d,"seq":%d,"hist":%s,' % (boot, seq, b"true" if hist else b"false")
-        k = len(pre)
+        a = BODY_AT + 1 - len(pre)
         mv = self._out.mv
-        mv[:k] = pre
-        mv[k:k + n - 1] = self.journal.buf[1:n]
-        await self.client.publish(self.root + "/event", mv[:k + n - 1], qos=1)
+        mv[a:BODY_AT + 1] = pre
+        await self.client.publish(self.root + "/event", mv[a:BODY_AT + n], qos=1)
         self.published += 1
 
     async def _birth(self):
