@@ -36,9 +36,9 @@ Acknowledgement and gaps (docs/mqtt.md, "Session rules"). Every event filed or f
 marks its (site, boot); after the commit `progress()` tells, per marked (site, boot), the highest
 seq up to which every event is in the store (`ack`: the controller may drop those from its
 journal) and whether a later one is already there (a gap: ask the site for a `rebirth`, which
-makes it send its unacknowledged journal again). The run starts at seq 0 unless the site's
-latest birth says its journal no longer holds the lower ones (`journal.oldest`, after an
-overflow or because an older boot's events were all acknowledged).
+makes it send its unacknowledged journal again). The run starts at seq 0 and passes over a
+hole only where the site's latest birth says its journal no longer holds those events
+(`journal.oldest`: dropped under its overflow policy, and counted in `dropped`).
 
 Ordering. QoS 1 may deliver a message twice and the broker replays retained messages on every
 subscribe, so the latest status/birth/state is replaced only by a newer one (`is_newer`). Events
@@ -381,36 +381,37 @@ class Ingest:
         self.touched.clear()
         return acks, gaps
 
-    def _floor(self, site: str, boot: int, lowest: int) -> int:
-        """The seq the run of (site, boot) must start at: 0, unless the birth says lower ones
-        are no longer in the site's journal."""
+    def _held_from(self, site: str, boot: int) -> float:
+        """The lowest seq of (site, boot) the site's journal may still send, from its latest
+        birth: 0 when it may hold all of them, infinity when it holds none any more (all were
+        acknowledged or dropped). What lies below was dropped by the site and counted there."""
         birth = (self.store.latest(site) or {}).get("birth") or {}
         oldest = (birth.get("journal") or {}).get("oldest")
         if oldest is not None and oldest[0] == boot:
-            return min(oldest[1], lowest)
+            return oldest[1]
         if (oldest is not None and oldest[0] > boot) or \
                 (oldest is None and birth.get("boot", -1) > boot):
-            return lowest
+            return math.inf
         return 0
 
     def _contiguous(self, site: str, boot: int) -> tuple[int, bool]:
         key = (site, boot)
-        high = self._acked.get(key)
+        high = self._acked.get(key, -1)
         while True:
-            seqs = self.store.event_seqs(site, boot, -1 if high is None else high)
-            if not seqs:
-                break
-            if high is None:
-                high = self._floor(site, boot, seqs[0]) - 1
+            seqs = self.store.event_seqs(site, boot, high)
             for seq in seqs:
                 if seq != high + 1:
-                    self._acked[key] = high
-                    return high, True
+                    held = self._held_from(site, boot)
+                    if held <= high + 1:
+                        self._acked[key] = high
+                        return high, True  # missing ones the site still holds: ask again
+                    high = int(min(held, seq)) - 1
+                    if seq != high + 1:
+                        self._acked[key] = high
+                        return high, True
                 high = seq
             if len(seqs) < 2000:
                 break
-        if high is None:
-            return -1, False
         self._acked[key] = high
         return high, False
 

@@ -266,3 +266,13 @@ def test_a_replayed_state_never_hides_the_live_one():
     old = dict(state(boot=4, seq=11, ts=TS + 50), hist=True)
     assert is_newer("state", old, live) is False
     assert is_newer("state", dict(old, ts=TS + 200), live) is True
+
+
+def test_progress_passes_over_events_the_site_dropped_from_a_full_journal(ing: Ingest):
+    for seq in (0, 1, 2, 3, 10, 11):
+        ing.handle(T("event"), raw(event(boot=7, seq=seq)))
+    assert ing.progress() == ([("are-kall", 7, 3)], ["are-kall"])
+    ing.handle(T("birth"), raw(birth(boot=7, seq=50, dropped=6,
+                                     journal={"bytes": 500, "pending": 3, "oldest": [7, 10]})))
+    ing.handle(T("event"), raw(event(boot=7, seq=12)))
+    assert ing.progress() == ([("are-kall", 7, 12)], [])
