@@ -2,8 +2,9 @@
 # them (sot/v1/<site>/ack) after its database commit. docs/mqtt.md, "Session rules".
 #
 # Files (through hal.Flash only):
-#   jseg.NNNNNN  segments, append-only, at most `seg_bytes` each; every boot starts a new one, so
-#                a segment holds one boot's events in seq order
+#   jseg.NNNNNN  segments, append-only, at most `seg_bytes` each (4 KiB, or budget/16 for a
+#                larger budget); every boot starts a new one, so a segment holds one boot's
+#                events in seq order
 #   jdrop        events dropped by the overflow policy since the flash was formatted (decimal,
 #                written new-then-rename)
 #
@@ -42,7 +43,8 @@ class Journal:
         self.flash = flash
         self.boot = boot
         self.budget = budget
-        self.seg_bytes = seg_bytes
+        # At most ~16 segments whatever the budget: each costs RAM for its entry in `segs`.
+        self.seg_bytes = max(seg_bytes, budget // 16)
         self.hdr = bytearray(HDR)
         self.buf = buf
         self.segs = []  # [number, boot, first seq, last seq, bytes], oldest first

@@ -48,6 +48,7 @@ class Broker:
         self.persistence = persistence
         self.extra_conf = extra_conf
         self.auth = auth
+        self._auth_dir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir / "mosquitto.log"
 
@@ -58,8 +59,12 @@ class Broker:
         if self.auth is not None:
             from gateway.mqttauth import write_files
 
-            pw, acl = write_files(self.dir / "auth", self.auth, mode=0o644)
-            os.chmod(self.dir / "auth", 0o755)
+            # Mosquitto reads these after dropping to its own user: a folder of their own in
+            # /tmp, since the work folder may sit in a private (0700) temporary directory.
+            if self._auth_dir is None:
+                self._auth_dir = Path(tempfile.mkdtemp(prefix="sot-broker-auth-"))
+                os.chmod(self._auth_dir, 0o755)
+            pw, acl = write_files(self._auth_dir, self.auth, mode=0o644)
             access = ["allow_anonymous false", f"password_file {pw}", f"acl_file {acl}"]
         lines = [
             f"listener {self.port} {self.host}",
@@ -129,6 +134,8 @@ class Broker:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+        if self._auth_dir is not None:
+            shutil.rmtree(self._auth_dir, ignore_errors=True)
 
     def __enter__(self) -> Broker:
         return self.start()

@@ -45,7 +45,7 @@ def test_seq_is_contiguous_and_replay_reads_in_order():
 
 def test_ack_drops_whole_segments_and_skips_acknowledged_records():
     fl = flash()
-    j = Journal(fl, 1, BUF, budget=65536, seg_bytes=200)
+    j = Journal(fl, 1, BUF, budget=3200, seg_bytes=200)
     for i in range(20):
         j.append(body(i))
     segs = len(j.segs)
