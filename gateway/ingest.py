@@ -38,7 +38,9 @@ seq up to which every event is in the store (`ack`: the controller may drop thos
 journal) and whether a later one is already there (a gap: ask the site for a `rebirth`, which
 makes it send its unacknowledged journal again). The run starts at seq 0 and passes over a
 hole only where the site's latest birth says its journal no longer holds those events
-(`journal.oldest`: dropped under its overflow policy, and counted in `dropped`).
+(`journal.oldest`: dropped under its overflow policy, and counted in `dropped`), and over an
+event the gateway refused (schema): it is counted and filed in `rejected`, and acknowledging
+it keeps it from blocking the site's journal for good.
 
 Ordering. QoS 1 may deliver a message twice and the broker replays retained messages on every
 subscribe, so the latest status/birth/state is replaced only by a newer one (`is_newer`). Events
@@ -253,6 +255,7 @@ class Ingest:
         self.on_stored: Callable[[str, str], None] | None = None
         self.touched: set[tuple[str, int]] = set()  # (site, boot) with events since progress()
         self._acked: dict[tuple[str, int], int] = {}  # contiguous high-water mark per boot
+        self._refused: set[tuple[str, int, int]] = set()  # events refused, counted as handled
 
     def reload_sites(self) -> None:
         self.known_sites = self.store.site_ids()
@@ -265,6 +268,7 @@ class Ingest:
             return Result("ignored", subtopic="status")
         site: str | None = None
         subtopic: str | None = None
+        msg: dict[str, Any] | None = None
         try:
             site, subtopic, crisis_id = self._parse_topic(topic)
             msg, raw = parse_payload(payload)
@@ -277,6 +281,8 @@ class Ingest:
                 raise _Reject("schema", f"id: {str(msg.get('id'))[:64]!r} is not the topic's "
                                         f"{crisis_id!r}")
         except _Reject as r:
+            if subtopic == "event" and msg is not None:
+                self._refused_event(site, msg)
             return self._reject(topic, payload, site, subtopic, r.reason, r.detail)
         assert site is not None and subtopic is not None
         _int_fields(msg)
@@ -381,6 +387,14 @@ class Ingest:
         self.touched.clear()
         return acks, gaps
 
+    def _refused_event(self, site: str | None, msg: dict[str, Any]) -> None:
+        """An event from the site's journal that the gateway will never file: its seq counts as
+        handled, or the site would hold it, and everything after it, until its journal fills."""
+        boot, seq = msg.get("boot"), msg.get("seq")
+        if site is not None and type(boot) is int and type(seq) is int and 0 <= seq < 2**32:
+            self._refused.add((site, boot, seq))
+            self.touched.add((site, boot))
+
     def _held_from(self, site: str, boot: int) -> float:
         """The lowest seq of (site, boot) the site's journal may still send, from its latest
         birth: 0 when it may hold all of them, infinity when it holds none any more (all were
@@ -400,6 +414,7 @@ class Ingest:
         while True:
             seqs = self.store.event_seqs(site, boot, high)
             for seq in seqs:
+                high = self._past_refused(site, boot, high)
                 if seq != high + 1:
                     held = self._held_from(site, boot)
                     if held <= high + 1:
@@ -412,8 +427,15 @@ class Ingest:
                 high = seq
             if len(seqs) < 2000:
                 break
+        high = self._past_refused(site, boot, high)
         self._acked[key] = high
         return high, False
+
+    def _past_refused(self, site: str, boot: int, high: int) -> int:
+        while (site, boot, high + 1) in self._refused:
+            self._refused.discard((site, boot, high + 1))
+            high += 1
+        return high
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -276,3 +276,12 @@ def test_progress_passes_over_events_the_site_dropped_from_a_full_journal(ing: I
                                      journal={"bytes": 500, "pending": 3, "oldest": [7, 10]})))
     ing.handle(T("event"), raw(event(boot=7, seq=12)))
     assert ing.progress() == ([("are-kall", 7, 12)], [])
+
+
+def test_a_refused_event_is_acknowledged_so_it_cannot_block_the_journal(ing: Ingest):
+    ing.handle(T("event"), raw(event(boot=9, seq=0)))
+    bad = event(boot=9, seq=1)
+    bad["data"] = {"v": "not a number"}
+    assert ing.handle(T("event"), raw(bad)).reason == "schema"
+    ing.handle(T("event"), raw(event(boot=9, seq=2)))
+    assert ing.progress() == ([("are-kall", 9, 2)], [])
