@@ -293,16 +293,24 @@ def test_n5_half_open_link_is_detected_and_the_site_shown_lost(
         with Presser(sim, 5):
             proxy.frozen.set()
             t0 = time.monotonic()
-            wait_for(lambda: gateway.get(f"/api/sites/{SITE}")["site"]["status"] == "lost",
-                     1.5 * KEEPALIVE_S + 5, "the gateway to show the site lost (its Will)")
-            lost_after = time.monotonic() - t0
-            wait_for(lambda: "W telemetry: link lost" in sim.firmware.log(),  # type: ignore[union-attr]
-                     KEEPALIVE_S + 5, "the controller to notice the dead link")
-            noticed = time.monotonic() - t0
+            seen: dict[str, float] = {}
+            while len(seen) < 2 and time.monotonic() - t0 < 1.5 * KEEPALIVE_S + 8:
+                if "W telemetry: link lost" in sim.firmware.log():  # type: ignore[union-attr]
+                    seen.setdefault("controller", time.monotonic() - t0)
+                if gateway.get(f"/api/sites/{SITE}")["site"]["status"] == "lost":
+                    seen.setdefault("gateway", time.monotonic() - t0)
+                time.sleep(0.1)
+            print(f"N5: controller noticed after {seen.get('controller', -1):.1f} s, the gateway "
+                  f"showed the site lost after {seen.get('gateway', -1):.1f} s "
+                  f"(keepalive {KEEPALIVE_S} s)")
+            # the controller: keepalive/2 of silence, then keepalive/2 for the PINGRESP
+            assert seen.get("controller", 99) <= KEEPALIVE_S + 2
+            # the broker gives up after 1.5 x keepalive and publishes the Will (Mosquitto 2.0.11
+            # measured here: ~10 s at keepalive 5 s, its check runs a few seconds late)
+            assert seen.get("gateway", 99) <= 1.5 * KEEPALIVE_S + 5
             proxy.drop_all()
             proxy.frozen.clear()
             time.sleep(3)
-        print(f"N5: Will after {lost_after:.1f} s, controller noticed after {noticed:.1f} s")
         settle(db, sim)
     finally:
         proxy.close()
