@@ -250,15 +250,17 @@ def test_n3_broker_absent_at_boot_events_wait_in_the_journal(tmp_path: Path,
 
 def test_n4_long_outage_backlog_drains_within_budget_and_live_events_follow(
         broker: Broker, gateway: GatewayThread, tmp_path: Path, sims: list[SimulatedSite]):
-    # 40 events a second for 12 s fill about half of the default 64 KiB (~70 B an event).
-    budget = 65536
+    # Short: 40 events a second for 12 s fill about half of the default 64 KiB (~70 B an
+    # event). Soak: a day's events (one a minute, 1440) in 120 s, in a 256 KiB journal.
+    budget = 262144 if SOAK else 65536
+    rate = 12 if SOAK else 40
     sim = make_site(broker, tmp_path, journal_bytes=budget)
     sims.append(sim.start())
     db = tmp_path / "sot.sqlite3"
     wait_for(lambda: event_keys(db, SITE) or sim.press("shop"), 30, "the site connected")
     broker.stop()
     biggest = 0
-    with Presser(sim, 40):
+    with Presser(sim, rate):
         for _ in range(int(120 if SOAK else 12) * 4):
             time.sleep(0.25)
             size = sum(f.stat().st_size for f in sim.flash.glob("jseg.*"))
