@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: demo test check lint bench bench-memory bench-alerts bench-crisis firmware clean setup
+.PHONY: demo test soak check lint bench bench-memory bench-alerts bench-crisis bench-journal firmware clean setup
 
 setup:
 	@scripts/bootstrap.sh
@@ -16,11 +16,17 @@ test:
 	@scripts/bootstrap.sh --browser
 	$(BIN)/python -m pytest $(ARGS)
 
+# The fault scenarios of hil_tests/test_session_faults.py at RELIABILITY's full length (N1: 3
+# sites, 20 broker restarts over 10 minutes; N3: broker absent 90 s; P1: 100 power cuts; ...).
+soak: setup
+	SOT_SOAK=1 $(BIN)/python -m pytest hil_tests/test_session_faults.py --timeout 0 $(ARGS)
+
 bench: setup
 	$(BIN)/python -m hil_tests.bench.bench_poll $(ARGS)
 	$(BIN)/python -m hil_tests.bench.bench_memory
 	$(BIN)/python -m hil_tests.bench.bench_alerts
 	$(BIN)/python -m hil_tests.bench.bench_crisis
+	$(BIN)/python -m hil_tests.bench.bench_journal
 
 bench-memory: setup
 	$(BIN)/python -m hil_tests.bench.bench_memory $(ARGS)
@@ -30,6 +36,9 @@ bench-alerts: setup
 
 bench-crisis: setup
 	$(BIN)/python -m hil_tests.bench.bench_crisis $(ARGS)
+
+bench-journal: setup
+	$(BIN)/python -m hil_tests.bench.bench_journal $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check gateway hil_tests

@@ -3,7 +3,9 @@
 sot demo [--duration S] [--mqtt-port P] [--http-port P]   simulated municipality, end to end
 sot gateway --config config/gateway.toml                  the gateway for production use
 sot config check                                          validate config/devices and config/sites
-sot config compile SITE [--out FILE]                      the controller's config.json for SITE
+sot config compile SITE [--out FILE] [--credentials F]   the controller's config.json for SITE
+                                                          (F: passwords from `sot mqtt-auth`)
+sot mqtt-auth --out DIR [--secrets FILE]                  Mosquitto password_file + acl_file
 sot firmware build [--out DIR] [--march xtensawin|armv6m] compile the firmware to .mpy
 sot sites [--db PATH]                                     every site: connection, mode, fuel
 sot alerts [--all] [--db PATH]                            open alerts (--all: recent of any kind)
@@ -40,14 +42,30 @@ def _cmd_config(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    mqtt = None
+    if getattr(args, "credentials", None):
+        pw = json.loads(Path(args.credentials).read_text())
+        mqtt = {"user": args.site, "password": pw[args.site]}
     text = json.dumps(
-        config.compile_site(sites[args.site]), ensure_ascii=False, separators=(",", ":")
+        config.compile_site(sites[args.site], mqtt=mqtt), ensure_ascii=False,
+        separators=(",", ":"),
     )
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {args.out} ({len(text.encode())} bytes)")
     else:
         print(text)
+    return 0
+
+
+def _cmd_mqtt_auth(args: argparse.Namespace) -> int:
+    from gateway import mqttauth
+
+    creds = mqttauth.passwords(config.load_sites(), Path(args.secrets))
+    pw, acl = mqttauth.write_files(Path(args.out), creds)
+    print(f"wrote {pw} and {acl} ({len(creds) - 1} sites + {mqttauth.GATEWAY_USER}); "
+          f"passwords kept in {args.secrets}")
+    print(f"mosquitto.conf: allow_anonymous false / password_file {pw} / acl_file {acl}")
     return 0
 
 
@@ -288,7 +306,15 @@ def main(argv: list[str] | None = None) -> int:
     pc = csub.add_parser("compile", help="print the controller's config.json for a site")
     pc.add_argument("site")
     pc.add_argument("--out", default=None)
+    pc.add_argument("--credentials", default=None,
+                    help="passwords JSON from `sot mqtt-auth`: sets mqtt.user/password")
     p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("mqtt-auth", help="per-site MQTT credentials and ACLs for Mosquitto")
+    p.add_argument("--out", required=True, help="folder for password_file and acl_file")
+    p.add_argument("--secrets", default="var/mqtt/passwords.json",
+                   help="where the generated passwords are kept (outside git)")
+    p.set_defaults(func=_cmd_mqtt_auth)
 
     p = sub.add_parser("firmware", help="firmware tooling")
     fsub = p.add_subparsers(dest="action", required=True)

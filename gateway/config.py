@@ -11,7 +11,8 @@ objects, because the controller keeps all of them in a 64 KiB heap; `firmware/so
 documents the fields:
 
     {"site": "are-kall", "name": "Kall", "municipality": "Åre", "hash": "3f2a...",
-     "mqtt": {"host", "port", "keepalive_s", "heartbeat_s", "user", "password"},
+     "mqtt": {"host", "port", "keepalive_s", "heartbeat_s", "user", "password",
+              "journal_bytes"},
      "buses": [{"name", "port", "baud", "timeout_ms", "poll_ms", "slow_ms"}],
      "devices": [{"name", "kind", "profile", "bus", "unit",
                   "blocks": [[function, start, count, slow], ...],
@@ -490,7 +491,7 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         path,
         "[mqtt]",
         top.get("mqtt", dict, {}),
-        {"host", "port", "keepalive_s", "heartbeat_s", "user", "password"},
+        {"host", "port", "keepalive_s", "heartbeat_s", "user", "password", "journal_bytes"},
     )
     mqtt = {
         "host": m.get("host", str, "127.0.0.1"),
@@ -499,6 +500,8 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         "heartbeat_s": m.get("heartbeat_s", int, 30, lo=5, hi=3600),
         "user": m.get("user", str, None),
         "password": m.get("password", str, None),
+        # The event journal's flash budget (docs/mqtt.md, "Overflow policy").
+        "journal_bytes": m.get("journal_bytes", int, 65536, lo=8192, hi=16 * 1024 * 1024),
     }
     buses: list[Bus] = []
     for i, raw in enumerate(top.get("bus", list)):

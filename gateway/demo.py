@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config as config_mod
+from gateway import mqttauth
 from gateway.service import Gateway
 
 log = logging.getLogger("sot.demo")
@@ -114,14 +115,17 @@ async def run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    broker = Broker(mqtt_port, workdir=workdir / "broker")
+    # Per-site accounts and ACLs as in production (docs/mqtt.md, "Credentials and ACLs").
+    logins = mqttauth.passwords(sites, workdir / "mqtt-passwords.json")
+    broker = Broker(mqtt_port, workdir=workdir / "broker", auth=logins)
     gateway: Gateway | None = None
     sims: dict[str, SimulatedSite] = {}
     try:
         broker.start()
         gateway = Gateway(
             {
-                "mqtt": {"host": broker.host, "port": broker.port},
+                "mqtt": {"host": broker.host, "port": broker.port,
+                         **broker.login(mqttauth.GATEWAY_USER)},
                 "http": {"host": "127.0.0.1", "port": http_port},
                 "store": {"path": str(workdir / "sot.sqlite3")},
                 # `file` contacts write here: the demo never notifies anyone outside.
@@ -139,6 +143,7 @@ async def run(
                 mqtt_port=broker.port,
                 time_scale=time_scale,
                 heartbeat_s=HEARTBEAT_S,
+                login=broker.login(sid),
             )
             await asyncio.to_thread(sim.start)
             sims[sid] = sim

@@ -32,6 +32,16 @@ After a message is filed (`stored`), `on_stored(site, subtopic)` is called if se
 engine marks the site for evaluation. It runs inside `handle`, before the broker is acknowledged,
 and must not raise (an exception there is logged, the message stays filed).
 
+Acknowledgement and gaps (docs/mqtt.md, "Session rules"). Every event filed or found again
+marks its (site, boot); after the commit `progress()` tells, per marked (site, boot), the highest
+seq up to which every event is in the store (`ack`: the controller may drop those from its
+journal) and whether a later one is already there (a gap: ask the site for a `rebirth`, which
+makes it send its unacknowledged journal again). The run starts at seq 0 and passes over a
+hole only where the site's latest birth says its journal no longer holds those events
+(`journal.oldest`: dropped under its overflow policy, and counted in `dropped`), and over an
+event the gateway refused (schema): it is counted and filed in `rejected`, and acknowledging
+it keeps it from blocking the site's journal for good.
+
 Ordering. QoS 1 may deliver a message twice and the broker replays retained messages on every
 subscribe, so the latest status/birth/state is replaced only by a newer one (`is_newer`). Events
 are filed once per (site, boot, seq) by the store.
@@ -84,6 +94,7 @@ MAX_PAYLOAD = 1024
 BATCH_MAX = 500
 LOG_EVERY_S = 60.0
 REJECTS_FILED_PER_MIN = 120
+REBIRTH_EVERY_S = 5.0  # a gap asks a site for its journal again at most this often
 REASONS = ("bad_topic", "unknown_subtopic", "unknown_site", "too_large", "not_utf8", "not_json",
            "not_object", "schema")
 _SLUG = re.compile(r"[a-z][a-z0-9-]{0,63}")
@@ -168,6 +179,8 @@ def is_newer(subtopic: str, new: dict[str, Any], old: dict[str, Any] | None) -> 
     """
     if old is None:
         return True
+    if new.get("hist") and not old.get("hist") and (new.get("ts") or 0) <= (old.get("ts") or 0):
+        return False  # a state replayed from a journal never hides the live one
     kn, ko = order_key(subtopic, new), order_key(subtopic, old)
     if kn == ko:
         return None
@@ -240,6 +253,9 @@ class Ingest:
         self._last_log: dict[tuple[str, str], tuple[float, int]] = {}
         self._filed_window = (0.0, 0)
         self.on_stored: Callable[[str, str], None] | None = None
+        self.touched: set[tuple[str, int]] = set()  # (site, boot) with events since progress()
+        self._acked: dict[tuple[str, int], int] = {}  # contiguous high-water mark per boot
+        self._refused: set[tuple[str, int, int]] = set()  # events refused, counted as handled
 
     def reload_sites(self) -> None:
         self.known_sites = self.store.site_ids()
@@ -252,6 +268,7 @@ class Ingest:
             return Result("ignored", subtopic="status")
         site: str | None = None
         subtopic: str | None = None
+        msg: dict[str, Any] | None = None
         try:
             site, subtopic, crisis_id = self._parse_topic(topic)
             msg, raw = parse_payload(payload)
@@ -264,6 +281,8 @@ class Ingest:
                 raise _Reject("schema", f"id: {str(msg.get('id'))[:64]!r} is not the topic's "
                                         f"{crisis_id!r}")
         except _Reject as r:
+            if subtopic == "event" and msg is not None:
+                self._refused_event(site, msg)
             return self._reject(topic, payload, site, subtopic, r.reason, r.detail)
         assert site is not None and subtopic is not None
         _int_fields(msg)
@@ -307,6 +326,8 @@ class Ingest:
     def _file(self, site: str, subtopic: str, msg: dict[str, Any], raw: str) -> Result:
         received = self.clock()
         if subtopic in ("event", CRISIS_ACK):
+            if subtopic == "event":
+                self.touched.add((site, msg["boot"]))
             new = (self.store.add_event(site, msg, raw, received) if subtopic == "event"
                    else self.store.add_crisis_ack(site, msg, received))
             if new:
@@ -353,6 +374,69 @@ class Ingest:
             self._last_log[key] = (last, suppressed + 1)
         return Result("rejected", site, subtopic, reason, detail)
 
+    def progress(self) -> tuple[list[tuple[str, int, int]], list[str]]:
+        """After a commit: ([(site, boot, seq) to acknowledge], [sites with a gap])."""
+        acks: list[tuple[str, int, int]] = []
+        gaps: list[str] = []
+        for site, boot in sorted(self.touched):
+            high, gap = self._contiguous(site, boot)
+            if high >= 0:
+                acks.append((site, boot, high))
+            if gap and site not in gaps:
+                gaps.append(site)
+        self.touched.clear()
+        return acks, gaps
+
+    def _refused_event(self, site: str | None, msg: dict[str, Any]) -> None:
+        """An event from the site's journal that the gateway will never file: its seq counts as
+        handled, or the site would hold it, and everything after it, until its journal fills."""
+        boot, seq = msg.get("boot"), msg.get("seq")
+        if site is not None and type(boot) is int and type(seq) is int and 0 <= seq < 2**32:
+            self._refused.add((site, boot, seq))
+            self.touched.add((site, boot))
+
+    def _held_from(self, site: str, boot: int) -> float:
+        """The lowest seq of (site, boot) the site's journal may still send, from its latest
+        birth: 0 when it may hold all of them, infinity when it holds none any more (all were
+        acknowledged or dropped). What lies below was dropped by the site and counted there."""
+        birth = (self.store.latest(site) or {}).get("birth") or {}
+        oldest = (birth.get("journal") or {}).get("oldest")
+        if oldest is not None and oldest[0] == boot:
+            return oldest[1]
+        if (oldest is not None and oldest[0] > boot) or \
+                (oldest is None and birth.get("boot", -1) > boot):
+            return math.inf
+        return 0
+
+    def _contiguous(self, site: str, boot: int) -> tuple[int, bool]:
+        key = (site, boot)
+        high = self._acked.get(key, -1)
+        while True:
+            seqs = self.store.event_seqs(site, boot, high)
+            for seq in seqs:
+                high = self._past_refused(site, boot, high)
+                if seq != high + 1:
+                    held = self._held_from(site, boot)
+                    if held <= high + 1:
+                        self._acked[key] = high
+                        return high, True  # missing ones the site still holds: ask again
+                    high = int(min(held, seq)) - 1
+                    if seq != high + 1:
+                        self._acked[key] = high
+                        return high, True
+                high = seq
+            if len(seqs) < 2000:
+                break
+        high = self._past_refused(site, boot, high)
+        self._acked[key] = high
+        return high, False
+
+    def _past_refused(self, site: str, boot: int, high: int) -> int:
+        while (site, boot, high + 1) in self._refused:
+            self._refused.discard((site, boot, high + 1))
+            high += 1
+        return high
+
     def stats(self) -> dict[str, Any]:
         return {
             "accepted": sum(self.accepted.values()),
@@ -390,6 +474,8 @@ class MqttIngest:
         self.on_listening: Callable[[float | None], None] | None = None
         self._batch: list[tuple[str, bytes, int, int, int]] = []
         self.batches = 0
+        self._rebirth_asked: dict[str, float] = {}
+        self.gap_rebirths = 0
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=False, manual_ack=True)
         if username is not None:
@@ -512,3 +598,19 @@ class MqttIngest:
         for _topic, _payload, mid, qos, connection in batch:
             if qos and connection == self.connects:
                 self.client.ack(mid, qos)
+        self._acknowledge()
+
+    def _acknowledge(self) -> None:
+        """Tell the sites what is committed (`ack`) and ask for the rest again on a gap."""
+        acks, gaps = self.ingest.progress()
+        now = self.clock()
+        for site, boot, seq in acks:
+            self.client.publish(f"{TOPIC_ROOT}/{site}/ack",
+                                json.dumps({"boot": boot, "seq": seq, "ts": int(now)}), qos=1)
+        for site in gaps:
+            if now - self._rebirth_asked.get(site, -math.inf) >= REBIRTH_EVERY_S:
+                self._rebirth_asked[site] = now
+                self.gap_rebirths += 1
+                log.info("sequence gap from %s: asking for a rebirth", site)
+                self.client.publish(f"{TOPIC_ROOT}/{site}/rebirth",
+                                    json.dumps({"ts": int(now), "why": "gap"}), qos=1)

@@ -163,6 +163,7 @@ class Store(Protocol):
     def put_birth(self, site: str, msg: dict[str, Any], raw: str, received: float) -> None: ...
     def put_state(self, site: str, msg: dict[str, Any], raw: str, received: float) -> None: ...
     def add_event(self, site: str, msg: dict[str, Any], raw: str, received: float) -> bool: ...
+    def event_seqs(self, site: str, boot: int, after: int, limit: int = 2000) -> list[int]: ...
     def add_rejected(self, received: float, topic: str, reason: str, detail: str,
                      payload: bytes) -> None: ...
     def sites_overview(self, now: float) -> list[dict[str, Any]]: ...
@@ -514,6 +515,13 @@ class SqliteStore:
                  json.dumps(msg["data"], separators=(",", ":"), ensure_ascii=False),
                  1 if msg["hist"] else 0, received))
         return cur.rowcount == 1
+
+    def event_seqs(self, site: str, boot: int, after: int, limit: int = 2000) -> list[int]:
+        """The filed seqs of (site, boot) above `after`, ascending (the UNIQUE key's index)."""
+        rows = self._db.execute(
+            "SELECT seq FROM events WHERE site = ? AND boot = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (site, boot, after, limit))
+        return [r[0] for r in rows]
 
     def events(self, site: str, limit: int = 50) -> list[dict[str, Any]]:
         """Newest first by the controller's time, then by (boot, seq)."""

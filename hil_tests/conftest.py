@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from gateway import mqttauth
+from gateway.config import load_sites
 from hil_tests.rig.broker import Broker
 from hil_tests.rig.gatewayproc import GatewayThread
 
@@ -34,9 +36,15 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+def site_logins() -> dict[str, str]:
+    """A password for every configured site and the gateway, as `sot mqtt-auth` makes them."""
+    return mqttauth.passwords(load_sites())
+
+
 @pytest.fixture
 def broker() -> Iterator[Broker]:
-    b = Broker()
+    """Mosquitto with per-site credentials and ACLs, as in production."""
+    b = Broker(auth=site_logins())
     b.start()
     try:
         yield b
@@ -48,7 +56,8 @@ def broker() -> Iterator[Broker]:
 def gateway(broker: Broker, tmp_path: Path) -> Iterator[GatewayThread]:
     gw = GatewayThread(
         {
-            "mqtt": {"host": broker.host, "port": broker.port},
+            "mqtt": {"host": broker.host, "port": broker.port,
+                     **broker.login(mqttauth.GATEWAY_USER)},
             "http": {"host": "127.0.0.1", "port": 0},
             "store": {"path": str(tmp_path / "sot.sqlite3")},
             "alerts": {"files_dir": str(tmp_path)},

@@ -42,7 +42,7 @@ def sim(broker: Broker, tmp_path: Path):
     # heartbeat 2 s: the screen must call the site stale after 3 missed heartbeats (6 s), well
     # before the broker gives up on the silent controller (1.5 x keepalive = 30 s)
     s = SimulatedSite(load_sites()[SITE], tmp_path, mqtt_host="127.0.0.1", mqtt_port=broker.port,
-                      heartbeat_s=2, keepalive_s=20)
+                      heartbeat_s=2, keepalive_s=20, login=broker.login(SITE))
     s.start()
     try:
         yield s

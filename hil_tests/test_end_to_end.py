@@ -44,6 +44,7 @@ def sim(broker: Broker, gateway: GatewayThread, tmp_path: Path, request: pytest.
         heartbeat_s=5,
         keepalive_s=KEEPALIVE_S,
         physics={"start_delay_s": 1.0, "crank_s": 2.0, "cooldown_s": 2.0},
+        login=broker.login(SITE),
     )
     s.start()
     try:
@@ -123,7 +124,7 @@ def test_generator_that_fails_to_start_is_reported(sim: SimulatedSite, gateway: 
 def test_a_device_that_is_not_what_its_profile_says_is_never_trusted(
         broker: Broker, gateway: GatewayThread, tmp_path: Path):
     s = SimulatedSite(load_sites()[SITE], tmp_path, mqtt_host=broker.host,
-                      mqtt_port=broker.port, heartbeat_s=5)
+                      mqtt_port=broker.port, heartbeat_s=5, login=broker.login(SITE))
     s.plant.set("genset", "model", 4321)  # not a model the DSE profile lists
     s.start()
     try:

@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway import firmware
+from hil_tests.rig.broker import Broker
 
 pytestmark = pytest.mark.hil
 
@@ -35,6 +36,18 @@ ERR_EOF, ERR_PING = 102, 104  # sot.mqtt.packets
 def _tool(name: str) -> str:
     exe = Path(sys.executable).parent / name
     return str(exe) if exe.exists() else name
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    """An open broker (anonymous, no ACLs): these tests are about the protocol client, on topics
+    of their own; the per-site ACLs are tested in test_session_faults.py (C6)."""
+    b = Broker()
+    b.start()
+    try:
+        yield b
+    finally:
+        b.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from gateway.config import load_sites
+from gateway.mqttauth import GATEWAY_USER
 from hil_tests.conftest import wait_for
 from hil_tests.rig import png
 from hil_tests.rig.broker import Broker, free_port
@@ -32,18 +33,18 @@ ROOT = f"sot/v1/{SITE}"
 
 
 def make_site(tmp_path: Path, port: int, *, genset: dict[str, Any] | None = None,
-              watchdog: bool = False) -> SimulatedSite:
+              watchdog: bool = False, login: dict[str, str] | None = None) -> SimulatedSite:
     site = load_sites()[SITE]
     if genset:
         site = dataclasses.replace(site, genset={**site.genset, **genset})
     return SimulatedSite(site, tmp_path, mqtt_host="127.0.0.1", mqtt_port=port, heartbeat_s=5,
-                         keepalive_s=5, watchdog=watchdog,
+                         keepalive_s=5, watchdog=watchdog, login=login,
                          physics={"start_delay_s": 1.0, "crank_s": 2.0, "cooldown_s": 2.0})
 
 
 @pytest.fixture
 def peer(broker: Broker):
-    p = Peer(broker.port, f"{ROOT}/#")
+    p = Peer(broker.port, f"{ROOT}/#", **broker.login(GATEWAY_USER))
     yield p
     p.close()
 
@@ -51,7 +52,7 @@ def peer(broker: Broker):
 @pytest.fixture
 def sim(broker: Broker, tmp_path: Path, request: pytest.FixtureRequest):
     opts = getattr(request, "param", {}) or {}
-    s = make_site(tmp_path, broker.port, **opts)
+    s = make_site(tmp_path, broker.port, login=broker.login(SITE), **opts)
     s.start()
     try:
         yield s

@@ -147,6 +147,7 @@ def run(cfg, boot, reset, health):
     site.safe_mode = health["safe"]
     crisis = Crisis(flash, log=log)
     session = Session(cfg, hal, boot, reset, site, log=log, crisis=crisis, health=health)
+    gc.collect()  # the journal's scan of flash leaves garbage between the session's objects
     if health["safe"]:
         log("W supervisor: SAFE MODE after", health["resets"], "watchdog resets; hung:",
             health["hung"], "- left out:", health["skip"])

@@ -1,15 +1,22 @@
 # The telemetry session: the one task that owns the MQTT connection.
 #
 # Connect with the Will `status = lost` (retained), then publish `status = online`, `birth` and
-# `state`; afterwards `state` on every change of a discrete value and every heartbeat, and each
-# event as it happens. Every message carries (`boot`, `seq`); `seq` is given at publish time so
-# it increases by exactly one per message the broker accepted within this boot.
+# `state`; afterwards `state` on every change of a discrete value and every heartbeat. status,
+# birth, state and crisis acknowledgements carry (`boot`, `seq`) from a message counter given at
+# publish time; they are ordered per topic at the gateway.
+#
+# Events go through the journal on flash (sot/journal.py) the moment they happen; their `seq` is
+# given there, so it is contiguous per boot whatever the link does. The session sends the journal
+# in order and drops an event only when the gateway acknowledges it on `<root>/ack` after its
+# commit - a PUBACK from the broker is not enough (the broker may die, the gateway may be away).
+# After every (re)connect, a `rebirth` request (the gateway saw a gap) and the gateway coming back
+# online, sending starts again from the oldest unacknowledged event; what was journalled before
+# that moment goes out with `hist: true`. While the retained `sot/v1/gateway/status` says
+# `offline`, events stay in the journal unsent. docs/mqtt.md, "Session rules".
 #
 # The link may be down for hours (after a blackout the router often boots after the shop), so the
-# first connect is retried forever with a jittered exponential backoff, and events produced while
-# offline wait in a bounded queue in RAM. Dropped events are counted and reported in `birth`.
-# (The flash journal with end-to-end acknowledgements replaces that queue in the telemetry
-# issue; this is its seam.)
+# first connect is retried forever with a jittered exponential backoff. The session is clean
+# (clean_session=True): the journal, not the broker's session, is what resends.
 import asyncio
 import gc
 import io
@@ -18,10 +25,11 @@ import random
 import time
 
 from sot import VERSION
+from sot.journal import BODY_AT, Journal
 from sot.mqtt.client import MQTTClient
 
-QUEUE_MAX = 64
 ACKS_MAX = 8
+SEND_BURST = 32  # journal records sent before the loop looks at state, acks and the clock
 MAX_PAYLOAD = 1024  # the contract's limit for a controller message
 BACKOFF_MIN_MS = 500
 BACKOFF_MAX_MS = 30000
@@ -70,8 +78,9 @@ class Session:
                                  keepalive=m["keepalive_s"], on_message=self._on_message)
         self.seq = 0
         self.bdseq = 0
-        self.events = []  # (ts, type, data) waiting to be published
-        self.dropped = 0
+        self.journal = Journal(hal.Flash(), boot, self._out.mv, m.get("journal_bytes") or 65536)
+        self.gateway_online = True  # until the retained gateway/status says otherwise
+        self.live_from = 0  # this boot's events from this seq on are sent live (hist false)
         self.wake = asyncio.Event()
         self.rebirth = False
         self.state_dirty = True
@@ -81,10 +90,10 @@ class Session:
     # --- producers (site loop) -----------------------------------------------------------------
 
     def event(self, ts, etype, data):
-        if len(self.events) >= QUEUE_MAX:
-            self.events.pop(0)
-            self.dropped += 1
-        self.events.append((ts, etype, data))
+        body = self._out.dump({"ts": ts, "type": etype, "data": data})
+        if isinstance(body, int) or self.journal.append(body) is None:
+            self.log("E telemetry: event", etype, "too big for the journal; not sent")
+            return
         self.wake.set()
 
     def state_changed(self):
@@ -100,9 +109,23 @@ class Session:
     # --- downlink -------------------------------------------------------------------------------
 
     def _on_message(self, topic, payload, retained):
-        if topic == self.root + "/rebirth":
+        if topic == self.root + "/ack":
+            try:
+                a = json.loads(payload)
+                self.journal.ack(a["boot"], a["seq"])
+            except (ValueError, KeyError, TypeError):
+                self.log("W telemetry: bad ack", payload[:64])
+        elif topic == self.root + "/rebirth":
             self.rebirth = True
+            self.journal.rewind()  # the gateway saw a gap: send the unacknowledged again
             self.wake.set()
+        elif topic == "sot/v1/gateway/status":
+            online = b'"offline"' not in payload  # empty (withdrawn) counts as online
+            if online and not self.gateway_online:
+                self.journal.rewind()
+                self.live_from = self.journal.seq
+                self.wake.set()
+            self.gateway_online = online
         elif self.crisis is not None and topic.startswith(self.root + "/crisis/"):
             mid = topic[len(self.root) + 8:]
             if "/" not in mid and self.crisis.receive(mid, payload):
@@ -123,14 +146,28 @@ class Session:
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         self.published += 1
 
+    async def _send_event(self, boot, seq, n):
+        # The journal read the body (a JSON object) to mv[BODY_AT:]; the header fields go in front
+        # of its first key, the prefix's last "," replacing the body's "{".
+        hist = boot != self.boot or seq < self.live_from
+        pre = b'{"boot":%d,"seq":%d,"hist":%s,' % (boot, seq, b"true" if hist else b"false")
+        a = BODY_AT + 1 - len(pre)
+        mv = self._out.mv
+        mv[a:BODY_AT + 1] = pre
+        await self.client.publish(self.root + "/event", mv[a:BODY_AT + n], qos=1)
+        self.published += 1
+
     async def _birth(self):
         c = self.cfg
+        j = self.journal
         devs = [{"name": d["name"], "profile": d["profile"], "unit": d["unit"], "bus": d["bus"]}
                 for d in c["devices"]]
         await self._send("birth", {"fw": VERSION, "config": c["hash"], "name": c.get("name"),
                                    "municipality": c.get("municipality"), "devices": devs,
                                    "reset": self.reset_cause, "bdseq": self.bdseq,
-                                   "heartbeat_s": c["mqtt"]["heartbeat_s"], "dropped": self.dropped,
+                                   "heartbeat_s": c["mqtt"]["heartbeat_s"], "dropped": j.dropped,
+                                   "journal": {"bytes": j.size(), "pending": j.pending(),
+                                               "oldest": j.oldest()},
                                    "safe_mode": bool(self.health.get("safe")),
                                    "resets": self.health.get("resets", 0),
                                    "hung": self.health.get("hung")})
@@ -150,7 +187,11 @@ class Session:
         will = (self.root + "/status",
                 json.dumps({"state": "lost", "boot": self.boot, "bdseq": self.bdseq}), 1, True)
         await self.client.connect(will=will, clean_session=True)
+        self.journal.rewind()
+        self.live_from = self.journal.seq
+        await self.client.subscribe(self.root + "/ack", 1)
         await self.client.subscribe(self.root + "/rebirth", 1)
+        await self.client.subscribe("sot/v1/gateway/status", 1)
         if self.crisis is not None:
             await self.client.subscribe(self.root + "/crisis/+", 1)
         await self._send("status", {"state": "online", "bdseq": self.bdseq}, retain=True)
@@ -166,10 +207,14 @@ class Session:
                 self.rebirth = False
                 await self._birth()
                 self.state_dirty = True
-            while self.events:
-                ts, etype, data = self.events[0]
-                await self._send("event", {"ts": ts, "type": etype, "data": data, "hist": False})
-                self.events.pop(0)
+            burst = SEND_BURST if self.gateway_online else 0
+            while burst:
+                rec = self.journal.next()
+                if rec is None:
+                    break
+                await self._send_event(*rec)
+                self.checkin()
+                burst -= 1
             while self.acks:
                 mid = self.acks[0]
                 await self._send("crisis/" + mid + "/ack", {"id": mid, "by": "panel"})
@@ -177,6 +222,8 @@ class Session:
             if self.state_dirty or time.ticks_diff(time.ticks_ms(), last_state) >= self.heartbeat_ms:
                 await self._state()
                 last_state = time.ticks_ms()
+            if burst == 0 and self.gateway_online:
+                continue  # more of the journal to send
             self.wake.clear()
             wait = self.heartbeat_ms - time.ticks_diff(time.ticks_ms(), last_state)
             try:

@@ -238,3 +238,50 @@ def test_hypothesis_fuzz_never_crashes(db: SqliteStore, clock: Clock):
         assert r.outcome in ("stored", "duplicate", "outdated", "rejected")
 
     check()
+
+
+def test_progress_acknowledges_the_contiguous_run_and_reports_a_gap(ing: Ingest):
+    for seq in (0, 1, 2, 4):
+        ing.handle(T("event"), raw(event(boot=7, seq=seq)))
+    assert ing.progress() == ([("are-kall", 7, 2)], ["are-kall"])
+    assert ing.progress() == ([], [])  # nothing new: nothing to say
+    ing.handle(T("event"), raw(event(boot=7, seq=3)))
+    assert ing.progress() == ([("are-kall", 7, 4)], [])
+    ing.handle(T("event"), raw(event(boot=7, seq=4)))  # a duplicate is acknowledged again
+    assert ing.progress() == ([("are-kall", 7, 4)], [])
+
+
+def test_progress_needs_seq_0_unless_the_birth_says_the_journal_starts_later(ing: Ingest):
+    ing.handle(T("event"), raw(event(boot=3, seq=5)))
+    assert ing.progress() == ([], ["are-kall"])  # 0..4 may still come
+    fresh = Ingest(ing.store, ing.clock)
+    fresh.handle(T("birth"), raw(birth(boot=3, seq=9, journal={"bytes": 100, "pending": 1,
+                                                               "oldest": [3, 5]})))
+    fresh.handle(T("event"), raw(event(boot=3, seq=6)))
+    assert fresh.progress() == ([("are-kall", 3, 6)], [])  # 0..4 were dropped by the site
+
+
+def test_a_replayed_state_never_hides_the_live_one():
+    live = state(boot=4, seq=10, ts=TS + 100)
+    old = dict(state(boot=4, seq=11, ts=TS + 50), hist=True)
+    assert is_newer("state", old, live) is False
+    assert is_newer("state", dict(old, ts=TS + 200), live) is True
+
+
+def test_progress_passes_over_events_the_site_dropped_from_a_full_journal(ing: Ingest):
+    for seq in (0, 1, 2, 3, 10, 11):
+        ing.handle(T("event"), raw(event(boot=7, seq=seq)))
+    assert ing.progress() == ([("are-kall", 7, 3)], ["are-kall"])
+    ing.handle(T("birth"), raw(birth(boot=7, seq=50, dropped=6,
+                                     journal={"bytes": 500, "pending": 3, "oldest": [7, 10]})))
+    ing.handle(T("event"), raw(event(boot=7, seq=12)))
+    assert ing.progress() == ([("are-kall", 7, 12)], [])
+
+
+def test_a_refused_event_is_acknowledged_so_it_cannot_block_the_journal(ing: Ingest):
+    ing.handle(T("event"), raw(event(boot=9, seq=0)))
+    bad = event(boot=9, seq=1)
+    bad["data"] = {"v": "not a number"}
+    assert ing.handle(T("event"), raw(bad)).reason == "schema"
+    ing.handle(T("event"), raw(event(boot=9, seq=2)))
+    assert ing.progress() == ([("are-kall", 9, 2)], [])

@@ -149,3 +149,32 @@ def test_the_fast_validator_never_accepts_what_jsonschema_refuses():
     check()
     for sub, doc in bases.items():
         fast[sub](doc)
+
+
+def _def(name: str) -> Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    return Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{name}"})
+
+
+def test_every_topic_of_the_contract_table_has_a_definition():
+    """Each row of the table in docs/mqtt.md names a topic whose payload the schema defines."""
+    defs = json.loads(SCHEMA_PATH.read_text())["$defs"]
+    table = re.findall(r"^\| `sot/v1/(?:<site>/)?([a-z/<>_]+)` \|", DOC.read_text(), re.M)
+    assert {"ack", "rebirth", "gateway/status"} <= set(table), table
+    name = {"gateway/status": "gateway_status", "crisis/<id>/ack": "crisis_ack",
+            "crisis/<id>": "crisis"}
+    missing = [t for t in table if name.get(t, t) not in defs and not t.startswith("cmd/")]
+    assert missing == []
+
+
+def test_what_the_gateway_sends_down_is_valid():
+    assert _def("ack").is_valid({"boot": 3, "seq": 41, "ts": TS})
+    assert not _def("ack").is_valid({"boot": 3})
+    assert _def("rebirth").is_valid({"ts": TS, "why": "gap"})
+    assert _def("gateway_status").is_valid({"state": "offline"})
+    assert _def("crisis").is_valid({"id": "storm-1", "sv": "Storm", "severity": "severe",
+                                    "from": "Åre kommun", "ts": TS})
+    assert not _def("gateway_status").is_valid({"state": "maybe"})
+    assert ok("birth", birth(dropped=3, journal={"bytes": 812, "pending": 4,
+                                                 "oldest": [3, 17]}))
+    assert not ok("birth", birth(journal={"oldest": [3]}))

@@ -3,6 +3,10 @@
 Mosquitto runs in the foreground with a generated config (`log_dest stderr`: its stdout is
 block-buffered) and is stopped by its process id. As root it drops to the `mosquitto` user, so
 its folder is made readable for that user.
+
+With `auth` ({user: password}, from gateway.mqttauth.passwords) it runs as production does:
+no anonymous clients, the password_file and acl_file `sot mqtt-auth` generates; `login(user)`
+gives the keyword arguments a client needs.
 """
 
 from __future__ import annotations
@@ -35,22 +39,36 @@ class Broker:
     """Start with `start()`, stop with `stop()`; also a context manager."""
 
     def __init__(self, port: int | None = None, *, workdir: Path | None = None,
-                 persistence: bool = False, extra_conf: str = "") -> None:
+                 persistence: bool = False, extra_conf: str = "",
+                 auth: dict[str, str] | None = None) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="sot-broker-"))
         self.persistence = persistence
         self.extra_conf = extra_conf
+        self.auth = auth
+        self._auth_dir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir / "mosquitto.log"
 
     def _write_conf(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o777)
+        access = ["allow_anonymous true"]
+        if self.auth is not None:
+            from gateway.mqttauth import write_files
+
+            # Mosquitto reads these after dropping to its own user: a folder of their own in
+            # /tmp, since the work folder may sit in a private (0700) temporary directory.
+            if self._auth_dir is None:
+                self._auth_dir = Path(tempfile.mkdtemp(prefix="sot-broker-auth-"))
+                os.chmod(self._auth_dir, 0o755)
+            pw, acl = write_files(self._auth_dir, self.auth, mode=0o644)
+            access = ["allow_anonymous false", f"password_file {pw}", f"acl_file {acl}"]
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            *access,
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -85,6 +103,12 @@ class Broker:
         self.stop()
         raise RuntimeError(f"mosquitto did not listen on {self.host}:{self.port}: {self.log()}")
 
+    def login(self, user: str) -> dict[str, str]:
+        """{"user", "password"} for `user` (empty without auth)."""
+        if self.auth is None:
+            return {}
+        return {"user": user, "password": self.auth[user]}
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-4000:]
@@ -110,6 +134,8 @@ class Broker:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+        if self._auth_dir is not None:
+            shutil.rmtree(self._auth_dir, ignore_errors=True)
 
     def __enter__(self) -> Broker:
         return self.start()

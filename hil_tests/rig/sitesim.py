@@ -29,10 +29,12 @@ class SimulatedSite:
         physics: dict[str, Any] | None = None,
         watchdog: bool = False,
         extra_config: dict[str, Any] | None = None,
+        login: dict[str, str] | None = None,
     ) -> None:
+        """login: {"user", "password"} of the site's MQTT account (Broker.login(site.id))."""
         self.site = site
         self.workdir = Path(workdir) / site.id
-        self.mqtt: dict[str, Any] = {"host": mqtt_host, "port": mqtt_port}
+        self.mqtt: dict[str, Any] = {"host": mqtt_host, "port": mqtt_port, **(login or {})}
         if heartbeat_s is not None:
             self.mqtt["heartbeat_s"] = heartbeat_s
         if keepalive_s is not None:

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway import mqttauth
 from gateway.config import load_sites
 
 from .broker import Broker
@@ -55,11 +56,12 @@ def run(workdir: Path, *, hours: float = 24, time_scale: float = 120,
     site = load_sites()[SITE]
     site = dataclasses.replace(site, buses=tuple(dataclasses.replace(b, poll_ms=200)
                                                  for b in site.buses))
-    broker = Broker(workdir=workdir / "broker").start()
+    logins = mqttauth.passwords([SITE])
+    broker = Broker(workdir=workdir / "broker", auth=logins).start()
     peer = None
     sim = SimulatedSite(site, workdir, mqtt_host=broker.host, mqtt_port=broker.port,
                         heartbeat_s=5, keepalive_s=10, time_scale=time_scale, watchdog=True,
-                        extra_config={"heap_log_ms": heap_log_ms},
+                        extra_config={"heap_log_ms": heap_log_ms}, login=broker.login(SITE),
                         physics={"start_delay_s": 1.0, "crank_s": 2.0, "cooldown_s": 2.0})
     actions: dict[str, int] = {}
 
@@ -71,7 +73,7 @@ def run(workdir: Path, *, hours: float = 24, time_scale: float = 120,
     started = time.monotonic()
     try:
         sim.start()
-        peer = Peer(broker.port, f"{root}/#")
+        peer = Peer(broker.port, f"{root}/#", **broker.login(mqttauth.GATEWAY_USER))
         for h in range(int(hours)):
             slot = h % 6
             if slot == 0:

@@ -103,9 +103,22 @@ class Flash:
         except OSError:
             return None
 
-    def open(self, name):
-        """A file to read as a stream (json.load parses it without holding the whole text)."""
-        return open(self.path(name), "rb")
+    def open(self, name, mode="rb"):
+        """A file as a stream: "rb" to read (json.load parses it without holding the whole
+        text), "ab" to append (the journal's segments; every record carries its own CRC)."""
+        return open(self.path(name), mode)
+
+    def names(self, prefix):
+        """Names of the files that start with `prefix`, sorted."""
+        out = [e[0] for e in os.ilistdir(self.root) if e[0].startswith(prefix)]
+        out.sort()
+        return out
+
+    def remove(self, name):
+        try:
+            os.remove(self.path(name))
+        except OSError:
+            pass
 
     def write(self, name, data):
         if isinstance(data, str):

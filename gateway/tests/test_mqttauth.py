@@ -1,0 +1,65 @@
+"""sot mqtt-auth: Mosquitto's password_file format, the ACL rules, passwords kept outside git."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gateway import mqttauth
+from gateway.cli import main
+
+# Written by Mosquitto 2.0.11's `mosquitto_passwd -c -b FILE u secret`.
+MOSQUITTO_LINE = ("u:$7$101$CLFg8XAW1UV8BwUP$xRvTvReCGVwSfX6oV2h2xvai4+UH80dMlpVWjygHw2+UkyV1Dwd3"
+                  "L0Kisr8X27qdhfl1tTOwZbwwWTiC+mg+iw==")
+
+
+def test_hash_is_the_one_mosquitto_passwd_writes():
+    salt = base64.b64decode(MOSQUITTO_LINE.split("$")[3])
+    assert "u:" + mqttauth.password_hash("secret", salt=salt) == MOSQUITTO_LINE
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="no mosquitto_passwd")
+def test_mosquitto_passwd_accepts_the_format(tmp_path: Path):
+    # mosquitto_passwd -U rejects a file it cannot parse; -b adds a user to ours.
+    f = tmp_path / "pw"
+    f.write_text(f"a:{mqttauth.password_hash('x')}\n")
+    subprocess.run(["mosquitto_passwd", "-b", str(f), "b", "y"], check=True, timeout=10)
+    lines = f.read_text().splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["a", "b"]
+    assert all(ln.split(":")[1].startswith("$7$101$") for ln in lines)
+
+
+def test_acl_keeps_each_site_under_its_own_root():
+    acl = mqttauth.acl_text()
+    assert "pattern write sot/v1/%u/event" in acl and "pattern read sot/v1/%u/ack" in acl
+    assert "pattern write sot/v1/%u/#" not in acl  # not its own downlink topics either
+    assert "pattern read sot/v1/gateway/status" in acl
+    assert "user sot-gateway\ntopic read sot/v1/#" in acl
+
+
+def test_cli_writes_files_and_keeps_passwords(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    secrets = tmp_path / "var" / "passwords.json"
+    out = tmp_path / "mqtt"
+    assert main(["mqtt-auth", "--out", str(out), "--secrets", str(secrets)]) == 0
+    first = json.loads(secrets.read_text())
+    assert "are-kall" in first and mqttauth.GATEWAY_USER in first
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    users = [ln.split(":")[0] for ln in (out / "password_file").read_text().splitlines()]
+    assert sorted(users) == sorted(first)
+    assert main(["mqtt-auth", "--out", str(out), "--secrets", str(secrets)]) == 0
+    assert json.loads(secrets.read_text()) == first  # rerunning keeps the passwords
+    assert main(["config", "compile", "are-kall", "--credentials", str(secrets)]) == 0
+    compiled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert compiled["mqtt"]["user"] == "are-kall"
+    assert compiled["mqtt"]["password"] == first["are-kall"]
+
+
+def test_reserved_site_ids_are_refused():
+    with pytest.raises(ValueError, match="reserved"):
+        mqttauth.passwords(["gateway"])

@@ -1,0 +1,70 @@
+"""A TCP forwarder on 127.0.0.1 that can freeze: both directions stop moving while the sockets
+stay open - a half-open link as a dead router or a stuck LTE modem leaves it (RELIABILITY N5).
+Threads, one pair per connection; `close()` ends them all."""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+
+
+class FreezableProxy:
+    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+        self.target = (host, target_port)
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind((host, 0))
+        self.srv.listen(16)
+        self.port = self.srv.getsockname()[1]
+        self.frozen = threading.Event()
+        self._stop = threading.Event()
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True, name="proxy").start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                c.close()
+                continue
+            self._socks += [c, u]
+            threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        peer = {a: b, b: a}
+        try:
+            while not self._stop.is_set():
+                if self.frozen.is_set():
+                    self._stop.wait(0.05)
+                    continue
+                r, _, _ = select.select([a, b], [], [], 0.05)
+                for s in r:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    peer[s].sendall(data)
+        except (OSError, ValueError):  # closed under us by drop_all()
+            pass
+        finally:
+            a.close()
+            b.close()
+
+    def drop_all(self) -> None:
+        """Close every forwarded connection (what a router reboot does after a freeze)."""
+        for s in self._socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+        self._socks.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.srv.close()
+        self.drop_all()
