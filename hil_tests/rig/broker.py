@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .proc import stop_process
+
 
 def find_mosquitto() -> str:
     for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/bin/mosquitto"):
@@ -116,15 +118,7 @@ class Broker:
             return ""
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            if sig != signal.SIGKILL:
-                os.kill(self.proc.pid, signal.SIGCONT)  # a frozen (SIGSTOPped) broker cannot exit
-            os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process(self.proc, sig)
         self.proc = None
 
     def kill(self) -> None:

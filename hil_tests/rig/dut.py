@@ -25,6 +25,8 @@ from typing import Any
 
 from gateway import config, firmware
 
+from .proc import stop_process
+
 # The controller's RAM budget for the firmware is 64 KiB on a 32-bit board (ESP32, RP2040).
 # The unix port is 64-bit: a MicroPython object is made of 8-byte words and the collector hands
 # out 32-byte blocks, where a board has 4-byte words and 16-byte blocks, so the same objects take
@@ -177,16 +179,7 @@ class Firmware:
             return self._stop(sig, timeout)
 
     def _stop(self, sig: int, timeout: float) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout)
-        rc = self.proc.returncode
+        rc = stop_process(self.proc, sig, timeout)
         self.proc = None
         return rc
 

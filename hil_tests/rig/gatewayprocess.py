@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -12,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from .proc import stop_process
 
 
 def _toml(cfg: dict[str, dict[str, Any]]) -> str:
@@ -49,13 +50,7 @@ class GatewayProcess:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process(self.proc, sig, grace=10.0)
         self.proc = None
 
     def kill(self) -> None:

@@ -160,3 +160,16 @@ async def fast_replies(m, uart, n, delay_ms=5):
     uart.replies.extend([[(delay_ms, GOOD)]] * n)
     for _ in range(n):
         await m.read_registers(*READ)
+
+
+class MemFlash:
+    """hal.Flash in a dict: read() gives bytes or None, write() replaces the whole file."""
+
+    def __init__(self):
+        self.files = {}
+
+    def read(self, name):
+        return self.files.get(name)
+
+    def write(self, name, data):
+        self.files[name] = data.encode() if isinstance(data, str) else bytes(data)

@@ -1,18 +1,8 @@
 # Crisis messages under MicroPython: what reaches the panel, what is refused (RELIABILITY C5).
 import json
 
+from fakes import MemFlash
 from sot.crisis import Crisis, clean
-
-
-class MemFlash:
-    def __init__(self):
-        self.files = {}
-
-    def read(self, name):
-        return self.files.get(name)
-
-    def write(self, name, data):
-        self.files[name] = data.encode() if isinstance(data, str) else bytes(data)
 
 
 def msg(mid="m1", **over):

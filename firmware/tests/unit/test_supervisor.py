@@ -4,18 +4,8 @@ import asyncio
 import json
 import time
 
+from fakes import MemFlash
 from sot.supervisor import SAFE_AFTER, Supervisor, boot_health
-
-
-class MemFlash:
-    def __init__(self):
-        self.files = {}
-
-    def read(self, name):
-        return self.files.get(name)
-
-    def write(self, name, data):
-        self.files[name] = data.encode() if isinstance(data, str) else bytes(data)
 
 
 class FakeWdt:
