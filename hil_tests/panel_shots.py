@@ -70,7 +70,8 @@ SNAP: dict[str, Any] = {
     "tanks": {"diesel": 8200, "petrol": 5400},
     "pumps": {"available": 2, "total": 2},
     "devices": {"grid": "online", "genset": "online", "tank": "online", "pumps": "online"},
-    "capability": {"power": "grid", "hours_left": 62.0, "fuel_for_sale": True,
+    "capability": {"power": "grid", "hours_left": 62.0,
+                   "fuel_for_sale": {"diesel": 8000, "petrol": 5200},
                    "shop_open": True, "info_point": False},
 }
 

@@ -73,7 +73,9 @@ def state_doc(seq: int, failed: bool) -> dict[str, Any]:
         "pumps": {"available": 2, "total": 2},
         "devices": {"grid": "online", "genset": "online", "tank": "online", "pumps": "online"},
         "capability": {"power": "none" if failed else "grid", "hours_left": 94.1,
-                       "fuel_for_sale": True},
+                       "fuel_for_sale": {"diesel": 0, "petrol": 0} if failed
+                       else {"diesel": 14300, "petrol": 9000},
+                       "shop_open": True, "info_point": not failed},
     }
 
 
