@@ -56,3 +56,22 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q -e '.[dev]'
     touch "$stamp"
 fi
+
+# --- MicroPython board stubs (type check of firmware/) ---------------------------------------
+# The official stubs of each board's MicroPython, one folder per board under build/stubs/, so
+# that pyright checks firmware/ against what the ESP32 and RP2040 ports really offer
+# (firmware/pyrightconfig.json, firmware/tests/test_types.py). Pinned like every dependency; the
+# version follows the MicroPython release of the boards' firmware.
+STUBS_VERSION=1.29.0.post1
+STDLIB_STUBS_VERSION=1.29.0.post2   # the stdlib stubs the board stubs require (~=1.29.0)
+for board in esp32 rp2; do
+    dest=build/stubs/$board
+    if [ ! -f "$dest/.installed-$STUBS_VERSION-$STDLIB_STUBS_VERSION" ]; then
+        echo "bootstrap: installing micropython-$board-stubs==$STUBS_VERSION into $dest"
+        rm -rf "$dest"
+        .venv/bin/python -m pip install -q --target "$dest" \
+            "micropython-$board-stubs==$STUBS_VERSION" \
+            "micropython-stdlib-stubs==$STDLIB_STUBS_VERSION"
+        touch "$dest/.installed-$STUBS_VERSION-$STDLIB_STUBS_VERSION"
+    fi
+done

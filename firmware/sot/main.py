@@ -28,6 +28,7 @@ def main(argv):
     except config_mod.ConfigError as e:
         print("E config:", e)
         sys.exit(3)
+    hal.configure(cfg)  # a board's pins and network come from the config (docs/hardware.md)
     boot = next_boot(flash)
     reset = hal.reset_cause()
     from sot.supervisor import boot_health

@@ -58,8 +58,16 @@ def tests_build() -> Path:
     return _tests_built
 
 
+# Fake `machine` and `network` modules for the board HAL tests (test_board_*.py) only: on
+# MICROPYPATH before everything else they shadow the unix port's own `machine`.
+BOARD_FAKES = FIRMWARE / "tests" / "board_fakes"
+
+
 def run_module(module: str, *names: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, MICROPYPATH=f".frozen:{tests_build()}:{firmware_build()}")
+    path = f".frozen:{tests_build()}:{firmware_build()}"
+    if module.startswith("test_board_"):
+        path = f".frozen:{BOARD_FAKES}:{tests_build()}:{firmware_build()}"
+    env = dict(os.environ, MICROPYPATH=path)
     return subprocess.run([micropython(), "-X", f"heapsize={HEAP}", str(UNIT / "runner.py"), module,
                            *names], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=str(FIRMWARE))

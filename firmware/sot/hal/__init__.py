@@ -1,11 +1,16 @@
 # The hardware abstraction layer: the only package that touches hardware. One module per board
-# with the same names (init, epoch, Uart, open_connection, Flash, Watchdog, reset_cause,
-# heap_used); everything outside hal/ receives what it needs from here. Today only the unix
-# port's exists (the simulator, the tests and the demo run on it); esp32.py and rp2.py are
-# written when a board is brought up, against this same list of names.
+# with the same names (init, configure, epoch, Uart, open_connection, Flash, Watchdog,
+# reset_cause, Buttons, display, heap_used, NAME, RESERVED); everything outside hal/ receives
+# what it needs from here. firmware/tests/test_hal_conformance.py checks that the modules agree.
+#   unix  -> hal/unix.py: the simulator, the tests and the demo (MicroPython's unix port)
+#   esp32 -> hal/esp32.py, rp2 -> hal/rp2.py: the boards, sharing hal/board.py
 import sys
 
 if sys.platform in ("linux", "darwin"):
     from sot.hal.unix import *  # noqa: F403
+elif sys.platform == "esp32":
+    from sot.hal.esp32 import *  # noqa: F403
+elif sys.platform == "rp2":
+    from sot.hal.rp2 import *  # noqa: F403
 else:
     raise ImportError("no HAL for platform '%s' yet: add firmware/sot/hal/%s.py" % (sys.platform, sys.platform))

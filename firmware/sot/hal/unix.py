@@ -39,6 +39,12 @@ def init(argv):
         pass
 
 
+def configure(cfg):
+    """The site config has been read. A board takes its pins and network from cfg["board"]
+    (hal/board.py); on unix the buses' ports are already pty paths and the network is the
+    host's, so there is nothing to set up."""
+
+
 def epoch():
     return int(time.time())
 
