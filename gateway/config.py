@@ -462,6 +462,7 @@ class Site:
     path: Path = field(compare=False)
     station: dict[str, Any] = field(default_factory=dict)
     panel: dict[str, Any] = field(default_factory=dict)
+    board: dict[str, Any] | None = None  # [board]: the controller's pins (docs/hardware.md)
 
     def device(self, name: str) -> Device:
         for d in self.devices:
@@ -477,7 +478,10 @@ def _slug_ok(s: str) -> bool:
 def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
     data = _load_toml(path)
     top = _Reader(
-        path, "file", data, {"site", "mqtt", "bus", "device", "grid", "genset", "station", "panel"}
+        path,
+        "file",
+        data,
+        {"site", "mqtt", "bus", "device", "grid", "genset", "station", "panel", "board"},
     )
     s = _Reader(path, "[site]", top.get("site", dict), {"id", "name", "municipality", "lat", "lon"})
     sid = s.get("id", str)
@@ -615,7 +619,184 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         path=path,
         station=station,
         panel=panel,
+        board=_board(path, top, buses, panel),
     )
+
+
+# The boards the firmware has a HAL for (firmware/sot/hal/esp32.py, rp2.py) and what each allows.
+# ESP32: GPIO 6-11 belong to the SPI flash, 34-39 are inputs without pull-ups, UART0 is the
+# console that mpremote talks to, wired Ethernet takes the RMII pins. RP2040: GPIO 0-29.
+_BOARDS: dict[str, dict[str, Any]] = {
+    "esp32": {
+        "max_pin": 39,
+        "reserved": {
+            6: "the SPI flash",
+            7: "the SPI flash",
+            8: "the SPI flash",
+            9: "the SPI flash",
+            10: "the SPI flash",
+            11: "the SPI flash",
+            1: "UART0 (the console)",
+            3: "UART0 (the console)",
+        },
+        "input_only": range(34, 40),
+        "uarts": (1, 2),
+        "spis": (1, 2),
+        "i2cs": (0, 1),
+        "spi_max_hz": 80_000_000,
+        "lan": True,
+    },
+    "rp2": {
+        "max_pin": 29,
+        "reserved": {},
+        "input_only": range(0),
+        "uarts": (0, 1),
+        "spis": (0, 1),
+        "i2cs": (0, 1),
+        "spi_max_hz": 62_500_000,
+        "lan": False,
+    },
+}
+# The ESP32's internal Ethernet MAC uses these pins for RMII, whatever the PHY.
+_RMII = {0: "REF_CLK", 19: "TXD0", 21: "TX_EN", 22: "TXD1", 25: "RXD0", 26: "RXD1", 27: "CRS_DV"}
+_PHYS = ("LAN8720", "IP101", "RTL8201", "DP83848", "KSZ8081")
+
+
+def _board(path: Path, top: _Reader, buses: list[Bus], panel: dict[str, Any]) -> dict | None:
+    """The optional [board] section: which board, and every pin the HAL drives. Absent, the
+    site runs only in the simulator (the unix port needs no pins)."""
+    raw = top.get("board", dict, None)
+    if raw is None:
+        return None
+    b = _Reader(path, "[board]", raw, {"kind", "ntp", "uart", "display", "buttons", "network"})
+    kind = b.get("kind", str, choices=tuple(_BOARDS))
+    spec = _BOARDS[kind]
+    used: dict[int, str] = {}
+
+    def pin(
+        r: _Reader, key: str, *, output: bool, optional: bool = False, pull_up: bool = False
+    ) -> int | None:
+        v = r.get(key, int, None if optional else ..., lo=0, hi=spec["max_pin"])
+        if v is None:
+            return None
+        if v in spec["reserved"]:
+            raise r.fail(key, f"GPIO {v} is taken by {spec['reserved'][v]} on {kind}")
+        if (output or pull_up) and v in spec["input_only"]:
+            why = "an output" if output else "an internal pull-up"
+            raise r.fail(key, f"GPIO {v} is input-only on {kind} and cannot be {why}")
+        if v in used:
+            raise r.fail(key, f"GPIO {v} is already used by {used[v]}")
+        used[v] = f"{r.entry} {key}"
+        return v
+
+    # network first: wired Ethernet claims the RMII pins before anything else can
+    n = _Reader(
+        path,
+        "[board.network]",
+        b.get("network", dict),
+        {"kind", "ssid", "password", "phy", "phy_addr", "mdc", "mdio", "power"},
+    )
+    nkind = n.get("kind", str, "wifi", choices=("wifi", "lan"))
+    if nkind == "lan":
+        if not spec["lan"]:
+            raise n.fail("kind", f"wired Ethernet needs an ESP32; {kind} has Wi-Fi only")
+        for k in ("ssid", "password"):
+            if k in n.table:
+                raise n.fail(k, 'only for kind = "wifi"')
+        for gpio, sig in _RMII.items():
+            used[gpio] = f"Ethernet RMII {sig}"
+        network = {
+            "kind": "lan",
+            "phy": n.get("phy", str, "LAN8720", choices=_PHYS),
+            "phy_addr": n.get("phy_addr", int, 0, lo=0, hi=31),
+            "mdc": pin(n, "mdc", output=True),
+            "mdio": pin(n, "mdio", output=True),
+            "power": pin(n, "power", output=True, optional=True),
+        }
+    else:
+        for k in ("phy", "phy_addr", "mdc", "mdio", "power"):
+            if k in n.table:
+                raise n.fail(k, 'only for kind = "lan"')
+        ssid = n.get("ssid", str)
+        if not 1 <= len(ssid.encode()) <= 32:
+            raise n.fail("ssid", "must be 1 to 32 bytes")
+        password = n.get("password", str, "")
+        if password and not 8 <= len(password) <= 63:
+            raise n.fail("password", "a WPA2 passphrase has 8 to 63 characters")
+        network = {"kind": "wifi", "ssid": ssid, "password": password}
+
+    uarts: dict[str, dict[str, Any]] = {}
+    for port, u in b.get("uart", dict).items():
+        r = _Reader(
+            path,
+            f"[board.uart.{port}]",
+            u,
+            {"id", "tx", "rx", "de", "de_active_low", "parity", "stop"},
+        )
+        uid = r.get("id", int, choices=spec["uarts"])
+        for other, o in uarts.items():
+            if o["id"] == uid:
+                raise r.fail("id", f"UART {uid} is already [board.uart.{other}]")
+        uarts[port] = {
+            "id": uid,
+            "tx": pin(r, "tx", output=True),
+            "rx": pin(r, "rx", output=False),
+            "de": pin(r, "de", output=True),
+            "de_active_low": r.get("de_active_low", bool, False),
+            "parity": r.get("parity", str, "none", choices=("none", "even", "odd")),
+            "stop": r.get("stop", int, 1, choices=(1, 2)),
+        }
+    for bus in buses:
+        if bus.port not in uarts:
+            raise ConfigError(
+                path, f"bus '{bus.name}'", "port", f"no [board.uart.{bus.port}] gives its pins"
+            )
+    for port in uarts:
+        if not any(bus.port == port for bus in buses):
+            raise ConfigError(path, f"[board.uart.{port}]", None, f'no [[bus]] has port = "{port}"')
+
+    if panel.get("display") == "mono128":
+        d = _Reader(
+            path, "[board.display]", b.get("display", dict), {"i2c", "scl", "sda", "addr", "freq"}
+        )
+        display = {
+            "i2c": d.get("i2c", int, 0, choices=spec["i2cs"]),
+            "scl": pin(d, "scl", output=True),
+            "sda": pin(d, "sda", output=True),
+            "addr": d.get("addr", int, 0x3C, choices=(0x3C, 0x3D)),
+            "freq": d.get("freq", int, 400_000, lo=100_000, hi=1_000_000),
+        }
+    else:
+        d = _Reader(
+            path,
+            "[board.display]",
+            b.get("display", dict),
+            {"spi", "sck", "mosi", "cs", "dc", "rst", "backlight", "baud", "madctl"},
+        )
+        display = {
+            "spi": d.get("spi", int, spec["spis"][0], choices=spec["spis"]),
+            "sck": pin(d, "sck", output=True),
+            "mosi": pin(d, "mosi", output=True),
+            "cs": pin(d, "cs", output=True),
+            "dc": pin(d, "dc", output=True),
+            "rst": pin(d, "rst", output=True, optional=True),
+            "backlight": pin(d, "backlight", output=True, optional=True),
+            "baud": d.get("baud", int, 20_000_000, lo=1_000_000, hi=spec["spi_max_hz"]),
+            "madctl": d.get("madctl", int, 0x28, lo=0, hi=255),
+        }
+    bt = _Reader(
+        path, "[board.buttons]", b.get("buttons", dict), {"ack", "shop", "next", "debounce_ms"}
+    )
+    buttons = {k: pin(bt, k, output=False, pull_up=True) for k in ("ack", "shop", "next")}
+    buttons["debounce_ms"] = bt.get("debounce_ms", int, 30, lo=5, hi=200)
+    return {
+        "kind": kind,
+        "ntp": b.get("ntp", str, "pool.ntp.org"),
+        "uart": uarts,
+        "display": display,
+        "buttons": buttons,
+        "network": network,
+    }
 
 
 def _burn_curve(gs: _Reader) -> list[list[float]] | None:
@@ -741,13 +922,18 @@ def compile_site(
         "station": site.station,
         "panel": site.panel,
     }
+    # The board's pins only mean something on the board: a controller the simulator or the HIL
+    # rig wires to ptys (bus_ports) runs on the unix port, which takes no pins.
+    if site.board is not None and not bus_ports:
+        out["board"] = site.board
     out["hash"] = config_hash(out)
     return out
 
 
 def config_hash(compiled: dict[str, Any]) -> str:
-    body = {k: v for k, v in compiled.items() if k not in ("hash", "mqtt")}
-    # The wiring (pty paths, broker address) is not part of what the site *is*.
+    body = {k: v for k, v in compiled.items() if k not in ("hash", "mqtt", "board")}
+    # The wiring (pty paths, broker address, the board's pins and network) is not part of what
+    # the site *is*: the same site has the same hash in the simulator and on its board.
     body["buses"] = [{k: v for k, v in b.items() if k != "port"} for b in body.get("buses", [])]
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:12]

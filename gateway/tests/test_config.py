@@ -230,3 +230,94 @@ def test_site_id_gateway_is_reserved(cfgdir: Path):
     with pytest.raises(config.ConfigError, match="reserved") as err:
         config.load_sites(cfgdir)
     assert err.value.key == "id"
+
+
+# -- [board]: the controller's pins -------------------------------------------------------------
+
+FOLLINGE = "sites/krokom-follinge.toml"
+
+
+def test_board_section_compiles_into_the_controller_config():
+    site = config.load_sites()["krokom-follinge"]
+    out = config.compile_site(site)
+    b = out["board"]
+    assert b["kind"] == "esp32"
+    assert b["uart"]["uart1"] == {"id": 1, "tx": 4, "rx": 36, "de": 2, "de_active_low": False,
+                                  "parity": "none", "stop": 1}
+    assert b["buttons"] == {"ack": 16, "shop": 17, "next": 32, "debounce_ms": 30}
+    assert b["display"]["cs"] == 15 and b["display"]["madctl"] == 0x28
+    assert b["network"]["kind"] == "lan" and b["network"]["mdc"] == 23
+    # The pins are wiring: the simulator's compile leaves them out, and the hash is the same.
+    sim = config.compile_site(site, bus_ports={"rs485": "/dev/pts/9"})
+    assert "board" not in sim
+    assert sim["hash"] == out["hash"]
+
+
+@pytest.mark.parametrize(
+    "old, new, entry, key, words",
+    [
+        ("kind = \"esp32\" ", "kind = \"esp8266\" ", "[board]", "kind", "one of esp32, rp2"),
+        ("de = 2 ", "de = 4 ", "[board.uart.uart1]", "de", "already used by [board.uart.uart1] tx"),
+        ("rx = 36", "rx = 9", "[board.uart.uart1]", "rx", "SPI flash"),
+        ("tx = 4", "tx = 35", "[board.uart.uart1]", "tx", "input-only"),
+        ("next = 32", "next = 34", "[board.buttons]", "next", "pull-up"),
+        ("id = 1 ", "id = 0 ", "[board.uart.uart1]", "id", "one of 1, 2"),
+        ("sck = 14", "sck = 21", "[board.display]", "sck", "Ethernet RMII TX_EN"),
+        ("mdc = 23", "mdc = 23\nssid = \"x\"", "[board.network]", "ssid", "only for kind"),
+        ("ack = 16", "ack = 16\nreset = 3", "[board.buttons]", "reset", "unknown key"),
+        ("[board.uart.uart1]", "[board.uart.uart2]", "bus 'rs485'", "port",
+         "no [board.uart.uart1]"),
+        ("parity = \"none\"", "parity = \"mark\"", "[board.uart.uart1]", "parity", "one of"),
+    ],
+)
+def test_board_errors_name_file_entry_and_key(
+    cfgdir: Path, old: str, new: str, entry: str, key: str, words: str
+):
+    edit(cfgdir / FOLLINGE, old, new)
+    with pytest.raises(config.ConfigError) as err:
+        config.load_sites(cfgdir)
+    e = err.value
+    assert Path(e.path).name == "krokom-follinge.toml"
+    assert (e.entry, e.key) == (entry, key)
+    assert words in str(e)
+
+
+def test_rp2_has_no_wired_ethernet_and_needs_its_own_pins(cfgdir: Path):
+    edit(cfgdir / FOLLINGE, 'kind = "esp32"', 'kind = "rp2"')
+    with pytest.raises(config.ConfigError) as err:
+        config.load_sites(cfgdir)
+    assert (err.value.entry, err.value.key) == ("[board.network]", "kind")
+    assert "Wi-Fi only" in str(err.value)
+
+
+def test_rp2_with_wifi_and_a_mono_panel(cfgdir: Path):
+    path = cfgdir / FOLLINGE
+    text = path.read_text()
+    text = text[: text.index("[board]")] + """[board]
+kind = "rp2"
+
+[board.uart.uart1]
+id = 0
+tx = 0
+rx = 1
+de = 2
+
+[board.display]
+i2c = 1
+sda = 6
+scl = 7
+
+[board.buttons]
+ack = 10
+shop = 11
+next = 12
+
+[board.network]
+ssid = "Butiken"
+password = "hemligt-losen"
+"""
+    path.write_text(text.replace('display = "color320"', 'display = "mono128"'))
+    b = config.compile_site(config.load_sites(cfgdir)["krokom-follinge"])["board"]
+    assert b["display"] == {"i2c": 1, "scl": 7, "sda": 6, "addr": 0x3C, "freq": 400000}
+    assert b["network"] == {"kind": "wifi", "ssid": "Butiken", "password": "hemligt-losen"}
+    assert b["uart"]["uart1"]["id"] == 0
