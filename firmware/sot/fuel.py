@@ -71,21 +71,24 @@ class Fuel:
         lo, hi = self._band()
         trusted = pct is not None and lo <= pct <= hi
         last = self._last_pct
-        jumped = pct is not None and last is not None and abs(pct - last) >= self.cfg.get("fuel_jump_pct", 10)
-        if jumped:
-            kind = "refuelled" if pct > self._last_pct else "fuel_jump"
+        jumped = False
+        if pct is not None and last is not None and abs(pct - last) >= self.cfg.get("fuel_jump_pct", 10):
+            jumped = True
+            kind = "refuelled" if pct > last else "fuel_jump"
             if events is not None:
                 events.append((kind, {"from": _r(last), "to": _r(pct),
                                       "litres": _r((pct - last) / 100 * self.cfg["tank_litres"])}))
         self.pct = pct
-        self.litres = None if pct is None else pct / 100 * self.cfg["tank_litres"]
-        if not running or not trusted or jumped:
+        litres = None if pct is None else pct / 100 * self.cfg["tank_litres"]
+        self.litres = litres
+        # (litres is None only when pct is, which `trusted` already excludes.)
+        if not running or not trusted or jumped or litres is None:
             self._first = self._change = None
         elif last is not None and pct != last:
             if self._first is None:
-                self._first = (now, self.litres)
+                self._first = (now, litres)
             else:
-                self._change = (now, self.litres)
+                self._change = (now, litres)
         if pct is not None:
             self._last_pct = pct
         raw, src = self._raw_rate(running, ecu_lph, load_kw, now)

@@ -21,7 +21,8 @@ _flash_root = ""  # littlefs is mounted at "/"; Flash().path("x") is "/x"
 RESERVED = 0  # a board maps its code from flash: no heap bytes to leave out of heap_used()
 _board = {}  # the "board" section of config.json (configure())
 _chip = {}  # what the chip module adds: "name" and "lan" (a factory, or None)
-_net = {"nic": None, "synced": None}  # the network interface; ticks_ms of the last NTP sync
+_nic = None  # the network interface (configure())
+_synced = None  # ticks_ms of the last NTP sync that set the RTC
 
 NTP_EVERY_MS = 6 * 3600 * 1000  # the RTC drifts; resync on a (re)connect this long after the last
 NTP_TIMEOUT_MS = 2000
@@ -50,12 +51,13 @@ def init(argv):
 def configure(cfg):
     """The site config has been read: keep its board section and start the network (the
     connection itself completes in the background; open_connection() waits for it)."""
-    global _board
+    global _board, _nic
     _board = cfg.get("board") or {}
+    _nic = None
     net = _board.get("network")
     if net:
         try:
-            _net["nic"] = start_network(net)
+            _nic = start_network(net)
         except Exception as e:  # noqa: BLE001 -- no network is a state, not a reason to stop
             print("E network:", repr(e))
 
@@ -120,8 +122,9 @@ async def ntp_sync(host, sock_mod=None, rtc=None, timeout_ms=NTP_TIMEOUT_MS):
         s.close()
     t = ntp_parse(data)
     if t is not None:
+        global _synced
         (rtc or machine.RTC()).datetime(rtc_tuple(t))
-        _net["synced"] = time.ticks_ms()
+        _synced = time.ticks_ms()
     return t
 
 
@@ -153,14 +156,14 @@ NET_WAIT_MS = 10000  # open_connection() waits this long for the link before it 
 async def open_connection(host, port):
     """TCP connection for the MQTT session: waits (without blocking) for the network, sets the
     clock from NTP when it has not been set for NTP_EVERY_MS, then connects."""
-    nic = _net["nic"]
+    nic = _nic
     if nic is not None:
         deadline = time.ticks_add(time.ticks_ms(), NET_WAIT_MS)
         while not nic.isconnected():
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                 raise OSError("network not connected")
             await asyncio.sleep_ms(100)
-        last = _net["synced"]
+        last = _synced
         if last is None or time.ticks_diff(time.ticks_ms(), last) > NTP_EVERY_MS:
             try:
                 t = await ntp_sync(_board.get("ntp") or "pool.ntp.org")

@@ -54,7 +54,8 @@ Recovery rules (carried out by `master.Master`, which owns the bus; this module 
 from array import array
 
 try:
-    from micropython import const
+    # (pyright: the stub's const is positional-only, the CPython stand-in below is not)
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:  # CPython, for cross-checking against pymodbus on the host
 
     def const(x):

@@ -18,7 +18,6 @@ FRAME = b"\x01\x03\x00\x00\x00\x0a\xc5\xcd"  # read 10 holding registers from un
 def fresh(**board_cfg):
     machine.LOG.clear()
     board.set_chip("esp32", hal_esp32._lan)
-    board._net["nic"] = None
     cfg = {"uart": {"uart1": dict(UART_CFG)}}
     cfg.update(board_cfg)
     board.configure({"board": cfg})
