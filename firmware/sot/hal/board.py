@@ -195,9 +195,10 @@ class Uart:
     talked over. `reader` is an asyncio stream; `write()` sends one whole frame.
 
     DE timing: the frame's time on the wire is computed from baud and frame length; the task
-    sleeps for all of it but SPIN_US, then polls the UART's tx-done flag (the shift register is
-    empty) in a short bounded spin, at most SPIN_US plus two characters. A port without
-    txdone() spins to the computed end plus one character instead."""
+    sleeps (whole milliseconds) for all of it but SPIN_US, then polls the UART's tx-done flag
+    (the shift register is empty) in a short bounded spin: what is left of the frame plus two
+    characters and 1 ms at most. A port without txdone() spins to the computed end plus one
+    character instead."""
 
     SPIN_US = 2000
 
@@ -234,7 +235,12 @@ class Uart:
         if nap >= 1000:
             await asyncio.sleep_ms(nap // 1000)
         if self._has_txdone:
-            end = time.ticks_add(t0, wire + self.SPIN_US + 2 * char)
+            # Bounded from here, not from t0: after a late wake-up the frame is long gone and
+            # txdone() says so at once; a stuck flag costs at most what is left plus 2 characters
+            # and 1 ms.
+            now = time.ticks_us()
+            left = wire - time.ticks_diff(now, t0)
+            end = time.ticks_add(now, (left if left > 0 else 0) + 2 * char + 1000)
             while not self._uart.txdone():
                 if time.ticks_diff(end, time.ticks_us()) <= 0:
                     self.late += 1
