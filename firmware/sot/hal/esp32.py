@@ -31,7 +31,9 @@ NAME = "esp32"
 
 def _lan(net, network):
     """network.LAN for the [board.network] kind = "lan": the PHY chip by name (LAN8720, IP101,
-    RTL8201, DP83848, KSZ8081), its address, the MDC/MDIO pins and the PHY's power pin."""
+    RTL8201, DP83848, KSZ8081), its address, the MDC/MDIO pins and the PHY's power pin. These
+    are the esp32 port's own keyword arguments (its quick reference); the stubs describe only
+    the other ports' LAN(id, ...), so pyright does not check this call."""
     power = net.get("power")
     return network.LAN(mdc=machine.Pin(net["mdc"]), mdio=machine.Pin(net["mdio"]),
                        power=None if power is None else machine.Pin(power),
