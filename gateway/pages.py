@@ -474,7 +474,7 @@ def history_chart(rows: list[dict[str, Any]], width: int = 760, height: int = 26
 
 def _event_text(ev: dict[str, Any]) -> str:
     data = ev.get("data")
-    detail = json.dumps(data, ensure_ascii=False) if data else ""
+    detail = dumps(data) if data else ""
     return f'<code>{e(ev["type"])}</code> <span class="muted">{e(detail[:200])}</span>'
 
 

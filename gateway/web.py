@@ -178,7 +178,7 @@ def safe_next(value: str) -> str:
     site: any control character, space, backslash, or a second leading slash gives "/"."""
     if not value.startswith("/") or len(value) > 2000:
         return "/"
-    if any(c <= " " or c in "\\\x7f" for c in value) or value.startswith("//"):
+    if any(c <= " " or c.isspace() or c in "\\\x7f" for c in value) or value.startswith("//"):
         return "/"
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:

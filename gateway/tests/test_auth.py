@@ -200,3 +200,47 @@ def test_forwarded_for_is_ignored_unless_the_proxy_is_configured(tmp_path: Path)
             await login(s, base, "kim")  # the pause was short, and is over
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_demoted_or_removed_user_loses_the_rights_of_the_live_session(tmp_path: Path):
+    """`sot user` changes the database from another process; the live session follows at the
+    next request, not when it expires 12 h later."""
+    from gateway.auth import hash_password
+
+    async def main() -> None:
+        async with app_at(tmp_path, Clock()) as (base, db, broker), client() as kim, \
+                client() as anna:
+            csrf = await login(kim, base, "kim")
+            async with kim.post(base + "/api/crisis", json=MSG,
+                                headers={"X-CSRF-Token": csrf}) as r:
+                assert r.status == 200
+            db.put_user("kim", "viewer", db.user("kim")["pwhash"], 0.0)  # sot user add --role
+            async with kim.post(base + "/api/crisis", json=MSG,
+                                headers={"X-CSRF-Token": csrf}) as r:
+                assert r.status == 403  # same cookie, same token: no longer a coordinator
+            async with kim.post(base + "/crisis", data={**MSG, "site": "are-kall",
+                                                        "csrf": csrf},
+                                allow_redirects=False) as r:
+                assert r.status == 403  # nor through the form
+            async with kim.get(base + "/api/me") as r:
+                assert (await r.json())["role"] == "viewer"
+            assert len(broker.sent) == 1
+
+            await login(anna, base, "anna")
+            assert db.remove_user("anna")  # sot user remove anna
+            async with anna.get(base + "/api/me") as r:
+                assert r.status == 401
+            async with anna.get(base + "/", allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"].startswith("/login")
+            # back with the same name (a new person, or a reset): the old cookie stays dead
+            add_user(db, "anna", "viewer")
+            async with anna.get(base + "/api/me") as r:
+                assert r.status == 401
+
+            # a new password ends the sessions made with the old one
+            csrf = await login(kim, base, "kim")
+            db.put_user("kim", "viewer", hash_password("another password 9"), 0.0)
+            async with kim.get(base + "/api/me") as r:
+                assert r.status == 401
+
+    asyncio.run(asyncio.wait_for(main(), 60))
