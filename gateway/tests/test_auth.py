@@ -244,3 +244,24 @@ def test_a_demoted_or_removed_user_loses_the_rights_of_the_live_session(tmp_path
                 assert r.status == 401
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_the_session_cookie_is_secure_unless_the_web_is_plain_http_on_loopback():
+    from gateway.service import secure_cookie, with_defaults
+
+    def cfg(host: str, value: object = "auto") -> dict[str, Any]:
+        return with_defaults({"http": {"host": host}, "web": {"secure_cookie": value}})
+
+    assert secure_cookie(cfg("0.0.0.0")) is True  # reachable from the network: HTTPS only
+    assert secure_cookie(cfg("192.168.1.10")) is True
+    assert secure_cookie(cfg("127.0.0.1")) is False  # the demo, tests, a local browser
+    assert secure_cookie(cfg("::1")) is False
+    assert secure_cookie(cfg("127.0.0.1", True)) is True  # behind a TLS proxy on this host
+    with pytest.raises(ValueError, match="secure_cookie"):
+        secure_cookie(cfg("0.0.0.0", False))  # plain HTTP over the network is refused
+    with pytest.raises(ValueError, match="secure_cookie"):
+        secure_cookie(cfg("127.0.0.1", "yes"))
+    from gateway.service import load_config
+
+    shipped = load_config(Path(__file__).resolve().parents[2] / "config" / "gateway.toml")
+    assert secure_cookie(with_defaults(shipped)) is True
