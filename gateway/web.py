@@ -11,9 +11,16 @@ Who may do what (gateway/auth.py):
     admin        the audit log
 
 Every POST needs the session's CSRF token (form field `csrf` or header `X-CSRF-Token`); a
-missing session gives 401 (API) or a redirect to /login (pages). Pages are rendered on the
-server; everything that came from MQTT, configuration or a user is HTML-escaped. The only
-scripts are files under /static/, so the Content-Security-Policy allows no inline script at all.
+missing session gives 401 (API) or a redirect to /login (pages). The session's user is looked
+up on every request (removed: logged out; demoted: the new role at once). Pages are rendered on
+the server; everything that came from MQTT, configuration or a user is HTML-escaped, and every
+output is cleaned of what it cannot carry (gateway/safetext.py). The only scripts are files
+under /static/, so the Content-Security-Policy allows no inline script at all.
+
+One of each, so a class of hostile input is handled at one place (docs/security-web.md):
+`security_headers` (every answer), `parse_id` (ids in URLs), `read_form` (POSTed forms),
+`safe_next` (the redirect after login), `outer` (body time, unexpected errors) with
+gateway/httpguard.py (header and idle time, connections per address).
 A stale or lost site still shows its last known values, greyed and labelled, never as current
 (STYLE.md point 5, RELIABILITY.md A6).
 """

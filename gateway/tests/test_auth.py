@@ -214,6 +214,10 @@ def test_a_demoted_or_removed_user_loses_the_rights_of_the_live_session(tmp_path
             async with kim.post(base + "/api/crisis", json=MSG,
                                 headers={"X-CSRF-Token": csrf}) as r:
                 assert r.status == 200
+            async with aiohttp.ClientSession() as anon:  # the public sees no account name
+                for path in ("/api/signage/are-kall", "/signage/are-kall", "/cap.atom"):
+                    async with anon.get(base + path) as r:
+                        assert r.status == 200 and "kim" not in await r.text(), path
             db.put_user("kim", "viewer", db.user("kim")["pwhash"], 0.0)  # sot user add --role
             async with kim.post(base + "/api/crisis", json=MSG,
                                 headers={"X-CSRF-Token": csrf}) as r:
