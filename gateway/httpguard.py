@@ -41,12 +41,16 @@ class Limits:
 
 
 class _Book:
-    """Open connections of one listening socket, per address and in all."""
+    """Open connections of one listening socket, per address and in all, and what was cut."""
 
     def __init__(self) -> None:
         self.by_addr: Counter[str] = Counter()
         self.total = 0
         self.refused = 0
+        self.timed_out = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"open": self.total, "refused": self.refused, "timed_out": self.timed_out}
 
 
 # the guard of each open connection, by its transport (for the middleware)
@@ -79,7 +83,7 @@ class Guard(asyncio.Protocol):
         b = self.book
         if b.total >= self.limits.max_conns or b.by_addr[self.addr] >= self.limits.per_addr:
             b.refused += 1
-            if b.refused == 1 or b.refused % 1000 == 0:
+            if b.refused == 1 or b.refused % 10_000 == 0:
                 log.warning("web: connection refused (too many open: %s from %s, %d in all); "
                             "%d refused so far", b.by_addr[self.addr], self.addr, b.total,
                             b.refused)
@@ -147,6 +151,11 @@ class Guard(asyncio.Protocol):
         if self.busy or self.transport is None or self.transport.is_closing():
             return
         # No request in progress: nothing to answer, the socket is closed.
+        b = self.book
+        b.timed_out += 1
+        if b.timed_out == 1:
+            log.warning("web: closed a connection from %s that sent no complete request in "
+                        "time (counted in /api/stats web.timed_out; logged once)", self.addr)
         self.transport.close()
 
 
@@ -161,6 +170,9 @@ class GuardedSite(web.TCPSite):
     @property
     def open_connections(self) -> int:
         return self._book.total
+
+    def stats(self) -> dict[str, int]:
+        return self._book.stats()
 
     async def start(self) -> None:
         await web.BaseSite.start(self)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ from .web import (
     safe_next,
     session_of,
 )
+
+log = logging.getLogger(__name__)
+_XFF_IGNORED = False  # logged once
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
@@ -149,12 +153,18 @@ def _client_ip(request: web.Request) -> str:
     every request comes from the proxy; only when the peer is one of the configured
     `trusted_proxies` is the last address of its X-Forwarded-For taken (the one that proxy
     added), never a header from anyone else."""
+    global _XFF_IGNORED
     peer = request.remote or "unknown"
+    forwarded = request.headers.getall("X-Forwarded-For", [])
     if peer in request.app[TRUSTED_PROXIES]:
-        hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", []))
-                .split(",") if h.strip()]
+        hops = [h.strip() for h in ",".join(forwarded).split(",") if h.strip()]
         if hops:
             return hops[-1][:64]
+    elif forwarded and not _XFF_IGNORED:
+        _XFF_IGNORED = True
+        log.warning("web: X-Forwarded-For from %s ignored; if that is your reverse proxy, list "
+                    "it in [web] trusted_proxies (else every client shares its login throttle)",
+                    peer)
     return peer
 
 

@@ -133,6 +133,7 @@ class Gateway:
         self.http_port: int | None = None
         self.engine: AlertEngine | None = None
         self._runner: web.AppRunner | None = None
+        self._site: GuardedSite | None = None
         self.bus = SiteBus()
         self.crisis: CrisisSender | None = None
 
@@ -202,6 +203,7 @@ class Gateway:
         await self._runner.setup()
         site = GuardedSite(self._runner, cfg["http"]["host"], int(cfg["http"]["port"]), limits)
         await site.start()
+        self._site = site
         self.http_port = int(self._runner.addresses[0][1])
 
         engine: AlertEngine | None = None
@@ -253,6 +255,8 @@ class Gateway:
         out = self.ingest.stats() if self.ingest is not None else {}
         if self.engine is not None:
             out["alerts"] = self.engine.stats()
+        if self._site is not None:
+            out["web"] = self._site.stats()
         return out
 
     async def __aenter__(self) -> Gateway:

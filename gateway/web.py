@@ -369,9 +369,27 @@ async def api_alert(request: web.Request) -> web.Response:
                               "notifications": store.notifications(a.id)})
 
 
+_HOST = re.compile(r"(?:(?:[A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}|\[[0-9A-Fa-f:.]{2,45}\])"
+                   r"(?::([0-9]{1,5}))?")
+
+
 def _base_url(request: web.Request) -> str:
-    """Absolute links for the CAP feed: the configured base URL, else where this request came."""
-    return request.app[BASE_URL] or str(request.url.origin())
+    """Absolute links for the CAP feed: the configured base URL; else the Host the reader used
+    if it is a plain host[:port]; else the address of the socket it came in on (a Host header
+    is the client's text: never a 500, never user info or a path in a link)."""
+    if request.app[BASE_URL]:
+        return request.app[BASE_URL]
+    scheme = "https" if request.transport is not None and \
+        request.transport.get_extra_info("sslcontext") else "http"
+    host = request.headers.get("Host", "")
+    m = _HOST.fullmatch(host)
+    if m and (m.group(1) is None or int(m.group(1)) <= 65535):
+        return f"{scheme}://{host}"
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    if not isinstance(sock, tuple) or len(sock) < 2:
+        return f"{scheme}://localhost"
+    addr = f"[{sock[0]}]" if ":" in str(sock[0]) else str(sock[0])
+    return f"{scheme}://{addr}:{sock[1]}"
 
 
 @public

@@ -111,6 +111,7 @@ def test_silent_partial_and_dripping_headers_are_cut_off(tmp_path: Path):
         while site.open_connections and time.monotonic() < deadline:
             time.sleep(0.05)
         assert site.open_connections == 0
+        assert site.stats()["timed_out"] >= 103  # counted (and logged once)
 
 
 def test_a_stalled_body_gets_408_and_an_idle_kept_alive_connection_is_closed(tmp_path: Path):
@@ -152,7 +153,7 @@ def test_connections_per_address_are_bounded(tmp_path: Path):
         held = [connect(port) for _ in range(5)]
         extra = connect(port)
         assert closed_by_server(extra) == b""  # refused at once
-        assert site.open_connections == 5
+        assert site.open_connections == 5 and site.stats()["refused"] == 1
         for s in held:
             s.close()
         deadline = time.monotonic() + SAFETY_S

@@ -239,3 +239,34 @@ def test_security_headers_on_every_kind_of_answer_and_head_on_the_stream(db):
     assert head[2]["Content-Type"].startswith("text/event-stream")
     boom_body = next(x for x in got if x[0] == "GET /api/boom")[3]
     assert b"a bug" not in boom_body and b"Traceback" not in boom_body
+
+
+def test_any_host_header_gives_a_feed_with_plain_absolute_links(db):
+    """Without a configured base URL the feed's links follow the Host the reader sent; a Host
+    that is not a plain host[:port] is never a 500 and never ends up in a link."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    hosts = [b"a b", b"[::1", b"x:99999", b"\xff", b"", b"evil.example:80/path", b"%00",
+             b"a@evil.example", b"sot.example:8080", b"[::1]:8080"]
+
+    async def main() -> list[tuple[bytes, bytes]]:
+        out = []
+        async with serving(make_app(db, Clock())) as base:
+            port = int(base.rsplit(":", 1)[1])
+            for host in hosts:
+                r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.write(b"GET /cap.atom HTTP/1.1\r\nHost: " + host +
+                        b"\r\nConnection: close\r\n\r\n")
+                out.append((host, await r.read()))
+                w.close()
+        return out
+
+    for host, answer in run(main()):
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), (host, head[:80])
+        link = ET.fromstring(body).find("{http://www.w3.org/2005/Atom}link").get("href")
+        if host in (b"sot.example:8080", b"[::1]:8080"):
+            assert link == f"http://{host.decode()}/cap.atom"
+        else:
+            assert re.fullmatch(r"http://127\.0\.0\.1:[0-9]+/cap\.atom", link), (host, link)
