@@ -895,14 +895,16 @@ class SqliteStore:
     def cap_versions(self, alert_id: int, digest: str, now: float) -> list[tuple[int, float]]:
         """The CAP messages published for an alert, oldest first, as (n, sent); when `digest`
         (of the content about to be published) differs from the last one's, (n + 1, now) is
-        recorded first."""
-        with self._tx():
-            last = self._db.execute(
-                "SELECT n, digest FROM cap_versions WHERE alert_id = ? ORDER BY n DESC LIMIT 1",
-                (alert_id,)).fetchone()
-            if last is None or last["digest"] != digest:
+        recorded first. The public feed calls this for every alert it shows: an unchanged
+        alert costs one read, no write."""
+        last = self._db.execute(
+            "SELECT n, digest FROM cap_versions WHERE alert_id = ? ORDER BY n DESC LIMIT 1",
+            (alert_id,)).fetchone()
+        if last is None or last["digest"] != digest:
+            with self._tx():  # (another process first: its version stands)
                 self._db.execute(
-                    "INSERT INTO cap_versions (alert_id, n, digest, sent) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO cap_versions (alert_id, n, digest, sent) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
                     (alert_id, (last["n"] if last else 0) + 1, digest, now))
         return [(int(r[0]), float(r[1])) for r in self._db.execute(
             "SELECT n, sent FROM cap_versions WHERE alert_id = ? ORDER BY n", (alert_id,))]

@@ -104,7 +104,16 @@ def test_ids_that_are_not_plain_numbers_are_404_not_500(db):
             for ref in odd:
                 for method, path in (("GET", f"/api/alerts/{ref}"), ("GET", f"/cap/{ref}.xml"),
                                      ("POST", f"/api/alerts/{ref}/ack"),
-                                     ("POST", f"/alerts/{ref}/ack")):
+                                     ("POST", f"/alerts/{ref}/ack"),
+                                     # ids that are names: unknown, never a 500
+                                     ("GET", f"/sites/{ref}"), ("GET", f"/api/sites/{ref}"),
+                                     ("GET", f"/api/sites/{ref}/events"),
+                                     ("GET", f"/api/sites/{ref}/history"),
+                                     ("GET", f"/signage/{ref}"), ("GET", f"/api/signage/{ref}"),
+                                     ("GET", f"/signage/{ref}/events"),
+                                     ("GET", f"/crisis/{ref}"), ("GET", f"/api/crisis/{ref}"),
+                                     ("POST", f"/api/crisis/{ref}/withdraw"),
+                                     ("POST", f"/crisis/{ref}/withdraw")):
                     data = {"note": "x"} if method == "POST" else None
                     async with s.request(method, base + path, allow_redirects=False, data=data,
                                          headers={"X-CSRF-Token": csrf}) as r:
