@@ -41,3 +41,18 @@ def poison(db: Any, site: str = "are-kall", ts: float = TS) -> None:
         "INSERT INTO events (site, boot, seq, ts, type, data, hist, received) "
         "VALUES (?, 4, 99, ?, ?, ?, 0, ?)",
         (site, int(ts), "sensor_fault\x01", _poisoned({"device": m, "detail": m}), ts))
+    # an alert whose text names a device, and a crisis message the panel's staff acknowledged
+    db._db.execute(
+        "INSERT INTO alerts (key, rule, site, municipality, detail, severity, status, started, "
+        "fired, sv, en, data) VALUES (?, 'device_offline', ?, 'Åre', ?, 'warning', 'firing', ?, "
+        "?, ?, ?, ?)",
+        (f"device_offline:{site}:bad", site, "X\x01", ts, ts, "Enheten X\x01\x1b\ufffe svarar inte",
+         "Device X\x0b does not answer", _poisoned({"site_name": m, "device": m})))
+    db._db.execute("INSERT INTO crisis_messages (id, payload, created_by, updated) "
+                   "VALUES ('m1', ?, 'kim', ?)",
+                   (json.dumps({"id": "m1", "ts": int(ts), "sv": "Vatten finns", "en": "",
+                                "severity": "info", "from": "Kommunen"}), ts))
+    db._db.execute("INSERT INTO crisis_sent (site, crisis_id, ts) VALUES (?, 'm1', ?)",
+                   (site, ts - 1))
+    db._db.execute("INSERT INTO crisis_acks (site, crisis_id, boot, seq, ts, by, received) "
+                   "VALUES (?, 'm1', 4, 100, ?, ?, ?)", (site, int(ts), "Olle\x01\x1b", ts))

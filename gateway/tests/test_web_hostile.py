@@ -62,7 +62,8 @@ def test_a_poisoned_site_cannot_break_a_page_the_api_or_the_signage_stream(db):
     clock = Clock(TS + 5)
     pages = ["/", "/sites/are-kall", "/signage/are-kall", "/api/sites", "/api/sites/are-kall",
              "/api/sites/are-kall/events", "/api/signage/are-kall", "/api/alerts",
-             "/api/sites/are-kall/history"]
+             "/api/sites/are-kall/history", "/alerts", "/crisis", "/crisis/m1", "/api/crisis",
+             "/api/crisis/m1", "/api/alerts/1", "/cap.atom", "/cap/1.xml"]
 
     async def main() -> dict[str, tuple[int, bytes]]:
         out = {}
