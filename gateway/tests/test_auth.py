@@ -176,6 +176,17 @@ def test_failed_logins_cost_the_failing_address_not_the_coordinator(tmp_path: Pa
                 assert r.status == 200  # kim, from elsewhere, is not locked out
             fails = [a for a in db.audit_log() if a["action"] == "login_failed"]
             assert len(fails) == 5 and {a["target"] for a in fails} == {"203.0.113.5"}
+            # the same stranger tries 25 other names: only the stranger waits, not everyone
+            # else behind the same proxy
+            codes = []
+            for i in range(25):
+                async with s.post(base + "/api/login", headers=via("203.0.113.5"),
+                                  json={"user": f"name{i}", "password": "wrong-password"}) as r:
+                    codes.append(r.status)
+            assert codes.count(401) == 15 and codes[-1] == 429  # 20 failures from the address
+            async with s.post(base + "/api/login", headers=via("198.51.100.77"),
+                              json={"user": "anna", "password": PASSWORD}) as r:
+                assert r.status == 200
 
     asyncio.run(asyncio.wait_for(main(), 30))
 
