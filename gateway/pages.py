@@ -248,7 +248,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     token = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not token or not hmac.compare_digest(token, str(form.get("login_csrf", ""))):
         return json_response({"error": "bad or missing CSRF token / ogiltig CSRF-token"},
-                                 status=403)
+                             status=403)
     row, err, status = await _authenticate(request, str(form.get("user", ""))[:64],
                                            str(form.get("password", ""))[:1024])
     if row is None:
