@@ -14,9 +14,12 @@ dashboard and keeps secrets off disk). The session cookie is HttpOnly and SameSi
 session has its own CSRF token that every POST must carry (form field `csrf` or header
 `X-CSRF-Token`). The login form itself is protected with a double-submit cookie.
 
-Throttling: failed logins are counted per client address and per user name in a sliding window;
-past the limit the address or the name is locked out for `lockout_s`, and while locked no
-password is even checked (so a locked account cannot be probed).
+Sessions end when the user is removed, gets a new password, or after `lifetime_s`; a changed
+role applies from the next request (`Sessions.recheck`, called on every request).
+
+Throttling (`LoginThrottle`): failures slow down the address that fails, growing with each
+failure; an account is never locked for everyone, and an address the user has logged in from
+before is never slowed down by failures from elsewhere.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 ROLES = ("viewer", "coordinator", "admin")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -89,20 +93,23 @@ class Session:
     role: str
     csrf: str
     expires: float
+    stamp: str = ""  # the user's password hash at login: a new password ends the session
 
 
 @dataclass
 class Sessions:
-    """In-memory sessions with an absolute lifetime."""
+    """In-memory sessions with an absolute lifetime. `recheck` ties each one to the user as the
+    database has it now: `sot user` runs in another process, so the web looks the user up on
+    every request instead of waiting to be told."""
 
     clock: Callable[[], float] = time.time
     lifetime_s: float = 12 * 3600
     _by_token: dict[str, Session] = field(default_factory=dict)
 
-    def create(self, user: str, role: str) -> Session:
+    def create(self, user: str, role: str, stamp: str = "") -> Session:
         self._sweep()
         s = Session(secrets.token_urlsafe(32), user, role, secrets.token_urlsafe(32),
-                    self.clock() + self.lifetime_s)
+                    self.clock() + self.lifetime_s, stamp)
         self._by_token[s.token] = s
         return s
 
@@ -113,6 +120,19 @@ class Sessions:
         if s is None or s.expires <= self.clock():
             self._by_token.pop(token or "", None)
             return None
+        return s
+
+    def recheck(self, token: str | None, row: dict[str, Any] | None) -> Session | None:
+        """The session of `token` as the user's stored `row` allows now: ended when the user is
+        gone or has a new password, with the stored role when the role changed."""
+        s = self.get(token)
+        if s is None:
+            return None
+        if row is None or row.get("name") != s.user or row.get("pwhash", "") != s.stamp \
+                or row.get("role") not in ROLES:
+            self.drop_user(s.user)
+            return None
+        s.role = str(row["role"])
         return s
 
     def drop(self, token: str | None) -> None:
@@ -134,41 +154,74 @@ def csrf_ok(session: Session | None, token: str | None) -> bool:
 
 @dataclass
 class LoginThrottle:
-    """Failed logins per key ("ip:<addr>" or "user:<name>") in a sliding window of `window_s`.
-    `max_per_user` failures lock the name, `max_per_ip` lock the address, for `lockout_s`."""
+    """Failed logins slow down whoever fails; they never lock an account for everyone.
+
+    Failures within `window_s` are counted under three keys. Past its free allowance each key
+    asks for a pause before the next try, doubling with every further failure from `base_s` up
+    to its cap; a try during the pause is refused without a password check and is not counted,
+    so hammering does not lengthen it.
+
+        (address, name)  `free_pair` failures, then up to `max_delay_s`: a guesser at one
+                         account from one address
+        address          `free_addr` failures over any names, then up to `max_delay_s`: one
+                         address trying many names
+        name             `free_name` failures from all addresses together, then up to
+                         `name_delay_s` (short): a guesser spread over many addresses. This one
+                         does not apply to an address the user has logged in from before, so
+                         nobody can lock a coordinator out by failing on purpose.
+
+    Names are public (they may appear in logs and mails), so no rule depends on keeping them
+    secret. Memory is bounded: a scan over many names or addresses prunes old keys.
+    """
 
     clock: Callable[[], float] = time.time
     window_s: float = 900.0
-    max_per_user: int = 5
-    max_per_ip: int = 20
-    lockout_s: float = 900.0
+    free_pair: int = 5
+    free_addr: int = 20
+    free_name: int = 50
+    base_s: float = 2.0
+    max_delay_s: float = 900.0
+    name_delay_s: float = 60.0
     _fails: dict[str, list[float]] = field(default_factory=dict)
-    _locked: dict[str, float] = field(default_factory=dict)
+    _known: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        recent = [t for t in self._fails.get(key, ()) if t > now - self.window_s]
+        if recent:
+            self._fails[key] = recent
+        else:
+            self._fails.pop(key, None)
+        return recent
+
+    def _wait(self, key: str, free: int, cap: float, now: float) -> float:
+        recent = self._recent(key, now)
+        over = len(recent) - free
+        if over < 0:
+            return 0.0
+        delay = min(self.base_s * 2 ** min(over, 40), cap)
+        return max(0.0, recent[-1] + delay - now)
 
     def locked_for(self, ip: str, user: str) -> float:
-        """Seconds left of a lockout on this address or this name (0: may try)."""
+        """Seconds this address must wait before it may try this name again (0: may try)."""
         now = self.clock()
-        left = 0.0
-        for key in (f"ip:{ip}", f"user:{user}"):
-            until = self._locked.get(key)
-            if until is not None:
-                if until > now:
-                    left = max(left, until - now)
-                else:
-                    del self._locked[key]
-        return left
+        waits = [self._wait(f"pair:{ip}|{user}", self.free_pair, self.max_delay_s, now),
+                 self._wait(f"ip:{ip}", self.free_addr, self.max_delay_s, now)]
+        if ip not in self._known.get(user, {}):
+            waits.append(self._wait(f"user:{user}", self.free_name, self.name_delay_s, now))
+        return max(waits)
 
     def failed(self, ip: str, user: str) -> None:
         now = self.clock()
-        for key, limit in ((f"ip:{ip}", self.max_per_ip), (f"user:{user}", self.max_per_user)):
-            recent = [t for t in self._fails.get(key, []) if t > now - self.window_s]
-            recent.append(now)
-            self._fails[key] = recent
-            if len(recent) >= limit:
-                self._locked[key] = now + self.lockout_s
-                self._fails[key] = []
-        if len(self._fails) > 10_000:  # a scan over many names must not grow memory forever
-            self._fails = {k: v for k, v in self._fails.items() if v and v[-1] > now - 60}
+        for key in (f"pair:{ip}|{user}", f"ip:{ip}", f"user:{user}"):
+            self._recent(key, now)
+            self._fails.setdefault(key, []).append(now)
+        if len(self._fails) > 30_000:  # a scan over many names must not grow memory forever
+            self._fails = {k: v for k, v in self._fails.items() if v[-1] > now - 60}
 
     def succeeded(self, ip: str, user: str) -> None:
-        self._fails.pop(f"user:{user}", None)
+        self._fails.pop(f"pair:{ip}|{user}", None)
+        known = self._known.setdefault(user, {})
+        known[ip] = self.clock()
+        if len(known) > 20:  # the most recent addresses of this user
+            for old in sorted(known, key=known.__getitem__)[:-20]:
+                del known[old]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from . import crisis as crisis_mod
 from .auth import check_login, role_at_least
+from .safetext import clean, dumps, json_response
 from .signage import KEEPALIVE_S, RECHECK_S, comparable, signage_view
 from .web import (
     BUS,
@@ -28,6 +30,7 @@ from .web import (
     SESSIONS,
     STORE,
     THROTTLE,
+    TRUSTED_PROXIES,
     TZ,
     _num,
     _row,
@@ -36,9 +39,15 @@ from .web import (
     both,
     e,
     needs,
+    parse_id,
     public,
+    read_form,
+    safe_next,
     session_of,
 )
+
+log = logging.getLogger(__name__)
+_XFF_IGNORED = False  # logged once
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
@@ -87,7 +96,11 @@ def add_routes(app: web.Application) -> None:
 
 
 def html_response(body: str, status: int = 200) -> web.Response:
-    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+    """Every HTML page goes out through here: cleaned of what no page may carry
+    (gateway/safetext.py), so a lone surrogate or a control character from a site cannot break
+    the page."""
+    return web.Response(text=clean(body), status=status, content_type="text/html",
+                        charset="utf-8")
 
 
 def layout(request: web.Request, title_sv: str, title_en: str, body: str, *,
@@ -136,14 +149,23 @@ def csrf_field(request: web.Request) -> str:
 
 
 def _client_ip(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
-def _safe_next(value: str) -> str:
-    # only a path on this site: never an open redirect to another host
-    if value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
+    """The client's address for the login throttle and the audit log. Behind a reverse proxy
+    every request comes from the proxy; only when the peer is one of the configured
+    `trusted_proxies` is the last address of its X-Forwarded-For taken (the one that proxy
+    added), never a header from anyone else."""
+    global _XFF_IGNORED
+    peer = request.remote or "unknown"
+    forwarded = request.headers.getall("X-Forwarded-For", [])
+    if peer in request.app[TRUSTED_PROXIES]:
+        hops = [h.strip() for h in ",".join(forwarded).split(",") if h.strip()]
+        if hops:
+            return hops[-1][:64]
+    elif forwarded and not _XFF_IGNORED:
+        _XFF_IGNORED = True
+        log.warning("web: X-Forwarded-For from %s ignored; if that is your reverse proxy, list "
+                    "it in [web] trusted_proxies (else every client shares its login throttle)",
+                    peer)
+    return peer
 
 
 def _login_form(next_url: str, token: str, message: str = "") -> str:
@@ -175,7 +197,7 @@ def _login_token(request: web.Request) -> str:
 async def login_page(request: web.Request) -> web.Response:
     token = _login_token(request)
     resp = layout(request, "Logga in", "Log in",
-                  _login_form(_safe_next(request.query.get("next", "/")), token))
+                  _login_form(safe_next(request.query.get("next", "/")), token))
     resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict", path="/login",
                     secure=request.app[SECURE_COOKIE])
     return resp
@@ -189,9 +211,12 @@ async def _authenticate(request: web.Request, user: str, password: str
     throttle = app[THROTTLE]
     wait = throttle.locked_for(ip, user)
     if wait > 0:
-        minutes = max(1, math.ceil(wait / 60))
-        return None, (f"För många misslyckade inloggningar. Försök igen om {minutes} min. / "
-                      f"Too many failed logins. Try again in {minutes} min."), 429
+        if wait < 120:
+            sv = en = f"{math.ceil(wait)} s"
+        else:
+            sv = en = f"{math.ceil(wait / 60)} min"
+        return None, (f"För många misslyckade inloggningar. Försök igen om {sv}. / "
+                      f"Too many failed logins. Try again in {en}."), 429
     row = app[STORE].user(user) if user else None
     # scrypt takes ~50 ms: off the loop, so signage streams keep flowing meanwhile
     ok = await asyncio.to_thread(check_login, row["pwhash"] if row else None, password)
@@ -207,7 +232,7 @@ def _start_session(request: web.Request, resp: web.StreamResponse,
                    row: dict[str, Any]) -> str:
     old = request.cookies.get(SESSION_COOKIE)
     request.app[SESSIONS].drop(old)  # a new id at login: no session fixation
-    s = request.app[SESSIONS].create(row["name"], row["role"])
+    s = request.app[SESSIONS].create(row["name"], row["role"], row.get("pwhash", ""))
     resp.set_cookie(SESSION_COOKIE, s.token, httponly=True, samesite="Strict", path="/",
                     secure=request.app[SECURE_COOKIE])
     request.app[STORE].add_audit(request.app[CLOCK](), s.user, "login", _client_ip(request))
@@ -218,12 +243,12 @@ def _start_session(request: web.Request, resp: web.StreamResponse,
 async def login_post(request: web.Request) -> web.StreamResponse:
     import hmac
 
-    form = await request.post()
-    next_url = _safe_next(str(form.get("next", "/")))
+    form = await read_form(request)
+    next_url = safe_next(str(form.get("next", "/")))
     token = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not token or not hmac.compare_digest(token, str(form.get("login_csrf", ""))):
-        return web.json_response({"error": "bad or missing CSRF token / ogiltig CSRF-token"},
-                                 status=403)
+        return json_response({"error": "bad or missing CSRF token / ogiltig CSRF-token"},
+                             status=403)
     row, err, status = await _authenticate(request, str(form.get("user", ""))[:64],
                                            str(form.get("password", ""))[:1024])
     if row is None:
@@ -251,16 +276,16 @@ async def api_login(request: web.Request) -> web.Response:
     # JSON only: a cross-site form cannot send application/json without a CORS preflight,
     # which this server never grants.
     if request.content_type != "application/json":
-        return web.json_response({"error": "send application/json"}, status=415)
+        return json_response({"error": "send application/json"}, status=415)
     try:
         body = await request.json()
         user, password = str(body["user"])[:64], str(body["password"])[:1024]
     except (ValueError, KeyError, TypeError):
-        return web.json_response({"error": "need user and password"}, status=400)
+        return json_response({"error": "need user and password"}, status=400)
     row, err, status = await _authenticate(request, user, password)
     if row is None:
-        return web.json_response({"error": err}, status=status)
-    resp = web.json_response({"user": row["name"], "role": row["role"]})
+        return json_response({"error": err}, status=status)
+    resp = json_response({"user": row["name"], "role": row["role"]})
     csrf = _start_session(request, resp, row)
     resp.text = json.dumps({"user": row["name"], "role": row["role"], "csrf": csrf})
     return resp
@@ -268,7 +293,7 @@ async def api_login(request: web.Request) -> web.Response:
 
 async def api_logout(request: web.Request) -> web.Response:
     request.app[SESSIONS].drop(request.cookies.get(SESSION_COOKIE))
-    resp = web.json_response({"ok": True})
+    resp = json_response({"ok": True})
     resp.del_cookie(SESSION_COOKIE, path="/")
     return resp
 
@@ -276,7 +301,7 @@ async def api_logout(request: web.Request) -> web.Response:
 async def api_me(request: web.Request) -> web.Response:
     s = session_of(request)
     assert s is not None
-    return web.json_response({"user": s.user, "role": s.role, "csrf": s.csrf})
+    return json_response({"user": s.user, "role": s.role, "csrf": s.csrf})
 
 
 # --- overview: table and map -----------------------------------------------------------------
@@ -459,7 +484,7 @@ def history_chart(rows: list[dict[str, Any]], width: int = 760, height: int = 26
 
 def _event_text(ev: dict[str, Any]) -> str:
     data = ev.get("data")
-    detail = json.dumps(data, ensure_ascii=False) if data else ""
+    detail = dumps(data) if data else ""
     return f'<code>{e(ev["type"])}</code> <span class="muted">{e(detail[:200])}</span>'
 
 
@@ -525,12 +550,12 @@ async def site_page(request: web.Request) -> web.Response:
 async def api_history(request: web.Request) -> web.Response:
     app, sid = request.app, request.match_info["id"]
     if app[STORE].site_overview(sid, app[CLOCK]()) is None:
-        return web.json_response({"error": "unknown site", "site": sid}, status=404)
+        return json_response({"error": "unknown site", "site": sid}, status=404)
     try:
         since = float(request.query.get("since", "0"))
     except ValueError:
-        return web.json_response({"error": "since must be a number"}, status=400)
-    return web.json_response(app[STORE].state_history(sid, since=since, limit=2000))
+        return json_response({"error": "since must be a number"}, status=400)
+    return json_response(app[STORE].state_history(sid, since=since, limit=2000))
 
 
 # --- alerts ----------------------------------------------------------------------------------
@@ -567,9 +592,10 @@ def _ack(request: web.Request, ref: str, note: str) -> tuple[int, dict[str, Any]
     s = session_of(request)
     assert s is not None
     store = request.app[STORE]
-    if not ref.isdigit():
+    n = parse_id(ref)
+    if n is None:
         return 404, {"error": "unknown alert"}
-    a = store.ack_alert(int(ref), s.user, note[:200], request.app[CLOCK]())
+    a = store.ack_alert(n, s.user, note[:200], request.app[CLOCK]())
     if a is None:
         return 404, {"error": "unknown alert"}
     if a.status != "acknowledged" or a.acked_by != s.user:
@@ -579,7 +605,7 @@ def _ack(request: web.Request, ref: str, note: str) -> tuple[int, dict[str, Any]
 
 @needs("coordinator")
 async def alert_ack_post(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     status, _ = _ack(request, request.match_info["id"], str(form.get("note", "")))
     if status == 404:
         raise web.HTTPNotFound()
@@ -593,7 +619,7 @@ async def api_alert_ack(request: web.Request) -> web.Response:
         with contextlib.suppress(ValueError, AttributeError):
             note = str((await request.json()).get("note", ""))
     status, body = _ack(request, request.match_info["id"], note)
-    return web.json_response(body, status=status)
+    return json_response(body, status=status)
 
 
 # --- crisis messages -------------------------------------------------------------------------
@@ -752,7 +778,7 @@ def _form_fields(form: Any) -> dict[str, Any]:
 
 @needs("coordinator")
 async def crisis_post(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     fields = _form_fields(form)
     sites = [str(x) for x in form.getall("site", [])]
     status, body, err = _send(request, fields, sites,
@@ -773,6 +799,15 @@ async def _json_body(request: web.Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+def _str_list(v: Any) -> list[str] | None:
+    """A JSON list of strings (absent: empty); anything else is the client's error."""
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        return None
+    return list(v)
+
+
 def _field_str(v: Any) -> Any:
     return v if v is None or isinstance(v, str) else str(v)
 
@@ -781,13 +816,15 @@ def _field_str(v: Any) -> Any:
 async def api_crisis_send(request: web.Request) -> web.Response:
     body = await _json_body(request)
     if body is None:
-        return web.json_response({"error": "send a JSON object"}, status=400)
+        return json_response({"error": "send a JSON object"}, status=400)
     fields = {k: _field_str(body.get(k)) for k in ("sv", "en", "severity", "from",
                                                     "expires_min")}
-    sites = [str(x) for x in body.get("sites") or [] if isinstance(x, str)]
-    munis = [str(x) for x in body.get("municipalities") or [] if isinstance(x, str)]
+    sites, munis = _str_list(body.get("sites")), _str_list(body.get("municipalities"))
+    if sites is None or munis is None:
+        return json_response({"error": "sites and municipalities are lists of strings"},
+                             status=400)
     status, out, _ = _send(request, fields, sites, munis)
-    return web.json_response(out, status=status)
+    return json_response(out, status=status)
 
 
 def _update(request: web.Request, mid: str, fields: dict[str, Any]
@@ -856,7 +893,7 @@ async def crisis_detail_page(request: web.Request, *, error: crisis_mod.CrisisEr
 
 @needs("coordinator")
 async def crisis_update_post(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     fields = _form_fields(form)
     mid = request.match_info["id"]
     status, _, err = _update(request, mid, fields)
@@ -871,11 +908,11 @@ async def crisis_update_post(request: web.Request) -> web.StreamResponse:
 async def api_crisis_update(request: web.Request) -> web.Response:
     body = await _json_body(request)
     if body is None:
-        return web.json_response({"error": "send a JSON object"}, status=400)
+        return json_response({"error": "send a JSON object"}, status=400)
     fields = {k: _field_str(body.get(k)) for k in ("sv", "en", "severity", "from",
                                                     "expires_min")}
     status, out, _ = _update(request, request.match_info["id"], fields)
-    return web.json_response(out, status=status)
+    return json_response(out, status=status)
 
 
 def _withdraw(request: web.Request, mid: str) -> tuple[int, dict[str, Any]]:
@@ -906,7 +943,7 @@ async def crisis_withdraw_post(request: web.Request) -> web.StreamResponse:
 @needs("coordinator")
 async def api_crisis_withdraw(request: web.Request) -> web.Response:
     status, body = _withdraw(request, request.match_info["id"])
-    return web.json_response(body, status=status)
+    return json_response(body, status=status)
 
 
 def _crisis_json(store: Any, m: dict[str, Any]) -> dict[str, Any]:
@@ -915,15 +952,15 @@ def _crisis_json(store: Any, m: dict[str, Any]) -> dict[str, Any]:
 
 async def api_crisis_list(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    return web.json_response([_crisis_json(store, m) for m in store.crisis_messages()])
+    return json_response([_crisis_json(store, m) for m in store.crisis_messages()])
 
 
 async def api_crisis_one(request: web.Request) -> web.Response:
     store = request.app[STORE]
     m = store.crisis_message(request.match_info["id"])
     if m is None:
-        return web.json_response({"error": "unknown message"}, status=404)
-    return web.json_response(_crisis_json(store, m))
+        return json_response({"error": "unknown message"}, status=404)
+    return json_response(_crisis_json(store, m))
 
 
 # --- audit -----------------------------------------------------------------------------------
@@ -947,8 +984,8 @@ async def api_audit(request: web.Request) -> web.Response:
     try:
         limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
     except ValueError:
-        return web.json_response({"error": "limit must be 1..1000"}, status=400)
-    return web.json_response(request.app[STORE].audit_log(limit))
+        return json_response({"error": "limit must be 1..1000"}, status=400)
+    return json_response(request.app[STORE].audit_log(limit))
 
 
 # --- signage ---------------------------------------------------------------------------------
@@ -959,8 +996,8 @@ async def api_signage(request: web.Request) -> web.Response:
     app, sid = request.app, request.match_info["id"]
     view = signage_view(app[STORE], sid, app[CLOCK]())
     if view is None:
-        return web.json_response({"error": "unknown site", "site": sid}, status=404)
-    return web.json_response(view)
+        return json_response({"error": "unknown site", "site": sid}, status=404)
+    return json_response(view)
 
 
 @public
@@ -972,7 +1009,7 @@ async def signage_page(request: web.Request) -> web.Response:
                              status=404)
     # The first view rides in a data attribute (escaped JSON), so the screen is filled before
     # the event stream connects; the script renders everything with textContent.
-    initial = e(json.dumps(view, ensure_ascii=False))
+    initial = e(dumps(view))
     name = e(view["site"]["name"])
     return html_response(f"""<!DOCTYPE html>
 <html lang="sv">
@@ -1015,18 +1052,19 @@ async def signage_events(request: web.Request) -> web.StreamResponse:
     store, bus, clock = app[STORE], app[BUS], app[CLOCK]
     view = signage_view(store, sid, clock())
     if view is None:
-        return web.json_response({"error": "unknown site", "site": sid}, status=404)
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                       "Cache-Control": "no-store",
-                                       "X-Accel-Buffering": "no"})
+        return json_response({"error": "unknown site", "site": sid}, status=404)
+    headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store",
+               "X-Accel-Buffering": "no"}
+    if request.method == "HEAD":
+        return web.Response(headers=headers)  # what a GET would answer, without the stream
+    resp = web.StreamResponse(headers=headers)
     await resp.prepare(request)
     seen = bus.version[sid]
     last = comparable(view)
     last_sent = asyncio.get_running_loop().time()
 
     async def send(v: dict[str, Any]) -> None:
-        await resp.write(b"event: state\ndata: "
-                         + json.dumps(v, ensure_ascii=False).encode() + b"\n\n")
+        await resp.write(b"event: state\ndata: " + dumps(v).encode() + b"\n\n")
 
     try:
         await resp.write(b"retry: 3000\n\n")

@@ -12,9 +12,15 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
             base_url (link in notifications and CAP; default the web site's own address),
             cap_sender (CAP <sender> and identifier prefix)
     [smtp]  host, port, sender, starttls, user, password: the e-mail notifier's server
-    [web]   session_h (12: a login lasts this long), secure_cookie (false; set true behind
-            TLS), login_max_per_user (5) and login_max_per_ip (20) failures within
-            login_window_s (900) lock the name or address out for lockout_s (900)
+    [web]   session_h (12: a login lasts this long, unless the user is removed, demoted or
+            given a new password first); secure_cookie ("auto": Secure unless [http] host is a
+            loopback address; true behind a TLS proxy; false is refused on any other host);
+            trusted_proxies ([]: addresses of reverse proxies whose X-Forwarded-For is
+            believed); login throttle (gateway/auth.py LoginThrottle): login_free_pair (5),
+            login_free_addr (20), login_free_name (50) failures within login_window_s (900),
+            then pauses doubling up to login_max_delay_s (900; login_name_delay_s, 60, for
+            the per-name pause); slow clients (gateway/httpguard.py): header_s (10), body_s
+            (20), idle_s (60), max_conns_per_addr (64), max_conns (1000)
 
 Dashboard users are kept in the store (`sot user add NAME --role ROLE`); there is no default.
 
@@ -41,6 +47,7 @@ from .alerts.notify import EmailSender, FileSender, Sender, SmtpSettings, Webhoo
 from .auth import LoginThrottle
 from .config import REPO_ROOT, load_sites
 from .crisis import CrisisSender
+from .httpguard import GuardedSite, Limits
 from .ingest import CRISIS_ACK, Ingest, MqttIngest
 from .signage import SiteBus
 from .store import SiteInfo, SqliteStore
@@ -58,9 +65,31 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                "files_dir": "var", "base_url": None, "cap_sender": "sot-gateway"},
     "smtp": {"host": "127.0.0.1", "port": 25, "sender": "sot-gateway@localhost",
              "starttls": False, "user": None, "password": None},
-    "web": {"session_h": 12.0, "secure_cookie": False, "login_max_per_user": 5,
-            "login_max_per_ip": 20, "login_window_s": 900.0, "lockout_s": 900.0},
+    "web": {"session_h": 12.0, "secure_cookie": "auto", "trusted_proxies": [],
+            "login_free_pair": 5, "login_free_addr": 20, "login_free_name": 50,
+            "login_window_s": 900.0, "login_max_delay_s": 900.0, "login_name_delay_s": 60.0,
+            "header_s": 10.0, "body_s": 20.0, "idle_s": 60.0, "max_conns_per_addr": 64,
+            "max_conns": 1000},
 }
+
+LOOPBACK = ("127.", "::1", "localhost")
+
+
+def secure_cookie(config: dict[str, dict[str, Any]]) -> bool:
+    """Whether the session cookie is Secure (sent over HTTPS only). "auto": yes unless the web
+    listens on a loopback address only (the demo, tests, or a proxy on the same machine, which
+    should set true). Plain HTTP on any other address is refused: passwords and sessions would
+    cross the network in clear."""
+    value = config["web"]["secure_cookie"]
+    local = str(config["http"]["host"]).startswith(LOOPBACK)
+    if value == "auto":
+        return not local
+    if value is False and not local:
+        raise ValueError("gateway config: [web] secure_cookie = false needs [http] host on "
+                         "127.0.0.1 or ::1; put TLS (a reverse proxy) in front instead")
+    if not isinstance(value, bool):
+        raise ValueError('gateway config: [web] secure_cookie must be true, false or "auto"')
+    return value
 
 
 def with_defaults(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -104,6 +133,7 @@ class Gateway:
         self.http_port: int | None = None
         self.engine: AlertEngine | None = None
         self._runner: web.AppRunner | None = None
+        self._site: GuardedSite | None = None
         self.bus = SiteBus()
         self.crisis: CrisisSender | None = None
 
@@ -156,17 +186,24 @@ class Gateway:
         self.crisis = CrisisSender(self.store, _MqttRef(self), self.clock,
                                    on_change=self.bus.notify)
         throttle = LoginThrottle(self.clock, window_s=float(w["login_window_s"]),
-                                 max_per_user=int(w["login_max_per_user"]),
-                                 max_per_ip=int(w["login_max_per_ip"]),
-                                 lockout_s=float(w["lockout_s"]))
+                                 free_pair=int(w["login_free_pair"]),
+                                 free_addr=int(w["login_free_addr"]),
+                                 free_name=int(w["login_free_name"]),
+                                 max_delay_s=float(w["login_max_delay_s"]),
+                                 name_delay_s=float(w["login_name_delay_s"]))
+        limits = Limits(header_s=float(w["header_s"]), body_s=float(w["body_s"]),
+                        idle_s=float(w["idle_s"]), per_addr=int(w["max_conns_per_addr"]),
+                        max_conns=int(w["max_conns"]))
         app = make_app(self.store, self.clock, self._stats, cap_sender=a["cap_sender"],
                        base_url=a["base_url"] or "", crisis=self.crisis, bus=self.bus,
                        throttle=throttle, session_s=float(w["session_h"]) * 3600,
-                       secure_cookie=bool(w["secure_cookie"]))
+                       secure_cookie=secure_cookie(cfg), limits=limits,
+                       trusted_proxies=frozenset(str(x) for x in w["trusted_proxies"]))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg["http"]["host"], int(cfg["http"]["port"]))
+        site = GuardedSite(self._runner, cfg["http"]["host"], int(cfg["http"]["port"]), limits)
         await site.start()
+        self._site = site
         self.http_port = int(self._runner.addresses[0][1])
 
         engine: AlertEngine | None = None
@@ -218,6 +255,8 @@ class Gateway:
         out = self.ingest.stats() if self.ingest is not None else {}
         if self.engine is not None:
             out["alerts"] = self.engine.stats()
+        if self._site is not None:
+            out["web"] = self._site.stats()
         return out
 
     async def __aenter__(self) -> Gateway:

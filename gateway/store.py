@@ -29,6 +29,8 @@ What is kept:
 - `crisis_messages`: the text of each crisis message as last sent (JSON payload), who sent it,
   and when it was withdrawn.
 - `users`: dashboard users with role and scrypt hash (`gateway/auth.py`); never in git.
+- `cap_versions`: each CAP message published for an alert (number, content digest, sent), so
+  an identifier is never reused for changed content (`gateway/alerts/cap.py`).
 
 Durability: WAL journal with `synchronous=FULL`, so a message is on disk when its call returns
 (the MQTT ingest acknowledges a message to the broker only after that). One connection, used
@@ -213,6 +215,7 @@ class Store(Protocol):
     def user(self, name: str) -> dict[str, Any] | None: ...
     def users(self) -> list[dict[str, Any]]: ...
     def remove_user(self, name: str) -> bool: ...
+    def cap_versions(self, alert_id: int, digest: str, now: float) -> list[tuple[int, float]]: ...
 
 
 # Each entry moves the schema one version up; `PRAGMA user_version` records how many ran.
@@ -382,6 +385,17 @@ MIGRATIONS: tuple[str, ...] = (
         created_by TEXT NOT NULL,
         updated    REAL NOT NULL,
         withdrawn  REAL
+    );
+    """,
+    # 4: the CAP messages published per alert (gateway/alerts/cap.py): one identifier, one
+    # content; a changed content is the next version.
+    """
+    CREATE TABLE cap_versions (
+        alert_id INTEGER NOT NULL REFERENCES alerts(id),
+        n        INTEGER NOT NULL,
+        digest   TEXT NOT NULL,
+        sent     REAL NOT NULL,
+        PRIMARY KEY (alert_id, n)
     );
     """,
 )
@@ -877,6 +891,23 @@ class SqliteStore:
         with self._tx():
             cur = self._db.execute("DELETE FROM users WHERE name = ?", (name,))
         return cur.rowcount == 1
+
+    def cap_versions(self, alert_id: int, digest: str, now: float) -> list[tuple[int, float]]:
+        """The CAP messages published for an alert, oldest first, as (n, sent); when `digest`
+        (of the content about to be published) differs from the last one's, (n + 1, now) is
+        recorded first. The public feed calls this for every alert it shows: an unchanged
+        alert costs one read, no write."""
+        last = self._db.execute(
+            "SELECT n, digest FROM cap_versions WHERE alert_id = ? ORDER BY n DESC LIMIT 1",
+            (alert_id,)).fetchone()
+        if last is None or last["digest"] != digest:
+            with self._tx():  # (another process first: its version stands)
+                self._db.execute(
+                    "INSERT INTO cap_versions (alert_id, n, digest, sent) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (alert_id, (last["n"] if last else 0) + 1, digest, now))
+        return [(int(r[0]), float(r[1])) for r in self._db.execute(
+            "SELECT n, sent FROM cap_versions WHERE alert_id = ? ORDER BY n", (alert_id,))]
 
     def crisis_acks(self, site: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute(

@@ -11,28 +11,45 @@ Who may do what (gateway/auth.py):
     admin        the audit log
 
 Every POST needs the session's CSRF token (form field `csrf` or header `X-CSRF-Token`); a
-missing session gives 401 (API) or a redirect to /login (pages). Pages are rendered on the
-server; everything that came from MQTT, configuration or a user is HTML-escaped. The only
-scripts are files under /static/, so the Content-Security-Policy allows no inline script at all.
+missing session gives 401 (API) or a redirect to /login (pages). The session's user is looked
+up on every request (removed: logged out; demoted: the new role at once). Pages are rendered on
+the server; everything that came from MQTT, configuration or a user is HTML-escaped, and every
+output is cleaned of what it cannot carry (gateway/safetext.py). The only scripts are files
+under /static/, so the Content-Security-Policy allows no inline script at all.
+
+One of each, so a class of hostile input is handled at one place (docs/security-web.md):
+`security_headers` (every answer), `parse_id` (ids in URLs), `read_form` (POSTed forms),
+`safe_next` (the redirect after login), `outer` (body time, unexpected errors) with
+gateway/httpguard.py (header and idle time, connections per address).
 A stale or lost site still shows its last known values, greyed and labelled, never as current
 (STYLE.md point 5, RELIABILITY.md A6).
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
+import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from aiohttp import web
+from multidict import MultiDict
 
 from .alerts.cap import atom_feed, cap_document, feed_alerts
+from .alerts.cap import version as cap_version
 from .auth import LoginThrottle, Session, Sessions, csrf_ok, role_at_least
 from .crisis import CrisisSender
+from .httpguard import Limits, guard_of
+from .safetext import json_response
 from .signage import SiteBus
 from .store import MAX_EVENTS_LIMIT, AlertRecord, Store
+
+log = logging.getLogger(__name__)
 
 REFRESH_S = 5
 
@@ -46,6 +63,8 @@ THROTTLE = web.AppKey("throttle", LoginThrottle)
 BUS = web.AppKey("bus", SiteBus)
 CRISIS = web.AppKey("crisis", CrisisSender)
 SECURE_COOKIE = web.AppKey("secure_cookie", bool)
+LIMITS = web.AppKey("limits", Limits)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", frozenset[str])
 
 SESSION = web.RequestKey("session", Session)
 SESSION_COOKIE = "sot_session"
@@ -77,10 +96,41 @@ def _is_api(request: web.Request) -> bool:
 
 
 @web.middleware
+async def outer(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The connection's clock (gateway/httpguard.py), the body read within `body_s`, and an
+    unexpected error answered as a plain 500 (with the security headers like every answer)."""
+    guard = guard_of(request.transport)
+    if guard is not None:
+        guard.request_started()
+    try:
+        if request.body_exists:
+            try:
+                await asyncio.wait_for(request.read(), request.app[LIMITS].body_s)
+            except TimeoutError:
+                resp = json_response({"error": "request body too slow / för långsam begäran"},
+                                     status=408)
+                resp.force_close()
+                return resp
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("web: %s %s failed", request.method, request.path)
+        return json_response({"error": "internal error / internt fel"}, status=500)
+    finally:
+        if guard is not None:
+            guard.request_done()
+
+
+@web.middleware
 async def security(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Authentication, role check, CSRF check, and the security headers on every answer."""
+    """Authentication (the session's user is looked up again on every request, so a removed,
+    demoted or re-passworded user loses the old rights at once), role check, CSRF check."""
     app = request.app
-    session = app[SESSIONS].get(request.cookies.get(SESSION_COOKIE))
+    token = request.cookies.get(SESSION_COOKIE)
+    session = app[SESSIONS].get(token)
+    if session is not None:
+        session = app[SESSIONS].recheck(token, app[STORE].user(session.user))
     if session is not None:
         request[SESSION] = session
     route = request.match_info.route
@@ -88,23 +138,27 @@ async def security(request: web.Request, handler: Any) -> web.StreamResponse:
     if need != "public":
         if session is None:
             if _is_api(request) or request.method != "GET":
-                return _headers(web.json_response(
-                    {"error": "login required / inloggning krävs"}, status=401))
+                return json_response({"error": "login required / inloggning krävs"},
+                                     status=401)
             target = request.path_qs if request.path != "/" else "/"
             raise web.HTTPSeeOther(f"/login?next={_quote(target)}")
         if not role_at_least(session.role, need):
-            return _headers(web.json_response(
-                {"error": f"needs role {need} / kräver rollen {need}"}, status=403))
+            return json_response({"error": f"needs role {need} / kräver rollen {need}"},
+                                 status=403)
         if request.method == "POST":
-            token = request.headers.get("X-CSRF-Token")
-            if token is None and request.content_type in (
-                    "application/x-www-form-urlencoded", "multipart/form-data"):
-                token = str((await request.post()).get("csrf", ""))
-            if not csrf_ok(session, token):
-                return _headers(web.json_response(
-                    {"error": "bad or missing CSRF token / ogiltig CSRF-token"}, status=403))
-    response = await handler(request)
-    return _headers(response)
+            csrf = request.headers.get("X-CSRF-Token")
+            if csrf is None and request.content_type == "application/x-www-form-urlencoded":
+                csrf = str((await read_form(request)).get("csrf", ""))
+            if not csrf_ok(session, csrf):
+                return json_response(
+                    {"error": "bad or missing CSRF token / ogiltig CSRF-token"}, status=403)
+    return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer the app sends (pages, API, redirects, errors, the event
+    stream) carries the security headers; a handler's own Cache-Control is kept."""
+    _headers(response)
 
 
 def _headers(response: web.StreamResponse) -> web.StreamResponse:
@@ -116,8 +170,47 @@ def _headers(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
+_ID = re.compile(r"[0-9]{1,18}")
+
+
+def parse_id(text: str) -> int | None:
+    """A numeric id from a URL: ASCII digits only, at most 18 (fits SQLite's 64-bit integer);
+    anything else (other Unicode digits such as "²", signs, 23 digits) is no id at all."""
+    return int(text) if _ID.fullmatch(text) else None
+
+
+def safe_next(value: str) -> str:
+    r"""Where to go after login: a path on this site, else "/". Browsers drop tab, CR and LF
+    from a URL and read a backslash as a slash, so "/\t/evil" or "/\evil" would leave the
+    site: any control character, space, backslash, or a second leading slash gives "/"."""
+    if not value.startswith("/") or len(value) > 2000:
+        return "/"
+    if any(c <= " " or c.isspace() or c in "\\\x7f" for c in value) or value.startswith("//"):
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return quote(value, safe="/?&=%#:@!$'()*+,;~-._")
+
+
+async def read_form(request: web.Request) -> MultiDict[str]:
+    """The fields of a POSTed form. Only application/x-www-form-urlencoded (every form here);
+    bytes that are not UTF-8 and malformed bodies are the client's error (400), never a 500."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise web.HTTPUnsupportedMediaType(
+            text='{"error": "send application/x-www-form-urlencoded"}',
+            content_type="application/json")
+    body = await request.read()
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict",
+                          max_num_fields=200)
+    except ValueError:  # UnicodeDecodeError is one
+        raise web.HTTPBadRequest(text='{"error": "malformed form / felaktigt formulär"}',
+                                 content_type="application/json") from None
+    return MultiDict(pairs)
+
+
 def _quote(path: str) -> str:
-    from urllib.parse import quote
     return quote(path, safe="/")
 
 
@@ -161,12 +254,16 @@ def make_app(store: Store, clock: Callable[[], float] = time.time,
              cap_sender: str = "sot-gateway", base_url: str = "",
              crisis: CrisisSender | None = None, bus: SiteBus | None = None,
              throttle: LoginThrottle | None = None, session_s: float = 12 * 3600,
-             secure_cookie: bool = False) -> web.Application:
+             secure_cookie: bool = False, limits: Limits | None = None,
+             trusted_proxies: frozenset[str] = frozenset()) -> web.Application:
     """The whole web side. `crisis` publishes crisis messages (None: the send form answers 503,
     as does a gateway without a broker connection); `bus` wakes the signage streams."""
     from . import pages
 
-    app = web.Application(middlewares=[security], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[outer, security], client_max_size=64 * 1024)
+    app.on_response_prepare.append(security_headers)
+    app[LIMITS] = limits or Limits()
+    app[TRUSTED_PROXIES] = frozenset(trusted_proxies)
     app[STORE] = store
     app[CLOCK] = clock
     app[INGEST_STATS] = ingest_stats
@@ -200,12 +297,12 @@ def make_app(store: Store, clock: Callable[[], float] = time.time,
 
 
 def _not_found(site: str) -> web.Response:
-    return web.json_response({"error": "unknown site", "site": site}, status=404)
+    return json_response({"error": "unknown site", "site": site}, status=404)
 
 
 async def api_sites(request: web.Request) -> web.Response:
     app = request.app
-    return web.json_response(app[STORE].sites_overview(app[CLOCK]()))
+    return json_response(app[STORE].sites_overview(app[CLOCK]()))
 
 
 async def api_site(request: web.Request) -> web.Response:
@@ -214,7 +311,7 @@ async def api_site(request: web.Request) -> web.Response:
     if summary is None:
         return _not_found(site)
     latest = app[STORE].latest(site) or {"status": None, "birth": None, "state": None}
-    return web.json_response({"site": summary, **latest})
+    return json_response({"site": summary, **latest})
 
 
 async def api_events(request: web.Request) -> web.Response:
@@ -226,13 +323,13 @@ async def api_events(request: web.Request) -> web.Response:
     except ValueError:
         limit = 0
     if not 1 <= limit <= MAX_EVENTS_LIMIT:
-        return web.json_response({"error": f"limit must be 1..{MAX_EVENTS_LIMIT}"}, status=400)
-    return web.json_response(app[STORE].events(site, limit))
+        return json_response({"error": f"limit must be 1..{MAX_EVENTS_LIMIT}"}, status=400)
+    return json_response(app[STORE].events(site, limit))
 
 
 async def api_stats(request: web.Request) -> web.Response:
     app = request.app
-    return web.json_response({**app[INGEST_STATS](), "store": app[STORE].stats()})
+    return json_response({**app[INGEST_STATS](), "store": app[STORE].stats()})
 
 
 def alert_json(a: AlertRecord) -> dict[str, Any]:
@@ -251,14 +348,15 @@ async def api_alerts(request: web.Request) -> web.Response:
         rows = store.alerts(open_only=False, limit=MAX_EVENTS_LIMIT)
     else:
         rows = store.alerts()
-    return web.json_response([alert_json(a) for a in rows])
+    return json_response([alert_json(a) for a in rows])
 
 
 def _alert_or_404(request: web.Request) -> AlertRecord | web.Response:
     ref = request.match_info["id"]
-    a = request.app[STORE].alert(int(ref)) if ref.isdigit() else None
+    n = parse_id(ref)
+    a = request.app[STORE].alert(n) if n is not None else None
     if a is None:
-        return web.json_response({"error": "unknown alert", "id": ref}, status=404)
+        return json_response({"error": "unknown alert", "id": ref}, status=404)
     return a
 
 
@@ -267,15 +365,39 @@ async def api_alert(request: web.Request) -> web.Response:
     if isinstance(a, web.Response):
         return a
     store = request.app[STORE]
-    return web.json_response({**alert_json(a), "acks": store.acks(a.id),
+    return json_response({**alert_json(a), "acks": store.acks(a.id),
                               "notifications": store.notifications(a.id)})
+
+
+_HOST = re.compile(r"(?:(?:[A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}|\[[0-9A-Fa-f:.]{2,45}\])"
+                   r"(?::([0-9]{1,5}))?")
+
+
+def _base_url(request: web.Request) -> str:
+    """Absolute links for the CAP feed: the configured base URL; else the Host the reader used
+    if it is a plain host[:port]; else the address of the socket it came in on (a Host header
+    is the client's text: never a 500, never user info or a path in a link)."""
+    if request.app[BASE_URL]:
+        return request.app[BASE_URL]
+    scheme = "https" if request.transport is not None and \
+        request.transport.get_extra_info("sslcontext") else "http"
+    host = request.headers.get("Host", "")
+    m = _HOST.fullmatch(host)
+    if m and (m.group(1) is None or int(m.group(1)) <= 65535):
+        return f"{scheme}://{host}"
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    if not isinstance(sock, tuple) or len(sock) < 2:
+        return f"{scheme}://localhost"
+    addr = f"[{sock[0]}]" if ":" in str(sock[0]) else str(sock[0])
+    return f"{scheme}://{addr}:{sock[1]}"
 
 
 @public
 async def cap_feed(request: web.Request) -> web.Response:
     app = request.app
-    body = atom_feed(app[STORE].alerts(), sender=app[CAP_SENDER], now=app[CLOCK](),
-                     base_url=app[BASE_URL] or None)
+    store = app[STORE]
+    body = atom_feed(store.alerts(), sender=app[CAP_SENDER], now=app[CLOCK](),
+                     base_url=_base_url(request), versions=store.cap_versions)
     return web.Response(text=body, content_type="application/atom+xml", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
 
@@ -286,10 +408,11 @@ async def cap_one(request: web.Request) -> web.Response:
     if isinstance(a, web.Response):
         return a
     if not feed_alerts([a]):
-        return web.json_response({"error": "alert is not active", "id": a.id}, status=404)
+        return json_response({"error": "alert is not active", "id": a.id}, status=404)
     app = request.app
-    return web.Response(text=cap_document(a, sender=app[CAP_SENDER],
-                                          base_url=app[BASE_URL] or None),
+    base, sender = _base_url(request), app[CAP_SENDER]
+    v = cap_version(a, app[STORE].cap_versions, app[CLOCK](), sender=sender)
+    return web.Response(text=cap_document(a, sender=sender, version=v, base_url=base),
                         content_type="application/cap+xml", charset="utf-8")
 
 

@@ -7,13 +7,25 @@
 CAP is OASIS Common Alerting Protocol 1.2. Element order follows the standard's schema (the
 test validates every document against it). The mapping:
 
-    status Actual, msgType Alert, scope Public; identifier `<sender>.alert.<id>`
+    status Actual, scope Public
+    identifier  one per message, never reused for other content: `<sender>.alert.<id>` for
+              the first message of an alert, `<sender>.alert.<id>.<n>` for its n-th version
+    msgType   Alert for the first; a change of what the document says (acknowledged, new text,
+              severity, sites) is a new message, msgType Update, whose `references` lists every
+              earlier message of the alert as `sender,identifier,sent`
     info twice: language sv-SE first, en-GB second; category Infra; certainty Observed
     severity  critical -> Severe, warning -> Moderate, info -> Minor
     urgency   critical -> Immediate, warning -> Expected, info -> Future
     area      the site's name and municipality, a 1 km circle around its position (an incident:
               one area per site)
-    note      who acknowledged it, if someone has
+    note      that a coordinator acknowledged it, and when (never who: account names are not
+              published)
+
+Versions are kept in the store (`Store.cap_versions`): whoever renders an alert (the feed or
+the single document) asks for the version of what it is about to publish, and a version is
+added when the content's digest differs from the last one. Every text goes through
+`gateway.safetext.clean` (in `_sub`), so text from a site never makes a document ill-formed.
+Links are absolute: the configured base URL, else the address the request came to.
 
 Members of a regional incident are left out: the incident carries their areas, as a coordinator
 gets one message for them.
@@ -21,10 +33,13 @@ gets one message for them.
 
 from __future__ import annotations
 
+import hashlib
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from ..safetext import clean
 from ..store import AlertRecord
 from . import texts
 from .config import INCIDENT_RULE
@@ -51,27 +66,67 @@ def feed_alerts(alerts: Sequence[AlertRecord]) -> list[AlertRecord]:
     return [a for a in alerts if a.status in ("firing", "acknowledged") and a.incident is None]
 
 
-def identifier(sender: str, a: AlertRecord) -> str:
-    return f"{sender}.alert.{a.id}"
+def identifier(sender: str, a: AlertRecord, n: int = 1) -> str:
+    return f"{sender}.alert.{a.id}" if n <= 1 else f"{sender}.alert.{a.id}.{n}"
+
+
+@dataclass(frozen=True)
+class Version:
+    """Which message of its alert a document is: the n-th (1 = the first), sent at `sent`,
+    after the earlier ones sent at `earlier` (oldest first)."""
+
+    n: int
+    sent: float
+    earlier: tuple[float, ...] = ()
+
+
+# (alert id, digest of the content, now) -> the versions so far, oldest first, as (n, sent)
+Versions = Callable[[int, str, float], list[tuple[int, float]]]
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, ns: str = CAP_NS) -> ET.Element:
     el = ET.SubElement(parent, f"{{{ns}}}{tag}")
     if text is not None:
-        el.text = text
+        el.text = clean(text)
     return el
 
 
-def cap_alert(a: AlertRecord, *, sender: str, base_url: str | None = None) -> ET.Element:
+def _set(el: ET.Element, name: str, value: str) -> None:
+    el.set(name, clean(value))
+
+
+def digest(a: AlertRecord, *, sender: str) -> str:
+    """What the document says, without which message it is and without the link (which
+    follows the address a reader used): equal digests, equal content."""
+    doc = ET.tostring(cap_alert(a, sender=sender, version=None), encoding="unicode")
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def version(a: AlertRecord, versions: Versions, now: float, *, sender: str) -> Version:
+    got = versions(a.id, digest(a, sender=sender), now)
+    n, sent = got[-1]
+    return Version(n, sent, tuple(t for _, t in got[:-1]))
+
+
+def cap_alert(a: AlertRecord, *, sender: str, base_url: str | None = None,
+              version: Version | None = None) -> ET.Element:
+    """The CAP document of `a` as message `version` (None: without identifier, time and
+    references, for `digest`)."""
+    v = version or Version(0, 0.0)
     root = ET.Element(f"{{{CAP_NS}}}alert")
-    _sub(root, "identifier", identifier(sender, a))
+    _sub(root, "identifier", identifier(sender, a, v.n) if version else "")
     _sub(root, "sender", sender)
-    _sub(root, "sent", cap_time(a.fired or a.started))
+    _sub(root, "sent", cap_time(v.sent) if version else "")
     _sub(root, "status", "Actual")
-    _sub(root, "msgType", "Alert")
+    _sub(root, "msgType", "Alert" if v.n <= 1 else "Update")
     _sub(root, "scope", "Public")
-    if a.status == "acknowledged" and a.acked_by:
-        _sub(root, "note", f"Kvitterat av / acknowledged by {a.acked_by}")
+    if a.status == "acknowledged":
+        when = f", {cap_time(a.acked_at)}" if a.acked_at else ""
+        _sub(root, "note", f"Kvitterat av samordnare / acknowledged by a coordinator{when}")
+    if version is not None and v.earlier:
+        _sub(root, "references", " ".join(
+            f"{sender},{identifier(sender, a, i + 1)},{cap_time(t)}"
+            for i, t in enumerate(v.earlier)))
     if a.rule == INCIDENT_RULE:
         sites = a.data.get("site_names") or a.data.get("sites") or []
         points = a.data.get("points") or []
@@ -111,14 +166,16 @@ def cap_alert(a: AlertRecord, *, sender: str, base_url: str | None = None) -> ET
     return root
 
 
-def cap_document(a: AlertRecord, *, sender: str, base_url: str | None = None) -> str:
-    return ET.tostring(cap_alert(a, sender=sender, base_url=base_url), encoding="unicode",
-                       xml_declaration=True)
+def cap_document(a: AlertRecord, *, sender: str, version: Version,
+                 base_url: str | None = None) -> str:
+    return ET.tostring(cap_alert(a, sender=sender, base_url=base_url, version=version),
+                       encoding="unicode", xml_declaration=True)
 
 
-def atom_feed(alerts: Sequence[AlertRecord], *, sender: str, now: float,
-              base_url: str | None = None) -> str:
-    base = (base_url or "").rstrip("/")
+def atom_feed(alerts: Sequence[AlertRecord], *, sender: str, now: float, base_url: str,
+              versions: Versions) -> str:
+    """`base_url` is absolute (http(s)://host[:port]/...): every link in the feed is."""
+    base = base_url.rstrip("/")
     feed = ET.Element(f"{{{ATOM_NS}}}feed")
     _sub(feed, "id", f"urn:sot-punkt:{sender}:cap", ATOM_NS)
     _sub(feed, "title", "SOT-punkter: aktiva larm / active alerts", ATOM_NS)
@@ -126,22 +183,22 @@ def atom_feed(alerts: Sequence[AlertRecord], *, sender: str, now: float,
     author = _sub(feed, "author", None, ATOM_NS)
     _sub(author, "name", sender, ATOM_NS)
     link = _sub(feed, "link", None, ATOM_NS)
-    link.set("rel", "self")
-    link.set("href", f"{base}/cap.atom")
+    _set(link, "rel", "self")
+    _set(link, "href", f"{base}/cap.atom")
     for a in feed_alerts(alerts):
+        v = version(a, versions, now, sender=sender)
         entry = _sub(feed, "entry", None, ATOM_NS)
-        _sub(entry, "id", f"urn:sot-punkt:{identifier(sender, a)}", ATOM_NS)
+        _sub(entry, "id", f"urn:sot-punkt:{identifier(sender, a, v.n)}", ATOM_NS)
         t_sv, t_en = texts.title(a.rule)
         where = a.data.get("site_name") or a.site or a.municipality
         _sub(entry, "title", f"{t_sv} / {t_en}: {where}", ATOM_NS)
-        changed = max(x for x in (a.fired, a.acked_at, a.started) if x is not None)
-        _sub(entry, "updated", datetime.fromtimestamp(int(changed), UTC).isoformat(), ATOM_NS)
+        _sub(entry, "updated", datetime.fromtimestamp(int(v.sent), UTC).isoformat(), ATOM_NS)
         alt = _sub(entry, "link", None, ATOM_NS)
-        alt.set("rel", "alternate")
-        alt.set("type", CAP_TYPE)
-        alt.set("href", f"{base}/cap/{a.id}.xml")
+        _set(alt, "rel", "alternate")
+        _set(alt, "type", CAP_TYPE)
+        _set(alt, "href", f"{base}/cap/{a.id}.xml")
         _sub(entry, "summary", a.sv, ATOM_NS)
         content = _sub(entry, "content", None, ATOM_NS)
-        content.set("type", CAP_TYPE)
-        content.append(cap_alert(a, sender=sender, base_url=base_url))
+        _set(content, "type", CAP_TYPE)
+        content.append(cap_alert(a, sender=sender, base_url=base_url, version=v))
     return ET.tostring(feed, encoding="unicode", xml_declaration=True)

@@ -1,6 +1,6 @@
 """The dashboard as a real browser renders it (headless Chromium, never a downloaded one):
-login refused with a wrong password and locked after repeated failures, then the overview with
-its table and map.
+login refused with a wrong password and slowed down after repeated failures, then the overview
+with its table and map.
 
 Set SOT_UPDATE_SCREENSHOTS=1 to refresh docs/img/overview.png and docs/img/login-locked.png;
 otherwise screenshots go to a temporary folder and only their existence is checked.
@@ -85,7 +85,8 @@ def test_login_and_overview_in_headless_chromium(tmp_path: Path):
         browser.login(page, base, "anna", "wrong password!")
         assert "Fel användarnamn eller lösenord" in page.inner_text(".error")
         assert "/login" in page.url
-        # five failures lock the name (here bo) out; the right password then does not help
+        # five failures from this address make it wait (the account itself is never locked);
+        # during the pause not even the right password is checked
         for _ in range(5):
             browser.login(page, base, "bo", "not the password")
         browser.login(page, base, "bo", PASSWORD)
