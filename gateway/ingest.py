@@ -198,9 +198,11 @@ class Result:
 
 
 class _Reject(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "",
+                 doc: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
         self.reason, self.detail = reason, detail
+        self.doc = doc  # the parsed payload, when it got that far (a refused event's seq)
 
 
 def order_key(subtopic: str, msg: dict[str, Any]) -> tuple[int, ...]:
@@ -218,12 +220,14 @@ def order_key(subtopic: str, msg: dict[str, Any]) -> tuple[int, ...]:
 def is_newer(subtopic: str, new: dict[str, Any], old: dict[str, Any] | None) -> bool | None:
     """True if `new` replaces `old`, None if it is the same message, False if older.
 
-    A controller whose boot counter went back (flash wiped, controller replaced) would never be
-    heard again under the (boot, seq) order alone, nor would a site after a message that claimed
-    a counter too high; so a smaller (boot, seq) with a strictly later `ts` is taken as newer. A
-    retained message from before a reboot, or a repeat, carries an older or equal `ts` and is
-    not. With `ts` at most `MAX_FUTURE_S` ahead of the gateway's clock, no message can hold the
-    place of the real ones for longer than that (docs/mqtt.md, "Time and order a site claims").
+    Two messages that both carry a `ts` are ordered by it: a site's claims about its counters
+    cannot outrank time. So a controller whose boot counter went back (flash wiped, controller
+    replaced) is heard at once, a message that claimed a boot or seq too high is passed by the
+    first real one dated later, and a retained or redelivered message from before carries an
+    older `ts` and is not taken. Equal times (several messages in one second), and the Will,
+    which has no `ts`, are ordered by `order_key`. As no `ts` may be more than `MAX_FUTURE_S`
+    ahead of the gateway's clock, no message holds the place of the real ones for longer than
+    that (docs/mqtt.md, "Time and order a site claims").
     """
     if old is None:
         return True
@@ -232,10 +236,10 @@ def is_newer(subtopic: str, new: dict[str, Any], old: dict[str, Any] | None) -> 
     kn, ko = order_key(subtopic, new), order_key(subtopic, old)
     if kn == ko:
         return None
-    if kn > ko:
-        return True
     ts_new, ts_old = new.get("ts"), old.get("ts")
-    return bool(ts_new is not None and ts_old is not None and ts_new > ts_old)
+    if ts_new is not None and ts_old is not None and ts_new != ts_old:
+        return bool(ts_new > ts_old)
+    return kn > ko
 
 
 def _finite_float(text: str) -> float:
@@ -330,7 +334,11 @@ def parse_payload(payload: bytes) -> tuple[dict[str, Any], str]:
             return doc, text
         if _UNSAFE_IN_JSON.search(text) is None and unicodedata.is_normalized("NFC", text):
             return doc, text
-    clean = _clean(doc, "")
+    try:
+        clean = _clean(doc, "")
+    except _Reject as r:
+        r.doc = doc
+        raise
     if clean != doc:
         return clean, json.dumps(clean, ensure_ascii=False, separators=(",", ":"))
     return doc, text
@@ -392,6 +400,7 @@ class Ingest:
                 raise _Reject("clock_ahead", f"ts {int(ts)} is {int(ts - self.clock())} s ahead "
                                              f"of the gateway's clock (> {MAX_FUTURE_S} s)")
         except _Reject as r:
+            msg = msg if msg is not None else r.doc
             if subtopic == "event" and msg is not None:
                 self._refused_event(site, msg)
             return self._reject(topic, payload, site, subtopic, r.reason, r.detail)
