@@ -92,6 +92,7 @@ message: those messages stay unacknowledged and the broker delivers them again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -484,7 +485,11 @@ class Ingest:
         of that message alone failed)."""
         parts = topic.split("/")
         site = parts[2] if len(parts) > 2 and parts[2] in self.known_sites else None
-        return self._reject(topic, payload, site, None, reason, detail)
+        subtopic = parts[3] if len(parts) == 4 else None
+        if subtopic == "event" and site is not None:
+            with contextlib.suppress(_Reject):
+                self._refused_event(site, parse_payload(payload)[0])  # its seq is handled
+        return self._reject(topic, payload, site, subtopic, reason, detail)
 
     def counters(self) -> tuple[Counter[str], ...]:
         return (Counter(self.accepted), Counter(self.duplicates), Counter(self.outdated),
@@ -758,16 +763,19 @@ class MqttIngest:
         logged = False
         for item in batch:
             topic, payload = item[0], item[1]
+            saved = self.ingest.counters()
             try:
                 with self.ingest.store.batch():
                     self.ingest.handle(topic, payload)
             except SYSTEMIC:
+                self.ingest.restore_counters(saved)
                 if not logged:
                     log.exception("the store failed; message on %s left unacknowledged",
                                   safe_text(topic[:100]))
                     logged = True
                 continue
             except Exception as e:  # noqa: BLE001 - its own commit failed: refuse it alone
+                self.ingest.restore_counters(saved)
                 self.ingest.refuse(topic, payload, "store", f"{type(e).__name__}: {e}"[:300])
             done.append(item)
         return done

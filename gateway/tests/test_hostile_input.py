@@ -456,3 +456,53 @@ def test_silence_after_a_reset_counts_from_the_reset(tmp_path: Path):
         assert "site_silent:are-kall" in rig.firing()
     finally:
         rig.close()
+
+
+# --- the group commit: a failed COMMIT files its messages one by one ------------------------
+
+@pytest.mark.parametrize("error, acked_bad", [(sqlite3.IntegrityError, True),
+                                              (sqlite3.OperationalError, False)])
+def test_a_failed_group_commit_files_its_messages_one_by_one(
+        ing: Ingest, db: SqliteStore, monkeypatch: pytest.MonkeyPatch, error: type,
+        acked_bad: bool):
+    """The batch's COMMIT fails (forced by a stand-in for `Store.batch`): every message is
+    filed again on its own. The one whose own commit fails too is refused and acknowledged,
+    unless the failure is the database's (OperationalError): that one stays unacknowledged,
+    for the broker to deliver again. Everything else is filed and acknowledged."""
+    import asyncio
+    import contextlib
+
+    from gateway.ingest import MqttIngest
+
+    real_batch = db.batch
+    commits = {"n": 0}
+
+    @contextlib.contextmanager
+    def batch():  # type: ignore[no-untyped-def]
+        commits["n"] += 1
+        with real_batch():
+            yield
+            if commits["n"] in (1, 3):  # the group's commit, then message 2's own (Föllinge)
+                raise error("forced at COMMIT (test)")
+
+    monkeypatch.setattr(db, "batch", batch)
+    loop = asyncio.new_event_loop()
+    try:
+        mq = MqttIngest(ing, loop, host="127.0.0.1", port=1)
+        acks: list[int] = []
+        monkeypatch.setattr(mq.client, "ack", lambda mid, qos: acks.append(mid))
+        msgs = [(T("event"), raw(event(seq=0))), (T("event", "krokom-follinge"),
+                                                  raw(event(seq=0))),
+                (T("event"), raw(event(seq=1))), (T("state"), raw(state()))]
+        for mid, (topic, payload) in enumerate(msgs, 1):
+            mq._deliver(topic, payload, mid, 1, mq.connects)
+        mq._flush()
+    finally:
+        loop.close()
+    assert db.events("krokom-follinge") == []  # message 2, refused alone
+    assert sorted(e["seq"] for e in db.events("are-kall")) == [0, 1]
+    assert db.latest("are-kall")["state"]["seq"] == 17
+    assert acks == ([1, 2, 3, 4] if acked_bad else [1, 3, 4])
+    stats = ing.stats()
+    assert stats["accepted"] == 3  # counted once, not once per try
+    assert stats["rejected_by_reason"] == ({"store": 1} if acked_bad else {})
