@@ -422,7 +422,7 @@ class Ingest:
             try:
                 self.on_stored(site, subtopic)
             except Exception:
-                log.exception("on_stored failed for %s", topic[:100])
+                log.exception("on_stored failed for %s", safe_text(topic[:100]))
         return result
 
     def _fast_ok(self, subtopic: str, msg: dict[str, Any]) -> bool:

@@ -14,6 +14,12 @@ An acknowledgement from `sot ack` (another process) lands in the store directly;
 here is conditional on the alert's status (`Store.update_alert(expect=...)`), so an escalation
 computed just before the acknowledgement committed is dropped, never sent.
 
+One site's data cannot stop the others: `rules.evaluate` runs each site on its own, and a site
+whose data makes a rule raise (or whose view cannot be built) is skipped for the round, counted
+in `site_failures` and logged once until it evaluates again; every other site, `site_silent`
+included, goes on. Each action is applied in its own savepoint: one the store cannot write is
+counted (`failed_actions`), logged once per alert key, and the round's other actions commit.
+
 Delivery is at least once: a gateway killed between a successful send and its record sends that
 notification again after the restart, with the same idempotency key.
 """
@@ -76,6 +82,7 @@ class AlertEngine:
         self.failed_actions = 0
         self.site_failures: Counter[str] = Counter()  # rule failures per site, since start
         self._failing: set[str] = set()  # sites whose failure is logged already
+        self._failed_keys: set[str] = set()  # alert keys whose failed write is logged already
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -156,8 +163,11 @@ class AlertEngine:
                     raise
                 except Exception:  # noqa: BLE001 - logged, counted, the others go on
                     self.failed_actions += 1
-                    log.exception("could not apply %s for %s", type(act).__name__,
-                                  safe_text(act.key)[:100])
+                    if act.key not in self._failed_keys:  # once per alert key
+                        self._failed_keys.add(act.key)
+                        log.exception("could not apply %s for %s; the round's other actions "
+                                      "are written", type(act).__name__,
+                                      safe_text(act.key)[:100])
 
     def _apply_one(self, act: Action, by_key: dict[str, AlertRecord], now: float) -> None:
         if isinstance(act, Open):

@@ -347,6 +347,34 @@ def test_one_sites_poisoned_data_does_not_stop_site_silent_elsewhere(
         rig.close()
 
 
+def test_text_filed_before_the_policy_costs_only_the_alerts_it_is_in(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """A state an older gateway filed with a lone surrogate in a device name: the alert that
+    would carry the name cannot be written. That action is dropped and counted; the round's
+    other actions, and other sites' alerts, are written."""
+    rig = Rig(tmp_path / "sot.sqlite3")
+    try:
+        rig.state("are-kall")
+        rig.state("krokom-follinge")
+        rig.advance(60)
+        doc = {**normal_state(devices={"tank\ud800": "offline"}), "boot": 1, "seq": 999,
+               "ts": int(rig.clock.t)}
+        text = escaped(doc)
+        rig.store.put_state("are-kall", json.loads(text), text.decode(), rig.clock.t)
+        del rig.current["are-kall"]
+        rig.go_silent("krokom-follinge")
+        with caplog.at_level(logging.ERROR, logger="gateway.alerts.engine"):
+            rig.advance(30 * 60)
+        assert "site_silent:krokom-follinge" in rig.firing()
+        assert "site_silent:are-kall" in rig.firing()
+        assert rig.engine.stats()["failed_actions"] >= 2
+        assert not any(k.startswith("device_offline:are-kall") for k in rig.open_alerts())
+        assert len([r for r in caplog.records if "device_offline:are-kall" in
+                    r.getMessage()]) == 1  # logged once, however often it is tried
+    finally:
+        rig.close()
+
+
 def test_a_refuel_time_past_any_calendar_does_not_break_the_fuel_rule(tmp_path: Path):
     rig = Rig(tmp_path / "sot.sqlite3")
     try:
