@@ -377,8 +377,9 @@ class Ingest:
         self.known_sites = self.store.site_ids()
 
     def handle(self, topic: str, payload: bytes) -> Result:
-        """Validate and file one message. Raises only if the store fails (the message was then
-        not filed and must not be acknowledged)."""
+        """Validate and file one message. A store failure on this message alone is a refusal
+        (reason `store`, its savepoint rolled back). Raises only when the database as a whole
+        fails (`SYSTEMIC`): the message was then not filed and must not be acknowledged."""
         if topic == GATEWAY_STATUS_TOPIC:
             self.ignored += 1
             return Result("ignored", subtopic="status")
