@@ -28,7 +28,9 @@ control (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069: they reorder what
 a non-character (U+FDD0-U+FDEF and U+xFFFE/U+xFFFF of every plane) or U+FEFF. So what reaches
 the store, the alert engine and every page is text they can hold. Numbers: an integer outside
 +-2^53 (`MAX_INT`) is `not_json` anywhere in a payload, so no integer can overflow the store or a
-JavaScript reader; the schema gives every named number its range.
+JavaScript reader; the schema gives every named number its range. Cost: a payload without a
+backslash is checked by one scan of its text (nothing at all when it is ASCII); only one with an
+escape has each string checked.
 
 Time a site claims. A `ts` more than `MAX_FUTURE_S` ahead of the gateway's clock is refused
 (`clock_ahead`): such a message would otherwise stay "newest" and hide every real one after it.
@@ -37,7 +39,9 @@ visible by that reason in the `rejected` log.
 
 A refused message is counted by reason, filed in the store's `rejected` table (at most
 `REJECTS_FILED_PER_MIN` a minute, so a flood does not turn into an fsync storm) and logged at most
-once a minute per (site, reason). It never reaches the latest status/birth/state.
+once a minute per (site, reason), and acknowledged to the broker like a filed one (a refused
+event's seq also counts as handled for the site's `ack`). It never reaches the latest
+status/birth/state.
 
 Validation has two paths with one meaning. The schema compiled by fastjsonschema decides in
 ~20 µs that a payload is valid (the common case); only a payload it refuses goes through
