@@ -267,6 +267,11 @@ NUMBERS: list[tuple[str, Any, str, float, float]] = [
     ("event", lambda: event("refuelled", seq=0), "data.litres", 1e6, 1e9),
     ("event", lambda: event("refuelled", seq=0), "data.to", 150, 1e9),
     ("event", lambda: event("safe_mode", seq=0), "data.resets", 2**32 - 1, 2**33),
+    ("status", status, "bdseq", 2**32 - 1, 2**32),
+    ("crisis/m1/ack", lambda: {"id": "m1", "boot": 4, "seq": 3, "ts": TS, "by": "panel"},
+     "seq", 2**32 - 1, 2**32),
+    ("crisis/m1/ack", lambda: {"id": "m1", "boot": 4, "seq": 3, "ts": TS, "by": "panel"},
+     "ts", TS, 2**63),
 ]
 
 
