@@ -945,30 +945,11 @@ class SqliteStore:
         """One transaction around several calls: everything inside commits together."""
         return self._tx()
 
-    @contextlib.contextmanager
-    def savepoint(self) -> Iterator[None]:
+    def savepoint(self) -> AbstractContextManager[None]:
         """Inside a transaction: a SAVEPOINT, rolled back alone when the block raises (the
         transaction goes on). Outside one: a transaction of its own, like `batch()`. This is how
         one message of a group commit fails without taking the others with it."""
-        if not self._depth:
-            with self._tx():
-                yield
-            return
-        self._savepoints += 1
-        name = f"sp{self._savepoints}"
-        self._db.execute(f"SAVEPOINT {name}")
-        self._depth += 1
-        try:
-            yield
-        except BaseException:
-            self._db.execute(f"ROLLBACK TO {name}")
-            self._db.execute(f"RELEASE {name}")
-            self._history_last.clear()  # the cache may hold rows that were rolled back
-            raise
-        finally:
-            self._depth -= 1
-            self._savepoints -= 1
-        self._db.execute(f"RELEASE {name}")
+        return _Savepoint(self)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -992,6 +973,40 @@ class SqliteStore:
             raise
         self._depth = 0
         self._db.execute("COMMIT")
+
+
+class _Savepoint:
+    """`SqliteStore.savepoint()`. A class rather than a generator: it runs for every message."""
+
+    __slots__ = ("_store", "_outer", "_name")
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._outer: AbstractContextManager[None] | None = None
+        self._name = ""
+
+    def __enter__(self) -> None:
+        s = self._store
+        if not s._depth:
+            self._outer = s._tx()
+            self._outer.__enter__()
+            return
+        s._savepoints += 1
+        self._name = f"sp{s._savepoints}"
+        s._db.execute("SAVEPOINT " + self._name)
+        s._depth += 1
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        s = self._store
+        if self._outer is not None:
+            return bool(self._outer.__exit__(kind, exc, tb))
+        s._depth -= 1
+        s._savepoints -= 1
+        if kind is not None:
+            s._db.execute("ROLLBACK TO " + self._name)
+            s._history_last.clear()  # the cache may hold rows that were rolled back
+        s._db.execute("RELEASE " + self._name)
+        return False
 
 
 INT64 = 2**63 - 1
