@@ -171,6 +171,25 @@ def _cmd_ack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_site(args: argparse.Namespace) -> int:
+    import getpass
+    import time
+
+    by = args.by or getpass.getuser()
+    store = _open_store(args)
+    try:
+        ok = store.reset_site(args.site, by, time.time())
+    finally:
+        store.close()
+    if not ok:
+        print(f"sot: ingen plats / no site {args.site!r}", file=sys.stderr)
+        return 1
+    print(f"återställd / reset: {args.site} (by {by}). Nästa meddelande från platsen gäller, "
+          f"vilket boot/ts det än har / the site's next messages are taken whatever their "
+          f"boot/ts.")
+    return 0
+
+
 def read_password(path: str | None) -> str:
     """From a file (first line), or asked twice on the terminal; never from the command line,
     where it would land in the shell history and the process list."""
@@ -284,6 +303,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default=None)
     store_args(p)
     p.set_defaults(func=_cmd_ack)
+
+    p = sub.add_parser("site", help="one site's gateway-side record")
+    ssub = p.add_subparsers(dest="action", required=True)
+    ps = ssub.add_parser("reset", help="forget the site's latest status/birth/state and their "
+                         "order (after it claimed a boot counter or time it cannot have); "
+                         "audited")
+    ps.add_argument("site", help="site id, e.g. are-kall")
+    ps.add_argument("--by", default=None, help="your name (default: your login)")
+    store_args(ps)
+    p.set_defaults(func=_cmd_site)
 
     p = sub.add_parser("user", help="dashboard users (no user exists until you add one)")
     usub = p.add_subparsers(dest="action", required=True)

@@ -12,12 +12,36 @@ first and the first failure is the reason a message is refused:
     not_utf8          payload is not UTF-8
     not_json          not JSON, or JSON with NaN/Infinity, out-of-range numbers or repeated keys
     not_object        JSON, but not an object
+    bad_text          a string (a value or a key) holds a character outside the text policy
+                      below
     schema            breaks gateway/schema/mqtt-v1.json for its subtopic (a crisis
                       acknowledgement also when its `id` is not the topic's <id>)
+    clock_ahead       `ts` more than `MAX_FUTURE_S` ahead of the gateway's clock
+    store             the store could not file it (a value it cannot hold, a constraint): only
+                      this message is refused (see "Group commit")
+
+Text policy (docs/mqtt.md, "Text from a site"). Every string a site sends, keys included and on
+every subtopic, is untrusted. It is normalised to Unicode NFC, and refused (`bad_text`) if it
+holds any of: a lone UTF-16 surrogate (U+D800-U+DFFF; the database cannot store it), a C0 or C1
+control character or DEL (U+0000-U+001F, U+007F-U+009F: they break XML and terminals), a bidi
+control (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069: they reorder what a reader sees),
+a non-character (U+FDD0-U+FDEF and U+xFFFE/U+xFFFF of every plane) or U+FEFF. So what reaches
+the store, the alert engine and every page is text they can hold. Numbers: an integer outside
++-2^53 (`MAX_INT`) is `not_json` anywhere in a payload, so no integer can overflow the store or a
+JavaScript reader; the schema gives every named number its range. Cost: a payload without a
+backslash is checked by one scan of its text (nothing at all when it is ASCII); only one with an
+escape has each string checked.
+
+Time a site claims. A `ts` more than `MAX_FUTURE_S` ahead of the gateway's clock is refused
+(`clock_ahead`): such a message would otherwise stay "newest" and hide every real one after it.
+The gateway trusts its own clock (it is NTP-synchronised); a controller whose clock runs ahead is
+visible by that reason in the `rejected` log.
 
 A refused message is counted by reason, filed in the store's `rejected` table (at most
 `REJECTS_FILED_PER_MIN` a minute, so a flood does not turn into an fsync storm) and logged at most
-once a minute per (site, reason). It never reaches the latest status/birth/state.
+once a minute per (site, reason), and acknowledged to the broker like a filed one (a refused
+event's seq also counts as handled for the site's `ack`). It never reaches the latest
+status/birth/state.
 
 Validation has two paths with one meaning. The schema compiled by fastjsonschema decides in
 ~20 µs that a payload is valid (the common case); only a payload it refuses goes through
@@ -44,7 +68,9 @@ it keeps it from blocking the site's journal for good.
 
 Ordering. QoS 1 may deliver a message twice and the broker replays retained messages on every
 subscribe, so the latest status/birth/state is replaced only by a newer one (`is_newer`). Events
-are filed once per (site, boot, seq) by the store.
+are filed once per (site, boot, seq) by the store. A coordinator can make the gateway forget a
+site's latest messages (`sot site reset`, `Store.reset_site`): the next message of each kind is
+then taken whatever its order.
 
 `MqttIngest` owns the paho-mqtt client. paho calls back on its own network thread; each
 message is handed to the asyncio loop (`call_soon_threadsafe`), where `Ingest.handle` runs, so
@@ -57,17 +83,28 @@ transaction (at most `BATCH_MAX`), and acknowledged together after its commit. A
 costs an fsync (about a millisecond here); one per message capped the gateway near 1 000
 messages a second, one per batch is what lets it keep up with a county's sites. A quiet gateway
 still commits each message on its own, at once.
+
+One message can never hold a batch. Each message is filed inside its own savepoint: if the store
+raises while filing it, only its savepoint is rolled back and the message is refused (`store`),
+counted, filed in `rejected`, logged once and acknowledged like any refused message; the rest of
+the batch commits. If the COMMIT itself fails, every message is filed again on its own
+transaction, one by one, with the same rule. Only a failure of the database as a whole
+(`sqlite3.OperationalError`: disk full, I/O error, locked; or MemoryError) is not blamed on a
+message: those messages stay unacknowledged and the broker delivers them again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import re
+import sqlite3
 import threading
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,7 +133,20 @@ LOG_EVERY_S = 60.0
 REJECTS_FILED_PER_MIN = 120
 REBIRTH_EVERY_S = 5.0  # a gap asks a site for its journal again at most this often
 REASONS = ("bad_topic", "unknown_subtopic", "unknown_site", "too_large", "not_utf8", "not_json",
-           "not_object", "schema")
+           "not_object", "bad_text", "schema", "clock_ahead", "store")
+MAX_INT = 2**53  # integers beyond this are refused anywhere in a payload
+MAX_FUTURE_S = 600  # a `ts` further ahead of the gateway's clock is refused (clock_ahead)
+# Characters no string from a site may hold (module docstring, "Text policy").
+_NONCHARS = "".join(f"{chr(p * 0x10000 + 0xFFFE)}-{chr(p * 0x10000 + 0xFFFF)}"
+                    for p in range(1, 17))
+_UNSAFE_REST = ("\\x7f-\\x9f\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069"
+                "\\ud800-\\udfff\\ufdd0-\\ufdef\\ufeff\\ufffe\\uffff" + _NONCHARS)
+UNSAFE_TEXT = re.compile(f"[\\x00-\\x1f{_UNSAFE_REST}]")
+# The same over a whole JSON text, minus the whitespace JSON allows between tokens (tab, LF, CR;
+# inside a string a raw control character is not JSON anyway).
+_UNSAFE_IN_JSON = re.compile(f"[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f{_UNSAFE_REST}]")
+# Exceptions that say the database as a whole failed, not the message: never blamed on it.
+SYSTEMIC = (sqlite3.OperationalError, MemoryError)
 _SLUG = re.compile(r"[a-z][a-z0-9-]{0,63}")
 _CRISIS_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -153,9 +203,11 @@ class Result:
 
 
 class _Reject(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "",
+                 doc: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
         self.reason, self.detail = reason, detail
+        self.doc = doc  # the parsed payload, when it got that far (a refused event's seq)
 
 
 def order_key(subtopic: str, msg: dict[str, Any]) -> tuple[int, ...]:
@@ -173,9 +225,14 @@ def order_key(subtopic: str, msg: dict[str, Any]) -> tuple[int, ...]:
 def is_newer(subtopic: str, new: dict[str, Any], old: dict[str, Any] | None) -> bool | None:
     """True if `new` replaces `old`, None if it is the same message, False if older.
 
-    A controller whose boot counter went back (flash replaced) would never be heard again under
-    the (boot, seq) order alone, so a smaller boot with a later `ts` is taken as newer; a retained
-    message from before a reboot carries an older `ts` and is not.
+    Two messages that both carry a `ts` are ordered by it: a site's claims about its counters
+    cannot outrank time. So a controller whose boot counter went back (flash wiped, controller
+    replaced) is heard at once, a message that claimed a boot or seq too high is passed by the
+    first real one dated later, and a retained or redelivered message from before carries an
+    older `ts` and is not taken. Equal times (several messages in one second), and the Will,
+    which has no `ts`, are ordered by `order_key`. As no `ts` may be more than `MAX_FUTURE_S`
+    ahead of the gateway's clock, no message holds the place of the real ones for longer than
+    that (docs/mqtt.md, "Time and order a site claims").
     """
     if old is None:
         return True
@@ -184,11 +241,10 @@ def is_newer(subtopic: str, new: dict[str, Any], old: dict[str, Any] | None) -> 
     kn, ko = order_key(subtopic, new), order_key(subtopic, old)
     if kn == ko:
         return None
-    if kn > ko:
-        return True
     ts_new, ts_old = new.get("ts"), old.get("ts")
-    return bool(new["boot"] < old["boot"] and ts_new is not None and ts_old is not None
-                and ts_new > ts_old)
+    if ts_new is not None and ts_old is not None and ts_new != ts_old:
+        return bool(ts_new > ts_old)
+    return kn > ko
 
 
 def _finite_float(text: str) -> float:
@@ -211,8 +267,58 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if -MAX_INT <= value <= MAX_INT:
+        return value
+    raise ValueError(f"integer out of range: {text[:20]}")
+
+
+def _char_name(ch: str) -> str:
+    return f"U+{ord(ch):04X}"
+
+
+def check_text(value: str, where: str = "") -> str:
+    """One string from a site under the text policy: its NFC form, or _Reject("bad_text")."""
+    bad = UNSAFE_TEXT.search(value)
+    if bad is not None:
+        raise _Reject("bad_text", f"{where or '(root)'}: {_char_name(bad.group())} at "
+                                  f"character {bad.start()}")
+    if value.isascii() or unicodedata.is_normalized("NFC", value):
+        return value
+    return unicodedata.normalize("NFC", value)
+
+
+def _clean(value: Any, where: str) -> Any:
+    """`value` with every string (keys too) checked and NFC-normalised, recursively."""
+    if isinstance(value, str):
+        return check_text(value, where)
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            at = f"{where}/{k}" if where else k
+            key = check_text(k, f"{where}/(key)" if where else "(key)")
+            if key in out:
+                raise _Reject("bad_text", f"{safe_text(at)[:100]}: key repeated once normalised")
+            out[key] = _clean(v, at)
+        return out
+    if isinstance(value, list):
+        return [_clean(v, f"{where}/{i}") for i, v in enumerate(value)]
+    return value
+
+
+def safe_text(value: str) -> str:
+    """`value` as text any log, store or page can hold: unsafe characters as \\uXXXX escapes."""
+    if UNSAFE_TEXT.search(value) is None:
+        return value
+    return UNSAFE_TEXT.sub(lambda m: f"\\u{ord(m.group()):04x}" if ord(m.group()) < 0x10000
+                           else f"\\U{ord(m.group()):08x}", value)
+
+
 def parse_payload(payload: bytes) -> tuple[dict[str, Any], str]:
-    """Bytes to (object, text), or _Reject naming why not."""
+    """Bytes to (object, text), or _Reject naming why not. The text policy (module docstring)
+    is applied here: `text` is the payload as received, or re-serialised when a string had to be
+    normalised."""
     if len(payload) > MAX_PAYLOAD:
         raise _Reject("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD}")
     try:
@@ -220,12 +326,26 @@ def parse_payload(payload: bytes) -> tuple[dict[str, Any], str]:
     except UnicodeDecodeError as e:
         raise _Reject("not_utf8", f"byte {e.start}") from None
     try:
-        doc = json.loads(text, parse_float=_finite_float, parse_constant=_reject_constant,
-                         object_pairs_hook=_unique_keys)
+        doc = json.loads(text, parse_float=_finite_float, parse_int=_bounded_int,
+                         parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as e:
-        raise _Reject("not_json", str(e)[:200]) from None
+        raise _Reject("not_json", safe_text(str(e)[:200])) from None
     if not isinstance(doc, dict):
         raise _Reject("not_object", type(doc).__name__)
+    # Without an escape every character of every string is in the text as itself: one scan of
+    # the text decides (the common case). An escape can make any character: check each string.
+    if "\\" not in text:
+        if text.isascii():
+            return doc, text
+        if _UNSAFE_IN_JSON.search(text) is None and unicodedata.is_normalized("NFC", text):
+            return doc, text
+    try:
+        clean = _clean(doc, "")
+    except _Reject as r:
+        r.doc = doc
+        raise
+    if clean != doc:
+        return clean, json.dumps(clean, ensure_ascii=False, separators=(",", ":"))
     return doc, text
 
 
@@ -261,8 +381,9 @@ class Ingest:
         self.known_sites = self.store.site_ids()
 
     def handle(self, topic: str, payload: bytes) -> Result:
-        """Validate and file one message. Raises only if the store fails (the message was then
-        not filed and must not be acknowledged)."""
+        """Validate and file one message. A store failure on this message alone is a refusal
+        (reason `store`, its savepoint rolled back). Raises only when the database as a whole
+        fails (`SYSTEMIC`): the message was then not filed and must not be acknowledged."""
         if topic == GATEWAY_STATUS_TOPIC:
             self.ignored += 1
             return Result("ignored", subtopic="status")
@@ -280,18 +401,33 @@ class Ingest:
             if crisis_id is not None and msg.get("id") != crisis_id:
                 raise _Reject("schema", f"id: {str(msg.get('id'))[:64]!r} is not the topic's "
                                         f"{crisis_id!r}")
+            ts = msg.get("ts")
+            if isinstance(ts, int | float) and ts > self.clock() + MAX_FUTURE_S:
+                raise _Reject("clock_ahead", f"ts {int(ts)} is {int(ts - self.clock())} s ahead "
+                                             f"of the gateway's clock (> {MAX_FUTURE_S} s)")
         except _Reject as r:
+            msg = msg if msg is not None else r.doc
             if subtopic == "event" and msg is not None:
                 self._refused_event(site, msg)
             return self._reject(topic, payload, site, subtopic, r.reason, r.detail)
         assert site is not None and subtopic is not None
         _int_fields(msg)
-        result = self._file(site, subtopic, msg, raw)
+        try:
+            # Its own savepoint: a failure rolls back this message only, never its batch.
+            with self.store.savepoint():
+                result = self._file(site, subtopic, msg, raw)
+        except SYSTEMIC:
+            raise  # the database itself failed: not this message's fault, it stays unfiled
+        except Exception as e:  # noqa: BLE001 - any other failure is this message's alone
+            if subtopic == "event":
+                self._refused_event(site, msg)
+            return self._reject(topic, payload, site, subtopic, "store",
+                                f"{type(e).__name__}: {e}"[:300])
         if result.outcome == "stored" and self.on_stored is not None:
             try:
                 self.on_stored(site, subtopic)
             except Exception:
-                log.exception("on_stored failed for %s", topic[:100])
+                log.exception("on_stored failed for %s", safe_text(topic[:100]))
         return result
 
     def _fast_ok(self, subtopic: str, msg: dict[str, Any]) -> bool:
@@ -349,9 +485,30 @@ class Ingest:
         self.accepted[subtopic] += 1
         return Result("stored", site, subtopic)
 
+    def refuse(self, topic: str, payload: bytes, reason: str, detail: str) -> Result:
+        """Count, file and log a message the caller could not file (`MqttIngest` when a commit
+        of that message alone failed)."""
+        parts = topic.split("/")
+        site = parts[2] if len(parts) > 2 and parts[2] in self.known_sites else None
+        subtopic = parts[3] if len(parts) == 4 else None
+        if subtopic == "event" and site is not None:
+            with contextlib.suppress(_Reject):
+                self._refused_event(site, parse_payload(payload)[0])  # its seq is handled
+        return self._reject(topic, payload, site, subtopic, reason, detail)
+
+    def counters(self) -> tuple[Counter[str], ...]:
+        return (Counter(self.accepted), Counter(self.duplicates), Counter(self.outdated),
+                Counter(self.rejected))
+
+    def restore_counters(self, saved: tuple[Counter[str], ...]) -> None:
+        """Back to `counters()`: a batch rolled back is counted again when filed again."""
+        self.accepted, self.duplicates, self.outdated, self.rejected = (Counter(c) for c in saved)
+
     def _reject(self, topic: str, payload: bytes, site: str | None, subtopic: str | None,
                 reason: str, detail: str) -> Result:
         now = self.clock()
+        # Everything here is logged and filed: never let the refused text break either.
+        topic, detail = safe_text(topic), safe_text(detail)
         self.rejected[reason] += 1
         start, filed = self._filed_window
         if now - start >= 60.0:
@@ -586,19 +743,47 @@ class MqttIngest:
         batch, self._batch = self._batch, []
         if not batch:
             return
+        saved = self.ingest.counters()
         try:
             with self.ingest.store.batch():
                 for topic, payload, _mid, _qos, _conn in batch:
                     self.ingest.handle(topic, payload)
+            done = batch
         except Exception:
-            log.exception("could not file %d messages (first on %s); left unacknowledged",
-                          len(batch), batch[0][0][:100])
-            return
+            log.exception("could not commit %d messages together (first on %s); filing them "
+                          "one by one", len(batch), safe_text(batch[0][0][:100]))
+            self.ingest.restore_counters(saved)
+            done = self._file_one_by_one(batch)
         self.batches += 1
-        for _topic, _payload, mid, qos, connection in batch:
+        for _topic, _payload, mid, qos, connection in done:
             if qos and connection == self.connects:
                 self.client.ack(mid, qos)
         self._acknowledge()
+
+    def _file_one_by_one(self, batch: list[tuple[str, bytes, int, int, int]]
+                         ) -> list[tuple[str, bytes, int, int, int]]:
+        """Each message in its own transaction. Returns those filed or refused (to acknowledge);
+        one the database as a whole could not take stays unacknowledged (redelivered)."""
+        done = []
+        logged = False
+        for item in batch:
+            topic, payload = item[0], item[1]
+            saved = self.ingest.counters()
+            try:
+                with self.ingest.store.batch():
+                    self.ingest.handle(topic, payload)
+            except SYSTEMIC:
+                self.ingest.restore_counters(saved)
+                if not logged:
+                    log.exception("the store failed; message on %s left unacknowledged",
+                                  safe_text(topic[:100]))
+                    logged = True
+                continue
+            except Exception as e:  # noqa: BLE001 - its own commit failed: refuse it alone
+                self.ingest.restore_counters(saved)
+                self.ingest.refuse(topic, payload, "store", f"{type(e).__name__}: {e}"[:300])
+            done.append(item)
+        return done
 
     def _acknowledge(self) -> None:
         """Tell the sites what is committed (`ack`) and ask for the rest again on a gap."""

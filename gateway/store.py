@@ -37,17 +37,25 @@ Durability: WAL journal with `synchronous=FULL`, so a message is on disk when it
 from one thread: sqlite3's same-thread check is left on to catch mistakes.
 
 Staleness (docs/mqtt.md: "readers treat a retained state as stale after 3 heartbeats"): a site
-is stale when its last state is older than `STALE_HEARTBEATS` x heartbeat_s, heartbeat_s from
-the birth if it carries one, else from the site's configuration, else `DEFAULT_HEARTBEAT_S`.
-The age is taken from the older of the controller's `ts` and the receive time: a retained state
-replayed by the broker keeps its old `ts`, and a controller clock running ahead cannot keep a
-silent site looking fresh.
+is stale when its last state is older than `STALE_HEARTBEATS` x heartbeat_s. heartbeat_s is the
+site's configured one (else `DEFAULT_HEARTBEAT_S`); a birth may claim a shorter one, never a
+longer one (`effective_heartbeat`). The age is taken from the older of the controller's `ts` and
+the receive time: a retained state replayed by the broker keeps its old `ts`, and a controller
+clock running ahead cannot keep a silent site looking fresh.
+
+Every write fed by a site checks what it binds: text must be storable (`_text`: no lone
+surrogate), integers must fit SQLite's 64 bits (`_int64`), REAL columns take finite floats only
+(`_real`). A failure is a ValueError for that one message (the ingest refuses it, reason
+`store`), never an exception that aborts a batch. The store's own records of hostile input
+(`rejected`, `audit`) escape what they cannot hold instead (`_escaped`), so filing a refusal
+cannot fail on the refused text.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -89,11 +97,22 @@ class SiteSnapshot:
     state_ts: float | None
     state_received: float | None
     crisis_unacked: tuple[tuple[str, float], ...] = ()
+    reset_at: float | None = None  # when a coordinator last reset the site (`reset_site`)
 
     @property
     def heartbeat_s(self) -> int:
-        return int((self.birth or {}).get("heartbeat_s") or self.info.heartbeat_s
-                   or DEFAULT_HEARTBEAT_S)
+        return effective_heartbeat(self.birth, self.info.heartbeat_s)
+
+
+def effective_heartbeat(birth: dict[str, Any] | None, configured: int | None) -> int:
+    """The heartbeat the gateway judges a site by: the site's configuration (or
+    `DEFAULT_HEARTBEAT_S`, the controller's own default) is the most a site may claim; a birth
+    may only claim a shorter one. A birth cannot postpone "stale" or "silent"."""
+    cap = int(configured or DEFAULT_HEARTBEAT_S)
+    claimed = (birth or {}).get("heartbeat_s")
+    if isinstance(claimed, int) and not isinstance(claimed, bool) and 1 <= claimed < cap:
+        return claimed
+    return cap
 
 
 @dataclass(frozen=True)
@@ -176,6 +195,8 @@ class Store(Protocol):
     def close(self) -> None: ...
     # history, alerts, notifications, audit, crisis messages
     def batch(self) -> AbstractContextManager[None]: ...
+    def savepoint(self) -> AbstractContextManager[None]: ...
+    def reset_site(self, site: str, actor: str, now: float) -> bool: ...
     def state_history(self, site: str, since: float = 0.0,
                       limit: int = 1000) -> list[dict[str, Any]]: ...
     def snapshots(self, site: str | None = None) -> list[SiteSnapshot]: ...
@@ -398,6 +419,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (alert_id, n)
     );
     """,
+    # 5: when a coordinator last made the gateway forget a site's latest messages.
+    """
+    ALTER TABLE site_status ADD COLUMN reset_at REAL;
+    """,
 )
 
 
@@ -415,6 +440,7 @@ class SqliteStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._rejected_since_prune = 0
         self._depth = 0  # open `batch()`/transaction nesting: only the outermost commits
+        self._savepoints = 0  # open savepoints, for their names
         self._history_last: dict[str, tuple[float, str | None, str | None]] = {}
         self.migrate()
 
@@ -479,7 +505,8 @@ class SqliteStore:
             row = self._db.execute("SELECT ts, mode, power FROM state_history WHERE site = ? "
                                    "ORDER BY ts DESC, id DESC LIMIT 1", (site,)).fetchone()
             last = (float(row[0]), row[1], row[2]) if row else (-1e18, None, None)
-        if (mode, power) == last[1:] and ts - last[0] < HISTORY_EVERY_S:
+        # A row dated before the last one (a clock put right, a site reset) is always due.
+        if (mode, power) == last[1:] and 0 <= ts - last[0] < HISTORY_EVERY_S:
             return
         fuel = msg.get("fuel") if isinstance(msg.get("fuel"), dict) else {}
         hours = fuel.get("hours_left")
@@ -487,9 +514,8 @@ class SqliteStore:
         self._db.execute(
             "INSERT INTO state_history (site, ts, received, mode, power, hours_left, fuel_pct) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (site, int(ts), received, mode, power if isinstance(power, str) else None,
-             hours if isinstance(hours, int | float) else None,
-             pct if isinstance(pct, int | float) else None))
+            (site, _int64(ts), received, _text(mode) if isinstance(mode, str) else None,
+             _text(power) if isinstance(power, str) else None, _real(hours), _real(pct)))
         self._history_last[site] = (ts, mode, power)
 
     def state_history(self, site: str, since: float = 0.0,
@@ -507,7 +533,7 @@ class SqliteStore:
                 f"INSERT INTO site_status (site, {kind}, {kind}_ts, {kind}_received) "
                 f"VALUES (?, ?, ?, ?) ON CONFLICT (site) DO UPDATE SET {kind} = excluded.{kind}, "
                 f"{kind}_ts = excluded.{kind}_ts, {kind}_received = excluded.{kind}_received",
-                (site, raw, ts, received))
+                (site, _text(raw), None if ts is None else _int64(ts), received))
 
     def latest(self, site: str) -> dict[str, Any] | None:
         """{"status", "birth", "state"}: each the payload plus `received`, or None."""
@@ -517,17 +543,40 @@ class SqliteStore:
         return {kind: _payload(row[kind], row[f"{kind}_received"])
                 for kind in ("status", "birth", "state")}
 
+    def reset_site(self, site: str, actor: str, now: float) -> bool:
+        """Forget the site's latest status, birth and state, so the next message of each kind is
+        taken whatever (boot, seq, ts) it carries: the way back from a site that claimed a boot
+        counter or a time it cannot have (docs/mqtt.md, "Time and order a site claims"). Rows
+        of its state history dated after `now` go too. Audited. False if there is no such site.
+        `sot site reset` calls it; the dashboard may call it the same way."""
+        if self._db.execute("SELECT 1 FROM sites WHERE id = ?", (site,)).fetchone() is None:
+            return False
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO site_status (site, reset_at) VALUES (?, ?) ON CONFLICT (site) DO "
+                "UPDATE SET status = NULL, status_ts = NULL, status_received = NULL, "
+                "birth = NULL, birth_ts = NULL, birth_received = NULL, state = NULL, "
+                "state_ts = NULL, state_received = NULL, reset_at = excluded.reset_at",
+                (site, now))
+            gone = self._db.execute("DELETE FROM state_history WHERE site = ? AND ts > ?",
+                                    (site, now)).rowcount
+            self.add_audit(now, actor, "site_reset", site,
+                           f"latest status/birth/state forgotten; {gone} future history rows")
+        self._history_last.pop(site, None)
+        return True
+
     # --- events ------------------------------------------------------------------------------
 
     def add_event(self, site: str, msg: dict[str, Any], raw: str, received: float) -> bool:
         """File one event; False when (site, boot, seq) is already filed."""
+        row = (site, _int64(msg["boot"]), _int64(msg["seq"]), _int64(msg["ts"]),
+               _text(msg["type"]),
+               _text(json.dumps(msg["data"], separators=(",", ":"), ensure_ascii=False)),
+               1 if msg["hist"] else 0, received)
         with self._tx():
             cur = self._db.execute(
                 "INSERT INTO events (site, boot, seq, ts, type, data, hist, received) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, boot, seq) DO NOTHING",
-                (site, int(msg["boot"]), int(msg["seq"]), int(msg["ts"]), msg["type"],
-                 json.dumps(msg["data"], separators=(",", ":"), ensure_ascii=False),
-                 1 if msg["hist"] else 0, received))
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, boot, seq) DO NOTHING", row)
         return cur.rowcount == 1
 
     def event_seqs(self, site: str, boot: int, after: int, limit: int = 2000) -> list[int]:
@@ -551,13 +600,16 @@ class SqliteStore:
 
     def add_rejected(self, received: float, topic: str, reason: str, detail: str,
                      payload: bytes) -> None:
-        excerpt = payload[:EXCERPT_BYTES].decode("utf-8", "backslashreplace")
+        # Whatever was refused, its record must be storable: the excerpt keeps what is not
+        # text as escapes (bytes that are not UTF-8, and characters no text may hold).
+        excerpt = _escaped(payload[:EXCERPT_BYTES].decode("utf-8", "backslashreplace"))
         if len(payload) > EXCERPT_BYTES:
             excerpt += f"... ({len(payload)} bytes)"
         with self._tx():
             self._db.execute(
                 "INSERT INTO rejected (received, topic, reason, detail, payload) "
-                "VALUES (?, ?, ?, ?, ?)", (received, topic[:256], reason, detail[:512], excerpt))
+                "VALUES (?, ?, ?, ?, ?)", (received, _escaped(topic[:256]), _escaped(reason[:64]),
+                                           _escaped(detail[:512]), excerpt))
         self._rejected_since_prune += 1
         if self._rejected_since_prune >= 100:
             self._rejected_since_prune = 0
@@ -614,7 +666,8 @@ class SqliteStore:
         where, args = ("s.active = 1", ()) if site is None else ("s.id = ?", (site,))
         rows = self._db.execute(
             "SELECT s.*, st.status, st.status_received, st.birth, st.state, st.state_ts, "
-            f"st.state_received FROM sites s LEFT JOIN site_status st ON st.site = s.id "
+            f"st.state_received, st.reset_at FROM sites s LEFT JOIN site_status st "
+            f"ON st.site = s.id "
             f"WHERE {where} ORDER BY s.id", args).fetchall()
         unacked: dict[str, list[tuple[str, float]]] = {}
         for r in self._db.execute(
@@ -631,7 +684,8 @@ class SqliteStore:
             birth=json.loads(r["birth"]) if r["birth"] else None,
             state=json.loads(r["state"]) if r["state"] else None,
             state_ts=r["state_ts"], state_received=r["state_received"],
-            crisis_unacked=tuple(unacked.get(r["id"], ()))) for r in rows]
+            crisis_unacked=tuple(unacked.get(r["id"], ())), reset_at=r["reset_at"])
+            for r in rows]
 
     # --- alerts ------------------------------------------------------------------------------
 
@@ -785,7 +839,8 @@ class SqliteStore:
         with self._tx():
             self._db.execute("INSERT INTO audit (ts, actor, action, target, detail) "
                              "VALUES (?, ?, ?, ?, ?)",
-                             (ts, actor[:128], action[:64], target[:256], detail[:1024]))
+                             (ts, _escaped(actor[:128]), _escaped(action[:64]),
+                              _escaped(target[:256]), _escaped(detail[:1024])))
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute(
@@ -817,8 +872,9 @@ class SqliteStore:
             cur = self._db.execute(
                 "INSERT INTO crisis_acks (site, crisis_id, boot, seq, ts, by, received) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, boot, seq) DO NOTHING",
-                (site, str(msg["id"]), int(msg["boot"]), int(msg["seq"]), int(msg["ts"]),
-                 msg.get("by"), received))
+                (site, _text(str(msg["id"])), _int64(msg["boot"]), _int64(msg["seq"]),
+                 _int64(msg["ts"]), None if msg.get("by") is None else _text(str(msg["by"])),
+                 received))
         return cur.rowcount == 1
 
     def save_crisis(self, payload: dict[str, Any], actor: str, now: float) -> None:
@@ -920,6 +976,12 @@ class SqliteStore:
         """One transaction around several calls: everything inside commits together."""
         return self._tx()
 
+    def savepoint(self) -> AbstractContextManager[None]:
+        """Inside a transaction: a SAVEPOINT, rolled back alone when the block raises (the
+        transaction goes on). Outside one: a transaction of its own, like `batch()`. This is how
+        one message of a group commit fails without taking the others with it."""
+        return _Savepoint(self)
+
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
         """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises. Nested uses join the
@@ -942,6 +1004,85 @@ class SqliteStore:
             raise
         self._depth = 0
         self._db.execute("COMMIT")
+
+
+class _Savepoint:
+    """`SqliteStore.savepoint()`. A class rather than a generator: it runs for every message."""
+
+    __slots__ = ("_store", "_outer", "_name")
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._outer: AbstractContextManager[None] | None = None
+        self._name = ""
+
+    def __enter__(self) -> None:
+        s = self._store
+        if not s._depth:
+            self._outer = s._tx()
+            self._outer.__enter__()
+            return
+        s._savepoints += 1
+        self._name = f"sp{s._savepoints}"
+        s._db.execute("SAVEPOINT " + self._name)
+        s._depth += 1
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        s = self._store
+        if self._outer is not None:
+            return bool(self._outer.__exit__(kind, exc, tb))
+        s._depth -= 1
+        s._savepoints -= 1
+        if kind is not None:
+            s._db.execute("ROLLBACK TO " + self._name)
+            s._history_last.clear()  # the cache may hold rows that were rolled back
+        s._db.execute("RELEASE " + self._name)
+        return False
+
+
+INT64 = 2**63 - 1
+
+
+def _int64(v: Any) -> int:
+    """An integer SQLite can hold, or ValueError (never an OverflowError mid-transaction)."""
+    try:
+        n = int(v)
+    except OverflowError:
+        raise ValueError(f"number out of range: {v!r}"[:60]) from None
+    if -INT64 - 1 <= n <= INT64:
+        return n
+    raise ValueError(f"integer out of range: {str(n)[:24]}")
+
+
+def _real(v: Any) -> float | None:
+    """A number for a REAL column: a finite float, else None (an int too big for a float or
+    for SQLite's integers is not a reading anybody can use)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _text(v: str) -> str:
+    """Text SQLite can store (UTF-8: no lone surrogate), or ValueError naming the character.
+    The ingest's text policy refuses such strings first; this is the store's own guard."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"text not storable: U+{ord(v[e.start]):04X} at character "
+                         f"{e.start}") from None
+    return v
+
+
+def _escaped(v: str) -> str:
+    """Text for the store's own records (rejected, audit): never fails, lone surrogates and
+    control characters as escapes."""
+    out = v.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c >= " " or c in "\t\n" else f"\\x{ord(c):02x}" for c in out) \
+        if any(c < " " for c in out) else out
 
 
 def _alert(row: sqlite3.Row) -> AlertRecord:
@@ -967,13 +1108,13 @@ def _summary(row: sqlite3.Row, now: float) -> dict[str, Any]:
     status = json.loads(row["status"]) if row["status"] else None
     birth = json.loads(row["birth"]) if row["birth"] else None
     state = json.loads(row["state"]) if row["state"] else None
-    heartbeat_s = (birth or {}).get("heartbeat_s") or row["heartbeat_s"] or DEFAULT_HEARTBEAT_S
+    heartbeat = effective_heartbeat(birth, row["heartbeat_s"])
     out: dict[str, Any] = {
         "id": row["id"], "name": row["name"], "municipality": row["municipality"],
         "lat": row["lat"], "lon": row["lon"],
         "status": status.get("state") if status else None,
         "fw": birth.get("fw") if birth else None,
-        "heartbeat_s": heartbeat_s,
+        "heartbeat_s": heartbeat,
         "mode": None, "grid_state": None, "genset_state": None,
         "fuel_pct": None, "hours_left": None, "devices": {},
         "updated_ts": None, "age_s": None, "stale": True,
@@ -988,6 +1129,6 @@ def _summary(row: sqlite3.Row, now: float) -> dict[str, Any]:
             genset_state=genset.get("state"), fuel_pct=fuel.get("pct"),
             hours_left=fuel.get("hours_left"), devices=state.get("devices") or {},
             updated_ts=row["state_ts"], age_s=round(age, 1),
-            stale=age > STALE_HEARTBEATS * heartbeat_s,
+            stale=age > STALE_HEARTBEATS * heartbeat,
         )
     return out

@@ -14,6 +14,12 @@ An acknowledgement from `sot ack` (another process) lands in the store directly;
 here is conditional on the alert's status (`Store.update_alert(expect=...)`), so an escalation
 computed just before the acknowledgement committed is dropped, never sent.
 
+One site's data cannot stop the others: `rules.evaluate` runs each site on its own, and a site
+whose data makes a rule raise (or whose view cannot be built) is skipped for the round, counted
+in `site_failures` and logged once until it evaluates again; every other site, `site_silent`
+included, goes on. Each action is applied in its own savepoint: one the store cannot write is
+counted (`failed_actions`), logged once per alert key, and the round's other actions commit.
+
 Delivery is at least once: a gateway killed between a successful send and its record sends that
 notification again after the restart, with the same idempotency key.
 """
@@ -25,9 +31,11 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ..ingest import SYSTEMIC, safe_text
 from ..store import OPEN, AlertRecord, Notification, Store
 from . import texts
 from .config import INCIDENT_RULE, AlertConfig, Contact
@@ -71,6 +79,10 @@ class AlertEngine:
         self.listening_since: float | None = None
         self.evaluations = 0
         self.failed_notifications = 0
+        self.failed_actions = 0
+        self.site_failures: Counter[str] = Counter()  # rule failures per site, since start
+        self._failing: set[str] = set()  # sites whose failure is logged already
+        self._failed_keys: set[str] = set()  # alert keys whose failed write is logged already
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -112,45 +124,80 @@ class AlertEngine:
             munis = sorted({s.info.municipality for s in snaps})
             alerts = [a for m in munis for a in
                       self.store.alerts(municipality=m, resolved_since=now - self._max_repeat)]
-        views = {s.info.id: site_view(s, now, self.listening_since) for s in snaps}
-        actions = evaluate(self.config, views, alerts, now)
+        failed: dict[str, Exception] = {}
+        views = {}
+        for s in snaps:
+            try:
+                views[s.info.id] = site_view(s, now, self.listening_since)
+            except Exception as e:  # noqa: BLE001 - one site's data: that site only
+                failed[s.info.id] = e
+        actions = evaluate(self.config, views, alerts, now, failed)
+        for site in views.keys() - failed.keys():
+            self._failing.discard(site)
+        for site, e in sorted(failed.items()):
+            self._site_failed(site, e)
         if actions:
             self.apply(actions, alerts, now)
         self.evaluations += 1
         return actions
 
+    def _site_failed(self, site: str, e: BaseException) -> None:
+        """One site's data made a rule raise: counted, logged once until that site evaluates
+        again, and skipped this round; the other sites were evaluated."""
+        self.site_failures[site] += 1
+        if site not in self._failing:
+            self._failing.add(site)
+            log.error("alert rules failed on the data of site %s; skipping that site until its "
+                      "data changes (other sites are evaluated)", site,
+                      exc_info=(type(e), e, e.__traceback__))
+
     def apply(self, actions: Sequence[Action], alerts: Sequence[AlertRecord], now: float) -> None:
         by_key = {a.key: a for a in alerts if a.open}
         with self.store.batch():
             for act in actions:
-                if isinstance(act, Open):
-                    self._open(act, by_key, now)
-                    continue
-                a = by_key.get(act.key)
-                if a is None:
-                    continue
-                if isinstance(act, Fire):
-                    self.store.update_alert(a.id, ("pending",), status="firing", fired=now)
-                    by_key[act.key] = _with(a, status="firing", fired=now)
-                elif isinstance(act, Clearing):
-                    self.store.update_alert(a.id, OPEN, clearing_since=act.since)
-                elif isinstance(act, Change):
-                    fields: dict[str, Any] = {"severity": act.severity, "sv": act.sv,
-                                              "en": act.en, "data": act.data}
-                    if act.refire:
-                        fields["status"] = "firing"
-                    if self.store.update_alert(a.id, OPEN, **fields):
-                        by_key[act.key] = _with(a, **fields)
-                elif isinstance(act, Attach):
-                    self.store.update_alert(a.id, OPEN, incident=act.incident)
-                elif isinstance(act, Resolve):
-                    if self.store.update_alert(a.id, OPEN, status="resolved", resolved=now,
-                                               resolve_reason=act.reason, clearing_since=None) \
-                            and act.recovery:
-                        sv, en = _resolved_text(a)
-                        self._queue(a, "recovery", list(range(max(a.level, 0) + 1)), sv, en, now)
-                elif isinstance(act, Notify):
-                    self._notify(act, a, by_key, now)
+                try:
+                    # One action that cannot be written costs that action, not the round.
+                    with self.store.savepoint():
+                        self._apply_one(act, by_key, now)
+                except SYSTEMIC:
+                    raise
+                except Exception:  # noqa: BLE001 - logged, counted, the others go on
+                    self.failed_actions += 1
+                    if act.key not in self._failed_keys:  # once per alert key
+                        self._failed_keys.add(act.key)
+                        log.exception("could not apply %s for %s; the round's other actions "
+                                      "are written", type(act).__name__,
+                                      safe_text(act.key)[:100])
+
+    def _apply_one(self, act: Action, by_key: dict[str, AlertRecord], now: float) -> None:
+        if isinstance(act, Open):
+            self._open(act, by_key, now)
+            return
+        a = by_key.get(act.key)
+        if a is None:
+            return
+        if isinstance(act, Fire):
+            self.store.update_alert(a.id, ("pending",), status="firing", fired=now)
+            by_key[act.key] = _with(a, status="firing", fired=now)
+        elif isinstance(act, Clearing):
+            self.store.update_alert(a.id, OPEN, clearing_since=act.since)
+        elif isinstance(act, Change):
+            fields: dict[str, Any] = {"severity": act.severity, "sv": act.sv,
+                                      "en": act.en, "data": act.data}
+            if act.refire:
+                fields["status"] = "firing"
+            if self.store.update_alert(a.id, OPEN, **fields):
+                by_key[act.key] = _with(a, **fields)
+        elif isinstance(act, Attach):
+            self.store.update_alert(a.id, OPEN, incident=act.incident)
+        elif isinstance(act, Resolve):
+            if self.store.update_alert(a.id, OPEN, status="resolved", resolved=now,
+                                       resolve_reason=act.reason, clearing_since=None) \
+                    and act.recovery:
+                sv, en = _resolved_text(a)
+                self._queue(a, "recovery", list(range(max(a.level, 0) + 1)), sv, en, now)
+        elif isinstance(act, Notify):
+            self._notify(act, a, by_key, now)
 
     def _open(self, act: Open, by_key: dict[str, AlertRecord], now: float) -> None:
         rec = AlertRecord(id=0, key=act.key, rule=act.rule, site=act.site,
@@ -357,6 +404,8 @@ class AlertEngine:
     def stats(self) -> dict[str, Any]:
         return {"evaluations": self.evaluations,
                 "notifications_given_up": self.failed_notifications,
+                "site_failures": dict(self.site_failures),
+                "failed_actions": self.failed_actions,
                 "listening_since": self.listening_since}
 
 

@@ -93,7 +93,8 @@ def site_view(snap: SiteSnapshot, now: float, listening_since: float | None) -> 
         status = "online"  # a Will older than the latest state: the site has spoken since
     silent_since = None
     if listening_since is not None:
-        silent_since = max(last, listening_since) if last is not None else listening_since
+        # After a coordinator reset the site (no state kept), silence counts from the reset.
+        silent_since = max(x for x in (last, listening_since, snap.reset_at) if x is not None)
     return SiteView(
         site=snap.info.id, name=snap.info.name, municipality=snap.info.municipality,
         lat=snap.info.lat, lon=snap.info.lon, heartbeat_s=hb, status=status,
@@ -209,13 +210,21 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
+def _date(ts: float) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(ts, TZ)
+    except (OverflowError, OSError, ValueError):
+        return None  # a time no calendar holds: say so rather than fail the rule
+
+
 def _when(ts: float) -> str:
-    d = datetime.fromtimestamp(ts, TZ)
-    return f"{WEEKDAYS_SV[d.weekday()]} {d:%d/%m %H:%M}"
+    d = _date(ts)
+    return f"{WEEKDAYS_SV[d.weekday()]} {d:%d/%m %H:%M}" if d else "okänd tid"
 
 
 def _when_en(ts: float) -> str:
-    return datetime.fromtimestamp(ts, TZ).strftime("%a %d %b %H:%M")
+    d = _date(ts)
+    return d.strftime("%a %d %b %H:%M") if d else "unknown time"
 
 
 def _hours(h: float) -> tuple[str, str]:
@@ -486,13 +495,18 @@ def _worst(severities: Iterable[str]) -> str:
 
 
 def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequence[AlertRecord],
-             now: float) -> list[Action]:
+             now: float, failed: dict[str, Exception] | None = None) -> list[Action]:
     """The actions that bring the alerts up to date with `views` at `now`.
 
     `views`: the sites to evaluate (all, or the one a message just came from). `alerts`: the
     open alerts of those sites and of their municipalities, plus alerts resolved within the
     longest repeat window (they tell whether a key is flapping). Alerts of sites not in `views`
-    keep their lifecycle; their notifications due at `now` are still produced."""
+    keep their lifecycle; their notifications due at `now` are still produced.
+
+    Each site is evaluated on its own: with `failed` given, a rule that raises on a site's data
+    puts the exception in `failed[site]` and that site contributes nothing this round (its
+    alerts stay as they are, like a site not in `views`); every other site goes on. Without
+    `failed` the exception propagates (tests)."""
     actions: list[Action] = []
     open_by_key = {a.key: a for a in alerts if a.open}
     last_told: dict[str, float] = {}
@@ -503,23 +517,15 @@ def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequenc
     opened: dict[str, Open] = {}
 
     for v in views.values():
-        for rule in config.rules.values():
-            if not rule.enabled:
-                continue
-            prefix = alert_key(rule.id, v.site)
-            mine = {a.detail: a for k, a in open_by_key.items()
-                    if a.rule == rule.id and a.site == v.site and
-                    (k == prefix or k.startswith(prefix + ":"))}
-            observed = CONDITIONS[rule.id](rule, v, now, mine)
-            if observed is None:
-                continue
-            for detail in sorted(set(observed) | set(mine)):
-                key = alert_key(rule.id, v.site, detail)
-                obs = observed.get(detail) or Obs(False)
-                a = mine.get(detail)
-                if obs.active:
-                    fresh[key] = obs
-                actions.extend(_lifecycle(rule, v, key, detail, obs, a, now, opened))
+        try:
+            site_actions, site_fresh = _evaluate_site(config, v, open_by_key, now, opened)
+        except Exception as e:
+            if failed is None:
+                raise
+            failed[v.site] = e
+            continue
+        actions.extend(site_actions)
+        fresh.update(site_fresh)
 
     # What the alerts look like once this round's lifecycle actions are applied.
     after = _project(open_by_key, actions, now)
@@ -529,6 +535,34 @@ def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequenc
              int(c.data.get("step", 0)) > int(open_by_key[c.key].data.get("step", 0))}
     actions.extend(_notifications(config, after, fresh, last_told, worse, now))
     return actions
+
+
+def _evaluate_site(config: AlertConfig, v: SiteView, open_by_key: Mapping[str, AlertRecord],
+                   now: float, opened: dict[str, Open]) -> tuple[list[Action], dict[str, Obs]]:
+    """Every rule at one site: (its lifecycle actions, key -> fresh observation). `opened` is
+    only added to once the whole site evaluated."""
+    actions: list[Action] = []
+    fresh: dict[str, Obs] = {}
+    mine_opened: dict[str, Open] = {}
+    for rule in config.rules.values():
+        if not rule.enabled:
+            continue
+        prefix = alert_key(rule.id, v.site)
+        mine = {a.detail: a for k, a in open_by_key.items()
+                if a.rule == rule.id and a.site == v.site and
+                (k == prefix or k.startswith(prefix + ":"))}
+        observed = CONDITIONS[rule.id](rule, v, now, mine)
+        if observed is None:
+            continue
+        for detail in sorted(set(observed) | set(mine)):
+            key = alert_key(rule.id, v.site, detail)
+            obs = observed.get(detail) or Obs(False)
+            a = mine.get(detail)
+            if obs.active:
+                fresh[key] = obs
+            actions.extend(_lifecycle(rule, v, key, detail, obs, a, now, mine_opened))
+    opened.update(mine_opened)
+    return actions, fresh
 
 
 def _lifecycle(rule: Rule, v: SiteView, key: str, detail: str, obs: Obs, a: AlertRecord | None,

@@ -209,3 +209,94 @@ def test_gateway_will_marks_it_offline_when_its_connection_dies(tmp_path: Path):
             asyncio.run(asyncio.wait_for(main(), 60))
         finally:
             observer.close()
+
+
+def _escaped(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()  # how a lone surrogate gets sent
+
+
+def test_one_bad_message_costs_only_itself_and_intake_goes_on(tmp_path: Path):
+    """A site sends an event the database cannot store (a lone surrogate), and one the database
+    refuses for another reason (a constraint), among good messages of two sites. The good ones
+    are filed and acknowledged, the bad ones refused, counted and acknowledged too: the broker
+    never delivers them again and every later message arrives."""
+    import sqlite3
+
+    a, b = "are-kall", "krokom-follinge"
+    with Broker() as broker:
+        observer = Peer(broker.port, "observer", (f"sot/v1/{a}/ack", f"sot/v1/{b}/ack"))
+        ctrl_a = Peer(broker.port, "ctrl-a")
+        ctrl_b = Peer(broker.port, "ctrl-b")
+
+        def acked(site: str) -> int:
+            seen = observer.seen(f"sot/v1/{site}/ack")
+            return max((json.loads(p)["seq"] for p, _ in seen), default=-1)
+
+        def seqs(gw: Gateway, site: str) -> list[int]:
+            assert gw.store is not None
+            return sorted(e["seq"] for e in gw.store.events(site, limit=500))
+
+        async def main() -> None:
+            db = tmp_path / "sot.sqlite3"
+            gw = Gateway(gateway_config(broker.port, db), clock)
+            await gw.start()
+            try:
+                assert gw.ingest is not None and gw.store is not None
+                await until(gw.mqtt.is_connected if gw.mqtt else lambda: False, what="up")
+                bad = _escaped(event("device_offline", seq=1, data={"device": "tank\ud800"}))
+                ctrl_a.publish(f"sot/v1/{a}/event", raw(event(seq=0)))
+                ctrl_a.publish(f"sot/v1/{a}/event", bad)
+                ctrl_b.publish(f"sot/v1/{b}/event", raw(event(seq=0)))
+                ctrl_a.publish(f"sot/v1/{a}/event", raw(event(seq=2)))
+                ctrl_b.publish(f"sot/v1/{b}/event", raw(event(seq=1)))
+                await until(lambda: seqs(gw, a) == [0, 2] and seqs(gw, b) == [0, 1],
+                            what="the good events")
+                await until(lambda: acked(a) == 2 and acked(b) == 1, what="site acks")
+                assert gw.ingest.stats()["rejected_by_reason"] == {"bad_text": 1}
+
+                # A store failure that is not about text: B's seq 2 breaks a constraint.
+                real = gw.store.add_event
+
+                def add_event(site: str, msg: dict[str, Any], text: str, rx: float) -> bool:
+                    if site == b and msg["seq"] == 2:
+                        raise sqlite3.IntegrityError("CHECK constraint failed (test)")
+                    return real(site, msg, text, rx)
+
+                gw.store.add_event = add_event  # type: ignore[method-assign]
+                for seq in (2, 3):
+                    ctrl_b.publish(f"sot/v1/{b}/event", raw(event(seq=seq)))
+                    ctrl_a.publish(f"sot/v1/{a}/event", raw(event(seq=seq + 1)))
+                await until(lambda: seqs(gw, b) == [0, 1, 3] and seqs(gw, a) == [0, 2, 3, 4],
+                            what="events after the store failure")
+                await until(lambda: acked(b) == 3, what="B acked past the refused one")
+                assert gw.ingest.stats()["rejected_by_reason"] == {"bad_text": 1, "store": 1}
+                # Intake goes on, for every site, well past the broker's in-flight window.
+                for seq in range(5, 130):
+                    ctrl_a.publish(f"sot/v1/{a}/event", raw(event(seq=seq)))
+                    ctrl_b.publish(f"sot/v1/{b}/event", raw(event(seq=seq - 1)))
+                await until(lambda: len(seqs(gw, a)) == 129 and len(seqs(gw, b)) == 128,
+                            what="later events of both sites")
+            finally:
+                await gw.stop()
+
+            # Every message was acknowledged to the broker: a new gateway on the same session
+            # gets nothing again, only what is new.
+            gw = Gateway(gateway_config(broker.port, db), clock)
+            await gw.start()
+            try:
+                assert gw.ingest is not None
+                await until(gw.mqtt.is_connected if gw.mqtt else lambda: False, what="up")
+                ctrl_a.publish(f"sot/v1/{a}/event", raw(event(seq=130)))
+                await until(lambda: 130 in seqs(gw, a), what="the new event")
+                await asyncio.sleep(0.5)
+                stats = gw.ingest.stats()
+                assert stats["rejected"] == 0 and stats["duplicates"] == 0, stats
+            finally:
+                await gw.stop()
+
+        try:
+            asyncio.run(asyncio.wait_for(main(), 90))
+        finally:
+            ctrl_a.close()
+            ctrl_b.close()
+            observer.close()
