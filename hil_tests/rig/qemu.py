@@ -19,9 +19,11 @@ import re
 import select
 import subprocess
 import termios
+import threading
 import time
 import tty
 from pathlib import Path
+from typing import Any
 
 from .proc import stop_process
 
@@ -61,7 +63,8 @@ class QemuBoard:
         out = self.proc.stdout.fileno()
         seen = b""
         deadline = time.monotonic() + timeout
-        while 0 not in self.ptys:
+        want = {0} | {i + 1 for i, spec in enumerate(self.serials) if spec == "pty"}
+        while not want <= set(self.ptys):
             left = deadline - time.monotonic()
             if left <= 0 or self.proc.poll() is not None:
                 self.stop()
@@ -207,3 +210,124 @@ class QemuBoard:
             with open(self.log_path, "ab") as f:
                 f.write(buf)
         return buf
+
+
+class QemuFirmware:
+    """The whole firmware on the qemu board, as rig/dut.py's Firmware runs it on the unix port:
+    UART1 on the plant's pty link, UART2 connected by qemu to the broker, UART3 the buttons.
+    The site's compiled config is written to the board's flash through the raw REPL, then
+    `sot.main` is started there; its log lines come back on the console."""
+
+    def __init__(self, site: Any, workdir: Path, *, bus_ports: dict[str, str],
+                 mqtt: dict[str, Any], extra_config: dict[str, Any] | None = None) -> None:
+        if len(site.buses) != 1:
+            raise ValueError("the qemu board has one bus UART (UART1)")
+        self.site = site
+        self.workdir = Path(workdir)
+        self.bus_ports = bus_ports
+        self.mqtt = mqtt
+        self.extra_config = extra_config or {}
+        self.resets = 0  # no watchdog peripheral on this board
+        self.board: QemuBoard | None = None
+        self.log_path = self.workdir / f"{site.id}-qemu.log"
+        self._buttons = -1
+        self._reader: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> QemuFirmware:
+        from gateway import config, firmware
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        compiled = config.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
+        text = config.to_json({**compiled, **self.extra_config}).encode()
+        bus = next(iter(self.bus_ports.values()))
+        broker = f"tcp:{self.mqtt['host']}:{self.mqtt['port']},reconnect=1"
+        self.board = QemuBoard(firmware.build_qemu(), serials=(bus, broker, "pty"))
+        self.board.start()
+        board = self.board
+        board.soft_reset()
+        board.exec("from sot import hal\nhal.mount_flash(fresh=True)\n"
+                   "f = open('/flash/config.json', 'wb')")
+        for i in range(0, len(text), 512):
+            board.exec(f"f.write({text[i:i + 512]!r})")
+        board.exec("f.close()")
+        board.soft_reset()  # the app starts on a fresh heap, as after a power-up
+        self._buttons = os.open(board.ptys[3], os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self._buttons)
+        board.start_exec(f"import sys\nsys.argv.clear()\nsys.argv.extend(['sot', "
+                         f"'{int(time.time())}'])\nimport sot.main\n")
+        self._reader = threading.Thread(target=self._read_console, name="qemu-console",
+                                        daemon=True)
+        self._reader.start()
+        return self
+
+    def _read_console(self) -> None:
+        board = self.board
+        while not self._stop.is_set() and board is not None and board.alive():
+            data = board.read_available(0.2)
+            if data:
+                with open(self.log_path, "ab") as f:
+                    f.write(data.replace(b"\r\n", b"\n"))
+
+    def press(self, button: str) -> None:
+        os.write(self._buttons, button.encode() + b"\n")
+
+    def faults(self) -> int:
+        """1 if the board faulted (the port prints the fault and qemu exits) or the app ended
+        (the raw REPL's end-of-output mark), else 0: on a board either means a reset."""
+        text = self.log()
+        return int(not self.alive() or "Fault" in text or "\x04" in text)
+
+    def heap_budget(self) -> int:
+        from gateway import firmware
+
+        return firmware.QEMU_HEAP
+
+    def alive(self) -> bool:
+        return self.board is not None and self.board.alive()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, text: str, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(2)
+        if self._buttons >= 0:
+            os.close(self._buttons)
+            self._buttons = -1
+        if self.board is not None:
+            self.board.stop()
+            self.board = None
+
+    kill = stop
+
+
+def qemu_site(site: Any, workdir: Path, **kw: Any):
+    """rig/sitesim.py's SimulatedSite with the firmware on the qemu board."""
+    from .sitesim import SimulatedSite
+
+    class QemuSite(SimulatedSite):
+        def start_firmware(self) -> QemuFirmware:  # type: ignore[override]
+            fw = QemuFirmware(self.site, self.workdir, bus_ports=self.plant.ports(),
+                              mqtt=self.mqtt, extra_config=self.extra_config)
+            self.firmware = fw  # type: ignore[assignment]
+            return fw.start()
+
+        def press(self, button: str) -> None:
+            assert isinstance(self.firmware, QemuFirmware)
+            self.firmware.press(button)
+
+    kw.pop("watchdog", None)
+    return QemuSite(site, workdir, **kw)
