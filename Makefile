@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: demo test soak check lint bench bench-memory bench-alerts bench-crisis bench-journal firmware clean setup
+.PHONY: demo test soak check lint bench bench-memory bench-board bench-alerts bench-crisis bench-journal firmware firmware-qemu clean setup
 
 setup:
 	@scripts/bootstrap.sh
@@ -12,8 +12,10 @@ setup:
 demo: setup
 	$(BIN)/sot demo $(ARGS)
 
+# The firmware's unit tests and a storm day also run on the 32-bit qemu board (--board: the ARM
+# toolchain and qemu; the image is built once and cached in build/, docs/firmware-build.md).
 test:
-	@scripts/bootstrap.sh --browser
+	@scripts/bootstrap.sh --browser --board
 	$(BIN)/python -m pytest $(ARGS)
 
 # The fault scenarios of hil_tests/test_session_faults.py at RELIABILITY's full length (N1: 3
@@ -24,12 +26,19 @@ soak: setup
 bench: setup
 	$(BIN)/python -m hil_tests.bench.bench_poll $(ARGS)
 	$(BIN)/python -m hil_tests.bench.bench_memory
+	@scripts/bootstrap.sh --board
+	$(BIN)/python -m hil_tests.bench.bench_board
 	$(BIN)/python -m hil_tests.bench.bench_alerts
 	$(BIN)/python -m hil_tests.bench.bench_crisis
 	$(BIN)/python -m hil_tests.bench.bench_journal
 
 bench-memory: setup
 	$(BIN)/python -m hil_tests.bench.bench_memory $(ARGS)
+
+# The storm day on the 32-bit qemu board: build/bench/board-memory.json and docs/benchmarks.md.
+bench-board: setup
+	@scripts/bootstrap.sh --board
+	$(BIN)/python -m hil_tests.bench.bench_board $(ARGS)
 
 bench-alerts: setup
 	$(BIN)/python -m hil_tests.bench.bench_alerts $(ARGS)
@@ -45,6 +54,11 @@ lint: setup
 
 firmware: setup
 	$(BIN)/sot firmware build
+
+# The qemu board's image (build/firmware/qemu/firmware.elf), docs/firmware-build.md.
+firmware-qemu: setup
+	@scripts/bootstrap.sh --board
+	$(BIN)/sot firmware build --board qemu
 
 check: lint test
 

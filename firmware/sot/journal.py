@@ -22,6 +22,14 @@
 # record; after a reboot the acknowledgements are not known, so the first segment may be sent
 # again: the gateway de-duplicates by (site, boot, seq) and acknowledges again.
 #
+# Files on a board's littlefs (docs/firmware-build.md, "What the 32-bit build found"): appended
+# bytes sit in the writing handle's cache until a flush, and a handle opened for reading does
+# not see what was appended after it was opened. So every append is flushed before append()
+# returns (the event then survives a power cut), the replay cursor reopens the segment being
+# appended when it has caught up with what it saw, and every file is closed explicitly, never
+# left to the garbage collector (an open file finalised by the collector was seen to corrupt
+# littlefs and fault the board): scanning closes in a finally, close() ends the journal.
+#
 # Overflow (the journal would exceed `budget` bytes): the oldest segment goes, and its events not
 # yet acknowledged are counted in `dropped` (reported in birth). Telemetry is never journalled -
 # while the gateway cannot be reached it is thinned to the latest snapshot, held in RAM and sent
@@ -58,14 +66,16 @@ class Journal:
             seg = [int(name[5:]), 0, 0, -1, 0]
             f = flash.open(name)
             n = 0
-            while self._read(f, seg[4]):
-                seg[1] = self._boot
-                if not n:
-                    seg[2] = self._seq
-                seg[3] = self._seq
-                seg[4] += HDR + self._n
-                n += 1
-            f.close()
+            try:
+                while self._read(f, seg[4]):
+                    seg[1] = self._boot
+                    if not n:
+                        seg[2] = self._seq
+                    seg[3] = self._seq
+                    seg[4] += HDR + self._n
+                    n += 1
+            finally:
+                f.close()
             if n:
                 self.segs.append(seg)
             else:
@@ -125,8 +135,10 @@ class Journal:
         h = self.hdr
         struct.pack_into("<HIII", h, 0, n, 0, self.boot, seq)
         struct.pack_into("<I", h, 2, binascii.crc32(body, binascii.crc32(memoryview(h)[6:])))
-        self._w.write(h)
-        self._w.write(body)
+        w = self._w
+        w.write(h)
+        w.write(body)
+        w.flush()  # on flash now, and visible to a handle opened from here on
         seg[3] = seq
         seg[4] += size
         self.seq = (seq + 1) & 0xFFFFFFFF
@@ -164,6 +176,13 @@ class Journal:
             self._close_r()
         self._r = [0, 0, None]
 
+    def close(self):
+        """Close the journal's files (the next Journal on this flash reads them back)."""
+        self._close_r()
+        if self._w is not None:
+            self._w.close()
+            self._w = None
+
     def _close_r(self):
         if self._r[2] is not None:
             self._r[2].close()
@@ -174,15 +193,22 @@ class Journal:
         None."""
         r = self._r
         segs = self.segs
+        reopened = False
         while r[0] < len(segs):
             s = segs[r[0]]
             if r[2] is None:
                 r[2] = self.flash.open("%s%06d" % (_PREFIX, s[0]))
-            if r[1] < s[4] and self._read(r[2], r[1]):
-                r[1] += HDR + self._n
-                if self._seq > self.acked.get(self._boot, -1):
-                    return self._boot, self._seq, self._n
-                continue
+            if r[1] < s[4]:
+                if self._read(r[2], r[1]):
+                    r[1] += HDR + self._n
+                    if self._seq > self.acked.get(self._boot, -1):
+                        return self._boot, self._seq, self._n
+                    continue
+                if r[0] == len(segs) - 1 and self._w is not None and not reopened:
+                    # appended after this handle was opened: littlefs shows it to a new handle
+                    self._close_r()
+                    reopened = True
+                    continue
             if r[0] == len(segs) - 1:
                 return None  # caught up with the segment being appended: stay here
             self._close_r()

@@ -23,10 +23,16 @@
 # 32-bit pattern, so a sentinel like 0xFFFFFFFF can be listed for a float too.
 #
 # Rounding: raw * scale in binary floating point gives 27.400000000000002 for 274 * 0.1. Scaled
-# values are rounded to 12 significant digits: more than any 32-bit register carries (10), fewer
-# than the error of a double (15-16). An f32 is returned as the shortest decimal (6 to 9 digits)
-# that reads back as the same f32, so a meter's 230.1 is 230.1, not 230.10000610351562.
-# On ports with single-precision floats (ESP32) these roundings are no-ops in effect.
+# values are rounded to as many significant digits as the port's float reliably holds: 12 with
+# double precision (unix port) -- more than any 32-bit register carries (10), fewer than the
+# error of a double (15-16) -- and 6 with single precision (ESP32, RP2040, the qemu board), where
+# a float carries only 6 to 7 digits: asking round() for more there multiplies the error instead
+# of removing it (2305 * 0.1 rounded to 12 digits gave 230.50002). 6 digits give every 16-bit
+# register times 0.1, 0.01 or 0.001 exactly; a 32-bit register's full range (10 digits) does not
+# fit a single-precision float at all.
+# An f32 is returned as the shortest decimal (6 to 9 digits) that reads back as the same f32, so
+# a meter's 230.1 is 230.1, not 230.10000610351562 (with single precision floats the f32 is the
+# value itself and this only keeps it).
 import math
 import struct
 
@@ -43,6 +49,11 @@ NAME = const(0)
 BLOCK = const(1)
 
 _INVALID = (None, "invalid")
+# Significant digits a scaled value keeps: 1 + 2**-30 is 1.0 only in single precision. Only
+# values with digits after the point are rounded: one with more whole digits is kept as the
+# float holds it (rounding to tens would drop digits a single-precision float still has).
+_DIGITS = 12 if 1.0 + 1.0 / (1 << 30) != 1.0 else 6
+_TIDY_BELOW = 10.0 ** (_DIGITS - 1)
 _f32 = bytearray(4)  # scratch for reinterpreting register bits as a float
 
 
@@ -92,7 +103,9 @@ def decode(point, data):
     else:
         value = raw
     if scale is not None:
-        value = _round_sig(value * scale, 12)
+        value = value * scale
+        if -_TIDY_BELOW < value < _TIDY_BELOW:
+            value = _round_sig(value, _DIGITS)
 
     if rmin is not None and not rmin <= value <= rmax:
         return _INVALID

@@ -139,6 +139,7 @@ class Session:
         if "ts" not in body:
             body["ts"] = self.hal.epoch()
         payload = self._out.dump(body)
+        body.clear()  # serialised: what it held need not stay live through the PUBACK wait
         if isinstance(payload, int):
             self.log("E telemetry: payload for", sub, "is", payload, "bytes, over 1 KiB; not sent")
             return

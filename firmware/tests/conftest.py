@@ -8,6 +8,12 @@ The heap is the board's 64 KiB in the unix port's 64-bit terms (x2, the same acc
 HIL rig, docs/architecture.md "Memory"). Unlike on a board, the bytecode of the firmware *and*
 of the test module sits in that heap; the whole-firmware memory budget is measured by the rig
 and `make bench`, not here.
+
+Each test runs a second time as `name[qemu]` on the 32-bit build: the qemu board's image has the
+firmware and these modules frozen in (gateway/firmware.py, build_qemu(); built once, cached in
+build/), and `runner.py` is started through the board's console as mpremote would, one soft
+reset per module (docs/firmware-build.md). There the floats are single precision, the heap is
+64 KiB of 4-byte words and the journal writes to littlefs.
 """
 
 from __future__ import annotations
@@ -73,6 +79,45 @@ def run_module(module: str, *names: str, timeout: float = 120) -> subprocess.Com
                           cwd=str(FIRMWARE))
 
 
+_board = None
+
+
+def qemu_board():
+    """One qemu board for the session (booting takes a fraction of a second; building the
+    image the first time takes minutes, then it is cached)."""
+    global _board
+    if _board is None or not _board.alive():
+        from gateway import firmware
+        from hil_tests.rig.qemu import QemuBoard
+
+        _board = QemuBoard(firmware.build_qemu()).start()
+    return _board
+
+
+def pytest_sessionfinish(session, exitstatus):
+    global _board
+    if _board is not None:
+        _board.stop()
+        _board = None
+
+
+def run_on_board(module: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """runner.py for `module` on the qemu board, as a CompletedProcess like run_module()'s."""
+    from hil_tests.rig.qemu import BoardError
+
+    board = qemu_board()
+    code = (f"import runner\ntry:\n    runner.main(['runner', {module!r}])\n"
+            f"except SystemExit:\n    pass\n")
+    try:
+        board.soft_reset()
+        out, err = board.exec_raw(code, timeout)
+    except BoardError as e:  # a fault or a hang: the board is started again for the next one
+        board.stop()
+        return subprocess.CompletedProcess(["qemu", module], 1, e.out, str(e))
+    out = out.replace("\r\n", "\n")
+    return subprocess.CompletedProcess(["qemu", module], 1 if err else 0, out, err)
+
+
 def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector):
     # Replaces pytest's own Python module collector for these files: CPython never imports them.
     if module_path.parent == UNIT:
@@ -83,11 +128,18 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector):
 class MicroPythonModule(pytest.File):
     def collect(self):
         self._result: subprocess.CompletedProcess[str] | None = None
+        self._board_result: subprocess.CompletedProcess[str] | None = None
         names = re.findall(r"^(?:async\s+)?def\s+(test_\w+)\s*\(", self.path.read_text(), re.M)
         for name in sorted(set(names)):
             yield MicroPythonTest.from_parent(self, name=name)
+        for name in sorted(set(names)):
+            yield MicroPythonTest.from_parent(self, name=f"{name}[qemu]")
 
-    def result(self) -> subprocess.CompletedProcess[str]:
+    def result(self, board: bool = False) -> subprocess.CompletedProcess[str]:
+        if board:
+            if self._board_result is None:
+                self._board_result = run_on_board(self.path.stem)
+            return self._board_result
         if self._result is None:
             self._result = run_module(self.path.stem)
         return self._result
@@ -99,12 +151,15 @@ class MicroPythonFailure(Exception):
 
 class MicroPythonTest(pytest.Item):
     def runtest(self) -> None:
-        res = self.parent.result()  # type: ignore[attr-defined]
+        board = self.name.endswith("[qemu]")
+        name = self.name.removesuffix("[qemu]")
+        res = self.parent.result(board)  # type: ignore[attr-defined]
         lines = res.stdout.splitlines()
-        if f"PASS {self.name}" in lines:
+        if f"PASS {name}" in lines:
             return
+        where = "on the qemu board (32-bit build)" if board else "under MicroPython"
         raise MicroPythonFailure(
-            f"{self.name} did not pass under MicroPython (exit {res.returncode})\n"
+            f"{name} did not pass {where} (exit {res.returncode})\n"
             f"--- stdout ---\n{res.stdout[-3000:]}\n--- stderr ---\n{res.stderr[-3000:]}")
 
     def repr_failure(self, excinfo, style=None):  # type: ignore[override]

@@ -6,8 +6,9 @@ Runs `hil_tests/rig/soak.py`: the whole firmware (ROMFS image, every task: bus o
 logic, panel with buttons, telemetry, supervisor) under the MicroPython unix port against the
 plant simulator and a private Mosquitto, through `--hours` simulated hours of a storm. The
 firmware logs its live heap after a collection every 5 s; the peak of those samples is the
-figure, compared with the budget (docs/architecture.md, "Memory": 64 KiB on a 32-bit board,
-which the 64-bit unix port needs twice of: every object is made of 8-byte words there).
+figure, compared with the rig's budget (64 KiB on a 32-bit board, which the 64-bit unix port
+needs twice of: every object is made of 8-byte words there). The board's own figure is measured
+on the 32-bit qemu board by bench_board.py, not estimated from this one.
 
 Writes the section "Firmware memory" of docs/benchmarks.md (other sections are kept).
 """
@@ -33,10 +34,7 @@ def kib(n: float) -> str:
 
 def section(res: soak.SoakResult, m: dict[str, str], time_scale: float) -> str:
     budget = res.heap_budget
-    goal = GOAL_KIB * 1024 * WORD_FACTOR
-    verdict = "met" if res.peak_live <= goal else "**not met**"
     acts = ", ".join(f"{k} {v}" for k, v in sorted(res.actions.items()))
-    peak = f"**{kib(res.peak_live)} KiB** | ≈ {kib(res.peak_live / WORD_FACTOR)} KiB"
     return f"""## {SECTION}
 
 Measured {m['date']} on {m['cpu']} ({m['cores']} cores), MicroPython {m['micropython']}
@@ -46,25 +44,22 @@ Measured {m['date']} on {m['cpu']} ({m['cores']} cores), MicroPython {m['micropy
 {res.hours:g} simulated hours of a storm day at the Kall site in {res.real_s / 60:.1f} real
 minutes (plant clock x{time_scale:g}; polling every 200 ms, a state every 5 s): {acts}.
 
-| | unix port (64-bit) | in board terms (/{WORD_FACTOR}) |
-|---|---|---|
-| heap budget (ROMFS image not counted) | {kib(budget)} KiB | {BOARD_HEAP_KIB} KiB |
-| live after start-up | {kib(res.start_live)} KiB | ≈ {kib(res.start_live / WORD_FACTOR)} KiB |
-| **peak live** ({res.samples} samples, after a collection) | {peak} |
-| least free after a collection | {kib(res.min_free)} KiB | |
-| MemoryErrors | {res.memory_errors} | |
-| watchdog resets | {res.resets} | |
+| unix port (64-bit), firmware from the ROMFS image | |
+|---|---|
+| heap budget (ROMFS image not counted; {BOARD_HEAP_KIB} KiB x {WORD_FACTOR}) | {kib(budget)} KiB |
+| live after start-up | {kib(res.start_live)} KiB |
+| **peak live** ({res.samples} samples, after a collection) | **{kib(res.peak_live)} KiB** |
+| least free after a collection | {kib(res.min_free)} KiB |
+| MemoryErrors | {res.memory_errors} |
+| watchdog resets | {res.resets} |
 
-Goal: peak ≤ {GOAL_KIB} KiB in board terms ({kib(goal)} KiB here): {verdict}. The firmware
-published {res.states} states and {res.events} events and {res.acks} staff acknowledgements
-reached the broker during the run.
-
-What the live heap is made of (docs/architecture.md, "Memory"): about half is the code's RAM
-side — function and class objects and the interned names (qstrs) of the modules imported from
-the ROMFS image — the rest is the compiled site config, the device values, the panel's strip
-buffer, the MQTT buffers and the queues. "Board terms" halves the unix figure: objects are made
-of machine words, which are 4 bytes on a board and 8 here; bytes, str and bytearray contents do
-not halve, so the board figure is an estimate on the optimistic side.
+The firmware published {res.states} states and {res.events} events and {res.acks} staff
+acknowledgements reached the broker during the run. This run shows the firmware survives the
+day in the rig's budget; it is no measure of a board's heap: about half of it is the code's RAM
+side (function and class objects and the interned names of the modules imported from ROMFS),
+which freezing keeps in flash, and every object takes twice the bytes of a 32-bit board. The
+goal (peak ≤ {GOAL_KIB} KiB of a board's 64 KiB) is measured on the 32-bit build: "Firmware
+memory on the 32-bit board" below.
 """
 
 

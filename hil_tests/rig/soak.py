@@ -27,6 +27,7 @@ from gateway.config import load_sites
 
 from .broker import Broker
 from .mqttpeer import Peer
+from .qemu import QemuFirmware, qemu_site
 from .sitesim import SimulatedSite
 
 SITE = "are-kall"
@@ -44,6 +45,7 @@ class SoakResult:
     min_free: int = 0
     memory_errors: int = 0
     resets: int = 0
+    faults: int = 0  # the qemu board faulted or the app ended (no watchdog there to reset it)
     states: int = 0
     events: int = 0
     acks: int = 0
@@ -52,17 +54,20 @@ class SoakResult:
 
 
 def run(workdir: Path, *, hours: float = 24, time_scale: float = 120,
-        heap_log_ms: int = 5000) -> SoakResult:
+        heap_log_ms: int = 5000, target: str = "unix") -> SoakResult:
+    """target "unix": the firmware in the unix port (dut.py); "qemu": frozen into the 32-bit
+    qemu board (qemu.py), where the heap is the board's own 64 KiB."""
     site = load_sites()[SITE]
     site = dataclasses.replace(site, buses=tuple(dataclasses.replace(b, poll_ms=200)
                                                  for b in site.buses))
     logins = mqttauth.passwords([SITE])
     broker = Broker(workdir=workdir / "broker", auth=logins).start()
     peer = None
-    sim = SimulatedSite(site, workdir, mqtt_host=broker.host, mqtt_port=broker.port,
-                        heartbeat_s=5, keepalive_s=10, time_scale=time_scale, watchdog=True,
-                        extra_config={"heap_log_ms": heap_log_ms}, login=broker.login(SITE),
-                        physics={"start_delay_s": 1.0, "crank_s": 2.0, "cooldown_s": 2.0})
+    make = SimulatedSite if target == "unix" else qemu_site
+    sim = make(site, workdir, mqtt_host=broker.host, mqtt_port=broker.port,
+               heartbeat_s=5, keepalive_s=10, time_scale=time_scale, watchdog=True,
+               extra_config={"heap_log_ms": heap_log_ms}, login=broker.login(SITE),
+               physics={"start_delay_s": 1.0, "crank_s": 2.0, "cooldown_s": 2.0})
     actions: dict[str, int] = {}
 
     def did(what: str) -> None:
@@ -118,6 +123,7 @@ def run(workdir: Path, *, hours: float = 24, time_scale: float = 120,
                 did("broker restart")
             time.sleep(hour_s)
         real_s = time.monotonic() - started
+        faults = sim.firmware.faults() if isinstance(sim.firmware, QemuFirmware) else 0
         log = sim.firmware.log() if sim.firmware else ""
         samples = [(int(a), int(c)) for a, _b, c in HEAP_RE.findall(log)]
         start = START_RE.search(log)
@@ -128,6 +134,7 @@ def run(workdir: Path, *, hours: float = 24, time_scale: float = 120,
             min_free=min((s[1] for s in samples), default=0),
             memory_errors=log.count("MemoryError"),
             resets=sim.firmware.resets if sim.firmware else 0,
+            faults=faults,
             states=len(peer.payloads(f"{root}/state")),
             events=len(peer.payloads(f"{root}/event")),
             acks=sum(1 for t, _p, _r in peer.messages if t.endswith("/ack")),

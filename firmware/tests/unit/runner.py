@@ -2,8 +2,9 @@
 #
 #   micropython -X heapsize=64k firmware/tests/unit/runner.py test_rtu [test_name ...]
 #
-# Runs every top-level function named test_* in the module (coroutines through asyncio.run),
-# prints one line per test -- "PASS <name>", "FAIL <name>: <error>" -- then "DONE <passed> <failed>"
+# Runs every top-level function named test_* in the module (coroutines through asyncio.run), then
+# the module's teardown() if it has one (e.g. to close files, which a board's littlefs must never
+# leave to the garbage collector), prints one line per test -- "PASS <name>", "FAIL <name>: <error>" -- then "DONE <passed> <failed>"
 # and exits 1 if any failed. The pytest plugin in firmware/tests/conftest.py reads these lines.
 import sys
 import gc
@@ -31,6 +32,7 @@ def main(argv):
     if only:
         names = [n for n in names if n in only]
     passed = failed = 0
+    teardown = getattr(mod, "teardown", None)
     for name in names:
         fn = getattr(mod, name)
         gc.collect()
@@ -45,6 +47,8 @@ def main(argv):
             failed += 1
             _print_exc(e)
             print("FAIL", name + ":", repr(e))
+        if teardown is not None:
+            teardown()
     print("DONE", passed, failed)
     sys.exit(1 if failed else 0)
 

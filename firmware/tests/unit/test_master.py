@@ -261,7 +261,8 @@ async def test_timeout_adapts_to_latency():
     assert m.timeout_for(10) == 500  # nothing measured yet
     await fast_replies(m, u, 8)
     t = m.timeout_for(10)
-    assert 20 <= t <= 60, t  # 4 x 5-15 ms
+    # 4 x 5-15 ms; a wait of 5 ms on the millisecond tick may end up to 1 ms early (qemu board)
+    assert 16 <= t <= 60, t
     assert m.timeout_for(11) == 500  # per unit
     assert m.timeout_for(10, 150) == 150 and m.timeout_for(10, 2000) == 500
     u.replies.append([(60, GOOD)])  # slower than 4 x latency, within a per-call minimum

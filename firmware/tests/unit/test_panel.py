@@ -216,14 +216,14 @@ def test_odd_input_never_blanks_the_panel():
                   devices=None, capability=None)),
         view({"mode": "nonsense", "grid": 5, "genset": {"alarms": [None, 5, ["x"], [1, 2]],
                                                         "ready": False, "mode": 7},
-              "fuel": {"hours_left": nan, "pct": 1e300, "litres": -5, "refuel_by": "soon"},
+              "fuel": {"hours_left": nan, "pct": 1e30, "litres": -5, "refuel_by": "soon"},
               "tanks": {"diesel": 1e20, "petrol": None, "hvo": 3},
               "pumps": {"available": True, "total": "2"}, "devices": [1, 2],
               "capability": {"hours_left": float("inf"), "power": None}},
              crisis={"sv": 5, "severity": None, "acked": "x", "ts": -1}, crisis_count=1e9,
              page=7, now=-1, link=None, safe_mode="yes", shop_open=None),
         view(snap(fuel={"hours_left": 1e9, "litres": 123456789012}), page=2,
-             crisis={"sv": "", "en": "", "acked": 1e300}, crisis_count=-3),
+             crisis={"sv": "", "en": "", "acked": 1e30}, crisis_count=-3),
         view(snap(), page=1, crisis={"sv": "\n\n\t\r" * 40, "en": None}),
     ]
     for i, v in enumerate(odd):

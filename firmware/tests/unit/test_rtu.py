@@ -34,6 +34,22 @@ def test_crc_known_vectors():
     assert rtu.crc16(H("1103006B0003")) == 0x8776  # sent 76 87
 
 
+def test_crc_table_is_the_polynomial_bit_by_bit():
+    # the stored table against the definition: every byte value, then a long frame
+    def slow(data):
+        crc = 0xFFFF
+        for b in data:
+            crc ^= b
+            for _ in range(8):
+                crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        return crc
+
+    for i in range(256):
+        assert rtu.crc16(bytes([i])) == slow(bytes([i])), i
+    frame = bytes((i * 37 + 11) & 0xFF for i in range(253))
+    assert rtu.crc16(frame) == slow(frame)
+
+
 def test_crc_prefix_length():
     buf = H("01030000000A") + b"junk"
     assert rtu.crc16(buf, 6) == 0xCDC5
