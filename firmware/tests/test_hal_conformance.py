@@ -2,7 +2,7 @@
 
 The board modules import `machine` and `network`, which CPython and the unix port lack, so they
 are read with `ast` here: the public names of hal/unix.py (functions, classes, constants; not
-imported modules) must exist in hal/esp32.py and hal/rp2.py, with the same parameters and
+imported modules) must exist in hal/esp32.py, hal/rp2.py and hal/qemu.py, with the same parameters and
 defaults, async where unix's is async; a class must have the same public methods (same
 signatures) and at least unix's public instance attributes. Names a board module imports from
 hal/board.py are looked up there. The firmware never sees which HAL it got (hal/__init__.py).
@@ -18,7 +18,7 @@ import pytest
 
 HAL = Path(__file__).resolve().parent.parent / "sot" / "hal"
 REFERENCE = "unix"
-BOARDS = ("esp32", "rp2")
+BOARDS = ("esp32", "rp2", "qemu")
 
 
 def _module(name: str) -> ast.Module:
