@@ -132,6 +132,10 @@ class MicroPythonModule(pytest.File):
         names = re.findall(r"^(?:async\s+)?def\s+(test_\w+)\s*\(", self.path.read_text(), re.M)
         for name in sorted(set(names)):
             yield MicroPythonTest.from_parent(self, name=name)
+        if self.path.stem.startswith("test_board_"):
+            # The ESP32/RP2040 HALs against fake `machine`/`network` modules: the qemu board has
+            # its own built-in `machine`, which no frozen fake may shadow, so these run on unix.
+            return
         for name in sorted(set(names)):
             yield MicroPythonTest.from_parent(self, name=f"{name}[qemu]")
 
