@@ -29,7 +29,7 @@ import pytest
 
 from gateway.config import load_sites
 from gateway.mqttauth import GATEWAY_USER
-from hil_tests.conftest import wait_for
+from hil_tests.conftest import OBSERVER, wait_for
 from hil_tests.rig.broker import Broker, free_port
 from hil_tests.rig.gatewayproc import GatewayThread
 from hil_tests.rig.gatewayprocess import GatewayProcess, event_keys
@@ -123,6 +123,19 @@ def make_site(broker: Broker, tmp_path: Path, site_id: str = SITE, *, port: int 
     if journal_bytes:
         sim.mqtt["journal_bytes"] = journal_bytes
     return sim
+
+
+def publish_once(broker: Broker, user: str, topic: str, payload: str) -> None:
+    """Connect as `user`, publish one QoS 1 message, wait for its PUBACK and disconnect."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.username_pw_set(user, broker.auth[user])  # type: ignore[index]
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    try:
+        c.publish(topic, payload, qos=1).wait_for_publish(5)
+    finally:
+        c.disconnect()
+        c.loop_stop()
 
 
 @pytest.fixture
@@ -327,8 +340,7 @@ def test_n6_duplicate_deliveries_make_no_duplicate_rows(
     sims.append(sim.start())
     db = tmp_path / "sot.sqlite3"
     wait_for(lambda: event_keys(db, SITE) or sim.press("shop"), 30, "the site connected")
-    ctl = Peer(broker.port, **broker.login(GATEWAY_USER))
-    copier = Peer(broker.port, **broker.login(SITE))
+    ctl = Peer(broker.port, **broker.login(OBSERVER))  # a second gateway worker's account
     try:
         with Presser(sim, 20):
             for _ in range(4):
@@ -337,13 +349,14 @@ def test_n6_duplicate_deliveries_make_no_duplicate_rows(
         boot, seq = event_keys(db, SITE)[-1]
         ev = {"boot": boot, "seq": seq, "ts": int(time.time()), "type": "shop_opened",
               "data": {}, "hist": True}
-        copier.publish(f"sot/v1/{SITE}/event", json.dumps(ev))  # and a plain duplicate
+        # and a plain duplicate, under the site's own account: its client id is the account's,
+        # so this connection replaces the controller's for a moment; the controller reconnects
+        publish_once(broker, SITE, f"sot/v1/{SITE}/event", json.dumps(ev))
         wait_for(lambda: gateway.gateway.ingest.duplicates["event"] > 0, 5,  # type: ignore[union-attr]
                  "the duplicate to reach the gateway")
         settle(db, sim)
     finally:
         ctl.close()
-        copier.close()
 
 
 # --- N7 -----------------------------------------------------------------------------------------
