@@ -125,6 +125,35 @@ def make_site(broker: Broker, tmp_path: Path, site_id: str = SITE, *, port: int 
     return sim
 
 
+REBIRTH_LIMIT_S = 10
+_LOG_LINE = re.compile(r"^(\d+): (.*)$")
+
+
+def birth_delays(broker_log: str, site: str) -> tuple[list[int], list[str]]:
+    """From a broker log with `log_type debug`: per run of the broker, seconds from the site's
+    first CONNECT to its first `birth` PUBLISH (the broker's own clock, whole seconds), and what
+    is wrong (a session that lasted the limit without a birth). The site's client id is its
+    account name (use_username_as_clientid). A run that ended before the limit without a birth
+    tells nothing: the broker was stopped too soon."""
+    delays: list[int] = []
+    wrong: list[str] = []
+    for run in re.split(r"^\d+: mosquitto version \S+ starting$", broker_log, flags=re.M)[1:]:
+        lines = [(int(m.group(1)), m.group(2)) for m in map(_LOG_LINE.match, run.splitlines())
+                 if m]
+        con = next((t for t, msg in lines if msg.startswith("New client connected")
+                    and f" as {site} (" in msg), None)
+        if con is None:
+            continue
+        birth = next((t for t, msg in lines if t >= con
+                      and msg.startswith(f"Received PUBLISH from {site} (")
+                      and f"'sot/v1/{site}/birth'" in msg), None)
+        if birth is not None:
+            delays.append(birth - con)
+        elif lines[-1][0] - con >= REBIRTH_LIMIT_S:
+            wrong.append(f"connected at {con}, no birth in {lines[-1][0] - con} s")
+    return delays, wrong
+
+
 def publish_once(broker: Broker, user: str, topic: str, payload: str) -> None:
     """Connect as `user`, publish one QoS 1 message, wait for its PUBACK and disconnect."""
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
@@ -194,6 +223,10 @@ def test_n1_n2_broker_restarted_and_killed_during_a_run(broker: Broker, gateway:
                                                        tmp_path: Path,
                                                        sims: list[SimulatedSite]):
     ids = sorted(load_sites())[:3] if SOAK else [SITE]
+    # The broker logs every CONNECT and PUBLISH with its time: each re-birth is timed there.
+    broker.extra_conf = "log_type debug"
+    broker.stop()
+    broker.start()
     for sid in ids:
         sims.append(make_site(broker, tmp_path, sid).start())
     db = tmp_path / "sot.sqlite3"
@@ -215,6 +248,12 @@ def test_n1_n2_broker_restarted_and_killed_during_a_run(broker: Broker, gateway:
             p.__exit__()
     for s in sims:
         settle(db, s, timeout=40)
+        # every site re-publishes birth within 10 s of reconnecting, after every restart
+        delays, wrong = birth_delays(broker.log_path.read_text(errors="replace"), s.site.id)
+        print(f"N1: {s.site.id}: birth after reconnect in {delays} s (broker clock)")
+        assert not wrong, wrong
+        assert all(d <= REBIRTH_LIMIT_S for d in delays), delays
+        assert len(delays) >= restarts // 2, f"only {len(delays)} re-births timed: {delays}"
         # every reconnect published a birth: the latest carries the last session's bdseq
         bdseqs = re.findall(r"I telemetry: connected to .* bdseq (\d+)", s.firmware.log())  # type: ignore[union-attr]
         assert len(bdseqs) >= restarts
