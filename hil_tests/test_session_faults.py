@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -401,9 +402,26 @@ def test_n6_duplicate_deliveries_make_no_duplicate_rows(
 # --- N7 -----------------------------------------------------------------------------------------
 
 
+def filed_status(db: Path, site: str) -> tuple[Any, Any]:
+    """The (state, birth) the gateway database holds for `site`, parsed."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        row = con.execute("SELECT state, birth FROM site_status WHERE site = ?",
+                          (site,)).fetchone()
+    finally:
+        con.close()
+    return tuple(json.loads(x) if x else None for x in row) if row else (None, None)  # type: ignore[return-value]
+
+
 def test_n7_gateway_killed_mid_burst(broker: Broker, tmp_path: Path, sims: list[SimulatedSite]):
     gw = GatewayProcess(tmp_path / "gw", host=broker.host, port=broker.port,
                         login=broker.login(GATEWAY_USER)).start()
+    root = f"sot/v1/{SITE}"
+    # what the firmware publishes and the gateway asks for, seen from a second gateway account
+    seen = Peer(broker.port, f"{root}/state", f"{root}/birth", f"{root}/rebirth",
+                **broker.login(OBSERVER))
     sim = make_site(broker, tmp_path)
     sims.append(sim.start())
     try:
@@ -413,9 +431,18 @@ def test_n7_gateway_killed_mid_burst(broker: Broker, tmp_path: Path, sims: list[
                 time.sleep(random.uniform(1.0, 2.5))
                 gw.kill()
                 time.sleep(random.uniform(0.2, 2.0))
+                mark = len(seen.messages)
                 gw.start()
         settle(gw.db, sim, timeout=40)
+        # State consistent after ONE rebirth: the restarted gateway asked once, and what it
+        # holds is what the firmware last published (state and birth, every field).
+        wait_for(lambda: filed_status(gw.db, SITE) == (seen.last(f"{root}/state"),
+                                                       seen.last(f"{root}/birth")),
+                 10, "the gateway's state and birth equal the firmware's last ones")
+        rebirths = [json.loads(p) for t, p, _ in seen.messages[mark:] if t == f"{root}/rebirth"]
+        assert len(rebirths) == 1, f"rebirths asked after the last restart: {rebirths}"
     finally:
+        seen.close()
         gw.stop()
         print(gw.log()[-2000:])
 
