@@ -1,4 +1,4 @@
-"""Per-site MQTT credentials and ACLs for Mosquitto 2.0 (DESIGN.md §6, docs/mqtt.md).
+"""Per-site MQTT credentials and ACLs for Mosquitto 2.0 (docs/mqtt.md, "Credentials and ACLs").
 
 `sot mqtt-auth --out DIR` writes, from `config/sites/`:
 

@@ -1,4 +1,4 @@
-"""Field-bus faults, RELIABILITY.md "Modbus RTU" M1-M7, through the firmware's own bus code.
+"""Field-bus faults M1-M7 (Modbus RTU), through the firmware's own bus code.
 
 The firmware's bus owner, devices, point decoding and Modbus master run under MicroPython
 (`hil_tests/mp/bus_probe.py`, the unix HAL's Uart on a pty) against the pymodbus plant built

@@ -1,4 +1,4 @@
-"""Faults on the way from the controller's journal to the gateway's database (RELIABILITY N1-N7,
+"""Faults on the way from the controller's journal to the gateway's database (fault scenarios N1-N7,
 P1-P2, C6): real Mosquitto with per-site ACLs, the real firmware, the real gateway.
 
 Every scenario presses the panel's `shop` button many times a second (each press is a journalled
@@ -8,7 +8,7 @@ the events the firmware logged in that boot. The firmware logs an event just bef
 it, so only a boot ended by `kill -9` may have logged one more than it journalled.
 
 `make test` runs short versions (each well under a minute); `make soak` sets SOT_SOAK=1 and
-runs them at RELIABILITY's full length (3 sites, 20 broker restarts over 10 minutes, ...).
+runs them at full length (3 sites, 20 broker restarts over 10 minutes, ...).
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ def test_fuel_thresholds_raise_the_alert_and_only_new_steps_notify(rig: Rig):
 
 
 def test_site_silent_fires_after_three_missed_heartbeats_plus_hold_and_resolves(rig: Rig):
-    """RELIABILITY A1."""
+    """Fault scenario A1."""
     key = "site_silent:are-kall"
     rig.state()
     rig.advance(60)
@@ -223,7 +223,7 @@ def test_crisis_message_without_acknowledgement_alerts_and_the_ack_resolves_it(r
     assert rig.told(key, "recovery") == []  # recovery = false for this rule
 
 
-# --- unknown is never all clear (RELIABILITY A6) ----------------------------------------------
+# --- unknown is never all clear (fault scenario A6) ----------------------------------------------
 
 
 def test_a_stale_state_neither_fires_nor_clears(rig: Rig):
