@@ -117,8 +117,8 @@ def test_anonymous_clients_are_refused(broker: Broker):
         anon.close()
 
 
-def test_a_sites_second_connection_replaces_only_its_own(broker: Broker):
-    """The one thing a site's password still ends: the same account's older connection."""
+def test_a_second_connection_of_one_account_replaces_the_first(broker: Broker):
+    """What a site's password can still end: its own account's older connection (MQTT's rule)."""
     first = Conn(broker, "one", A)
     try:
         assert first.closed.wait(0.5) is False
