@@ -184,3 +184,36 @@ def test_oversize_publish_is_dropped_and_the_next_message_arrives(broker: Broker
         site.close()
         gw.close()
         watch.close()
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def test_a_packet_announcing_200_mb_is_refused_before_the_broker_holds_it(broker: Broker):
+    """max_packet_size works on the packet's announced length: the broker closes the connection
+    as soon as it has read it, without waiting for (or buffering) the 200 MB."""
+    import socket
+    import struct
+
+    def mqtt_str(x: str) -> bytes:
+        return struct.pack("!H", len(x.encode())) + x.encode()
+
+    body = (mqtt_str("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 30) + mqtt_str("x")
+            + mqtt_str(A) + mqtt_str(broker.auth[A]))  # type: ignore[index]
+    with socket.create_connection((broker.host, broker.port), timeout=5) as s:
+        s.sendall(bytes([0x10]) + _remaining_length(len(body)) + body)
+        assert s.recv(4) == b"\x20\x02\x00\x00", "CONNACK accepted"
+        s.sendall(bytes([0x30]) + _remaining_length(200_000_000) + mqtt_str("sot/v1/x") + b"y")
+        t0 = time.monotonic()
+        try:
+            closed = s.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        assert closed and time.monotonic() - t0 < 3
+    assert "disconnected due to oversize packet" in broker.log()
