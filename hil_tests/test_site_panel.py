@@ -132,9 +132,10 @@ def test_crisis_message_is_shown_acknowledged_and_abuse_is_refused(sim: Simulate
     text = panel_shows(sim, "Vattnet", "Åre kommun", "OK = kvittera")
     assert "<b>5" in text
 
-    # C5: abuse is refused and the last valid message stays on the panel. 10 kB never reaches
-    # the firmware's parser (the MQTT client drops packets over 2 KiB); 600 characters do.
-    peer.publish(f"{ROOT}/crisis/storm-9", json.dumps({**msg, "id": "storm-9", "sv": "y" * 10000}))
+    # C5: abuse is refused and the last valid message stays on the panel. 3.5 kB passes the
+    # broker (it drops payloads over 4 KiB, docs/mqtt.md) but never reaches the firmware's
+    # parser (the MQTT client drops packets over 2 KiB); 600 characters do.
+    peer.publish(f"{ROOT}/crisis/storm-9", json.dumps({**msg, "id": "storm-9", "sv": "y" * 3500}))
     peer.publish(f"{ROOT}/crisis/storm-2", json.dumps({**msg, "id": "storm-2", "sv": "x" * 600}))
     peer.publish(f"{ROOT}/crisis/storm-3", b"\xff\xfe not utf-8")
     peer.publish(f"{ROOT}/crisis/storm-4", json.dumps({**msg, "id": "storm-4", "sv": "   "}))
