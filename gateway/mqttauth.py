@@ -189,4 +189,18 @@ def write_files(out_dir: Path, creds: dict[str, str], *, mode: int = 0o640, port
         os.chmod(one, 0o600)
     for f in (pw, acl, conf):
         os.chmod(f, mode)
+        _give_to_mosquitto_group(f)
     return pw, acl
+
+
+def _give_to_mosquitto_group(path: Path) -> None:
+    """Run as root, Mosquitto reads its files after dropping to the `mosquitto` user: hand them
+    to its group (mode 0640 then lets it read them and nobody else)."""
+    if os.geteuid() != 0:
+        return
+    try:
+        import grp
+
+        os.chown(path, -1, grp.getgrnam("mosquitto").gr_gid)
+    except (KeyError, ImportError, OSError):
+        pass

@@ -10,9 +10,11 @@ and closes the connection of a client whose packet is over `max_packet_size`.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -217,3 +219,57 @@ def test_a_packet_announcing_200_mb_is_refused_before_the_broker_holds_it(broker
             closed = True
         assert closed and time.monotonic() - t0 < 3
     assert "disconnected due to oversize packet" in broker.log()
+
+
+def test_the_files_sot_mqtt_auth_writes_run_mosquitto_as_written(tmp_path: Path):
+    """`sot mqtt-auth --out DIR` then `mosquitto -c DIR/mosquitto.conf`, nothing edited: a site
+    logs in with its password, its client id becomes its account, anonymous is refused."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from gateway.cli import main
+    from hil_tests.rig.broker import find_mosquitto, free_port
+    from hil_tests.rig.proc import stop_process
+
+    out = Path(tempfile.mkdtemp(prefix="sot-mqtt-auth-"))  # Mosquitto's own user must reach it
+    os.chmod(out, 0o755)
+    port = free_port()
+    secrets = tmp_path / "passwords.json"
+    log = tmp_path / "mosquitto.log"
+    proc = None
+    try:
+        assert main(["mqtt-auth", "--out", str(out), "--secrets", str(secrets),
+                     "--port", str(port), "--host", "127.0.0.1"]) == 0
+        with open(log, "wb") as f:
+            proc = subprocess.Popen([find_mosquitto(), "-c", str(out / "mosquitto.conf")],
+                                    stdout=f, stderr=f, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        broker = SimpleNamespace(host="127.0.0.1", port=port,
+                                 auth=json.loads(secrets.read_text()))
+        wait_for(lambda: proc.poll() is None and _listening(port), 10,
+                 f"mosquitto on the generated config: {log.read_text(errors='replace')}")
+        ok = Conn(broker, "whatever-i-like", A)  # type: ignore[arg-type]
+        try:
+            assert ok.result is not None and not ok.result[0].is_failure
+        finally:
+            ok.close()
+        anon = Conn(broker, "anyone", None)  # type: ignore[arg-type]
+        try:
+            assert anon.result is not None and anon.result[0].is_failure
+        finally:
+            anon.close()
+        assert f"as {A} (" in log.read_text(errors="replace")  # its id is its account
+    finally:
+        stop_process(proc)
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
