@@ -5,7 +5,9 @@ sot gateway --config config/gateway.toml                  the gateway for produc
 sot config check                                          validate config/devices and config/sites
 sot config compile SITE [--out FILE] [--credentials F]   the controller's config.json for SITE
                                                           (F: passwords from `sot mqtt-auth`)
-sot mqtt-auth --out DIR [--secrets FILE]                  Mosquitto password_file + acl_file
+sot mqtt-auth --out DIR [--secrets FILE] [--gateway-workers N] [--port P] [--host A]
+                                                          Mosquitto password_file, acl_file and
+                                                          mosquitto.conf (one client id per account)
 sot firmware build [--board unix|esp32|rp2|qemu]          .mpy files for the board (and for
                                                           qemu its image) in build/firmware/<board>/
 sot sites [--db PATH]                                     every site: connection, mode, fuel
@@ -62,11 +64,15 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_mqtt_auth(args: argparse.Namespace) -> int:
     from gateway import mqttauth
 
-    creds = mqttauth.passwords(config.load_sites(), Path(args.secrets))
-    pw, acl = mqttauth.write_files(Path(args.out), creds)
-    print(f"wrote {pw} and {acl} ({len(creds) - 1} sites + {mqttauth.GATEWAY_USER}); "
-          f"passwords kept in {args.secrets}")
-    print(f"mosquitto.conf: allow_anonymous false / password_file {pw} / acl_file {acl}")
+    creds = mqttauth.passwords(config.load_sites(), Path(args.secrets),
+                               gateway_workers=args.gateway_workers)
+    out = Path(args.out)
+    pw, acl = mqttauth.write_files(out, creds, port=args.port, host=args.host)
+    gateways = mqttauth.gateway_users(args.gateway_workers)
+    print(f"wrote {pw}, {acl} and {out / 'mosquitto.conf'} ({len(creds) - len(gateways)} sites "
+          f"+ {', '.join(gateways)}); passwords kept in {args.secrets}")
+    print(f"Mosquitto: `mosquitto -c {out / 'mosquitto.conf'}` or copy it to "
+          "/etc/mosquitto/conf.d/; the files must be readable by the `mosquitto` user")
     return 0
 
 
@@ -350,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for password_file and acl_file")
     p.add_argument("--secrets", default="var/mqtt/passwords.json",
                    help="where the generated passwords are kept (outside git)")
+    p.add_argument("--gateway-workers", type=int, default=1,
+                   help="gateway processes: each needs an account (its client id) of its own")
+    p.add_argument("--port", type=int, default=1883, help="the listener's port")
+    p.add_argument("--host", default=None, help="the listener's address (default: every one)")
     p.set_defaults(func=_cmd_mqtt_auth)
 
     p = sub.add_parser("firmware", help="firmware tooling")

@@ -36,9 +36,16 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+# A second gateway worker's account, as `sot mqtt-auth --gateway-workers 2` makes it: test peers
+# that read everything or publish like the gateway while the gateway itself is connected (the
+# broker ties each account to one client id, so the gateway's own would replace the gateway).
+OBSERVER = mqttauth.gateway_users(2)[1]
+
+
 def site_logins() -> dict[str, str]:
-    """A password for every configured site and the gateway, as `sot mqtt-auth` makes them."""
-    return mqttauth.passwords(load_sites())
+    """A password for every configured site and two gateway accounts, as `sot mqtt-auth` makes
+    them."""
+    return mqttauth.passwords(load_sites(), gateway_workers=2)
 
 
 @pytest.fixture
