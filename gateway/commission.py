@@ -434,7 +434,8 @@ def _plant_checks(report: Report, state: dict[str, Any] | None) -> None:
     # generator mode / remote start
     gs = state.get("genset") or {}
     mode, ready = gs.get("mode"), gs.get("ready")
-    m = f"läge / mode {_fmt(mode)}, fjärrstart / remote start {_fmt(ready)}"
+    yn = {True: "ja / yes", False: "nej / no"}.get(ready, "–")
+    m = f"läge / mode {_fmt(mode)}, fjärrstart tillåten / remote start allowed: {yn}"
     bad = _unusable(state, "genset", report)
     if bad:
         gen_c.set("fail", m, f"Elverkets styrenhet ({bad}) ger inga värden: läget kan inte "
