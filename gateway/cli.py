@@ -7,6 +7,8 @@ sot config compile SITE [--out FILE] [--credentials F]   the controller's config
                                                           (F: passwords from `sot mqtt-auth`)
 sot mqtt-auth --out DIR [--secrets FILE]                  Mosquitto password_file + acl_file
 sot firmware build [--out DIR] [--march xtensawin|armv6m] compile the firmware to .mpy
+sot firmware deploy --port P --site FILE [--credentials F]  config (+ .mpy unless frozen) onto a
+                                                          board with mpremote, hash checked, reset
 sot commission --site FILE --target sim|board [--board-port P] [--answers F] [--out DIR]
                                                           on-site checklist, report HTML + PDF
 sot sites [--db PATH]                                     every site: connection, mode, fuel
@@ -132,6 +134,26 @@ def _cmd_commission(args: argparse.Namespace) -> int:
         print(f"{commission.STATUS[c.status][0]:16} {c.sv}: {c.measured}")
     print("\n".join(f"wrote {p}" for p in paths.values()))
     return 0 if report.passed else 1
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from gateway import deploy
+
+    site = config.load_site(Path(args.site), config.load_profiles())
+    creds = deploy.load_credentials(Path(args.credentials)) if args.credentials else None
+    try:
+        res = deploy.deploy(site, args.port, credentials=creds, boot_timeout=args.boot_timeout)
+    except deploy.DeployError as e:
+        print(f"sot firmware deploy: {e}", file=sys.stderr)
+        return 1
+    print(f"board holds config {res.board_hash} (site {site.id}: {res.expected_hash}); "
+          f"firmware {'frozen' if res.frozen else 'copied'}")
+    if res.boot_line is None:
+        print(f"no boot line within {args.boot_timeout:.0f} s: read the console "
+              "(mpremote connect PORT repl)", file=sys.stderr)
+        return 1
+    print(f"booted: {res.boot_line}")
+    return 0 if res.ok else 1
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
@@ -379,6 +401,16 @@ def main(argv: list[str] | None = None) -> int:
         help="native code for a board (the .mpy then no longer loads on unix)",
     )
     p.set_defaults(func=_cmd_firmware)
+    # sot firmware deploy (host tooling, gateway/deploy.py)
+    pd = fsub.add_parser("deploy", help="put a site's config (and the firmware unless frozen) "
+                         "on a board, check its hash, reset it")
+    pd.add_argument("--port", required=True, help="the board's serial console, /dev/ttyUSB0")
+    pd.add_argument("--site", required=True, help="the site's config, config/sites/X.toml")
+    pd.add_argument("--credentials", default=None,
+                    help="passwords JSON from `sot mqtt-auth`: the site's MQTT login")
+    pd.add_argument("--boot-timeout", type=float, default=20.0,
+                    help="seconds to wait for the firmware's boot line after the reset")
+    pd.set_defaults(func=_cmd_deploy)
 
     # sot commission (host tooling, docs/commissioning.md)
     p = sub.add_parser("commission", help="on-site commissioning checklist and report")
