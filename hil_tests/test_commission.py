@@ -15,7 +15,8 @@ from gateway.config import load_sites
 from gateway.mqttauth import GATEWAY_USER
 from hil_tests.rig.broker import Broker
 
-pytestmark = [pytest.mark.hil, pytest.mark.browser]
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus", "network", "panel"),
+              pytest.mark.browser]
 
 SITE = "are-kall"
 ANSWERS = {"technician": "Anna <Tekniker> & Co", "panel_ok": "ja", "gen_test": "ja"}

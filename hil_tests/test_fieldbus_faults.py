@@ -32,7 +32,7 @@ import pytest
 from gateway.config import Site, load_sites
 from hil_tests.rig.busrig import BusRig, Request, periods_ms, t35_s, wrong_values
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus")]
 
 SITE = "are-kall"
 BUS = "rs485"
