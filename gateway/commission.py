@@ -99,11 +99,11 @@ class Answers:
         self.scripted = dict(scripted or {})
         self._ask = ask if ask is not None else (input if sys.stdin.isatty() else None)
 
-    def get(self, key: str, prompt: str) -> str:
+    def get(self, key: str, prompt: str, default: str = "no") -> str:
         if key in self.scripted:
             return str(self.scripted[key]).strip()
         if self._ask is None:
-            return "no"
+            return default
         return self._ask(prompt + " ").strip()
 
     def yes(self, key: str, prompt: str) -> bool:
@@ -618,8 +618,8 @@ def run(site: config.Site, target: Any, *, mqtt_host: str, mqtt_port: int,
         log: Callable[[str], None] = print) -> Report:
     """Run every check against `target` (SimTarget or BoardTarget) and return the report."""
     answers = answers or Answers()
-    report = Report(site, target.name, answers.get("technician", "Teknikerns namn / "
-                                                   "Technician's name:") or "–", time.time())
+    who = answers.get("technician", "Teknikerns namn / Technician's name:", default="–")
+    report = Report(site, target.name, who or "–", time.time())
     report.checks = new_checks(site)
     expect_hash = config.compile_site(site)["hash"]
     obs = Observer(site.id, mqtt_host, mqtt_port, **(mqtt_login or {}))
@@ -759,3 +759,15 @@ def pdf_pages(data: bytes) -> int:
     if not data.startswith(b"%PDF-") or b"%%EOF" not in data[-64:]:
         raise ValueError("not a complete PDF file")
     return len(re.findall(rb"/Type\s*/Page(?![s\w])", data))
+
+
+def pdf_title(data: bytes) -> str | None:
+    """The document title Chromium wrote into the PDF's info dictionary (the HTML <title>)."""
+    import re
+
+    m = re.search(rb"/Title\s*<([0-9A-Fa-f]+)>", data)
+    if m:
+        raw = bytes.fromhex(m.group(1).decode())
+        return raw[2:].decode("utf-16-be") if raw.startswith(b"\xfe\xff") else raw.decode()
+    m = re.search(rb"/Title\s*\(([^)]*)\)", data)
+    return m.group(1).decode("latin-1") if m else None

@@ -55,6 +55,7 @@ def test_healthy_site_passes_every_check_and_the_report_prints(broker: Broker, t
     assert page.count('<tr class="pass">') == len(report.checks)
     pdf = paths["pdf"].read_bytes()
     assert commission.pdf_pages(pdf) >= 1
+    assert commission.pdf_title(pdf) == "Driftsättning / Commissioning — Kall"
 
 
 def test_faulty_site_fails_exactly_the_affected_checks(broker: Broker, tmp_path: Path):
