@@ -36,7 +36,7 @@ from hil_tests.rig.busrig import BusRig, Request, periods_ms, t35_s, wrong_value
 from hil_tests.rig.gatewayproc import GatewayThread
 from hil_tests.rig.sitesim import SimulatedSite
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus")]
 
 SITE = "are-kall"
 BUS = "rs485"

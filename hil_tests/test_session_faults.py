@@ -38,7 +38,8 @@ from hil_tests.rig.mqttpeer import Peer
 from hil_tests.rig.sitesim import SimulatedSite
 from hil_tests.rig.tcpproxy import FreezableProxy
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil,
+              pytest.mark.needs("unix", "bus", "network", "panel", "flash", "power_cut")]
 
 SOAK = bool(os.environ.get("SOT_SOAK"))
 SITE = "are-kall"

@@ -26,7 +26,7 @@ from hil_tests.rig.broker import Broker, free_port
 from hil_tests.rig.mqttpeer import Peer
 from hil_tests.rig.sitesim import SimulatedSite
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus", "network", "panel")]
 
 SITE = "are-kall"
 ROOT = f"sot/v1/{SITE}"
