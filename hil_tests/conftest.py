@@ -6,7 +6,7 @@ Targets (`--target`):
 - `board`: a real board on `--board-port` (its USB serial console, driven through the raw REPL
   like mpremote: hil_tests/rig/boarddut.py) with the plant simulator on a USB-RS485 adapter at
   `--bus-port`. It has `network` and, with `--bus-port`, `bus`; not `panel` (the rig cannot
-  see a board's display nor press its buttons), `flash`, `power_cut` or `unix`.
+  see a board's display nor press its buttons), `flash`, `power_cut`, `unix` or `qemu`.
 
 Every HIL scenario declares what it needs with `@pytest.mark.needs(...)` (module `pytestmark`
 or per test); a scenario whose needs the target lacks is skipped with those needs named, and a
@@ -19,6 +19,7 @@ HIL scenario that declares nothing is a collection error. Capabilities:
     power_cut  the rig cuts the power (kill -9) and restarts the firmware
     unix       the scenario runs the firmware as a unix process of its own (heap of the unix
                port, SIGSTOP, the firmware's MQTT client or Modbus master alone)
+    qemu       the rig builds the 32-bit qemu board's image and boots it on this host
 
 Not run here: there is no board on this machine. The board path is plumbing, kept small; the
 one scenario written against `site_under_test` (hil_tests/test_any_target.py) is what runs on
@@ -40,7 +41,7 @@ from gateway.config import load_sites
 from hil_tests.rig.broker import Broker
 from hil_tests.rig.gatewayproc import GatewayThread
 
-CAPABILITIES = ("bus", "network", "panel", "flash", "power_cut", "unix")
+CAPABILITIES = ("bus", "network", "panel", "flash", "power_cut", "unix", "qemu")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
