@@ -33,13 +33,15 @@ ROOT = f"sot/v1/{SITE}"
 
 
 def make_site(tmp_path: Path, port: int, *, genset: dict[str, Any] | None = None,
-              watchdog: bool = False, login: dict[str, str] | None = None) -> SimulatedSite:
+              watchdog: bool = False, login: dict[str, str] | None = None,
+              physics: dict[str, Any] | None = None) -> SimulatedSite:
     site = load_sites()[SITE]
     if genset:
         site = dataclasses.replace(site, genset={**site.genset, **genset})
     return SimulatedSite(site, tmp_path, mqtt_host="127.0.0.1", mqtt_port=port, heartbeat_s=5,
                          keepalive_s=5, watchdog=watchdog, login=login,
-                         physics={"start_delay_s": 1.0, "crank_s": 2.0, "cooldown_s": 2.0})
+                         physics={"start_delay_s": 1.0, "crank_s": 2.0, "cooldown_s": 2.0,
+                                  **(physics or {})})
 
 
 @pytest.fixture
@@ -120,6 +122,39 @@ def test_generator_left_in_manual_is_flagged_then_fails_to_start(sim: SimulatedS
     state = peer.last(f"{ROOT}/state")
     assert state["mode"] == "backup_failed" and state["capability"]["power"] == "none"
     assert all(v == 0 for v in state["capability"]["fuel_for_sale"].values())
+
+
+# The generator controller hands the load back 0.5 s after the mains return, well inside the
+# controller's 3 s grid debounce: the engine cools while the grid still counts as lost here.
+@pytest.mark.parametrize("sim", [{"genset": {"start_timeout_s": 6},
+                                  "physics": {"return_delay_s": 0.5}}], indirect=True)
+def test_grid_return_with_a_short_return_delay_is_not_a_failed_start(sim: SimulatedSite,
+                                                                      peer: Peer):
+    panel_shows(sim, "NÄTSTRÖM")
+    sim.physics.grid_lost()
+    wait_for(lambda: (s := peer.last(f"{ROOT}/state")) and s["mode"] == "on_backup", 20,
+             "state on_backup")
+    time.sleep(7)  # past start_timeout_s since the outage began
+    sim.physics.grid_restored()
+    wait_for(lambda: "grid_restored" in types(peer), 20, "a grid_restored event")
+    wait_for(lambda: "gen_stopped" in types(peer), 20, "a gen_stopped event")
+    time.sleep(2)
+    modes = [s["mode"] for s in peer.payloads(f"{ROOT}/state")]
+    assert "gen_failed_to_start" not in types(peer), types(peer)
+    assert "backup_failed" not in modes, modes
+    assert peer.last(f"{ROOT}/state")["mode"] == "normal"
+
+
+def test_birth_is_retained_for_a_reader_that_subscribes_later(sim: SimulatedSite, peer: Peer,
+                                                              broker: Broker):
+    wait_for(lambda: peer.last(f"{ROOT}/birth"), 20, "a birth")
+    late = Peer(broker.port, f"{ROOT}/birth", **broker.login(GATEWAY_USER))
+    try:
+        got = wait_for(lambda: [m for m in late.messages if m[0] == f"{ROOT}/birth"], 10,
+                       "the retained birth")
+        assert got[0][2] is True and json.loads(got[0][1])["heartbeat_s"] == 5
+    finally:
+        late.close()
 
 
 def test_crisis_message_is_shown_acknowledged_and_abuse_is_refused(sim: SimulatedSite, peer: Peer):

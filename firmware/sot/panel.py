@@ -779,9 +779,12 @@ class Panel:
         y = self._row(y, self.t("safe_mode.label"), self.t("yes") if safe else self.t("no"),
                       LAMBER if safe else WHITE)
         alarms = _get(gen, "alarms")
+        if alarms is None and _num(_get(gen, "alarms_unknown")):
+            y = self._row(y, self.t("alarms"), self.t("unknown"), LAMBER)
         if isinstance(alarms, list):
             total = len(alarms) + _int(max(0, _num(_get(gen, "alarms_more")) or 0))
-            val = self.t("none") if not total else str(total) if total <= 6 else \
+            val = self.t("unknown") if not total and _num(_get(gen, "alarms_unknown")) else \
+                self.t("none") if not total else str(total) if total <= 6 else \
                 "%d (6 %s)" % (total, self.t("shown"))
             y = self._row(y, self.t("alarms"), val, WHITE)
             for a in alarms[:6]:

@@ -1,7 +1,7 @@
 # The telemetry session: the one task that owns the MQTT connection.
 #
 # Connect with the Will `status = lost` (retained), then publish `status = online`, `birth` and
-# `state`; afterwards `state` on every change of a discrete value and every heartbeat. status,
+# `state` (all three QoS 1 retained, so a reader that subscribes later has the site's last word); afterwards `state` on every change of a discrete value and every heartbeat. status,
 # birth, state and crisis acknowledgements carry (`boot`, `seq`) from a message counter given at
 # publish time; they are ordered per topic at the gateway.
 #
@@ -170,7 +170,7 @@ class Session:
                                                "oldest": j.oldest()},
                                    "safe_mode": bool(self.health.get("safe")),
                                    "resets": self.health.get("resets", 0),
-                                   "hung": self.health.get("hung")})
+                                   "hung": self.health.get("hung")}, retain=True)
 
     async def _state(self):
         if self.site.mode is None:
