@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gateway import crisis
 from gateway.config import load_sites
 from gateway.mqttauth import GATEWAY_USER
 from hil_tests.conftest import wait_for
@@ -201,6 +202,72 @@ def test_crisis_message_is_shown_acknowledged_and_abuse_is_refused(sim: Simulate
              "the message to leave the panel")
 
 
+RU = "Внимание: буря повредила линии электропередачи. Кипятите питьевую воду не менее пяти минут. "
+SV = "Stormen har fällt ledningar i Åre. Koka dricksvattnet i minst fem minuter före användning. "
+
+
+def _at_limit(mid: str, now: float) -> crisis.CrisisMessage:
+    """A message whose PUBLISH to this site is exactly the contract's MAX_PACKET bytes."""
+    base = crisis.validate({"sv": "x", "en": "x", "severity": "warning", "from": "Åre kommun"},
+                           now, msg_id=mid, sites=[SITE])
+    pad = crisis.MAX_PACKET - crisis.packet_size(SITE, mid, base.encoded())
+    texts = {}
+    for key in ("sv", "en"):  # four-byte characters (the panel draws "?"), then single bytes
+        n = min(pad // 4, 276)
+        text = "x" + "😀" * n + "x" * min(pad - 4 * n, 3)
+        pad -= len(text.encode()) - 1
+        texts[key] = text
+    m = crisis.validate({**texts, "severity": "warning", "from": "Åre kommun"}, now, msg_id=mid,
+                        sites=[SITE])
+    assert crisis.packet_size(SITE, mid, m.encoded()) == crisis.MAX_PACKET
+    return m
+
+
+def test_worst_case_crisis_messages_are_kept_survive_a_restart_and_can_be_withdrawn(
+    sim: SimulatedSite, peer: Peer
+):
+    # The most the gateway lets a site hold (4), at the largest sizes it accepts: Cyrillic and
+    # Swedish 280 characters in both languages, and one whose packet is exactly MAX_PACKET,
+    # through the real broker into the firmware running in the rig's heap.
+    panel_shows(sim, "NÄTSTRÖM", "Kommunen: ansluten")
+    now = time.time()
+    form = {"severity": "warning", "from": "Åre kommun"}
+    msgs = [
+        crisis.validate({**form, "sv": (RU * 4)[:280], "en": (RU * 4)[:280]}, now, msg_id="w0",
+                        sites=[SITE]),
+        crisis.validate({**form, "sv": (SV * 4)[:280], "en": (SV * 4)[:280]}, now + 1,
+                        msg_id="w1", sites=[SITE]),
+        _at_limit("w2", now + 2),
+        crisis.validate({**form, "severity": "severe", "sv": "Ring 113 13. " + (RU * 4)[:260],
+                         "en": (RU * 4)[:280]}, now + 3, msg_id="w3", sites=[SITE]),
+    ]
+    for m in msgs:  # not retained: after the restart only the controller's flash has them
+        peer.publish(f"{ROOT}/crisis/{m.id}", m.encoded())
+        assert sim.firmware.wait_log(f"crisis: message {m.id} received", 15), m.id
+    # a fifth does not fit: refused, and the refusal reaches the gateway as an event
+    fifth = crisis.validate({**form, "sv": "En till"}, now + 4, msg_id="w4", sites=[SITE])
+    peer.publish(f"{ROOT}/crisis/w4", fifth.encoded())
+    ev = wait_for(lambda: [e for e in peer.events(SITE) if e["type"] == "crisis_refused"], 15,
+                  "a crisis_refused event")
+    assert ev[0]["data"] == {"id": "w4", "msg_ts": fifth.ts, "why": "full"}
+
+    sim.firmware.kill()  # power cut, then back with no new message from anyone
+    sim.firmware.start()
+    assert sim.firmware.wait_log("crisis: 4 messages kept on flash", 15)
+    time.sleep(3)
+    for m in msgs:
+        peer.publish(f"{ROOT}/crisis/{m.id}", b"")
+        assert sim.firmware.wait_log(f"crisis: message {m.id} withdrawn", 15), m.id
+    sim.firmware.kill()
+    sim.firmware.start()
+    assert sim.firmware.wait_log("crisis: 0 messages kept on flash", 15)  # none comes back
+    panel_shows(sim, "NÄTSTRÖM")
+    log = sim.firmware.log()
+    assert "refused: memory" not in log and "crisis: no memory" not in log
+    assert all(f"message {m.id} refused" not in log for m in msgs)
+    assert "died" not in log and "silent past" not in log  # no task lost, no watchdog reset
+
+
 def test_shop_button_closes_the_information_point_and_survives_a_power_cut(
     sim: SimulatedSite, peer: Peer
 ):
@@ -259,7 +326,7 @@ def test_hung_controller_is_reset_by_the_watchdog_and_ends_in_safe_mode(
 def test_flood_of_crisis_messages_is_survived_and_polling_keeps_its_pace(
     sim: SimulatedSite, peer: Peer
 ):
-    """RELIABILITY P5 for the crisis topic: valid, oversize and broken messages as fast as the
+    """A flood on the crisis topic: valid, oversize and broken messages as fast as the
     broker takes them. No crash, the panel keeps a valid message, the poll period holds."""
     from hil_tests.rig.links import TO_PLANT
 

@@ -86,6 +86,8 @@ class Session:
         self.state_dirty = True
         self.published = 0
         self.connected = False
+        if crisis is not None:
+            crisis.on_refuse = self._crisis_refused
 
     # --- producers (site loop) -----------------------------------------------------------------
 
@@ -100,6 +102,11 @@ class Session:
         self.state_dirty = True
         self.wake.set()
 
+    def _crisis_refused(self, mid, ts, why):
+        # A crisis message the controller could not take: journalled like any event, so the
+        # gateway files it and the dashboard shows the refusal instead of "sent".
+        self.event(self.hal.epoch(), "crisis_refused", {"id": mid, "msg_ts": ts, "why": why})
+
     def crisis_ack(self, mid):
         if len(self.acks) >= ACKS_MAX:
             self.acks.pop(0)
@@ -109,18 +116,19 @@ class Session:
     # --- downlink -------------------------------------------------------------------------------
 
     def _on_message(self, topic, payload, retained):
+        # payload: a view into the MQTT client's receive buffer, valid during this call only
         if topic == self.root + "/ack":
             try:
                 a = json.loads(payload)
                 self.journal.ack(a["boot"], a["seq"])
             except (ValueError, KeyError, TypeError):
-                self.log("W telemetry: bad ack", payload[:64])
+                self.log("W telemetry: bad ack", bytes(payload[:64]))
         elif topic == self.root + "/rebirth":
             self.rebirth = True
             self.journal.rewind()  # the gateway saw a gap: send the unacknowledged again
             self.wake.set()
         elif topic == "sot/v1/gateway/status":
-            online = b'"offline"' not in payload  # empty (withdrawn) counts as online
+            online = b'"offline"' not in bytes(payload)  # empty (withdrawn) counts as online
             if online and not self.gateway_online:
                 self.journal.rewind()
                 self.live_from = self.journal.seq
@@ -128,7 +136,7 @@ class Session:
             self.gateway_online = online
         elif self.crisis is not None and topic.startswith(self.root + "/crisis/"):
             mid = topic[len(self.root) + 8:]
-            if "/" not in mid and self.crisis.receive(mid, payload):
+            if "/" not in mid and self.crisis.receive(mid, payload, self.hal.epoch()):
                 self.log("I crisis: message", mid, "withdrawn" if not payload else "received")
 
     # --- uplink ---------------------------------------------------------------------------------
