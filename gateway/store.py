@@ -922,8 +922,17 @@ class SqliteStore:
             "(SELECT MIN(a.received) FROM crisis_acks a WHERE a.site = c.site "
             " AND a.crisis_id = c.crisis_id AND a.received >= c.ts) AS acked, "
             "(SELECT a.by FROM crisis_acks a WHERE a.site = c.site AND a.crisis_id = c.crisis_id "
-            " AND a.received >= c.ts ORDER BY a.id LIMIT 1) AS acked_by "
-            f"FROM crisis_sent c {where} ORDER BY c.ts DESC, c.site", args)]
+            " AND a.received >= c.ts ORDER BY a.id LIMIT 1) AS acked_by, "
+            # the controller's refusal of this version (a `crisis_refused` event naming the
+            # message's ts; docs/mqtt.md, "Crisis messages: sizes and refusals")
+            "r.why AS refused, r.received AS refused_at "
+            f"FROM crisis_sent c LEFT JOIN (SELECT v.site, json_extract(v.data, '$.id') AS id, "
+            " json_extract(v.data, '$.msg_ts') AS msg_ts, json_extract(v.data, '$.why') AS why, "
+            " MAX(v.received) AS received FROM events v WHERE v.type = 'crisis_refused' "
+            " GROUP BY v.site, id, msg_ts) r ON r.site = c.site AND r.id = c.crisis_id "
+            " AND (r.msg_ts = (SELECT json_extract(m.payload, '$.ts') FROM crisis_messages m "
+            "  WHERE m.id = c.crisis_id) OR (r.msg_ts IS NULL AND r.received >= c.ts)) "
+            f"{where} ORDER BY c.ts DESC, c.site", args)]
 
     # --- users -------------------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ class PanelTask:
         self.shown = None  # the crisis message id last seen, to jump to a new severe one
         self.key = None
         self.frames = 0
+        self.error = None  # why the last frame fell back to "no data", if it did
 
     def press(self, name, now):
         # On the console: the commissioning checklist sees each button arrive (docs/commissioning.md)
@@ -111,10 +112,12 @@ class PanelTask:
             if cur["severity"] == "severe" and cur["acked"] is None:
                 self.page = 1  # a severe new message takes the screen until acknowledged
                 self.idle_ms = 0
-        snap = site.snapshot(now) if site.mode is not None else None
+        # The message page shows no site data: a long message needs that heap for its lines.
+        want = self.page != 1 or self.panel.mono
+        snap = site.snapshot(now) if site.mode is not None and want else None
         return {"now": now, "page": self.page, "link": "ok" if self.session.connected else "down",
                 "safe_mode": self.safe, "shop_open": site.shop_open, "snap": snap,
-                "crisis": cur, "crisis_count": len(self.crisis.active(now))}
+                "crisis": self.crisis.view(cur), "crisis_count": len(self.crisis.active(now))}
 
     async def run(self):
         while True:
@@ -129,11 +132,13 @@ class PanelTask:
             fuel = self.site.fuel
             # Redraw when something the clerk sees changes (the clock shows minutes).
             key = (self.page, self.session.connected, self.site.shop_open, self.site.discrete(),
-                   None if cur is None else (cur["id"], cur["acked"]), len(self.crisis.msgs),
+                   None if cur is None else (cur["id"], cur["ts"], cur["acked"]), len(self.crisis.msgs),
                    None if fuel.pct is None else int(fuel.pct), now // 60)
             if key != self.key:
                 self.key = key
-                self.panel.render(self.view(now))
+                if not self.panel.render(self.view(now)) and self.panel.error != self.error:
+                    log("E panel: fallback screen:", self.panel.error)  # once per new cause
+                self.error = self.panel.error
                 self.frames += 1
                 gc.collect()  # a frame leaves ~8 KiB of garbage: free it before it fragments
             await asyncio.sleep_ms(PANEL_TICK_MS)

@@ -252,6 +252,29 @@ def test_progress_acknowledges_the_contiguous_run_and_reports_a_gap(ing: Ingest)
     assert ing.progress() == ([("are-kall", 7, 4)], [])
 
 
+def test_a_live_event_ahead_of_a_replay_is_filed_at_once_without_a_rebirth(ing: Ingest,
+                                                                         clock: Clock):
+    # After a long outage the site replays its journal (hist) and sends a generator failure
+    # raised at reconnect ahead of it: filed at once, acknowledged only with the contiguous run,
+    # and the hole the replay is filling is not a lost event (no rebirth, which would restart
+    # the replay from the start, again and again).
+    for seq in range(0, 5):
+        ing.handle(T("event"), raw(event(boot=7, seq=seq, hist=True)))
+    ing.handle(T("event"), raw(event("gen_failed_to_start", boot=7, seq=40, hist=False)))
+    assert [e["type"] for e in ing.store.events("are-kall") if e["seq"] == 40] == \
+        ["gen_failed_to_start"]
+    assert ing.progress() == ([("are-kall", 7, 4)], [])
+    for seq in range(5, 40):
+        clock.t += 0.05
+        ing.handle(T("event"), raw(event(boot=7, seq=seq, hist=True)))
+    assert ing.progress() == ([("are-kall", 7, 40)], [])
+    # a hole that the replay does not fill is asked about once the replay has gone quiet
+    ing.handle(T("event"), raw(event(boot=7, seq=42)))
+    assert ing.progress() == ([("are-kall", 7, 40)], [])
+    clock.t += 11
+    assert ing.progress() == ([], ["are-kall"])
+
+
 def test_progress_needs_seq_0_unless_the_birth_says_the_journal_starts_later(ing: Ingest):
     ing.handle(T("event"), raw(event(boot=3, seq=5)))
     assert ing.progress() == ([], ["are-kall"])  # 0..4 may still come

@@ -126,6 +126,10 @@ class Flash:
         except OSError:
             pass
 
+    def rename(self, old, new):
+        """Replace `new` with `old` in one step (after streaming a file through open())."""
+        os.rename(self.path(old), self.path(new))
+
     def write(self, name, data):
         if isinstance(data, str):
             data = data.encode()
