@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Site, load_sites
+from hil_tests.rig import present
 from hil_tests.rig.busrig import BusRig, Request, periods_ms, t35_s, wrong_values
 
 pytestmark = pytest.mark.hil
@@ -108,7 +109,7 @@ def silent(site: Site, tmp_path_factory: pytest.TempPathFactory) -> SilentRun:
         settle(rig)
         rig.wait_cycles(5, timeout=15)
         t_off = time.monotonic()
-        rig.plant.power("genset", False)
+        present(rig.plant).power("genset", False)
         offline = rig.wait(lambda: next((e for e in rig.events("genset", t_off)
                                          if e["st"] == "offline"), None), 15, "genset offline")
         probe = rig.wait(lambda: rig.wires[BUS].requests_since(offline["rx"], genset), 15,
@@ -116,7 +117,7 @@ def silent(site: Site, tmp_path_factory: pytest.TempPathFactory) -> SilentRun:
         rig.wait(lambda: any(tx[0] == genset for c in rig.cycles(probe.t) for tx in c["tx"]),
                  10, "the re-probe's cycle to end")
         t_on = time.monotonic()
-        rig.plant.power("genset", True)
+        present(rig.plant).power("genset", True)
         online = rig.wait(lambda: next((e for e in rig.events("genset", t_on)
                                         if e["st"] == "online"), None), 15, "genset online")
         rig.wait_cycles(2)
@@ -306,7 +307,8 @@ def exceptions(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Exceptio
     meter = site.device("grid")
     extra = tuple(dataclasses.replace(meter, name=f"meter_{code:02x}", unit=100 + code)
                   for code in EXCEPTION_CODES)
-    block = tuple(meter.profile.blocks()[1][:3])
+    fc, start, count = meter.profile.blocks()[1][:3]
+    block = (fc, start, count)
     rig = BusRig(dataclasses.replace(site, devices=site.devices + extra),
                  tmp_path_factory.mktemp("m4"), bus={"timeout_ms": 300, "poll_ms": 500})
     for code in EXCEPTION_CODES:
@@ -383,17 +385,18 @@ def test_m5_sentinels_and_absurd_values_are_never_numbers(site: Site, tmp_path: 
             for p in sentinel_points:
                 lo, hi = p.invalid[0]
                 assert lo + k <= hi
-                rig.plant.set_raw("genset", p.address, p.function, _registers(p.type, lo + k))
+                present(rig.plant).set_raw("genset", p.address, p.function,
+                                           _registers(p.type, lo + k))
             check(after_change(), [p.name for p in sentinel_points])
 
         for p in sentinel_points:
-            rig.plant.set("genset", p.name, p.sim or 0)
-        rig.plant.set("genset", "fuel_level", 100)  # the top of the range is a number
+            present(rig.plant).set("genset", p.name, p.sim or 0)
+        present(rig.plant).set("genset", "fuel_level", 100)  # the top of the range is a number
         c = after_change()
         assert c["dev"]["genset"]["v"]["fuel_level"] == 100
-        rig.plant.set("genset", "fuel_level", 150)
-        rig.plant.set("genset", "mains_voltage_l1", 10000)
-        rig.plant.set("grid", "voltage_l1", 10000.0)
+        present(rig.plant).set("genset", "fuel_level", 150)
+        present(rig.plant).set("genset", "mains_voltage_l1", 10000)
+        present(rig.plant).set("grid", "voltage_l1", 10000.0)
         c = after_change()
         check(c, ["fuel_level", "mains_voltage_l1"])
         assert c["dev"]["grid"]["v"]["voltage_l1"] is None, c["dev"]["grid"]
@@ -422,7 +425,7 @@ def test_m6_slow_slave(site: Site, tmp_path: Path, late: bool):
         if (req.unit, req.fc, req.start) != (tank.unit, block[0], block[1]):
             return None
         n = next(seq)
-        rig.plant.set("tank", "diesel_litres", n)
+        present(rig.plant).set("tank", "diesel_litres", n)
         return n
 
     wire.before_request = tag
