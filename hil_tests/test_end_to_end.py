@@ -17,7 +17,7 @@ from hil_tests.rig.broker import Broker
 from hil_tests.rig.gatewayproc import GatewayThread
 from hil_tests.rig.sitesim import SimulatedSite
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus", "network", "power_cut")]
 
 SITE = "are-kall"
 KEEPALIVE_S = 5

@@ -1,4 +1,4 @@
-"""Field-bus faults, RELIABILITY.md "Modbus RTU" M1-M7, through the firmware's own bus code.
+"""Field-bus faults M1-M7 (Modbus RTU), through the firmware's own bus code.
 
 The firmware's bus owner, devices, point decoding and Modbus master run under MicroPython
 (`hil_tests/mp/bus_probe.py`, the unix HAL's Uart on a pty) against the pymodbus plant built
@@ -30,10 +30,14 @@ from typing import Any
 import pytest
 
 from gateway.config import Site, load_sites
+from hil_tests.conftest import wait_for
 from hil_tests.rig import present
+from hil_tests.rig.broker import Broker
 from hil_tests.rig.busrig import BusRig, Request, periods_ms, t35_s, wrong_values
+from hil_tests.rig.gatewayproc import GatewayThread
+from hil_tests.rig.sitesim import SimulatedSite
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus")]
 
 SITE = "are-kall"
 BUS = "rs485"
@@ -482,3 +486,67 @@ def test_m7_wrong_device_at_the_address_is_not_used(site: Site, tmp_path: Path):
         last = cycles[-1]
         assert all(d["st"] == "online" for n, d in last["dev"].items() if n != "genset")
         assert not wrong_in(cycles, truth)
+
+
+# Alerts that fire on a measured value crossing a threshold (docs/alerts.md); device_offline and
+# site_silent are about the link, not a reading.
+THRESHOLD_RULES = ("grid_lost", "backup_failed", "gen_failed_to_start", "remote_start_not_ready",
+                   "gen_max_runtime", "fuel_low", "fuel_for_sale")
+
+
+def test_m5_invalid_readings_fire_no_threshold_alarm_at_the_gateway(
+        site: Site, broker: Broker, gateway: GatewayThread, tmp_path: Path):
+    """The whole way: plant -> firmware -> Mosquitto -> gateway ingest -> alert engine. DSE
+    "n/a" codes on every fast genset point, fuel 150 %, 10 kV on the mains input and on the grid
+    meter, an "n/a" tank: the gateway files nulls and raises no threshold alert (not even a
+    pending one). Then a real grid loss through the same path does: the check can see one."""
+    sim = SimulatedSite(site, tmp_path, mqtt_host=broker.host, mqtt_port=broker.port,
+                        heartbeat_s=2, keepalive_s=10, login=broker.login(SITE)).start()
+
+    def state() -> dict[str, Any]:
+        return gateway.get(f"/api/sites/{SITE}")["state"] or {}
+
+    def threshold_alerts() -> list[dict[str, Any]]:
+        return [a for a in gateway.get("/api/alerts?all=1")
+                if a.get("site") == SITE and a["rule"] in THRESHOLD_RULES]
+
+    try:
+        wait_for(lambda: set((state().get("devices") or {}).values()) == {"online"}, 40,
+                 "every device online at the gateway")
+        assert threshold_alerts() == []
+        genset, tank = site.device("genset").profile, site.device("tank").profile
+
+        def sentinels(dev: str, prof: Any, names: set[str] | None = None) -> None:
+            for p in prof.points:
+                if (p.invalid and p.enum is None and getattr(p, "bits", None) is None
+                        and getattr(p, "poll", "fast") == "fast" and p.name not in prof.identity
+                        and (names is None or p.name in names)):
+                    sim.plant.set_raw(dev, p.address, p.function,
+                                      _registers(p.type, p.invalid[0][0]))
+
+        stages = [
+            ("genset n/a codes", lambda: sentinels("genset", genset)),
+            ("fuel 150 %", lambda: sim.plant.set("genset", "fuel_level", 150)),
+            ("mains 10 kV", lambda: sim.plant.set("genset", "mains_voltage_l1", 10000)),
+            ("grid meter 10 kV", lambda: sim.plant.set("grid", "voltage_l1", 10000.0)),
+            ("tank n/a codes", lambda: sentinels("tank", tank)),
+        ]
+        for what, make in stages:
+            seq = state()["seq"]
+            make()
+            wait_for(lambda seq=seq: state()["seq"] >= seq + 2, 15,
+                     f"two states after {what}:\n{sim.firmware.log()[-1500:]}")
+        shown = state()
+        assert (shown.get("fuel") or {}).get("pct") is None, shown.get("fuel")
+        # the meter's other phases still give a voltage; the 10 kV one is never a number
+        assert ((shown.get("grid") or {}).get("v") or 0) < 300, shown.get("grid")
+        assert shown["grid"].get("state") not in ("lost", "rejected"), shown["grid"]
+        time.sleep(12)  # more than two of the engine's 5 s passes over every site
+        assert threshold_alerts() == [], "a threshold alert from invalid readings"
+        # control: the same path raises grid_lost for a real loss
+        sim.plant.set("grid", "voltage_l1", 0.0)
+        sim.physics.grid_lost()
+        wait_for(lambda: [a for a in threshold_alerts() if a["rule"] == "grid_lost"], 60,
+                 "grid_lost for a real loss")
+    finally:
+        sim.stop()

@@ -25,7 +25,7 @@ import pytest
 from gateway import firmware
 from hil_tests.rig.broker import Broker
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "network")]
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = REPO / "hil_tests" / "mp" / "mqtt_probe.py"

@@ -24,7 +24,7 @@ from hil_tests.rig.links import TO_CONTROLLER, PtyLink
 from hil_tests.rig.plant import Plant, PlantThread
 from hil_tests.rig.scenario import PlantPhysics
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs()]
 
 BUS = "rs485"
 DATATYPES = {"u16": ModbusSerialClient.DATATYPE.UINT16, "s16": ModbusSerialClient.DATATYPE.INT16,

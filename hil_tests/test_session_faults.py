@@ -1,4 +1,4 @@
-"""Faults on the way from the controller's journal to the gateway's database (RELIABILITY N1-N7,
+"""Faults on the way from the controller's journal to the gateway's database (fault scenarios N1-N7,
 P1-P2, C6): real Mosquitto with per-site ACLs, the real firmware, the real gateway.
 
 Every scenario presses the panel's `shop` button many times a second (each press is a journalled
@@ -8,7 +8,7 @@ the events the firmware logged in that boot. The firmware logs an event just bef
 it, so only a boot ended by `kill -9` may have logged one more than it journalled.
 
 `make test` runs short versions (each well under a minute); `make soak` sets SOT_SOAK=1 and
-runs them at RELIABILITY's full length (3 sites, 20 broker restarts over 10 minutes, ...).
+runs them at full length (3 sites, 20 broker restarts over 10 minutes, ...).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.config import load_sites
 from gateway.mqttauth import GATEWAY_USER
-from hil_tests.conftest import wait_for
+from hil_tests.conftest import OBSERVER, wait_for
 from hil_tests.rig.broker import Broker, free_port
 from hil_tests.rig.gatewayproc import GatewayThread
 from hil_tests.rig.gatewayprocess import GatewayProcess, event_keys
@@ -37,7 +38,8 @@ from hil_tests.rig.mqttpeer import Peer
 from hil_tests.rig.sitesim import SimulatedSite
 from hil_tests.rig.tcpproxy import FreezableProxy
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil,
+              pytest.mark.needs("unix", "bus", "network", "panel", "flash", "power_cut")]
 
 SOAK = bool(os.environ.get("SOT_SOAK"))
 SITE = "are-kall"
@@ -125,6 +127,48 @@ def make_site(broker: Broker, tmp_path: Path, site_id: str = SITE, *, port: int 
     return sim
 
 
+REBIRTH_LIMIT_S = 10
+_LOG_LINE = re.compile(r"^(\d+): (.*)$")
+
+
+def birth_delays(broker_log: str, site: str) -> tuple[list[int], list[str]]:
+    """From a broker log with `log_type debug`: per run of the broker, seconds from the site's
+    first CONNECT to its first `birth` PUBLISH (the broker's own clock, whole seconds), and what
+    is wrong (a session that lasted the limit without a birth). The site's client id is its
+    account name (use_username_as_clientid). A run that ended before the limit without a birth
+    tells nothing: the broker was stopped too soon."""
+    delays: list[int] = []
+    wrong: list[str] = []
+    for run in re.split(r"^\d+: mosquitto version \S+ starting$", broker_log, flags=re.M)[1:]:
+        lines = [(int(m.group(1)), m.group(2)) for m in map(_LOG_LINE.match, run.splitlines())
+                 if m]
+        con = next((t for t, msg in lines if msg.startswith("New client connected")
+                    and f" as {site} (" in msg), None)
+        if con is None:
+            continue
+        birth = next((t for t, msg in lines if t >= con
+                      and msg.startswith(f"Received PUBLISH from {site} (")
+                      and f"'sot/v1/{site}/birth'" in msg), None)
+        if birth is not None:
+            delays.append(birth - con)
+        elif lines[-1][0] - con >= REBIRTH_LIMIT_S:
+            wrong.append(f"connected at {con}, no birth in {lines[-1][0] - con} s")
+    return delays, wrong
+
+
+def publish_once(broker: Broker, user: str, topic: str, payload: str) -> None:
+    """Connect as `user`, publish one QoS 1 message, wait for its PUBACK and disconnect."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.username_pw_set(user, broker.auth[user])  # type: ignore[index]
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    try:
+        c.publish(topic, payload, qos=1).wait_for_publish(5)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
 @pytest.fixture
 def sims() -> Iterator[list[SimulatedSite]]:
     started: list[SimulatedSite] = []
@@ -181,6 +225,10 @@ def test_n1_n2_broker_restarted_and_killed_during_a_run(broker: Broker, gateway:
                                                        tmp_path: Path,
                                                        sims: list[SimulatedSite]):
     ids = sorted(load_sites())[:3] if SOAK else [SITE]
+    # The broker logs every CONNECT and PUBLISH with its time: each re-birth is timed there.
+    broker.extra_conf = "log_type debug"
+    broker.stop()
+    broker.start()
     for sid in ids:
         sims.append(make_site(broker, tmp_path, sid).start())
     db = tmp_path / "sot.sqlite3"
@@ -202,6 +250,12 @@ def test_n1_n2_broker_restarted_and_killed_during_a_run(broker: Broker, gateway:
             p.__exit__()
     for s in sims:
         settle(db, s, timeout=40)
+        # every site re-publishes birth within 10 s of reconnecting, after every restart
+        delays, wrong = birth_delays(broker.log_path.read_text(errors="replace"), s.site.id)
+        print(f"N1: {s.site.id}: birth after reconnect in {delays} s (broker clock)")
+        assert not wrong, wrong
+        assert all(d <= REBIRTH_LIMIT_S for d in delays), delays
+        assert len(delays) >= restarts // 2, f"only {len(delays)} re-births timed: {delays}"
         # every reconnect published a birth: the latest carries the last session's bdseq
         bdseqs = re.findall(r"I telemetry: connected to .* bdseq (\d+)", s.firmware.log())  # type: ignore[union-attr]
         assert len(bdseqs) >= restarts
@@ -327,8 +381,7 @@ def test_n6_duplicate_deliveries_make_no_duplicate_rows(
     sims.append(sim.start())
     db = tmp_path / "sot.sqlite3"
     wait_for(lambda: event_keys(db, SITE) or sim.press("shop"), 30, "the site connected")
-    ctl = Peer(broker.port, **broker.login(GATEWAY_USER))
-    copier = Peer(broker.port, **broker.login(SITE))
+    ctl = Peer(broker.port, **broker.login(OBSERVER))  # a second gateway worker's account
     try:
         with Presser(sim, 20):
             for _ in range(4):
@@ -337,21 +390,39 @@ def test_n6_duplicate_deliveries_make_no_duplicate_rows(
         boot, seq = event_keys(db, SITE)[-1]
         ev = {"boot": boot, "seq": seq, "ts": int(time.time()), "type": "shop_opened",
               "data": {}, "hist": True}
-        copier.publish(f"sot/v1/{SITE}/event", json.dumps(ev))  # and a plain duplicate
+        # and a plain duplicate, under the site's own account: its client id is the account's,
+        # so this connection replaces the controller's for a moment; the controller reconnects
+        publish_once(broker, SITE, f"sot/v1/{SITE}/event", json.dumps(ev))
         wait_for(lambda: gateway.gateway.ingest.duplicates["event"] > 0, 5,  # type: ignore[union-attr]
                  "the duplicate to reach the gateway")
         settle(db, sim)
     finally:
         ctl.close()
-        copier.close()
 
 
 # --- N7 -----------------------------------------------------------------------------------------
 
 
+def filed_status(db: Path, site: str) -> tuple[Any, Any]:
+    """The (state, birth) the gateway database holds for `site`, parsed."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        row = con.execute("SELECT state, birth FROM site_status WHERE site = ?",
+                          (site,)).fetchone()
+    finally:
+        con.close()
+    return tuple(json.loads(x) if x else None for x in row) if row else (None, None)  # type: ignore[return-value]
+
+
 def test_n7_gateway_killed_mid_burst(broker: Broker, tmp_path: Path, sims: list[SimulatedSite]):
     gw = GatewayProcess(tmp_path / "gw", host=broker.host, port=broker.port,
                         login=broker.login(GATEWAY_USER)).start()
+    root = f"sot/v1/{SITE}"
+    # what the firmware publishes and the gateway asks for, seen from a second gateway account
+    seen = Peer(broker.port, f"{root}/state", f"{root}/birth", f"{root}/rebirth",
+                **broker.login(OBSERVER))
     sim = make_site(broker, tmp_path)
     sims.append(sim.start())
     try:
@@ -361,9 +432,18 @@ def test_n7_gateway_killed_mid_burst(broker: Broker, tmp_path: Path, sims: list[
                 time.sleep(random.uniform(1.0, 2.5))
                 gw.kill()
                 time.sleep(random.uniform(0.2, 2.0))
+                mark = len(seen.messages)
                 gw.start()
         settle(gw.db, sim, timeout=40)
+        # State consistent after ONE rebirth: the restarted gateway asked once, and what it
+        # holds is what the firmware last published (state and birth, every field).
+        wait_for(lambda: filed_status(gw.db, SITE) == (seen.last(f"{root}/state"),
+                                                       seen.last(f"{root}/birth")),
+                 10, "the gateway's state and birth equal the firmware's last ones")
+        rebirths = [json.loads(p) for t, p, _ in seen.messages[mark:] if t == f"{root}/rebirth"]
+        assert len(rebirths) == 1, f"rebirths asked after the last restart: {rebirths}"
     finally:
+        seen.close()
         gw.stop()
         print(gw.log()[-2000:])
 

@@ -4,6 +4,7 @@ time and sends one recovery notice."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,27 @@ def test_rule_holds_fires_once_and_recovers(rig: Rig, rule: str, trigger: dict, 
     assert len(rig.told(key, "firing")) == len(first), "told twice"
 
 
+def test_device_with_the_wrong_identity_raises_device_offline_saying_so(rig: Rig):
+    """`mismatch`: the device answers but is not the configured one (a swapped controller, a
+    wrong unit id). Its values are not used, so it is as good as offline, and the technician is
+    told which it is."""
+    key = "device_offline:are-kall:genset"
+    rig.state(devices={"genset": "mismatch"})
+    rig.advance(first_notice_after("device_offline") + HEARTBEAT_S)
+    a = rig.open_alerts()[key]
+    assert a.status == "firing" and a.data["state"] == "mismatch"
+    firing = rig.told(key, "firing")
+    assert {m["contact"] for m in firing} == {"Teknikjour"}
+    doc = rig.store._db.execute("SELECT body FROM notifications WHERE id = ?",
+                                (firing[0]["id"],)).fetchone()[0]
+    body = json.loads(doc)
+    assert "'genset' är inte den som konfigurerats" in body["sv"]["text"]
+    assert "wrong device at its address" in body["en"]["text"]
+    rig.state(devices={"genset": "online"})
+    rig.advance(CFG.rules["device_offline"].clear_s + 2 * HEARTBEAT_S)
+    assert key not in rig.open_alerts()
+
+
 def test_fuel_message_gives_the_refuel_by_time(rig: Rig):
     rig.state(fuel={"hours_left": 20.0, "refuel_by": TS + 20 * 3600})
     rig.advance(first_notice_after("fuel_low") + HEARTBEAT_S)
@@ -136,7 +158,7 @@ def test_fuel_thresholds_raise_the_alert_and_only_new_steps_notify(rig: Rig):
 
 
 def test_site_silent_fires_after_three_missed_heartbeats_plus_hold_and_resolves(rig: Rig):
-    """RELIABILITY A1."""
+    """Fault scenario A1."""
     key = "site_silent:are-kall"
     rig.state()
     rig.advance(60)
@@ -201,7 +223,7 @@ def test_crisis_message_without_acknowledgement_alerts_and_the_ack_resolves_it(r
     assert rig.told(key, "recovery") == []  # recovery = false for this rule
 
 
-# --- unknown is never all clear (RELIABILITY A6) ----------------------------------------------
+# --- unknown is never all clear (fault scenario A6) ----------------------------------------------
 
 
 def test_a_stale_state_neither_fires_nor_clears(rig: Rig):

@@ -63,3 +63,41 @@ def test_cli_writes_files_and_keeps_passwords(tmp_path: Path, capsys: pytest.Cap
 def test_reserved_site_ids_are_refused():
     with pytest.raises(ValueError, match="reserved"):
         mqttauth.passwords(["gateway"])
+    with pytest.raises(ValueError, match="reserved"):
+        mqttauth.passwords(["sot-gateway-2"])
+
+
+def test_conf_ties_each_account_to_its_client_id_on_the_listener(tmp_path: Path):
+    conf = mqttauth.conf_text(tmp_path / "pw", tmp_path / "acl", port=1884, host="127.0.0.1",
+                              extra=["log_dest stderr"]).splitlines()
+    assert "allow_anonymous false" in conf
+    # a listener option: it must come after the listener line it belongs to
+    assert conf.index("use_username_as_clientid true") > conf.index("listener 1884 127.0.0.1")
+    assert conf.index("log_dest stderr") < conf.index("listener 1884 127.0.0.1")
+    assert f"message_size_limit {mqttauth.MESSAGE_SIZE_LIMIT}" in conf
+
+
+def test_each_gateway_worker_gets_an_account_with_the_gateways_rules(tmp_path: Path):
+    creds = mqttauth.passwords(["are-kall"], gateway_workers=3)
+    assert sorted(creds) == ["are-kall", "sot-gateway", "sot-gateway-2", "sot-gateway-3"]
+    mqttauth.write_files(tmp_path, creds)
+    acl = (tmp_path / "acl_file").read_text()
+    for u in ("sot-gateway", "sot-gateway-2", "sot-gateway-3"):
+        assert f"user {u}\ntopic read sot/v1/#" in acl
+    assert "user are-kall" not in acl
+    assert "use_username_as_clientid true" in (tmp_path / "mosquitto.conf").read_text()
+
+
+def test_message_size_limit_admits_every_legal_message_with_margin():
+    from gateway import crisis, ingest
+
+    # the largest crisis message the text limits allow: every character 4 bytes in UTF-8
+    wide = "\U0001F6A8"
+    worst = json.dumps({"id": "k" * crisis.MAX_ID, "sv": wide * crisis.MAX_TEXT,
+                        "en": wide * crisis.MAX_TEXT, "severity": "warning",
+                        "from": wide * crisis.MAX_FROM, "ts": 4102444799,
+                        "expires": 4102444799}, ensure_ascii=False, separators=(",", ":"))
+    legal = max(len(worst.encode()), crisis.MAX_PAYLOAD, ingest.MAX_PAYLOAD)
+    assert legal * 1.5 <= mqttauth.MESSAGE_SIZE_LIMIT
+    # and the packet limit leaves room for the topic and headers of such a message
+    assert mqttauth.MESSAGE_SIZE_LIMIT + 512 <= mqttauth.MAX_PACKET_SIZE

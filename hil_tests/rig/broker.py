@@ -5,8 +5,10 @@ block-buffered) and is stopped by its process id. As root it drops to the `mosqu
 its folder is made readable for that user.
 
 With `auth` ({user: password}, from gateway.mqttauth.passwords) it runs as production does:
-no anonymous clients, the password_file and acl_file `sot mqtt-auth` generates; `login(user)`
-gives the keyword arguments a client needs.
+the config `sot mqtt-auth` writes (no anonymous clients, the password_file and acl_file, the
+user name as client id, the size limits); `login(user)` gives the keyword arguments a client
+needs. Without `auth` it is an open broker, for tests of the protocol alone; the size limits
+hold there too.
 """
 
 from __future__ import annotations
@@ -55,22 +57,11 @@ class Broker:
         self.log_path = self.dir / "mosquitto.log"
 
     def _write_conf(self) -> Path:
+        from gateway import mqttauth
+
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o777)
-        access = ["allow_anonymous true"]
-        if self.auth is not None:
-            from gateway.mqttauth import write_files
-
-            # Mosquitto reads these after dropping to its own user: a folder of their own in
-            # /tmp, since the work folder may sit in a private (0700) temporary directory.
-            if self._auth_dir is None:
-                self._auth_dir = Path(tempfile.mkdtemp(prefix="sot-broker-auth-"))
-                os.chmod(self._auth_dir, 0o755)
-            pw, acl = write_files(self._auth_dir, self.auth, mode=0o644)
-            access = ["allow_anonymous false", f"password_file {pw}", f"acl_file {acl}"]
-        lines = [
-            f"listener {self.port} {self.host}",
-            *access,
+        common = [
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -82,8 +73,19 @@ class Broker:
             "max_inflight_messages 100",
             self.extra_conf,
         ]
+        if self.auth is not None:
+            # Mosquitto reads these after dropping to its own user: a folder of their own in
+            # /tmp, since the work folder may sit in a private (0700) temporary directory.
+            if self._auth_dir is None:
+                self._auth_dir = Path(tempfile.mkdtemp(prefix="sot-broker-auth-"))
+                os.chmod(self._auth_dir, 0o755)
+            pw, acl = mqttauth.write_files(self._auth_dir, self.auth, mode=0o644)
+            text = mqttauth.conf_text(pw, acl, port=self.port, host=self.host, extra=common)
+        else:
+            text = "\n".join([f"listener {self.port} {self.host}", "allow_anonymous true",
+                              *mqttauth.limit_lines(), *common]) + "\n"
         conf = self.dir / "mosquitto.conf"
-        conf.write_text("\n".join(lines) + "\n")
+        conf.write_text(text)
         os.chmod(conf, 0o644)
         return conf
 
