@@ -535,7 +535,7 @@ def test_m5_invalid_readings_fire_no_threshold_alarm_at_the_gateway(
             seq = state()["seq"]
             make()
             wait_for(lambda seq=seq: state()["seq"] >= seq + 2, 15,
-                     f"two states after {what}:\n{sim.firmware.log()[-1500:]}")
+                     f"two states after {what}:\n{present(sim.firmware).log()[-1500:]}")
         shown = state()
         assert (shown.get("fuel") or {}).get("pct") is None, shown.get("fuel")
         # the meter's other phases still give a voltage; the 10 kV one is never a number

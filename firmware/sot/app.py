@@ -85,7 +85,8 @@ class PanelTask:
         self.frames = 0
 
     def press(self, name, now):
-        # On the console: the commissioning checklist sees each button arrive (docs/commissioning.md)
+        # On the console: the commissioning checklist sees each button arrive
+        # (docs/commissioning.md)
         log("I panel: button", name)
         self.idle_ms = 0
         if name == "next":
