@@ -434,7 +434,7 @@ def _plant_checks(report: Report, state: dict[str, Any] | None) -> None:
     # generator mode / remote start
     gs = state.get("genset") or {}
     mode, ready = gs.get("mode"), gs.get("ready")
-    yn = {True: "ja / yes", False: "nej / no"}.get(ready, "–")
+    yn = {True: "ja / yes", False: "nej / no", None: "–"}.get(ready, "–")
     m = f"läge / mode {_fmt(mode)}, fjärrstart tillåten / remote start allowed: {yn}"
     bad = _unusable(state, "genset", report)
     if bad:

@@ -201,8 +201,8 @@ def deploy(site: config.Site, port: str, *, credentials: dict[str, str] | None =
     repl = RawRepl(port)
     try:
         repl.enter()
-        out = repl.exec("import json\nprint(json.load(open('config.json'))['hash'])")
-        res.board_hash = out.strip() or None
+        printed = repl.exec("import json\nprint(json.load(open('config.json'))['hash'])")
+        res.board_hash = printed.strip() or None
         if res.board_hash != res.expected_hash:
             raise DeployError(f"{port}: the board holds config {res.board_hash}, expected "
                               f"{res.expected_hash}")

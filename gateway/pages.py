@@ -450,7 +450,8 @@ def history_chart(rows: list[dict[str, Any]], width: int = 760, height: int = 26
         return left + (ts - t0) / tspan * w
 
     def lines(key: str, top_value: float) -> str:
-        segs, cur = [], []
+        segs: list[list[str]] = []
+        cur: list[str] = []
         for r in pts:
             v = r.get(key)
             if v is None:
@@ -799,8 +800,8 @@ def _send(request: web.Request, fields: dict[str, Any], sites: list[str],
         return 409, {"error": str(err), "field": err.field, "sv": err.sv, "en": err.en,
                      "sites": full}, err
     if not sender.connected():
-        err = _unavailable()
-        return 503, {"error": err.en, "sv": err.sv}, err
+        down = _unavailable()
+        return 503, {"error": down.en, "sv": down.sv}, down
     done = sender.send(msg, targets, s.user)
     for site in done:
         request.app[BUS].notify(site)
@@ -880,8 +881,8 @@ def _update(request: web.Request, mid: str, fields: dict[str, Any]
     except crisis_mod.CrisisError as err:
         return 400, {"error": str(err), "field": err.field, "sv": err.sv, "en": err.en}, err
     if not sender.connected():
-        err = _unavailable()
-        return 503, {"error": err.en, "sv": err.sv}, err
+        down = _unavailable()
+        return 503, {"error": down.en, "sv": down.sv}, down
     done = sender.send(msg, sites, s.user)
     return 200, {"id": msg.id, "sites": done, "payload": msg.payload()}, None
 

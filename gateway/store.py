@@ -211,6 +211,7 @@ class Store(Protocol):
     def acks(self, alert_id: int) -> list[dict[str, Any]]: ...
     def add_notifications(self, jobs: Iterable[Notification], now: float) -> list[int]: ...
     def due_notifications(self, now: float, limit: int = 50) -> list[Notification]: ...
+    def next_notification_at(self) -> float | None: ...
     def record_attempt(self, nid: int, ts: float, error: str | None,
                        retry_at: float | None) -> None: ...
     def notifications(self, alert_id: int | None = None,
@@ -498,7 +499,8 @@ class SqliteStore:
     def _history(self, site: str, msg: dict[str, Any], received: float) -> None:
         ts = float(msg.get("ts") or received)
         mode = msg.get("mode")
-        cap = msg.get("capability") if isinstance(msg.get("capability"), dict) else {}
+        cap_raw = msg.get("capability")
+        cap = cap_raw if isinstance(cap_raw, dict) else {}
         power = cap.get("power")
         last = self._history_last.get(site)
         if last is None:
@@ -508,7 +510,8 @@ class SqliteStore:
         # A row dated before the last one (a clock put right, a site reset) is always due.
         if (mode, power) == last[1:] and 0 <= ts - last[0] < HISTORY_EVERY_S:
             return
-        fuel = msg.get("fuel") if isinstance(msg.get("fuel"), dict) else {}
+        fuel_raw = msg.get("fuel")
+        fuel = fuel_raw if isinstance(fuel_raw, dict) else {}
         hours = fuel.get("hours_left")
         pct = fuel.get("pct")
         self._db.execute(

@@ -54,8 +54,8 @@ log = logging.getLogger(__name__)
 REFRESH_S = 5
 
 STORE = web.AppKey("store", Store)
-CLOCK = web.AppKey("clock", Callable[[], float])
-INGEST_STATS = web.AppKey("ingest_stats", Callable[[], dict[str, Any]])
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+INGEST_STATS: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("ingest_stats")
 CAP_SENDER = web.AppKey("cap_sender", str)
 BASE_URL = web.AppKey("base_url", str)
 SESSIONS = web.AppKey("sessions", Sessions)

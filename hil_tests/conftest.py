@@ -163,7 +163,7 @@ def gateway(broker: Broker, tmp_path: Path) -> Iterator[GatewayThread]:
         gw.stop()
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
+def wait_for(check: Callable[..., Any], timeout: float, what: str, every: float = 0.25) -> Any:
     """Poll `check` until it returns something truthy; fail naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
     last: Any = None

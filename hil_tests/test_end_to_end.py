@@ -12,6 +12,7 @@ import pytest
 
 from gateway.config import load_sites
 from hil_tests.conftest import wait_for
+from hil_tests.rig import present
 from hil_tests.rig.broker import Broker
 from hil_tests.rig.gatewayproc import GatewayThread
 from hil_tests.rig.sitesim import SimulatedSite
@@ -71,7 +72,7 @@ def test_grid_loss_reaches_the_gateway_and_killing_the_controller_shows_it_lost(
 
     sim.physics.grid_lost()
     wait_for(lambda: "grid_lost" in event_types(gateway), 15, "a grid_lost event in the database")
-    row = site_row(gateway)
+    row = present(site_row(gateway))
     assert row["grid_state"] == "lost" and row["mode"] in ("grid_lost", "on_backup")
     lost = next(e for e in gateway.get(f"/api/sites/{SITE}/events") if e["type"] == "grid_lost")
     assert lost["data"]["v"] == 0 and lost["hist"] is False
@@ -84,7 +85,7 @@ def test_grid_loss_reaches_the_gateway_and_killing_the_controller_shows_it_lost(
     assert row["genset_state"] == "running"
     assert "gen_running" in event_types(gateway)
 
-    sim.firmware.kill()  # power cut: no DISCONNECT, the broker publishes the Will
+    present(sim.firmware).kill()  # power cut: no DISCONNECT, the broker publishes the Will
     row = wait_for(
         lambda: (r := site_row(gateway)) and r["status"] == "lost" and r,
         1.5 * KEEPALIVE_S + 5,

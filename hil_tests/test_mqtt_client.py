@@ -122,7 +122,8 @@ class Subscriber:
                              client_id=f"paho-{uuid.uuid4().hex[:8]}")
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, 1)
         self.c.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
-        self.c.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload, bool(m.retain)))
+        self.c.on_message = lambda c, u, m: self.messages.put(
+            (m.topic, bytes(m.payload), bool(m.retain)))
         self.c.connect("127.0.0.1", port, keepalive=30)
         self.c.loop_start()
         assert self._subscribed.wait(5), "paho did not get its SUBACK"

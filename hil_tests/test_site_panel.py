@@ -22,7 +22,7 @@ from gateway import crisis
 from gateway.config import load_sites
 from gateway.mqttauth import GATEWAY_USER
 from hil_tests.conftest import wait_for
-from hil_tests.rig import png
+from hil_tests.rig import png, present
 from hil_tests.rig.broker import Broker, free_port
 from hil_tests.rig.mqttpeer import Peer
 from hil_tests.rig.sitesim import SimulatedSite
@@ -120,7 +120,7 @@ def test_generator_left_in_manual_is_flagged_then_fails_to_start(sim: SimulatedS
     r, g, b = header_rgb(sim)
     assert r > 150 and g < 80 and b < 80, (r, g, b)  # red: the clerk must act
     assert "gen_failed_to_start" in types(peer)
-    state = peer.last(f"{ROOT}/state")
+    state = present(peer.last(f"{ROOT}/state"))
     assert state["mode"] == "backup_failed" and state["capability"]["power"] == "none"
     assert all(v == 0 for v in state["capability"]["fuel_for_sale"].values())
 
@@ -160,9 +160,10 @@ def test_birth_is_retained_for_a_reader_that_subscribes_later(sim: SimulatedSite
 
 def test_crisis_message_is_shown_acknowledged_and_abuse_is_refused(sim: SimulatedSite, peer: Peer):
     panel_shows(sim, "NÄTSTRÖM", "Kommunen: ansluten")
-    msg = {"id": "storm-1", "sv": "Vattnet är otjänligt. Koka dricksvattnet <b>5 min</b>.",
-           "en": "Boil drinking water for 5 minutes.", "severity": "severe",
-           "from": "Åre kommun", "ts": 1795444065}
+    msg: dict[str, Any] = {
+        "id": "storm-1", "sv": "Vattnet är otjänligt. Koka dricksvattnet <b>5 min</b>.",
+        "en": "Boil drinking water for 5 minutes.", "severity": "severe",
+        "from": "Åre kommun", "ts": 1795444065}
     peer.publish(f"{ROOT}/crisis/storm-1", json.dumps(msg), retain=True)
     # severe: it takes the screen (message page), HTML shown as the characters it is
     text = panel_shows(sim, "Vattnet", "Åre kommun", "OK = kvittera")
@@ -180,9 +181,9 @@ def test_crisis_message_is_shown_acknowledged_and_abuse_is_refused(sim: Simulate
                              "sv": "Rad ett\x1b[2J\x00\nrad två"}))
     text = panel_shows(sim, "Vattnet")
     assert "x" * 50 not in text and "y" * 50 not in text
-    assert sim.firmware.wait_log("crisis: message storm-2 refused")
-    assert sim.firmware.wait_log("crisis: message storm-3 refused")
-    assert sim.firmware.wait_log("crisis: message storm-4 refused")
+    assert present(sim.firmware).wait_log("crisis: message storm-2 refused")
+    assert present(sim.firmware).wait_log("crisis: message storm-3 refused")
+    assert present(sim.firmware).wait_log("crisis: message storm-4 refused")
 
     sim.press("ack")
     ack = wait_for(lambda: peer.last(f"{ROOT}/crisis/storm-1/ack"), 10, "the staff ack")
@@ -279,9 +280,9 @@ def test_shop_button_closes_the_information_point_and_survives_a_power_cut(
     state = wait_for(lambda: (s := peer.last(f"{ROOT}/state"))
                      and s["capability"]["shop_open"] is False and s, 10, "shop closed in state")
     assert state["capability"]["info_point"] is False
-    sim.firmware.kill()
-    sim.firmware.start()
-    assert sim.firmware.wait_log("heap live at start", 15)
+    present(sim.firmware).kill()
+    present(sim.firmware).start()
+    assert present(sim.firmware).wait_log("heap live at start", 15)
     panel_shows(sim, "Butiken STÄNGD")
 
 
@@ -305,10 +306,10 @@ def test_hung_controller_is_reset_by_the_watchdog_and_ends_in_safe_mode(
     fw = sim.firmware
     assert fw is not None
     wait_for(lambda: peer.last(f"{ROOT}/birth"), 15, "the first birth")
-    assert peer.last(f"{ROOT}/birth")["reset"] == "power_on"
+    assert present(peer.last(f"{ROOT}/birth"))["reset"] == "power_on"
     births = 1
     for n in (1, 2, 3):
-        os.kill(fw.pid, signal.SIGSTOP)  # the whole event loop hangs: nothing checks in
+        os.kill(present(fw.pid), signal.SIGSTOP)  # the whole event loop hangs: nothing checks in
         wait_for(lambda n=n: fw.resets == n, 20, f"watchdog reset {n}")
         if n < 3:
             births += 1
@@ -359,11 +360,11 @@ def test_flood_of_crisis_messages_is_survived_and_polling_keeps_its_pace(
     time.sleep(6)
     during = _periods([t for t in requests if t >= t0])
 
-    assert sim.firmware.alive()
+    assert present(sim.firmware).alive()
     text = panel_shows(sim, "Håll er inne")
     assert "xxxxx" not in text
-    assert sim.firmware.wait_log("refused")
-    assert "MemoryError" not in sim.firmware.log()
+    assert present(sim.firmware).wait_log("refused")
+    assert "MemoryError" not in present(sim.firmware).log()
     # the poll period (1000 ms configured) holds within 10 % through the flood
     print("poll periods before", before, "during", during, "flood", flood_s)
     assert before and during, (before, during)

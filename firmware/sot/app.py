@@ -86,7 +86,8 @@ class PanelTask:
         self.error = None  # why the last frame fell back to "no data", if it did
 
     def press(self, name, now):
-        # On the console: the commissioning checklist sees each button arrive (docs/commissioning.md)
+        # On the console: the commissioning checklist sees each button arrive
+        # (docs/commissioning.md)
         log("I panel: button", name)
         self.idle_ms = 0
         if name == "next":
@@ -158,8 +159,10 @@ def run(cfg, boot, reset, health):
     if health["safe"]:
         log("W supervisor: SAFE MODE after", health["resets"], "watchdog resets; hung:",
             health["hung"], "- left out:", health["skip"])
-        session.event(hal.epoch(), "safe_mode", {"resets": health["resets"], "hung": health["hung"]})
-    sup = Supervisor(hal.Watchdog(WDT_MS), flash, safe=health["safe"], resets=health["resets"], log=log)
+        session.event(hal.epoch(), "safe_mode",
+                      {"resets": health["resets"], "hung": health["hung"]})
+    sup = Supervisor(hal.Watchdog(WDT_MS), flash, safe=health["safe"], resets=health["resets"],
+                     log=log)
     heap = Heap(cfg.get("heap_log_ms") or HEAP_LOG_MS)  # the memory soak samples more often
 
     # A device's change of availability reaches MQTT through the site loop, which turns it into
@@ -177,7 +180,8 @@ def run(cfg, boot, reset, health):
             name = "bus:" + o.name
             o.checkin = _checkin(sup, name)
             sup.start(name, o.run, LIMIT_MS["bus"])
-        sup.start("site", lambda: site_loop(site, session, cfg["site"], sup, heap), LIMIT_MS["site"])
+        sup.start("site", lambda: site_loop(site, session, cfg["site"], sup, heap),
+                  LIMIT_MS["site"])
         sup.start("panel", panel.run, LIMIT_MS["panel"])
         if "telemetry" not in health["skip"]:
             session.checkin = _checkin(sup, "telemetry")

@@ -63,7 +63,7 @@ def test_send_update_ack_withdraw_through_the_api(tmp_path: Path):
 
     async def main() -> None:
         async with app_at(tmp_path, clock) as (base, db, broker), client() as s:
-            broker: FakeBroker
+            assert isinstance(broker, FakeBroker)
             csrf = await login(s, base, "kim")
             h = {"X-CSRF-Token": csrf}
             body = {"sv": "Koka vattnet <b>nu</b>", "en": "Boil water", "severity": "warning",

@@ -16,4 +16,5 @@ elif sys.platform == "esp32":
 elif sys.platform == "rp2":
     from sot.hal.rp2 import *  # noqa: F403
 else:
-    raise ImportError("no HAL for platform '%s' yet: add firmware/sot/hal/%s.py" % (sys.platform, sys.platform))
+    raise ImportError("no HAL for platform '%s' yet: add firmware/sot/hal/%s.py"
+                      % (sys.platform, sys.platform))

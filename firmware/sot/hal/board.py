@@ -82,7 +82,8 @@ def ntp_parse(data):
         return None
     secs = struct.unpack(">I", data[40:44])[0]
     if secs < 0x80000000:
-        # Top bit clear: era 1 (from 2036-02-07, when the 32-bit seconds wrap), as RFC 4330 reads it.
+        # Top bit clear: era 1 (from 2036-02-07, when the 32-bit seconds wrap), as RFC 4330 reads
+        # it.
         secs += 1 << 32
     t = secs - _NTP_DELTA
     if t < _MIN_EPOCH:

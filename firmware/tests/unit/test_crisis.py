@@ -31,10 +31,12 @@ def logs():
 
 
 def test_clean_turns_control_characters_into_single_spaces():
-    assert clean("Rad ett\x1b[2J\x00\n\tRad  två\u2028slut\x85!", 280) == "Rad ett [2J Rad två slut !"
+    assert (clean("Rad ett\x1b[2J\x00\n\tRad  två\u2028slut\x85!", 280)
+            == "Rad ett [2J Rad två slut !")
     assert clean("   ", 280) is None and clean("", 280) is None and clean(5, 280) is None
     assert clean("x" * 281, 280) is None
-    assert clean("<script>alert(1)</script>", 280) == "<script>alert(1)</script>"  # text, not markup
+    # text, not markup
+    assert clean("<script>alert(1)</script>", 280) == "<script>alert(1)</script>"
 
 
 def test_a_message_is_kept_on_flash_and_comes_back_after_a_power_cut():

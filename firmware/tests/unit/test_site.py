@@ -3,7 +3,8 @@ from sot.device import Device
 from sot.site import Site
 
 CFG = {
-    "grid": {"nominal_v": 230.0, "tolerance_pct": 10.0, "f_min": 47.5, "f_max": 52.0, "debounce_s": 3.0},
+    "grid": {"nominal_v": 230.0, "tolerance_pct": 10.0, "f_min": 47.5, "f_max": 52.0,
+             "debounce_s": 3.0},
     "genset": {"rated_kw": 20.0, "tank_litres": 400.0, "burn_lph": 4.0, "start_timeout_s": 30.0},
 }
 
@@ -350,8 +351,9 @@ def test_burn_rate_prefers_the_ecu_then_the_load_curve():
 def test_level_outside_the_trusted_band_lowers_confidence():
     site, meter, gen = make_site()
     site.gen_cfg["burn_curve"] = [[25, 2.5], [100, 6.1]]
-    play(site, meter, gen, [(1000, {"grid": 0.0, "gen": {"engine_state": "running",
-                                                          "gen_power_kw": 10.0, "fuel_level": 3.0}})])
+    play(site, meter, gen, [(1000, {"grid": 0.0,
+                                    "gen": {"engine_state": "running", "gen_power_kw": 10.0,
+                                            "fuel_level": 3.0}})])
     f = site.snapshot(1000)["fuel"]
     assert f["pct"] == 3.0 and f["confidence"] == "low", f
 
@@ -390,7 +392,8 @@ def test_shop_closed_ends_the_information_point():
 def test_pumps_out_of_order_stop_the_sale_of_their_product():
     site, meter, gen = make_site()
     pumps = Device({"name": "pumps", "kind": "pump", "unit": 30, "blocks": [],
-                    "points": [("pump1_state",), ("pump2_state",), ("pump1_product",), ("pump2_product",)]})
+                    "points": [("pump1_state",), ("pump2_state",), ("pump1_product",),
+                               ("pump2_product",)]})
     pumps.online = True
     pumps.values.update({"pump1_state": "idle", "pump2_state": "fault",
                          "pump1_product": "diesel", "pump2_product": "petrol"})
