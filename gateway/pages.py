@@ -792,13 +792,13 @@ def _send(request: web.Request, fields: dict[str, Any], sites: list[str],
     full = crisis_mod.full_sites(request.app[STORE], targets, msg.id, request.app[CLOCK]())
     if full:
         n = crisis_mod.MAX_MESSAGES
-        err = crisis_mod.CrisisError(
+        too_many = crisis_mod.CrisisError(
             "sites", f"{', '.join(full)} har redan {n} meddelanden ute (mer ryms inte på "
                      "panelen): återkalla ett där först",
             f"{', '.join(full)} already hold {n} messages (the panel holds no more): "
             "withdraw one there first")
-        return 409, {"error": str(err), "field": err.field, "sv": err.sv, "en": err.en,
-                     "sites": full}, err
+        return 409, {"error": str(too_many), "field": too_many.field, "sv": too_many.sv,
+                     "en": too_many.en, "sites": full}, too_many
     if not sender.connected():
         down = _unavailable()
         return 503, {"error": down.en, "sv": down.sv}, down

@@ -32,6 +32,7 @@ import pytest
 from gateway.config import load_sites
 from gateway.mqttauth import GATEWAY_USER
 from hil_tests.conftest import OBSERVER, wait_for
+from hil_tests.rig import present
 from hil_tests.rig.broker import Broker, free_port
 from hil_tests.rig.gatewayproc import GatewayThread
 from hil_tests.rig.gatewayprocess import GatewayProcess, event_keys
@@ -496,7 +497,8 @@ def test_n4_live_event_after_a_link_outage_goes_ahead_without_a_rebirth(
     try:
         wait_for(lambda: event_keys(db, SITE) or sim.press("shop"), 30, "the site connected")
         proxy.frozen.set()
-        wait_for(lambda: "W telemetry: link lost" in sim.firmware.log(), 20, "the link lost")
+        wait_for(lambda: "W telemetry: link lost" in present(sim.firmware).log(), 20,
+                 "the link lost")
         with Presser(sim, 40):
             time.sleep(15)
         rebirths = gateway.gateway.mqtt.gap_rebirths

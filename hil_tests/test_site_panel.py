@@ -143,7 +143,7 @@ def test_grid_return_with_a_short_return_delay_is_not_a_failed_start(sim: Simula
     modes = [s["mode"] for s in peer.payloads(f"{ROOT}/state")]
     assert "gen_failed_to_start" not in types(peer), types(peer)
     assert "backup_failed" not in modes, modes
-    assert peer.last(f"{ROOT}/state")["mode"] == "normal"
+    assert present(peer.last(f"{ROOT}/state"))["mode"] == "normal"
 
 
 def test_birth_is_retained_for_a_reader_that_subscribes_later(sim: SimulatedSite, peer: Peer,
@@ -232,6 +232,7 @@ def test_worst_case_crisis_messages_are_kept_survive_a_restart_and_can_be_withdr
     # Swedish 280 characters in both languages, and one whose packet is exactly MAX_PACKET,
     # through the real broker into the firmware running in the rig's heap.
     panel_shows(sim, "NÄTSTRÖM", "Kommunen: ansluten")
+    fw = present(sim.firmware)
     now = time.time()
     form = {"severity": "warning", "from": "Åre kommun"}
     msgs = [
@@ -245,7 +246,7 @@ def test_worst_case_crisis_messages_are_kept_survive_a_restart_and_can_be_withdr
     ]
     for m in msgs:  # not retained: after the restart only the controller's flash has them
         peer.publish(f"{ROOT}/crisis/{m.id}", m.encoded())
-        assert sim.firmware.wait_log(f"crisis: message {m.id} received", 15), m.id
+        assert fw.wait_log(f"crisis: message {m.id} received", 15), m.id
     # a fifth does not fit: refused, and the refusal reaches the gateway as an event
     fifth = crisis.validate({**form, "sv": "En till"}, now + 4, msg_id="w4", sites=[SITE])
     peer.publish(f"{ROOT}/crisis/w4", fifth.encoded())
@@ -253,18 +254,18 @@ def test_worst_case_crisis_messages_are_kept_survive_a_restart_and_can_be_withdr
                   "a crisis_refused event")
     assert ev[0]["data"] == {"id": "w4", "msg_ts": fifth.ts, "why": "full"}
 
-    sim.firmware.kill()  # power cut, then back with no new message from anyone
-    sim.firmware.start()
-    assert sim.firmware.wait_log("crisis: 4 messages kept on flash", 15)
+    fw.kill()  # power cut, then back with no new message from anyone
+    fw.start()
+    assert fw.wait_log("crisis: 4 messages kept on flash", 15)
     time.sleep(3)
     for m in msgs:
         peer.publish(f"{ROOT}/crisis/{m.id}", b"")
-        assert sim.firmware.wait_log(f"crisis: message {m.id} withdrawn", 15), m.id
-    sim.firmware.kill()
-    sim.firmware.start()
-    assert sim.firmware.wait_log("crisis: 0 messages kept on flash", 15)  # none comes back
+        assert fw.wait_log(f"crisis: message {m.id} withdrawn", 15), m.id
+    fw.kill()
+    fw.start()
+    assert fw.wait_log("crisis: 0 messages kept on flash", 15)  # none comes back
     panel_shows(sim, "NÄTSTRÖM")
-    log = sim.firmware.log()
+    log = fw.log()
     assert "refused: memory" not in log and "crisis: no memory" not in log
     assert all(f"message {m.id} refused" not in log for m in msgs)
     assert "died" not in log and "silent past" not in log  # no task lost, no watchdog reset

@@ -133,8 +133,8 @@ class PanelTask:
             fuel = self.site.fuel
             # Redraw when something the clerk sees changes (the clock shows minutes).
             key = (self.page, self.session.connected, self.site.shop_open, self.site.discrete(),
-                   None if cur is None else (cur["id"], cur["ts"], cur["acked"]), len(self.crisis.msgs),
-                   None if fuel.pct is None else int(fuel.pct), now // 60)
+                   None if cur is None else (cur["id"], cur["ts"], cur["acked"]),
+                   len(self.crisis.msgs), None if fuel.pct is None else int(fuel.pct), now // 60)
             if key != self.key:
                 self.key = key
                 if not self.panel.render(self.view(now)) and self.panel.error != self.error:

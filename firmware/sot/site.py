@@ -128,8 +128,8 @@ class Site:
             start = self.outage_start
             self.outage_start = None
             self.failed_to_start = False
-            events.append(("grid_restored", {"v": self.grid_v, "f": f,
-                                             "outage_s": None if start is None else int(self.grid_since - start)}))
+            outage = None if start is None else int(self.grid_since - start)
+            events.append(("grid_restored", {"v": self.grid_v, "f": f, "outage_s": outage}))
 
     # --- generator -----------------------------------------------------------------------------
 
@@ -151,7 +151,8 @@ class Site:
                 after = None if self.outage_start is None else int(now - self.outage_start)
                 events.append(("gen_running", {"after_s": after}))
             elif old == "running":
-                events.append(("gen_stopped", {"run_s": None if prev_since is None else int(now - prev_since)}))
+                run = None if prev_since is None else int(now - prev_since)
+                events.append(("gen_stopped", {"run_s": run}))
         down = self.grid in ("lost", "rejected")
         # A set that ran in this outage did start. When its controller's return delay is shorter
         # than our grid debounce it is already cooling down while the grid still counts as lost
@@ -378,8 +379,8 @@ class Site:
     def snapshot(self, now):
         g = self.genset
         gon = g is not None and g.online
-        grid = {"state": self.grid, "v": _r(self.grid_v), "f": _r(self.grid_f), "src": self.grid_src,
-                "since": self.grid_since}
+        grid = {"state": self.grid, "v": _r(self.grid_v), "f": _r(self.grid_f),
+                "src": self.grid_src, "since": self.grid_since}
         if self.grid_v is None:
             grid["why"] = "offline"
         running = self.gen == "running"

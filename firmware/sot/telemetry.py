@@ -1,7 +1,8 @@
 # The telemetry session: the one task that owns the MQTT connection.
 #
 # Connect with the Will `status = lost` (retained), then publish `status = online`, `birth` and
-# `state` (all three QoS 1 retained, so a reader that subscribes later has the site's last word); afterwards `state` on every change of a discrete value and every heartbeat. status,
+# `state` (all three QoS 1 retained, so a reader that subscribes later has the site's last
+# word); afterwards `state` on every change of a discrete value and every heartbeat. status,
 # birth, state and crisis acknowledgements carry (`boot`, `seq`) from a message counter given at
 # publish time; they are ordered per topic at the gateway.
 #
@@ -263,7 +264,8 @@ class Session:
                 mid = self.acks[0]
                 await self._send("crisis/" + mid + "/ack", {"id": mid, "by": "panel"})
                 self.acks.pop(0)
-            if self.state_dirty or time.ticks_diff(time.ticks_ms(), last_state) >= self.heartbeat_ms:
+            since_state = time.ticks_diff(time.ticks_ms(), last_state)
+            if self.state_dirty or since_state >= self.heartbeat_ms:
                 await self._state()
                 last_state = time.ticks_ms()
             if burst == 0 and self.gateway_online:
@@ -281,8 +283,8 @@ class Session:
             try:
                 await self._connect()
                 self.connected = True
-                self.log("I telemetry: connected to", self.cfg["mqtt"]["host"], self.cfg["mqtt"]["port"],
-                         "bdseq", self.bdseq)
+                m = self.cfg["mqtt"]
+                self.log("I telemetry: connected to", m["host"], m["port"], "bdseq", self.bdseq)
                 backoff = BACKOFF_MIN_MS
                 await self._serve()
             except Exception as e:  # noqa: BLE001 -- any failure means: drop the link, retry

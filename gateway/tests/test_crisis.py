@@ -169,7 +169,7 @@ def test_a_full_site_is_refused_before_sending_and_a_controllers_refusal_is_show
 
     async def main() -> None:
         async with app_at(tmp_path, clock) as (base, db, broker), client() as s:
-            broker: FakeBroker
+            assert isinstance(broker, FakeBroker)
             csrf = await login(s, base, "kim")
             h = {"X-CSRF-Token": csrf}
             body = {"sv": "Koka vattnet", "severity": "warning", "from": "Åre kommun",
@@ -188,6 +188,7 @@ def test_a_full_site_is_refused_before_sending_and_a_controllers_refusal_is_show
             # the controller refused one anyway (out of memory): its event is filed like any
             # other, and the dashboard says so instead of "sent"
             m = db.crisis_message(ids[0])
+            assert m is not None
             db.add_event("are-kall", {"boot": 1, "seq": 0, "ts": int(NOW) + 9, "hist": False,
                                       "type": "crisis_refused",
                                       "data": {"id": ids[0], "msg_ts": m["ts"], "why": "memory"}},
