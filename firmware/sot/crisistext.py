@@ -257,4 +257,5 @@ def clean(text, limit):
     if not out.chars:
         return None
     out.flush(out.n)
-    return str(out.out, "utf-8")
+    data = out.out  # a bytearray: this _Out has no stream
+    return None if data is None else str(data, "utf-8")

@@ -303,6 +303,11 @@ class Flash:
         except OSError:
             pass
 
+    def rename(self, old, new):
+        """Replace `new` with `old` in one step (after streaming a file through open()); the
+        caller has closed `old` (littlefs: an open handle's bytes are not all on flash)."""
+        os.rename(self.path(old), self.path(new))
+
     def write(self, name, data):
         if isinstance(data, str):
             data = data.encode()

@@ -1,21 +1,15 @@
 # Crisis messages under MicroPython: what reaches the panel, what is refused (docs/mqtt.md),
-# on the unix HAL's folder-as-flash (streamed writes and rename, as on the board's filesystem).
+# on the HAL's own flash (a folder on unix, littlefs on the qemu board: streamed writes, rename).
 import gc
 import json
 import os
-import time
 
 from sot.crisis import MAX_MESSAGES, Crisis, clean
-from sot.hal.unix import Flash
-
-_n = [0]
+from fakes import fresh_flash
 
 
 def flash():
-    _n[0] += 1
-    root = "/tmp/sot-crisis-%d-%d" % (time.ticks_us(), _n[0])
-    os.mkdir(root)
-    return Flash(root)
+    return fresh_flash("crisis")
 
 
 def msg(mid="m1", **over):
