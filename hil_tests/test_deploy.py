@@ -68,3 +68,33 @@ def test_cli_deploy_reports_the_boot_line(board: FakeBoard, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "booted: I are-kall boot 1 reset" in out
+
+
+@pytest.mark.needs("qemu")
+def test_deploy_to_the_frozen_qemu_board_copies_only_the_config_and_it_outlives_a_soft_reset(
+        tmp_path: Path):
+    # The 32-bit image (gateway/firmware.py build_qemu) has the firmware frozen in and its flash
+    # as littlefs in RAM at /flash: deploy must ask the board where the config goes, copy only
+    # that with mpremote, check the hash there and reset the board without losing its flash.
+    from gateway import firmware
+    from hil_tests.rig.qemu import QemuBoard
+
+    site = load_sites()[SITE]
+    expected = config.compile_site(site, mqtt={"user": SITE, "password": "s3cret"})["hash"]
+    with QemuBoard(firmware.build_qemu(), log=tmp_path / "console.log") as board:
+        res = deploy.deploy(site, board.ptys[0], credentials={SITE: "s3cret"},
+                            workdir=tmp_path / "work", boot_timeout=10, log=lambda *a: None)
+        assert res.frozen and res.copied == ["/flash/config.json"], res
+        assert res.ok and res.board_hash == expected and res.reset == "soft" and res.at_prompt
+        # qemu is still running (machine.reset() would have ended it, and the flash with it),
+        # and the firmware started after the soft reset reads the deployed config from flash.
+        assert board.alive()
+        board.enter_raw()
+        board.start_exec("import sys\nsys.argv[:] = ['sot']\nimport sot.main\n")
+        line = board.read_until(expected.encode(), 20).decode(errors="replace")
+        assert f"I {SITE} boot 1 reset" in line and f"config {expected}" in line, line
+    # The flash is RAM: a new qemu has none of it (deploy again after every qemu start).
+    with QemuBoard(firmware.build_qemu()) as board:
+        out = board.exec("from sot import hal\nhal.init(['sot'])\nimport os\n"
+                         "print(os.listdir('/flash'))")
+        assert out.strip() == "[]"
