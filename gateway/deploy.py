@@ -49,7 +49,9 @@ PROBE = ("try:\n import sot\nexcept ImportError:\n print('SOTFW none -')\nelse:\
          "  print('SOTCFG', hal.Flash().path(config.FILE),"
          " int(getattr(hal, 'HARD_RESET_KEEPS_FLASH', 1)))\n")
 BOOT_RE = re.compile(r"I (\S+) boot (\d+) reset (\S+) config ([0-9a-f]+)")
-PROMPT_RE = re.compile(r"^>>> ", re.M)
+# The prompt after a soft reset: the board sits at its REPL, no firmware started. (Leaving the
+# raw REPL prints a prompt too, before the reset: only one after "soft reboot" counts.)
+SOFT_PROMPT_RE = re.compile(r"soft reboot[\s\S]*?^>>> ", re.M)
 
 
 class DeployError(Exception):
@@ -242,10 +244,12 @@ def deploy(site: config.Site, port: str, *, credentials: dict[str, str] | None =
                               f"{res.expected_hash}")
         if res.reset == "hard":
             repl.reset()
+            m = repl.watch(BOOT_RE, boot_timeout)
         else:
             repl.soft_reset()
-        m = repl.watch(re.compile(f"{BOOT_RE.pattern}|{PROMPT_RE.pattern}", re.M), boot_timeout)
-        if m is not None and m.group(0).startswith(">>>"):
+            m = repl.watch(re.compile(f"{BOOT_RE.pattern}|{SOFT_PROMPT_RE.pattern}", re.M),
+                           boot_timeout)
+        if m is not None and m.group(0).startswith("soft reboot"):
             res.at_prompt = True
         elif m is not None:
             res.boot_line, res.boot_hash = m.group(0), m.group(4)

@@ -1,6 +1,8 @@
-"""`sot firmware deploy` against a board's console: a pty speaking MicroPython's raw REPL with the
-real MicroPython unix interpreter behind it (hil_tests/rig/fakeboard.py), driven by the real
-mpremote. The deployed firmware then boots on it and must report the site's config hash.
+"""`sot firmware deploy` against a board's console, driven by the real mpremote: a pty speaking
+MicroPython's raw REPL with the real MicroPython unix interpreter behind it
+(hil_tests/rig/fakeboard.py; the firmware is copied as .mpy), and the qemu board's console (the
+32-bit image with the firmware frozen in: only the config is copied). The deployed firmware then
+boots and must report the site's config hash.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from gateway import config, deploy
 from gateway.config import load_sites
 from hil_tests.rig.fakeboard import FakeBoard
 
-pytestmark = [pytest.mark.hil, pytest.mark.needs("unix")]
+pytestmark = [pytest.mark.hil]
 
 SITE = "are-kall"
 
@@ -26,6 +28,7 @@ def board(tmp_path: Path):
     b.stop()
 
 
+@pytest.mark.needs("unix")  # the fake board: a pty with the unix interpreter
 def test_deploy_copies_firmware_and_config_checks_the_hash_and_boots(board: FakeBoard,
                                                                      tmp_path: Path):
     site = load_sites()[SITE]
@@ -42,6 +45,7 @@ def test_deploy_copies_firmware_and_config_checks_the_hash_and_boots(board: Fake
     assert res.boot_line is not None and res.boot_hash == expected, board.console_log[-800:]
 
 
+@pytest.mark.needs("unix")  # the fake board: a pty with the unix interpreter
 def test_deploy_refuses_a_board_that_keeps_another_config(board: FakeBoard, tmp_path: Path,
                                                           monkeypatch):
     # A read-only or full flash leaves the old file: the board's own hash tells.
@@ -60,6 +64,7 @@ def test_deploy_refuses_a_board_that_keeps_another_config(board: FakeBoard, tmp_
     assert board.resets == 0  # not reset into a config that is not the site's
 
 
+@pytest.mark.needs("unix")  # the fake board: a pty with the unix interpreter
 def test_cli_deploy_reports_the_boot_line(board: FakeBoard, capsys):
     from gateway import cli
 
