@@ -103,3 +103,18 @@ def test_deploy_to_the_frozen_qemu_board_copies_only_the_config_and_it_outlives_
         out = board.exec("from sot import hal\nhal.init(['sot'])\nimport os\n"
                          "print(os.listdir('/flash'))")
         assert out.strip() == "[]"
+
+
+@pytest.mark.needs("qemu")
+def test_cli_deploy_to_the_qemu_board_says_it_waits_at_its_repl(capsys):
+    # No main.py runs on the qemu board: the technician is told how to start the firmware
+    # instead of being told that no boot line came.
+    from gateway import cli, firmware
+    from hil_tests.rig.qemu import QemuBoard
+
+    with QemuBoard(firmware.build_qemu()) as board:
+        rc = cli.main(["firmware", "deploy", "--port", board.ptys[0], "--site",
+                       "config/sites/are-kall.toml", "--boot-timeout", "10"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "config at /flash/config.json, soft reset" in out and "import sot.main" in out, out
