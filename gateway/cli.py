@@ -160,7 +160,13 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         print(f"sot firmware deploy: {e}", file=sys.stderr)
         return 1
     print(f"board holds config {res.board_hash} (site {site.id}: {res.expected_hash}); "
-          f"firmware {'frozen' if res.frozen else 'copied'}")
+          f"firmware {'frozen' if res.frozen else 'copied'}, config at {res.config_path}, "
+          f"{res.reset} reset")
+    if res.at_prompt:
+        # The qemu board runs no main.py: the firmware starts when told (`import sot.main`).
+        print("the board is at its REPL after the reset: it does not start the firmware by "
+              "itself (start it with `import sot.main`)")
+        return 0 if res.ok else 1
     if res.boot_line is None:
         print(f"no boot line within {args.boot_timeout:.0f} s: read the console "
               "(mpremote connect PORT repl)", file=sys.stderr)

@@ -5,14 +5,20 @@ Host tooling, not part of the gateway service. Steps (docs/hardware.md, "From a 
 
 1. compile the site's config (with the site's MQTT password from `sot mqtt-auth`, if given);
 2. ask the board whether the firmware is frozen into it (`import sot`: a frozen module's
-   `__file__` starts with ".frozen", or it has none); if not, compile the firmware to `.mpy`
+   `__file__` names no file on the board's file system); if not, compile the firmware to `.mpy`
    for the board's architecture (`[board] kind`: esp32 -> xtensawin, rp2 -> armv6m; none:
-   portable bytecode) and copy `sot/` and a `main.py` that starts it;
-3. copy `config.json` with `mpremote`;
+   portable bytecode) and copy `sot/` and a `main.py` that starts it. A frozen firmware says
+   itself where it reads its config (its HAL's start-up mounts the flash, `hal.Flash()` names
+   the file: `/config.json` on a board whose littlefs is the root, `/flash/config.json` on the
+   qemu board) and whether its flash survives a hard reset (`hal.HARD_RESET_KEEPS_FLASH`);
+3. copy `config.json` there with `mpremote` (after the same start-up, in the same session);
 4. read back the hash of the config the board now holds (computed from the file on the board)
    and compare it with the compiled one;
-5. hard-reset the board (`machine.reset()` through the raw REPL, on the same serial handle) and
-   wait for the firmware's boot line `I <site> boot N reset ... config <hash>` on the console.
+5. reset the board through the raw REPL, on the same serial handle: `machine.reset()`, or a
+   soft reset (Ctrl-D at the prompt) where a hard reset would lose the flash (the qemu board's
+   flash is RAM; its `machine.reset()` ends qemu). Then wait for the firmware's boot line
+   `I <site> boot N reset ... config <hash>` on the console, or for the REPL prompt: a board
+   that does not start the firmware by itself (the qemu board runs no `main.py`).
 
 `RawRepl` is the small pyserial client of MicroPython's raw REPL that steps 4-5 and the HIL
 board backend (hil_tests/rig/boarddut.py) use.
@@ -33,9 +39,19 @@ from typing import Any
 from gateway import config
 
 MAIN_PY = "import sot.main\n"
-PROBE = ("try:\n import sot\n print('SOTFW', getattr(sot, '__file__', '.frozen'), sot.VERSION)\n"
-         "except ImportError:\n print('SOTFW none -')\n")
+# The frozen firmware's own start-up (the HAL mounts the flash where the board has it).
+START = "from sot import hal\nhal.init(['sot'])\n"
+PROBE = ("try:\n import sot\nexcept ImportError:\n print('SOTFW none -')\nelse:\n"
+         " import os\n try:\n  os.stat(getattr(sot, '__file__', ''))\n  where = 'file'\n"
+         " except (OSError, TypeError):\n  where = 'frozen'\n"
+         " print('SOTFW', where, sot.VERSION)\n"
+         " if where == 'frozen':\n  from sot import hal, config\n  hal.init(['sot'])\n"
+         "  print('SOTCFG', hal.Flash().path(config.FILE),"
+         " int(getattr(hal, 'HARD_RESET_KEEPS_FLASH', 1)))\n")
 BOOT_RE = re.compile(r"I (\S+) boot (\d+) reset (\S+) config ([0-9a-f]+)")
+# The prompt after a soft reset: the board sits at its REPL, no firmware started. (Leaving the
+# raw REPL prints a prompt too, before the reset: only one after "soft reboot" counts.)
+SOFT_PROMPT_RE = re.compile(r"soft reboot[\s\S]*?^>>> ", re.M)
 
 
 class DeployError(Exception):
@@ -100,6 +116,13 @@ class RawRepl:
         self.s.write(b"import machine\nmachine.reset()\n\x04")
         self.s.write(b"\r\x02")  # leave raw REPL in case the reset is slow
 
+    def soft_reset(self) -> None:
+        """Leave the raw REPL and soft-reset at the prompt (Ctrl-D): a fresh interpreter that
+        runs main.py where the port has one; the flash is not touched."""
+        self.s.write(b"\r\x02")
+        time.sleep(0.1)
+        self.s.write(b"\x04")
+
     def watch(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str] | None:
         """Read the console until `pattern` matches a line, or `timeout` s."""
         deadline = time.monotonic() + timeout
@@ -131,8 +154,11 @@ class Result:
     fw_version: str | None = None
     copied: list[str] = field(default_factory=list)
     board_hash: str | None = None
+    config_path: str = "config.json"  # where on the board the firmware reads its config
+    reset: str = "hard"  # or "soft": a hard reset would lose the board's flash
     boot_line: str | None = None
     boot_hash: str | None = None
+    at_prompt: bool = False  # after the reset the board sat at its REPL: no firmware started
 
     @property
     def ok(self) -> bool:
@@ -167,8 +193,17 @@ def deploy(site: config.Site, port: str, *, credentials: dict[str, str] | None =
     if probe is None:
         raise DeployError(f"{port}: the board did not answer the firmware probe")
     where, version = probe.groups()
-    res.frozen = where.startswith(".frozen")
+    res.frozen = where == "frozen"
     res.fw_version = None if version == "-" else version
+    start = ""
+    if res.frozen:
+        said = re.search(r"SOTCFG (\S+) ([01])", probe.string)
+        if said is None:
+            raise DeployError(f"{port}: the frozen firmware did not say where it reads its "
+                              f"config: {probe.string.strip()[-300:]}")
+        res.config_path = said.group(1)
+        res.reset = "hard" if said.group(2) == "1" else "soft"
+        start = START  # mpremote soft-resets on connect: mount the flash again first
     copies: list[tuple[str, str]] = []
     if not res.frozen:
         from gateway import firmware
@@ -189,8 +224,8 @@ def deploy(site: config.Site, port: str, *, credentials: dict[str, str] | None =
             rel = str(f.relative_to(out))
             copies.append((str(f), ":" + rel))
         copies.append((str(main), ":main.py"))
-    copies.append((str(cfg), ":config.json"))
-    args: list[str] = []
+    copies.append((str(cfg), ":" + res.config_path))
+    args: list[str] = ["exec", start, "+"] if start else []
     for src, dst in copies:
         args += ["fs", "cp", src, dst, "+"]
     _mpremote(port, *args[:-1])
@@ -201,14 +236,22 @@ def deploy(site: config.Site, port: str, *, credentials: dict[str, str] | None =
     repl = RawRepl(port)
     try:
         repl.enter()
-        printed = repl.exec("import json\nprint(json.load(open('config.json'))['hash'])")
+        printed = repl.exec(f"{start}import json\n"
+                            f"print(json.load(open({res.config_path!r}))['hash'])")
         res.board_hash = printed.strip() or None
         if res.board_hash != res.expected_hash:
             raise DeployError(f"{port}: the board holds config {res.board_hash}, expected "
                               f"{res.expected_hash}")
-        repl.reset()
-        m = repl.watch(BOOT_RE, boot_timeout)
-        if m is not None:
+        if res.reset == "hard":
+            repl.reset()
+            m = repl.watch(BOOT_RE, boot_timeout)
+        else:
+            repl.soft_reset()
+            m = repl.watch(re.compile(f"{BOOT_RE.pattern}|{SOFT_PROMPT_RE.pattern}", re.M),
+                           boot_timeout)
+        if m is not None and m.group(0).startswith("soft reboot"):
+            res.at_prompt = True
+        elif m is not None:
             res.boot_line, res.boot_hash = m.group(0), m.group(4)
     finally:
         repl.close()

@@ -7,6 +7,12 @@ Targets (`--target`):
   like mpremote: hil_tests/rig/boarddut.py) with the plant simulator on a USB-RS485 adapter at
   `--bus-port`. It has `network` and, with `--bus-port`, `bus`; not `panel` (the rig cannot
   see a board's display nor press its buttons), `flash`, `power_cut`, `unix` or `qemu`.
+- `qemu`: the 32-bit frozen build on the qemu board (hil_tests/rig/qemu.py), booted by the rig
+  on this host: UART1 on the plant simulator's pty link, UART2 through a rig-side bridge to the
+  broker, the console driven through the raw REPL. It has `bus`, `network` and `qemu`; not
+  `panel` (no display: frames are rendered and dropped), `flash` (the rig cannot reach the
+  board's littlefs while the firmware runs), `power_cut` (the flash is RAM: a qemu restart
+  loses it) or `unix`.
 
 Every HIL scenario declares what it needs with `@pytest.mark.needs(...)` (module `pytestmark`
 or per test); a scenario whose needs the target lacks is skipped with those needs named, and a
@@ -22,9 +28,11 @@ HIL scenario that declares nothing is a collection error. Capabilities:
     qemu       the rig builds the 32-bit qemu board's image and boots it on this host
 
 Not run here: there is no board on this machine. The board path is plumbing, kept small; the
-one scenario written against `site_under_test` (hil_tests/test_any_target.py) is what runs on
-both targets. A board's MQTT must reach the rig's broker, which listens on 127.0.0.1 in this
-rig: on a real rig the broker needs the rig's LAN address (not done).
+scenarios written against `site_under_test` (hil_tests/test_any_target.py) are what run on
+every target. Under `--target sim` (make test) each of them also runs on the qemu board
+(`[qemu]`), skipped with the reason where it needs what that board lacks. A board's MQTT must
+reach the rig's broker, which listens on 127.0.0.1 in this rig: on a real rig the broker needs
+the rig's LAN address (not done).
 """
 
 from __future__ import annotations
@@ -43,14 +51,16 @@ from hil_tests.rig.gatewayproc import GatewayThread
 
 HIL_DIR = Path(__file__).resolve().parent
 CAPABILITIES = ("bus", "network", "panel", "flash", "power_cut", "unix", "qemu")
+QEMU_CAPABILITIES = {"bus", "network", "qemu"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--target",
-        choices=["sim", "board"],
+        choices=["sim", "qemu", "board"],
         default="sim",
-        help="device under test: sim (MicroPython unix port + plant simulator) or board",
+        help="device under test: sim (MicroPython unix port + plant simulator), qemu (the "
+             "32-bit build on the qemu board + plant simulator) or board",
     )
     parser.addoption("--board-port", default=None,
                      help="--target board: the board's serial console (e.g. /dev/ttyUSB0)")
@@ -61,6 +71,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def target_capabilities(config: pytest.Config) -> set[str]:
     if config.getoption("--target") == "sim":
         return set(CAPABILITIES)
+    if config.getoption("--target") == "qemu":
+        return set(QEMU_CAPABILITIES)
     return {"network"} | ({"bus"} if config.getoption("--bus-port") else set())
 
 
@@ -97,18 +109,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 reason=f"target {target} lacks {', '.join(missing)}"))
 
 
-@pytest.fixture
+@pytest.fixture(params=["target", "qemu"])
 def site_under_test(broker: Broker, tmp_path: Path, request: pytest.FixtureRequest):
     """The demo site "are-kall" under test on the chosen target, its MQTT at the rig's broker.
+    Under `--target sim` the scenario runs a second time on the qemu board (`[qemu]`), so that
+    make test runs the target-agnostic scenarios on the 32-bit build too.
 
-    Offers `firmware` (start/stop/log/wait_log/alive), `plant` and `physics` on both targets."""
+    Offers `firmware` (start/stop/log/wait_log/alive), `plant` and `physics` on every target."""
     site = load_sites()["are-kall"]
     cfg = request.config
-    if cfg.getoption("--target") == "sim":
+    target = cfg.getoption("--target")
+    if request.param == "qemu":
+        if target != "sim":
+            pytest.skip(f"the [qemu] run is the extra one of --target sim; here the target is "
+                        f"{target}")
+        need = {c for m in request.node.iter_markers("needs") for c in m.args}
+        missing = sorted(need - QEMU_CAPABILITIES)
+        if missing:
+            pytest.skip(f"target qemu lacks {', '.join(missing)}")
+        target = "qemu"
+    login = broker.login(site.id)
+    if target == "sim":
         from hil_tests.rig.sitesim import SimulatedSite
 
         s: Any = SimulatedSite(site, tmp_path, mqtt_host=broker.host, mqtt_port=broker.port,
-                               heartbeat_s=5, keepalive_s=5, login=broker.login(site.id))
+                               heartbeat_s=5, keepalive_s=5, login=login)
+    elif target == "qemu":
+        from hil_tests.rig.qemu import qemu_site
+
+        s = qemu_site(site, tmp_path, mqtt_host=broker.host, mqtt_port=broker.port,
+                      heartbeat_s=5, keepalive_s=5, login=login)
     else:
         from hil_tests.rig.boarddut import BoardSite
 

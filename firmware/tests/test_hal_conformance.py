@@ -99,7 +99,8 @@ def differences(ref: dict[str, object], other: dict[str, object]) -> list[str]:
 
 def test_the_reference_interface_is_what_the_firmware_uses():
     ref = interface(REFERENCE)
-    expected = {"NAME", "RESERVED", "init", "configure", "epoch", "Uart", "open_connection",
+    expected = {"NAME", "RESERVED", "HARD_RESET_KEEPS_FLASH",
+                "init", "configure", "epoch", "Uart", "open_connection",
                 "Flash", "Watchdog", "reset_cause", "Buttons", "display", "heap_used"}
     assert set(ref) == expected
     # And the firmware calls nothing else on `hal`.

@@ -19,6 +19,7 @@ import machine
 
 _flash_root = ""  # littlefs is mounted at "/"; Flash().path("x") is "/x"
 RESERVED = 0  # a board maps its code from flash: no heap bytes to leave out of heap_used()
+HARD_RESET_KEEPS_FLASH = True  # littlefs on the board's flash chip
 _board = {}  # the "board" section of config.json (configure())
 _chip = {}  # what the chip module adds: "name" and "lan" (a factory, or None)
 _nic = None  # the network interface (configure())

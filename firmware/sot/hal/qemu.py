@@ -25,6 +25,8 @@ import vfs
 
 NAME = "qemu"
 RESERVED = 0
+# The flash is RAM and machine.reset() ends qemu: `sot firmware deploy` soft-resets instead.
+HARD_RESET_KEEPS_FLASH = False
 
 _UARTS = (0x40004000, 0x40005000, 0x40006000, 0x40007000)
 _DATA = 0
