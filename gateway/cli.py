@@ -53,6 +53,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
     if getattr(args, "credentials", None):
         pw = json.loads(Path(args.credentials).read_text())
         mqtt = {"user": args.site, "password": pw[args.site]}
+        keys = Path(args.credentials).with_name("cmd-keys.json")  # `sot mqtt-auth` writes both
+        if keys.exists() and args.site in (k := json.loads(keys.read_text())):
+            mqtt["cmd_key"] = k[args.site]
     text = json.dumps(
         config.compile_site(sites[args.site], mqtt=mqtt), ensure_ascii=False,
         separators=(",", ":"),
@@ -66,15 +69,18 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_mqtt_auth(args: argparse.Namespace) -> int:
-    from gateway import mqttauth
+    from gateway import commands, mqttauth
 
     creds = mqttauth.passwords(config.load_sites(), Path(args.secrets),
                                gateway_workers=args.gateway_workers)
+    keys_file = Path(args.secrets).with_name("cmd-keys.json")
+    commands.cmd_keys(config.load_sites(), keys_file)
     out = Path(args.out)
     pw, acl = mqttauth.write_files(out, creds, port=args.port, host=args.host)
     gateways = mqttauth.gateway_users(args.gateway_workers)
     print(f"wrote {pw}, {acl} and {out / 'mosquitto.conf'} ({len(creds) - len(gateways)} sites "
-          f"+ {', '.join(gateways)}); passwords kept in {args.secrets}")
+          f"+ {', '.join(gateways)}); passwords kept in {args.secrets}, "
+          f"command keys in {keys_file}")
     print(f"Mosquitto: `mosquitto -c {out / 'mosquitto.conf'}` or copy it to "
           "/etc/mosquitto/conf.d/; the files must be readable by the `mosquitto` user")
     return 0

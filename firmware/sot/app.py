@@ -6,6 +6,7 @@ import gc
 
 from sot import hal
 from sot.bus import BusOwner
+from sot.command import Commands
 from sot.crisis import Crisis
 from sot.device import Device
 from sot.site import Site
@@ -154,7 +155,9 @@ def run(cfg, boot, reset, health):
     site.shop_open = flash.read("shop") != b"0"
     site.safe_mode = health["safe"]
     crisis = Crisis(flash, log=log)
-    session = Session(cfg, hal, boot, reset, site, log=log, crisis=crisis, health=health)
+    commands = Commands(cfg, flash, site, log=log)
+    session = Session(cfg, hal, boot, reset, site, log=log, crisis=crisis, health=health,
+                      commands=commands)
     gc.collect()  # the journal's scan of flash leaves garbage between the session's objects
     if health["safe"]:
         log("W supervisor: SAFE MODE after", health["resets"], "watchdog resets; hung:",
