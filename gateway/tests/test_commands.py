@@ -67,3 +67,47 @@ def test_mqtt_auth_provisions_keys_and_compile_puts_the_sites_in(tmp_path: Path,
     compiled = json.loads(out.read_text())
     assert compiled["mqtt"]["cmd_key"] == keys[site]
     assert compiled["mqtt"]["cmd_key"] != compiled["mqtt"]["password"]
+
+
+def test_the_controllers_results_pass_the_contract_and_nonsense_does_not() -> None:
+    from gw_samples import event
+
+    from gateway.ingest import load_fast_checks, load_validators
+
+    v = load_validators()["event"]
+    fast = load_fast_checks()["event"]
+    good = [{"id": "c1", "name": "gen_start", "result": "refused", "why": "mode:manual"},
+            {"id": "c1", "name": "rebirth", "result": "done"},
+            {"id": None, "name": None, "result": "refused", "why": "malformed"}]
+    for data in good:
+        doc = event("cmd_result", data=data)
+        assert not list(v.iter_errors(doc)), data
+        fast(doc)
+    bad = [{"id": "c1", "name": "rebirth", "result": "ok"},
+           {"id": "C1!", "name": "rebirth", "result": "done"},
+           {"id": "c1", "result": "done"},
+           {"id": "c1", "name": "rebirth", "result": "refused", "why": "x" * 33}]
+    for data in bad:
+        assert list(v.iter_errors(event("cmd_result", data=data))), data
+
+
+def test_a_result_is_filed_once_with_one_audit_entry(tmp_path: Path) -> None:
+    from gw_samples import SITES, Clock, event, raw
+
+    from gateway.ingest import Ingest, Result
+    from gateway.store import SqliteStore
+
+    db = SqliteStore(tmp_path / "sot.sqlite3")
+    try:
+        db.upsert_sites(SITES)
+        ing = Ingest(db, Clock())
+        doc = event("cmd_result", data={"id": "c1", "name": "gen_start", "result": "refused",
+                                        "why": "mode:manual"})
+        topic = "sot/v1/are-kall/event"
+        assert ing.handle(topic, raw(doc)) == Result("stored", "are-kall", "event")
+        assert ing.handle(topic, raw({**doc, "hist": True})).outcome == "duplicate"
+        audit = [a for a in db.audit_log() if a["action"] == "cmd_result"]
+        assert [(a["actor"], a["target"], a["detail"]) for a in audit] == \
+            [("are-kall", "are-kall/gen_start/c1", "refused mode:manual")]
+    finally:
+        db.close()
