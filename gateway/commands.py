@@ -22,8 +22,12 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.store import SqliteStore
 
 NAMES = ("rebirth", "gen_start", "gen_stop", "gen_test")
 MAX_WINDOW_S = 300  # expires - issued, at most (the controller refuses more)
@@ -105,3 +109,41 @@ def verify(site: str, name: str, key_hex: str, body: Mapping) -> bool:
     except (KeyError, ValueError, TypeError):
         return False
     return hmac.compare_digest(want.hexdigest(), str(body.get("sig", "")))
+
+
+# What the dashboard and `sot cmd` show for a command (docs/commands.md): the final result if
+# one arrived; "sent" while it may still come; "unknown" once the command expired without one.
+# Never "done" without the controller saying so.
+LABELS = {
+    "done": "utfört / done",
+    "failed": "misslyckades / failed",
+    "refused": "vägrat / refused",
+    "accepted": "mottaget / accepted",
+    "sent": "skickat / sent",
+    "unknown": "okänt / unknown",
+}
+
+
+def status(rec: Mapping, now: float) -> tuple[str, str | None]:
+    """(state, why) of a stored command (`Store.commands()` row): done, failed, refused,
+    accepted (not final yet), sent, or unknown (no final result by its expiry)."""
+    results = rec.get("results") or []
+    final = [r for r in results if r.get("result") in ("done", "failed", "refused")]
+    if final:
+        return final[0]["result"], final[0].get("why")
+    if now <= rec["expires"]:
+        return ("accepted" if results else "sent"), None
+    return "unknown", None
+
+
+def send(store: SqliteStore, publish: Callable[[str, str], object], site: str, name: str,
+         key_hex: str, actor: str, args: Args | None = None, *, now: float | None = None) -> dict:
+    """Sign a command with the site's next counter, record it (with its audit entry), then
+    `publish(topic, payload)`; returns the signed body. A store and a publish callable of the
+    gateway's kind (gateway.store.SqliteStore, paho's publish)."""
+    t = time.time() if now is None else now
+    counter = store.next_cmd_counter(site, t)
+    body = sign(site, name, key_hex, counter, args, now=int(t))
+    store.add_command(site, name, body, actor)
+    publish(f"sot/v1/{site}/cmd/{name}", json.dumps(body, separators=(",", ":")))
+    return body

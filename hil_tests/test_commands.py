@@ -19,6 +19,7 @@ import pytest
 
 from gateway import commands
 from gateway.mqttauth import GATEWAY_USER
+from gateway.store import SqliteStore
 from hil_tests.conftest import wait_for
 from hil_tests.rig import present
 from hil_tests.rig.broker import Broker
@@ -110,3 +111,35 @@ def test_remote_start_refused_in_manual_and_the_generator_stays_still(sim: Any, 
     assert r[0]["result"] == "refused" and r[0]["why"] == "mode:manual"
     time.sleep(2)
     assert present(peer.last(f"{ROOT}/state"))["genset"]["state"] == "stopped"
+
+
+def test_sot_cmd_through_the_running_gateway_files_result_and_audit(
+        sim: Any, gateway: Any, broker: Broker, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]):
+    from gateway import cli
+    from hil_tests.conftest import OBSERVER
+
+    keys = tmp_path / "cmd-keys.json"
+    keys.write_text(json.dumps({SITE: KEY}))
+    pwf = tmp_path / "pw"
+    pwf.write_text(broker.login(OBSERVER)["password"] + "\n")
+    db = str(tmp_path / "sot.sqlite3")  # the gateway fixture's database, read beside it
+    store = SqliteStore(db)
+    wait_for(lambda: store.latest(SITE), 30, "the gateway to hear the site")
+    common = ["--keys", str(keys), "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
+              "--mqtt-user", OBSERVER, "--mqtt-password-file", str(pwf), "--db", db,
+              "--by", "samordnare", "--wait", "30"]
+    assert cli.main(["cmd", SITE, "rebirth", *common]) == 0
+    assert "utfört / done" in capsys.readouterr().out
+    sim.physics.set_control_mode("manual")
+    wait_for(lambda: (s := store.latest(SITE)) and s["state"]["genset"]["mode"] == "manual", 20,
+             "the set in manual at the gateway")
+    assert cli.main(["cmd", SITE, "gen_start", *common]) == 1
+    assert "vägrat / refused (mode:manual)" in capsys.readouterr().out
+    audit = [(a["actor"], a["action"], a["target"].split("/")[1]) for a in
+             store.audit_log() if a["action"].startswith("cmd_")]
+    store.close()
+    assert sorted(audit) == sorted([("samordnare", "cmd_sent", "rebirth"),
+                                    (SITE, "cmd_result", "rebirth"),
+                                    ("samordnare", "cmd_sent", "gen_start"),
+                                    (SITE, "cmd_result", "gen_start")])

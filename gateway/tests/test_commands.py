@@ -111,3 +111,34 @@ def test_a_result_is_filed_once_with_one_audit_entry(tmp_path: Path) -> None:
             [("are-kall", "are-kall/gen_start/c1", "refused mode:manual")]
     finally:
         db.close()
+
+
+def test_counter_only_grows_and_a_command_without_result_is_unknown_after_expiry(
+        tmp_path: Path) -> None:
+    from gw_samples import SITES
+
+    from gateway.store import SqliteStore
+
+    db = SqliteStore(tmp_path / "sot.sqlite3")
+    try:
+        db.upsert_sites(SITES)
+        a = db.next_cmd_counter("are-kall", NOW)
+        b = db.next_cmd_counter("are-kall", NOW - 3600)  # clock stepped back: still above
+        assert b == a + 1 and a >= NOW * 1000
+        sent: list[tuple[str, str]] = []
+        body = commands.send(db, lambda t, p: sent.append((t, p)), "are-kall", "gen_start", KEY,
+                             "samordnare", now=NOW)
+        assert sent[0][0] == "sot/v1/are-kall/cmd/gen_start"
+        assert commands.verify("are-kall", "gen_start", KEY, json.loads(sent[0][1]))
+        rec = db.commands("are-kall")[0]
+        assert rec["id"] == body["id"] and rec["counter"] > b
+        assert commands.status(rec, NOW + 10) == ("sent", None)
+        assert commands.status(rec, body["expires"] + 1) == ("unknown", None)
+        assert commands.LABELS["unknown"] == "okänt / unknown"
+        rec["results"] = [{"result": "accepted"}]
+        assert commands.status(rec, body["expires"] + 1) == ("unknown", None)  # never "done"
+        rec["results"] = [{"result": "accepted"}, {"result": "failed", "why": "stopped_locally"}]
+        assert commands.status(rec, body["expires"] + 1) == ("failed", "stopped_locally")
+        assert [a["action"] for a in db.audit_log()] == ["cmd_sent"]
+    finally:
+        db.close()
