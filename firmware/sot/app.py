@@ -55,6 +55,8 @@ async def site_loop(site, session, site_id, sup, heap):
         for etype, data in site.update(now):
             log("I", site_id, "event", etype, data)
             session.event(now, etype, data)
+        if session.commands is not None:
+            session.commands.tick(now)  # a remote run: local control wins, a test run ends
         d = site.discrete()
         if d != last:
             last = d

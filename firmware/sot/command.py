@@ -25,6 +25,13 @@ REFUSALS_PER_MIN = 4
 COUNTER_FILE = "cmdctr"
 NAMES = ("rebirth", "gen_start", "gen_stop", "gen_test")
 MAX_TEST_MIN = 120
+START_TIMEOUT_S = 120  # a remote start that has not reached running by then failed
+
+
+def _epoch():
+    from sot import hal
+
+    return hal.epoch()
 
 
 def _pads(key):
@@ -100,7 +107,7 @@ class Commands:
     `event`); `rebirth()` asks the session for birth and state again; `site` is the site logic
     (generator state, mode, readiness)."""
 
-    def __init__(self, cfg, flash, site=None, log=print):
+    def __init__(self, cfg, flash, site=None, log=print, clock=None):
         self.site_id = cfg["site"]
         key = (cfg.get("mqtt") or {}).get("cmd_key")
         self.pads = _pads(binascii.unhexlify(key)) if key else None
@@ -115,7 +122,8 @@ class Commands:
         self._win = -1  # minute of the refusal window
         self._win_n = 0
         self._told = False
-        self.running = None  # (id, name) of a remote run the controller watches
+        self.running = None  # [id, name, t0, minutes, ran] of the remote run being watched
+        self.clock = clock or _epoch
 
     def _load_counter(self):
         raw = self.flash.read(COUNTER_FILE)
@@ -243,10 +251,79 @@ class Commands:
             self._result(now, {"id": cid, "name": name, "result": "done"})
             return "done"
         why = self._gen_why(name, args)
+        if why is None and self.running is not None and name != "gen_stop":
+            why = "busy"  # one remote run at a time
+        dev = self.site.genset if self.site is not None else None
+        ctl = dev.control if dev is not None else None
+        key = ctl.get("stop" if name == "gen_stop" else "start") if ctl else None
+        if why is None and (key is None or dev.owner is None):
+            why = "no_control"  # the profile describes no remote-control registers
         if why is not None:
             self._refuse(now, name, cid, why, True)
             return "refused"
-        # The preconditions hold; the write through the bus owner to the controller's
-        # remote-control registers is not built yet (docs/commands.md, "Status"): say so.
-        self._result(now, {"id": cid, "name": name, "result": "failed", "why": "no_writer"})
-        return "failed"
+        if name == "gen_stop" and self.running is not None:
+            self._end(now, "failed", "stopped_remotely")  # the run it ends gets its result
+        # gen_start and gen_test are watched until they end (tick); gen_stop is done when written
+        run = None
+        if name != "gen_stop":
+            minutes = args.get("minutes") if name == "gen_test" else None
+            run = [cid, name, now, minutes, False]
+            self.running = run
+        self._write(dev, ctl, key, lambda err: self._written(cid, name, run, err))
+        return "accepted"
+
+    def _write(self, dev, ctl, key, done):
+        vals = [key, 0xFFFF - key] if ctl.get("complement") else [key]
+        dev.owner.queue_write(dev, ctl["register"], vals, done)
+
+    def _written(self, cid, name, run, err):
+        now = self.clock()
+        if err is not None:
+            if run is not None and self.running is run:
+                self.running = None
+            self._result(now, {"id": cid, "name": name, "result": "failed", "why": "write:" + err})
+        elif run is None:
+            self._result(now, {"id": cid, "name": name, "result": "done"})
+        else:
+            self._result(now, {"id": cid, "name": name, "result": "accepted"})
+
+    def _end(self, now, result, why=None):
+        cid, name = self.running[0], self.running[1]
+        self.running = None
+        d = {"id": cid, "name": name, "result": result}
+        if why:
+            d["why"] = why
+        self._result(now, d)
+
+    def tick(self, now):
+        """From the site loop: watch a remote run. Local control wins: MANUAL/OFF or a stop on
+        site ends it with a result that says so; a test run is stopped after its minutes."""
+        r = self.running
+        if r is None:
+            return
+        cid, name, t0, minutes, ran = r
+        dev = self.site.genset
+        mode = dev.get("control_mode")
+        state = self.site.gen
+        if not dev.online:
+            return  # silent controller: keep watching; the gateway shows unknown at expiry
+        if mode is not None and mode != "auto":
+            self._end(now, "failed", "local:mode:%s" % mode)
+            return
+        if state == "running":
+            if not ran:
+                r[2] = now  # a test run's minutes count from here
+                r[4] = ran = True
+            if name == "gen_start":
+                self._end(now, "done")
+                return
+        elif ran and state in ("stopped", "cooling", "fault"):
+            self._end(now, "failed", "local:stop" if state != "fault" else "fault")
+            return
+        if not ran and now - t0 > START_TIMEOUT_S:
+            self._end(now, "failed", "no_start")
+            return
+        if name == "gen_test" and ran and now - t0 >= minutes * 60:
+            ctl = dev.control
+            self.running = None
+            self._write(dev, ctl, ctl["stop"], lambda err: self._written(cid, name, None, err))

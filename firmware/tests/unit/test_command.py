@@ -39,12 +39,31 @@ class _Site:
         self.genset.values = {"control_mode": mode, "can_remote_start": 1}
         self.ready = ready
         self.gen_cfg = {}
+        self.gen = "stopped"
+
+    def controlled(self):
+        """With the DSE profile's remote-control registers and a bus owner that records."""
+        self.genset.control = {"register": 4104, "complement": 1, "start": 35732, "stop": 35733}
+        self.genset.owner = _Owner()
+        return self
+
+
+class _Owner:
+    """BusOwner.queue_write's interface: records the write and reports it made."""
+
+    def __init__(self):
+        self.writes = []
+        self.err = None
+
+    def queue_write(self, dev, start, values, done):
+        self.writes.append((start, values))
+        done(self.err)
 
 
 def make(fl=None, site=None, key=KEY):
     out = []
     c = Commands({"site": "are-kall", "mqtt": {"cmd_key": key}}, fl or flash(), site or _Site(),
-                 log=lambda *a: None)
+                 log=lambda *a: None, clock=lambda: NOW)
     c.result_cb = lambda ts, etype, data: out.append(data)
     return c, out
 
@@ -83,8 +102,8 @@ def test_a_command_signed_by_the_gateway_verifies():
          b'"args":{"minutes":15,"load":false},'
          b'"sig":"3c2ad4f0c86fee6da879ef28da148bf5c4e2182f85f6d9daa4f768b165be5906"}')
     c, out = make()
-    assert c.receive("gen_test", p, NOW + 5) == "failed"  # verified; no writer yet
-    assert out[-1]["why"] == "no_writer" and c.counter == 7
+    assert c.receive("gen_test", p, NOW + 5) == "refused"  # verified; this set has no [control]
+    assert out[-1]["why"] == "no_control" and c.counter == 7
 
 
 def test_rebirth_is_done_once_and_a_replay_is_refused():
@@ -197,3 +216,65 @@ def test_test_run_on_load_only_where_the_site_allows_it():
     assert out[-1]["why"] == "load_not_allowed"
     assert c.receive("gen_test", sign("gen_test", 2, {"minutes": 0}), NOW) == "refused"
     assert out[-1]["why"] == "minutes"
+
+
+def test_remote_start_writes_key_and_complement_and_is_done_when_running():
+    s = _Site().controlled()
+    c, out = make(site=s)
+    assert c.receive("gen_start", sign("gen_start", 1), NOW) == "accepted"
+    assert s.genset.owner.writes == [(4104, [35732, 0xFFFF - 35732])]
+    assert [r["result"] for r in out] == ["accepted"]
+    c.tick(NOW + 2)
+    assert len(out) == 1  # still starting
+    s.gen = "running"
+    c.tick(NOW + 10)
+    assert out[-1] == {"id": "c1", "name": "gen_start", "result": "done"}
+    c.tick(NOW + 11)
+    assert len(out) == 2  # one final result
+
+
+def test_switching_to_manual_during_a_test_run_ends_it_and_local_control_wins():
+    s = _Site().controlled()
+    c, out = make(site=s)
+    assert c.receive("gen_test", sign("gen_test", 1, {"minutes": 5}), NOW) == "accepted"
+    s.gen = "running"
+    c.tick(NOW + 10)
+    s.genset.values["control_mode"] = "manual"
+    c.tick(NOW + 20)
+    assert out[-1]["result"] == "failed" and out[-1]["why"] == "local:mode:manual"
+    assert len(s.genset.owner.writes) == 1  # no stop written: the person on site decides
+    c.tick(NOW + 30)
+    assert len(out) == 2
+
+
+def test_a_stop_pressed_on_site_ends_the_run_with_a_result_that_says_so():
+    s = _Site().controlled()
+    c, out = make(site=s)
+    c.receive("gen_test", sign("gen_test", 1, {"minutes": 5}), NOW)
+    s.gen = "running"
+    c.tick(NOW + 10)
+    s.gen = "stopped"
+    c.tick(NOW + 20)
+    assert out[-1]["why"] == "local:stop"
+
+
+def test_a_test_run_is_stopped_after_its_minutes():
+    s = _Site().controlled()
+    c, out = make(site=s)
+    c.receive("gen_test", sign("gen_test", 1, {"minutes": 2}), NOW)
+    s.gen = "running"
+    c.tick(NOW + 10)
+    c.tick(NOW + 10 + 119)
+    assert len(s.genset.owner.writes) == 1
+    c.tick(NOW + 10 + 120)
+    assert s.genset.owner.writes[-1] == (4104, [35733, 0xFFFF - 35733])
+    assert out[-1] == {"id": "c1", "name": "gen_test", "result": "done"}
+
+
+def test_a_failed_write_fails_the_command():
+    s = _Site().controlled()
+    s.genset.owner.err = "no_answer"
+    c, out = make(site=s)
+    assert c.receive("gen_start", sign("gen_start", 1), NOW) == "accepted"
+    assert out[-1]["result"] == "failed" and out[-1]["why"] == "write:no_answer"
+    assert c.running is None
