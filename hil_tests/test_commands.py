@@ -143,3 +143,40 @@ def test_sot_cmd_through_the_running_gateway_files_result_and_audit(
                                     (SITE, "cmd_result", "rebirth"),
                                     ("samordnare", "cmd_sent", "gen_start"),
                                     (SITE, "cmd_result", "gen_start")])
+
+
+def gen_state(peer: Peer, want: str, timeout: float = 20) -> dict[str, Any]:
+    return wait_for(lambda: (s := peer.last(f"{ROOT}/state")) and s["genset"]["state"] == want
+                    and s, timeout, f"the generator {want}")
+
+
+def test_remote_start_and_stop_write_the_control_key_and_the_set_runs(sim: Any, peer: Peer):
+    wait_for(lambda: (s := peer.last(f"{ROOT}/state")) and s["genset"]["ready"], 20,
+             "a ready generator")
+    send(peer, "gen_start", commands.sign(SITE, "gen_start", KEY, 1))
+    r = wait_results(peer, 2)
+    assert [x["result"] for x in r] == ["accepted", "done"]
+    # one function-16 write of the system control key and its complement (GenComm page 16)
+    assert sim.plant.control_writes == [("genset", [35732, 0xFFFF - 35732])]
+    gen_state(peer, "running")
+    time.sleep(4)  # with the grid present a remote run is not ended by the Auto logic
+    assert sim.physics.engine_state == "running"
+
+    send(peer, "gen_stop", commands.sign(SITE, "gen_stop", KEY, 2))
+    r = wait_results(peer, 3)
+    assert r[2] == {"id": r[2]["id"], "name": "gen_stop", "result": "done"}
+    assert sim.plant.control_writes[-1] == ("genset", [35733, 0xFFFF - 35733])
+    gen_state(peer, "stopped")
+
+
+def test_manual_during_a_remote_test_run_ends_it_with_a_result_that_says_so(sim: Any,
+                                                                           peer: Peer):
+    wait_for(lambda: (s := peer.last(f"{ROOT}/state")) and s["genset"]["ready"], 20,
+             "a ready generator")
+    send(peer, "gen_test", commands.sign(SITE, "gen_test", KEY, 1, {"minutes": 10}))
+    gen_state(peer, "running")
+    sim.physics.set_control_mode("manual")  # the technician on site takes over
+    r = wait_for(lambda: [x for x in results(peer) if x["result"] != "accepted"] or None, 20,
+                 "the test run's final result")
+    assert r[0]["result"] == "failed" and r[0]["why"] == "local:mode:manual"
+    assert len(sim.plant.control_writes) == 1  # no stop written over the person on site
