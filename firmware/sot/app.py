@@ -6,7 +6,6 @@ import gc
 
 from sot import hal
 from sot.bus import BusOwner
-from sot.command import Commands
 from sot.crisis import Crisis
 from sot.device import Device
 from sot.site import Site
@@ -157,7 +156,13 @@ def run(cfg, boot, reset, health):
     site.shop_open = flash.read("shop") != b"0"
     site.safe_mode = health["safe"]
     crisis = Crisis(flash, log=log)
-    commands = Commands(cfg, flash, site, log=log)
+    commands = None
+    if cfg["mqtt"].get("cmd_key"):
+        # Only a controller given a command key loads the command code (docs/commands.md):
+        # on the unix port the module's bytecode sits in the heap.
+        from sot.command import Commands
+
+        commands = Commands(cfg, flash, site, log=log)
     session = Session(cfg, hal, boot, reset, site, log=log, crisis=crisis, health=health,
                       commands=commands)
     gc.collect()  # the journal's scan of flash leaves garbage between the session's objects
