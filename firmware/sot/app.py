@@ -183,6 +183,8 @@ def run(cfg, boot, reset, health):
         uart = hal.Uart(b["port"], b["baud"])
         on_bus = [devices[d["name"]] for d in cfg["devices"] if d["bus"] == b["name"]]
         owners.append(BusOwner(b, on_bus, uart, log=log))
+        if commands is not None and site.genset in on_bus:
+            commands.owner = owners[-1]  # the genset's bus owner makes the command's writes
     panel = PanelTask(cfg, site, session, crisis, flash, sup, health)
 
     async def main():

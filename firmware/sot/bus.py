@@ -30,7 +30,6 @@ from sot.modbus.rtu import ModbusError, ModbusException
 MISSES_OFFLINE = 3
 SILENT_OFFLINE_MS = 5000
 REPROBE_MS = 10000
-WRITES_MAX = 2
 
 
 class NotVerified(Exception):
@@ -49,9 +48,7 @@ class BusOwner:
         self.cycles = 0
         self._last_slow = None
         self.checkin = _nothing  # the supervisor's check-in, once per round
-        self.writes = []  # [(dev, start, values, done(err))] run between polls, in order
-        for d in devices:
-            d.owner = self
+        self.writes = []  # coroutine functions f(owner) that write, run between polls in order
 
     def _changed(self, dev):
         if self.on_change:
@@ -171,29 +168,6 @@ class BusOwner:
             raise NotVerified(dev.name)
         return await self.master.write_registers(dev.unit, start, values, dev.tmin)
 
-    def queue_write(self, dev, start, values, done):
-        """Ask for a write from another task; this task makes it between two polls (one writer
-        on the bus) and calls done(None) or done(reason)."""
-        if len(self.writes) >= WRITES_MAX:
-            done("busy")
-            return
-        self.writes.append((dev, start, values, done))
-
-    async def _do_writes(self):
-        while self.writes:
-            dev, start, values, done = self.writes.pop(0)
-            try:
-                await self.write_registers(dev, start, values)
-                err = None
-            except NotVerified:
-                err = "unverified"
-            except ModbusException as e:
-                err = "exception:%d" % e.code
-            except ModbusError:
-                err = "no_answer"
-            self.log("I bus", self.name, "device", dev.name, "write", start, values, err or "ok")
-            done(err)
-
     async def run(self):
         while True:
             self.checkin()
@@ -203,7 +177,8 @@ class BusOwner:
             if slow_due:
                 self._last_slow = started
             for dev in self.devices:
-                await self._do_writes()
+                while self.writes:  # queued by sot/command.py: made here, one writer on the bus
+                    await self.writes.pop(0)(self)
                 await self.poll_device(dev, time.ticks_ms(), slow_due)
             self.cycles += 1
             spent = time.ticks_diff(time.ticks_ms(), started)

@@ -17,6 +17,9 @@ import binascii
 import hashlib
 import json
 
+from sot.bus import NotVerified
+from sot.modbus.rtu import ModbusError, ModbusException
+
 MAX_PAYLOAD = 512  # a signed command is ~250 bytes
 MAX_WINDOW_S = 300  # expires - issued
 SKEW_S = 30  # clock difference tolerated between the gateway and this controller
@@ -25,6 +28,7 @@ REFUSALS_PER_MIN = 4
 COUNTER_FILE = "cmdctr"
 NAMES = ("rebirth", "gen_start", "gen_stop", "gen_test")
 MAX_TEST_MIN = 120
+WRITES_MAX = 2  # queued on a bus owner at once
 START_TIMEOUT_S = 120  # a remote start that has not reached running by then failed
 
 
@@ -124,6 +128,13 @@ class Commands:
         self._told = False
         self.running = None  # [id, name, t0, minutes, ran] of the remote run being watched
         self.clock = clock or _epoch
+        self.owner = None  # the BusOwner of the genset's bus (set by the app): the only writer
+        # the genset's remote-control registers (its profile's [control]), or None
+        self.control = None
+        g = site.genset if site is not None else None
+        for d in cfg.get("devices", ()):
+            if g is not None and d["name"] == g.name:
+                self.control = d.get("control")
 
     def _load_counter(self):
         raw = self.flash.read(COUNTER_FILE)
@@ -254,9 +265,9 @@ class Commands:
         if why is None and self.running is not None and name != "gen_stop":
             why = "busy"  # one remote run at a time
         dev = self.site.genset if self.site is not None else None
-        ctl = dev.control if dev is not None else None
+        ctl = self.control
         key = ctl.get("stop" if name == "gen_stop" else "start") if ctl else None
-        if why is None and (key is None or dev.owner is None):
+        if why is None and (key is None or self.owner is None):
             why = "no_control"  # the profile describes no remote-control registers
         if why is not None:
             self._refuse(now, name, cid, why, True)
@@ -274,7 +285,26 @@ class Commands:
 
     def _write(self, dev, ctl, key, done):
         vals = [key, 0xFFFF - key] if ctl.get("complement") else [key]
-        dev.owner.queue_write(dev, ctl["register"], vals, done)
+        owner = self.owner
+        if len(owner.writes) >= WRITES_MAX:
+            done("busy")
+            return
+
+        async def write(owner):
+            # Run by the bus owner task between two polls (sot/bus.py): never a second writer.
+            try:
+                await owner.write_registers(dev, ctl["register"], vals)
+                err = None
+            except NotVerified:
+                err = "unverified"
+            except ModbusException as e:
+                err = "exception:%d" % e.code
+            except ModbusError:
+                err = "no_answer"
+            self.log("I cmd: write", dev.name, ctl["register"], vals, err or "ok")
+            done(err)
+
+        owner.writes.append(write)
 
     def _written(self, cid, name, run, err):
         now = self.clock()
@@ -324,6 +354,6 @@ class Commands:
             self._end(now, "failed", "no_start")
             return
         if name == "gen_test" and ran and now - t0 >= minutes * 60:
-            ctl = dev.control
+            ctl = self.control
             self.running = None
             self._write(dev, ctl, ctl["stop"], lambda err: self._written(cid, name, None, err))

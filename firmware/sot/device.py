@@ -12,8 +12,6 @@ class Device:
         self.points = cfg["points"]
         self.ident = cfg.get("ident") or ()
         self.tmin = cfg.get("tmin")
-        self.control = cfg.get("control")  # remote-control registers (profile [control]) or None
-        self.owner = None  # the BusOwner that polls it: the only way to write to it
         self.values = {}
         self.why = "no_data"  # why values are missing: no_data, offline or mismatch
         self.online = None  # None until the first poll decides

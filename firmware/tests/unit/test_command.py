@@ -10,6 +10,7 @@ from sot import hal
 from sot.command import (COUNTER_FILE, REFUSALS_PER_MIN, Commands, canonical, canonical_args,
                          equal, hmac_sha256)
 from sot.device import Device
+from sot.modbus.rtu import ModbusError
 
 KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 NOW = 1795444065
@@ -42,28 +43,46 @@ class _Site:
         self.gen = "stopped"
 
     def controlled(self):
-        """With the DSE profile's remote-control registers and a bus owner that records."""
-        self.genset.control = {"register": 4104, "complement": 1, "start": 35732, "stop": 35733}
-        self.genset.owner = _Owner()
+        """A bus owner that records (the genset's control registers come with the config)."""
+        self.genset.owner = _Owner()  # where the test finds it; make() hands it to Commands
         return self
 
 
 class _Owner:
-    """BusOwner.queue_write's interface: records the write and reports it made."""
+    """The BusOwner's write interface (its `writes` queue, run by its task between polls, and
+    write_registers); records the writes instead of sending them on a bus."""
 
     def __init__(self):
-        self.writes = []
+        self.writes = []  # the queue the bus task empties
+        self.made = []
         self.err = None
 
-    def queue_write(self, dev, start, values, done):
-        self.writes.append((start, values))
-        done(self.err)
+    def run_queue(self):
+        while self.writes:
+            f = self.writes.pop(0)
+            co = f(self)
+            try:
+                co.send(None)
+            except StopIteration:
+                pass
+
+    async def write_registers(self, dev, start, values):
+        self.made.append((start, values))
+        if self.err:
+            raise self.err
+
+
+CONTROL = {"register": 4104, "complement": 1, "start": 35732, "stop": 35733}
 
 
 def make(fl=None, site=None, key=KEY):
     out = []
-    c = Commands({"site": "are-kall", "mqtt": {"cmd_key": key}}, fl or flash(), site or _Site(),
-                 log=lambda *a: None, clock=lambda: NOW)
+    site = site or _Site()
+    owner = getattr(site.genset, "owner", None)
+    devs = [{"name": "genset", "control": CONTROL}] if owner is not None else []
+    c = Commands({"site": "are-kall", "mqtt": {"cmd_key": key}, "devices": devs}, fl or flash(),
+                 site, log=lambda *a: None, clock=lambda: NOW)
+    c.owner = owner
     c.result_cb = lambda ts, etype, data: out.append(data)
     return c, out
 
@@ -222,7 +241,9 @@ def test_remote_start_writes_key_and_complement_and_is_done_when_running():
     s = _Site().controlled()
     c, out = make(site=s)
     assert c.receive("gen_start", sign("gen_start", 1), NOW) == "accepted"
-    assert s.genset.owner.writes == [(4104, [35732, 0xFFFF - 35732])]
+    assert out == []  # queued: the bus owner task writes it between two polls
+    s.genset.owner.run_queue()
+    assert s.genset.owner.made == [(4104, [35732, 0xFFFF - 35732])]
     assert [r["result"] for r in out] == ["accepted"]
     c.tick(NOW + 2)
     assert len(out) == 1  # still starting
@@ -237,12 +258,14 @@ def test_switching_to_manual_during_a_test_run_ends_it_and_local_control_wins():
     s = _Site().controlled()
     c, out = make(site=s)
     assert c.receive("gen_test", sign("gen_test", 1, {"minutes": 5}), NOW) == "accepted"
+    s.genset.owner.run_queue()
     s.gen = "running"
     c.tick(NOW + 10)
     s.genset.values["control_mode"] = "manual"
     c.tick(NOW + 20)
     assert out[-1]["result"] == "failed" and out[-1]["why"] == "local:mode:manual"
-    assert len(s.genset.owner.writes) == 1  # no stop written: the person on site decides
+    s.genset.owner.run_queue()
+    assert len(s.genset.owner.made) == 1  # no stop written: the person on site decides
     c.tick(NOW + 30)
     assert len(out) == 2
 
@@ -251,6 +274,7 @@ def test_a_stop_pressed_on_site_ends_the_run_with_a_result_that_says_so():
     s = _Site().controlled()
     c, out = make(site=s)
     c.receive("gen_test", sign("gen_test", 1, {"minutes": 5}), NOW)
+    s.genset.owner.run_queue()
     s.gen = "running"
     c.tick(NOW + 10)
     s.gen = "stopped"
@@ -262,19 +286,23 @@ def test_a_test_run_is_stopped_after_its_minutes():
     s = _Site().controlled()
     c, out = make(site=s)
     c.receive("gen_test", sign("gen_test", 1, {"minutes": 2}), NOW)
+    s.genset.owner.run_queue()
     s.gen = "running"
     c.tick(NOW + 10)
     c.tick(NOW + 10 + 119)
-    assert len(s.genset.owner.writes) == 1
+    s.genset.owner.run_queue()
+    assert len(s.genset.owner.made) == 1
     c.tick(NOW + 10 + 120)
-    assert s.genset.owner.writes[-1] == (4104, [35733, 0xFFFF - 35733])
+    s.genset.owner.run_queue()
+    assert s.genset.owner.made[-1] == (4104, [35733, 0xFFFF - 35733])
     assert out[-1] == {"id": "c1", "name": "gen_test", "result": "done"}
 
 
 def test_a_failed_write_fails_the_command():
     s = _Site().controlled()
-    s.genset.owner.err = "no_answer"
+    s.genset.owner.err = ModbusError("timeout")
     c, out = make(site=s)
     assert c.receive("gen_start", sign("gen_start", 1), NOW) == "accepted"
+    s.genset.owner.run_queue()
     assert out[-1]["result"] == "failed" and out[-1]["why"] == "write:no_answer"
     assert c.running is None
