@@ -181,7 +181,9 @@ class Commands:
         cid = c.get("id")
         if not _ident_ok(cid, 32):
             cid = None
-        issued, expires, counter = c.get("issued"), c.get("expires"), c.get("counter")
+        issued = c.get("issued") or 0
+        expires = c.get("expires") or 0
+        counter = c.get("counter") or 0
         sig = c.get("sig")
         cargs = canonical_args(c.get("args", {}))
         if (cid is None or name is None or cargs is None or c.get("v") != 1
@@ -286,7 +288,7 @@ class Commands:
     def _write(self, dev, ctl, key, done):
         vals = [key, 0xFFFF - key] if ctl.get("complement") else [key]
         owner = self.owner
-        if len(owner.writes) >= WRITES_MAX:
+        if owner is None or len(owner.writes) >= WRITES_MAX:
             done("busy")
             return
 
