@@ -19,6 +19,8 @@ sot alerts [--all] [--db PATH]                            open alerts (--all: re
 sot ack ALERT [--by NAME] [--note TEXT] [--db PATH]       acknowledge an alert (id or key)
 sot user add NAME --role viewer|coordinator|admin [--password-file F]   add or change a user
 sot user list | sot user remove NAME                      dashboard users (kept in the database)
+sot cmd SITE NAME [--minutes N] [--load] [--wait S]       a signed command to a site
+                                                          (docs/commands.md)
 
 sites/alerts/ack/user work on the running gateway's database: the path from --config
 (config/gateway.toml) [store] path, or --db.
@@ -31,6 +33,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
     if getattr(args, "credentials", None):
         pw = json.loads(Path(args.credentials).read_text())
         mqtt = {"user": args.site, "password": pw[args.site]}
+        keys = Path(args.credentials).with_name("cmd-keys.json")  # `sot mqtt-auth` writes both
+        if keys.exists() and args.site in (k := json.loads(keys.read_text())):
+            mqtt["cmd_key"] = k[args.site]
     text = json.dumps(
         config.compile_site(sites[args.site], mqtt=mqtt), ensure_ascii=False,
         separators=(",", ":"),
@@ -66,15 +72,18 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_mqtt_auth(args: argparse.Namespace) -> int:
-    from gateway import mqttauth
+    from gateway import commands, mqttauth
 
     creds = mqttauth.passwords(config.load_sites(), Path(args.secrets),
                                gateway_workers=args.gateway_workers)
+    keys_file = Path(args.secrets).with_name("cmd-keys.json")
+    commands.cmd_keys(config.load_sites(), keys_file)
     out = Path(args.out)
     pw, acl = mqttauth.write_files(out, creds, port=args.port, host=args.host)
     gateways = mqttauth.gateway_users(args.gateway_workers)
     print(f"wrote {pw}, {acl} and {out / 'mosquitto.conf'} ({len(creds) - len(gateways)} sites "
-          f"+ {', '.join(gateways)}); passwords kept in {args.secrets}")
+          f"+ {', '.join(gateways)}); passwords kept in {args.secrets}, "
+          f"command keys in {keys_file}")
     print(f"Mosquitto: `mosquitto -c {out / 'mosquitto.conf'}` or copy it to "
           "/etc/mosquitto/conf.d/; the files must be readable by the `mosquitto` user")
     return 0
@@ -193,6 +202,68 @@ def _open_store(args: argparse.Namespace, create: bool = False) -> Any:
     if not path.exists() and not create:
         raise SystemExit(f"sot: no database at {path} (is the gateway running? --db PATH)")
     return SqliteStore(path)
+
+
+def _cmd_cmd(args: argparse.Namespace) -> int:
+    """Sign, record and publish one command straight to the broker, with a gateway worker's
+    account (not the running gateway's own: one account is one session); the running gateway
+    files the result from the site's journal into the same database."""
+    import paho.mqtt.client as mqtt
+
+    from gateway import commands
+
+    sites = config.load_sites()
+    if args.site not in sites:
+        print(f"sot cmd: no site '{args.site}'", file=sys.stderr)
+        return 2
+    if args.name not in commands.NAMES:
+        print(f"sot cmd: unknown command '{args.name}' ({', '.join(commands.NAMES)})",
+              file=sys.stderr)
+        return 2
+    cmd_args: dict[str, int | bool] = {}
+    if args.name == "gen_test":
+        cmd_args = {"minutes": args.minutes, "load": args.load}
+    keys = json.loads(Path(args.keys).read_text())
+    if args.site not in keys:
+        print(f"sot cmd: no command key for '{args.site}' in {args.keys} (run sot mqtt-auth)",
+              file=sys.stderr)
+        return 2
+    site_mqtt = sites[args.site].mqtt
+    host, port = args.mqtt_host or site_mqtt["host"], args.mqtt_port or site_mqtt["port"]
+    pw = Path(args.mqtt_password_file).read_text().splitlines()[0] \
+        if args.mqtt_password_file else ""
+    store = _open_store(args)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=args.mqtt_user)
+    client.username_pw_set(args.mqtt_user, pw)
+    try:
+        client.connect(host, port, keepalive=30)
+    except OSError as e:
+        print(f"sot cmd: broker {host}:{port} unreachable ({e}); nothing sent", file=sys.stderr)
+        return 1
+    client.loop_start()
+    try:
+        def publish(topic: str, payload: str) -> None:
+            info = client.publish(topic, payload, qos=1)
+            info.wait_for_publish(timeout=10)
+            if not info.is_published():
+                raise OSError("no PUBACK from the broker")
+
+        body = commands.send(store, publish, args.site, args.name, keys[args.site],
+                             args.by, cmd_args)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    print(f"{body['id']}: {args.name} to {args.site}, counter {body['counter']}, "
+          f"expires {_when(body['expires'])}")
+    deadline = time.time() + min(args.wait, body["expires"] - time.time() + 1)
+    while True:
+        rec = next(r for r in store.commands(args.site) if r["id"] == body["id"])
+        state, why = commands.status(rec, time.time())
+        if state not in ("sent", "accepted") or time.time() >= deadline:
+            break
+        time.sleep(0.5)
+    print(f"{body['id']}: {commands.LABELS[state]}" + (f" ({why})" if why else ""))
+    return 0 if state == "done" else 1
 
 
 def _when(ts: float | None) -> str:
@@ -467,6 +538,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds to wait for the firmware's boot line after the reset")
     pd.set_defaults(func=_cmd_deploy)
 
+    p = sub.add_parser("cmd", help="a signed command to a site (docs/commands.md)")
+    p.add_argument("site")
+    p.add_argument("name", help="rebirth, gen_start, gen_stop or gen_test")
+    p.add_argument("--minutes", type=int, default=15, help="gen_test: minutes (1-120)")
+    p.add_argument("--load", action="store_true", help="gen_test: on load (if the site allows)")
+    p.add_argument("--by", default="cli", help="who sends it, for the audit log")
+    p.add_argument("--wait", type=float, default=60.0,
+                   help="seconds to wait for the result (at most until the command expires)")
+    p.add_argument("--keys", default="var/mqtt/cmd-keys.json")
+    p.add_argument("--mqtt-host", default=None)
+    p.add_argument("--mqtt-port", type=int, default=None)
+    p.add_argument("--mqtt-user", default="sot-gateway-2",
+                   help="a gateway worker account (sot mqtt-auth --gateway-workers 2)")
+    p.add_argument("--mqtt-password-file", default=None)
+    store_args(p)
+    p.set_defaults(func=_cmd_cmd)
     # sot commission (host tooling, docs/commissioning.md)
     p = sub.add_parser("commission", help="on-site commissioning checklist and report")
     p.add_argument("--site", required=True, help="the site's config, config/sites/X.toml")

@@ -180,6 +180,10 @@ class Profile:
     path: Path = field(compare=False)
     identity: dict[str, Any] = field(default_factory=dict)
     min_timeout_ms: int | None = None
+    # [control]: the controller's remote-control registers (docs/commands.md): `register` gets
+    # the function's key and, with `complement`, register + 1 gets 0xFFFF - key in one write;
+    # `start`/`stop`/`auto` are the keys. None: the device takes no commands.
+    control: dict[str, int] | None = None
 
     def point(self, name: str) -> Point:
         for p in self.points:
@@ -221,7 +225,7 @@ class Profile:
 
 def load_profile(path: Path) -> Profile:
     data = _load_toml(path)
-    top = _Reader(path, "file", data, {"profile", "point", "identity"})
+    top = _Reader(path, "file", data, {"profile", "point", "identity", "control"})
     head = _Reader(
         path,
         "[profile]",
@@ -397,6 +401,16 @@ def load_profile(path: Path) -> Profile:
         if not (is_int or is_list or is_prefix):
             raise ir.fail(key, "must be a raw integer, a list of them, or (str point) a prefix")
         identity[key] = expect
+    control = None
+    if "control" in top.table:
+        cr = _Reader(path, "[control]", top.get("control", dict),
+                     {"register", "complement", "start", "stop", "auto", "source"})
+        control = {"register": cr.get("register", int, lo=0, hi=65534),
+                   "complement": int(cr.get("complement", bool, False))}
+        for k in ("start", "stop", "auto"):
+            if k in cr.table:
+                control[k] = cr.get(k, int, lo=0, hi=65535)
+        cr.get("source", str)
     return Profile(
         id=pid,
         kind=kind,
@@ -409,6 +423,7 @@ def load_profile(path: Path) -> Profile:
         path=path,
         identity=identity,
         min_timeout_ms=head.get("min_timeout_ms", int, None, lo=10, hi=10000),
+        control=control,
     )
 
 
@@ -894,6 +909,7 @@ def compile_device(dev: Device) -> dict[str, Any]:
             [k, v if isinstance(v, (list, str)) else [v]] for k, v in dev.profile.identity.items()
         ],
         "tmin": dev.profile.min_timeout_ms,
+        **({"control": dev.profile.control} if dev.profile.control else {}),
     }
 
 

@@ -477,6 +477,12 @@ class Ingest:
                    else self.store.add_crisis_ack(site, msg, received))
             if new:
                 self.accepted[subtopic] += 1
+                if subtopic == "event" and msg.get("type") == "cmd_result":
+                    # every command result in the audit log, once (docs/commands.md)
+                    d = msg["data"]
+                    self.store.add_audit(received, site, "cmd_result",
+                                         f"{site}/{d.get('name')}/{d.get('id')}",
+                                         f"{d['result']} {d.get('why') or ''}".strip())
                 return Result("stored", site, subtopic)
             self.duplicates[subtopic] += 1
             return Result("duplicate", site, subtopic)

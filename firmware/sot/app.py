@@ -54,6 +54,8 @@ async def site_loop(site, session, site_id, sup, heap):
         for etype, data in site.update(now):
             log("I", site_id, "event", etype, data)
             session.event(now, etype, data)
+        if session.commands is not None:
+            session.commands.tick(now)  # a remote run: local control wins, a test run ends
         d = site.discrete()
         if d != last:
             last = d
@@ -154,7 +156,15 @@ def run(cfg, boot, reset, health):
     site.shop_open = flash.read("shop") != b"0"
     site.safe_mode = health["safe"]
     crisis = Crisis(flash, log=log)
-    session = Session(cfg, hal, boot, reset, site, log=log, crisis=crisis, health=health)
+    commands = None
+    if cfg["mqtt"].get("cmd_key"):
+        # Only a controller given a command key loads the command code (docs/commands.md):
+        # on the unix port the module's bytecode sits in the heap.
+        from sot.command import Commands
+
+        commands = Commands(cfg, flash, site, log=log)
+    session = Session(cfg, hal, boot, reset, site, log=log, crisis=crisis, health=health,
+                      commands=commands)
     gc.collect()  # the journal's scan of flash leaves garbage between the session's objects
     if health["safe"]:
         log("W supervisor: SAFE MODE after", health["resets"], "watchdog resets; hung:",
@@ -173,6 +183,8 @@ def run(cfg, boot, reset, health):
         uart = hal.Uart(b["port"], b["baud"])
         on_bus = [devices[d["name"]] for d in cfg["devices"] if d["bus"] == b["name"]]
         owners.append(BusOwner(b, on_bus, uart, log=log))
+        if commands is not None and site.genset in on_bus:
+            commands.owner = owners[-1]  # the genset's bus owner makes the command's writes
     panel = PanelTask(cfg, site, session, crisis, flash, sup, health)
 
     async def main():

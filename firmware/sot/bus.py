@@ -48,6 +48,7 @@ class BusOwner:
         self.cycles = 0
         self._last_slow = None
         self.checkin = _nothing  # the supervisor's check-in, once per round
+        self.writes = []  # coroutine functions f(owner) that write, run between polls in order
 
     def _changed(self, dev):
         if self.on_change:
@@ -176,6 +177,8 @@ class BusOwner:
             if slow_due:
                 self._last_slow = started
             for dev in self.devices:
+                while self.writes:  # queued by sot/command.py: made here, one writer on the bus
+                    await self.writes.pop(0)(self)
                 await self.poll_device(dev, time.ticks_ms(), slow_due)
             self.cycles += 1
             spent = time.ticks_diff(time.ticks_ms(), started)

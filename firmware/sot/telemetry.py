@@ -60,7 +60,8 @@ class _Out:
 
 
 class Session:
-    def __init__(self, cfg, hal, boot, reset_cause, site, log=print, crisis=None, health=None):
+    def __init__(self, cfg, hal, boot, reset_cause, site, log=print, crisis=None, health=None,
+                 commands=None):
         self.cfg = cfg
         self.hal = hal
         self.boot = boot
@@ -97,6 +98,11 @@ class Session:
         self.connected = False
         if crisis is not None:
             crisis.on_refuse = self._crisis_refused
+        # Signed commands (sot/command.py): each result is journalled as a `cmd_result` event.
+        self.commands = commands
+        if commands is not None:
+            commands.result_cb = self.event
+            commands.rebirth_cb = self._rebirth
 
     # --- producers (site loop) -----------------------------------------------------------------
 
@@ -137,9 +143,11 @@ class Session:
             except (ValueError, KeyError, TypeError):
                 self.log("W telemetry: bad ack", bytes(payload[:64]))
         elif topic == self.root + "/rebirth":
-            self.rebirth = True
-            self._restart_replay()  # the gateway saw a gap: send the unacknowledged again
-            self.wake.set()
+            self._rebirth()
+        elif self.commands is not None and topic.startswith(self.root + "/cmd/"):
+            name = topic[len(self.root) + 5:]
+            if "/" not in name:  # not a result (cmd/<name>/result is the site's own)
+                self.commands.receive(name, payload, self.hal.epoch())
         elif topic == "sot/v1/gateway/status":
             online = b'"offline"' not in bytes(payload)  # empty (withdrawn) counts as online
             if online and not self.gateway_online:
@@ -151,6 +159,11 @@ class Session:
             mid = topic[len(self.root) + 8:]
             if "/" not in mid and self.crisis.receive(mid, payload, self.hal.epoch()):
                 self.log("I crisis: message", mid, "withdrawn" if not payload else "received")
+
+    def _rebirth(self):
+        self.rebirth = True
+        self._restart_replay()  # the gateway saw a gap: send the unacknowledged again
+        self.wake.set()
 
     # --- uplink ---------------------------------------------------------------------------------
 
@@ -224,6 +237,8 @@ class Session:
         await self.client.subscribe("sot/v1/gateway/status", 1)
         if self.crisis is not None:
             await self.client.subscribe(self.root + "/crisis/+", 1)
+        if self.commands is not None:
+            await self.client.subscribe(self.root + "/cmd/+", 1)
         await self._send("status", {"state": "online", "bdseq": self.bdseq}, retain=True)
         await self._birth()
         await self._state()

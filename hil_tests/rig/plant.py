@@ -12,7 +12,10 @@ profile may use both):
 - any request touching an address outside those blocks gets exception 2 (illegal data
   address), as ComAp and other strict controllers answer;
 - writes (functions 5, 6, 15, 16, ...) and coil/discrete-input reads get exception 1: the
-  profiles describe read-only measurements.
+  profiles describe read-only measurements; except a function-16 write of a profile's
+  `[control]` registers (the system control key and its complement, docs/commands.md), which
+  is served, recorded in `control_writes` and handed to the `on_control` listeners (the
+  scenario physics starts or stops the set) when the complement matches.
 
 The register values live in the plant (`set`, `get`, `set_raw`, `get_raw`), not in pymodbus:
 the `SimDevice.action` hook copies the requested registers into pymodbus' block before each
@@ -156,6 +159,9 @@ class SimulatedDevice:
         self.device = device
         self.powered = True
         self.blocks = device.profile.blocks()
+        ctl = device.profile.control
+        if ctl:  # the remote-control registers: written, never polled
+            self.blocks.append((3, ctl["register"], 2 if ctl["complement"] else 1, 0))
         self.base: dict[int, int] = {}
         self.image: dict[int, list[int]] = {}
         for fc in REGISTER_FUNCTIONS:
@@ -217,6 +223,8 @@ class Plant:
         self._servers: dict[str, ModbusSerialServer] = {}
         self._tickers: list[Callable[[float], None]] = []
         self._tick_task: asyncio.Task[None] | None = None
+        self.control_writes: list[tuple[str, list[int]]] = []
+        self._control: list[Callable[[str, int], None]] = []
         self.running = False
         for sd in self.devices.values():
             for p in sd.device.profile.points:
@@ -288,6 +296,22 @@ class Plant:
     def on_tick(self, fn: Callable[[float], None]) -> None:
         """Call `fn(now)` every `tick_s` in the plant's loop (now: the loop's monotonic clock)."""
         self._tickers.append(fn)
+
+    def on_control(self, fn: Callable[[str, int], None]) -> None:
+        """fn(device, key) for every valid remote-control write (key and complement agree)."""
+        self._control.append(fn)
+
+    def _control_write(self, sd: SimulatedDevice, address: int,
+                       values: list[int]) -> ExcCodes | None:
+        ctl = sd.device.profile.control
+        n = 2 if ctl and ctl["complement"] else 1
+        if not ctl or address != ctl["register"] or len(values) != n:
+            return ExcCodes.ILLEGAL_FUNCTION
+        self.control_writes.append((sd.device.name, list(values)))
+        if n == 1 or values[0] + values[1] == 0xFFFF:
+            for fn in self._control:
+                fn(sd.device.name, values[0])
+        return None
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -372,6 +396,8 @@ class Plant:
         pymodbus has already checked the address range against the served blocks. `registers`
         is the whole table of this function code, starting at `start_address` (== base).
         """
+        if set_values is not None and function_code == 16:
+            return self._control_write(sd, address, [int(v) for v in set_values])
         if set_values is not None or function_code not in REGISTER_FUNCTIONS:
             return ExcCodes.ILLEGAL_FUNCTION
         off = address - sd.base[function_code]

@@ -96,7 +96,10 @@ class PlantPhysics:
         self._run_raw = self._raw("run_hours")
         if self._state == "running":
             self._engine_values(running=True)
+        self._remote: str | None = None  # "start"/"stop" asked through the control registers
+        self._remote_run = False  # running because of a remote start: the grid does not stop it
         plant.on_tick(self.step)
+        plant.on_control(self._on_control)
 
     # --- scenario controls ---
 
@@ -115,6 +118,14 @@ class PlantPhysics:
             raise ValueError(f"control mode must be auto, manual or off, got {mode!r}")
         self.plant.set(self.genset, "control_mode", mode)
         self._reset_latch = True
+
+    def _on_control(self, device: str, key: int) -> None:
+        """A remote-control write the controller accepted (plant thread; a single assignment)."""
+        ctl = self.plant.devices[device].device.profile.control or {}
+        if device == self.genset and key == ctl.get("start"):
+            self._remote = "start"
+        elif device == self.genset and key == ctl.get("stop"):
+            self._remote = "stop"
 
     # --- state ---
 
@@ -159,6 +170,17 @@ class PlantPhysics:
         mode = self.control_mode
         auto = mode == "auto"
         state = self._state
+        remote, self._remote = self._remote, None
+        if remote == "start" and auto and state == "stopped":  # a remote start (Auto only)
+            self._remote_run = True
+            self._start_due = None
+            self._crank(now)
+            state = self._state
+        elif remote == "stop" and self._remote_run and state in ("starting", "running"):
+            self._remote_run = False
+            self._cool_end = now + self.cooldown_s
+            self._set_state("cooling")
+            state = self._state
         if state == "stopped":
             if auto and not self._grid and not self._failed:
                 if self._start_due is None:
@@ -174,7 +196,7 @@ class PlantPhysics:
             if now >= self._crank_end:
                 self._end_crank()
         elif state == "running":
-            if auto and self._grid:
+            if auto and self._grid and not self._remote_run:
                 if self._return_due is None:
                     self._return_due = now + self.return_delay_s
                 elif now >= self._return_due:
@@ -184,7 +206,7 @@ class PlantPhysics:
             else:
                 self._return_due = None
         elif state == "cooling":
-            if not self._grid:
+            if not self._grid and not (self._remote_run or remote == "stop"):
                 self._set_state("running")
             elif now >= self._cool_end:
                 self._stop()
@@ -235,6 +257,7 @@ class PlantPhysics:
             self._genset_set("battery_voltage", self._battery_before_crank)
             self._battery_before_crank = None
         self._start_due = self._return_due = None
+        self._remote_run = False
         self._set_state("stopped")
         self._engine_values(running=False)
 
