@@ -40,8 +40,7 @@ class Conn:
 
     def __init__(self, broker: Broker, client_id: str, user: str | None, *,
                  clean: bool = True) -> None:
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             clean_session=clean)
+        self.c = broker.client(client_id, clean_session=clean)
         self.result: tuple[Any, bool] | None = None
         self.closed = threading.Event()
         self._acked = threading.Event()

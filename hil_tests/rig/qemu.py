@@ -233,6 +233,7 @@ class QemuFirmware:
         self._buttons = -1
         self._reader: threading.Thread | None = None
         self._stop = threading.Event()
+        self.modem: Any = None  # the board's TLS stand-in (rig/tcpproxy.py TlsModem)
 
     def start(self) -> QemuFirmware:
         from gateway import config, firmware
@@ -241,7 +242,15 @@ class QemuFirmware:
         compiled = config.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
         text = config.to_json({**compiled, **self.extra_config}).encode()
         bus = next(iter(self.bus_ports.values()))
-        broker = f"tcp:{self.mqtt['host']}:{self.mqtt['port']},reconnect=1"
+        port = self.mqtt["port"]
+        if self.mqtt.get("ca"):
+            # No TLS on this board: its UART2 is a modem that does TLS (hal/qemu.py), played by
+            # a verifying TLS client on 127.0.0.1 holding the same CA.
+            from .tcpproxy import TlsModem
+
+            self.modem = TlsModem(port, self.mqtt["ca"], self.mqtt["host"])
+            port = self.modem.port
+        broker = f"tcp:127.0.0.1:{port},reconnect=1"
         self.board = QemuBoard(firmware.build_qemu(), serials=(bus, broker, "pty"))
         self.board.start()
         board = self.board
@@ -310,6 +319,9 @@ class QemuFirmware:
         if self.board is not None:
             self.board.stop()
             self.board = None
+        if self.modem is not None:
+            self.modem.close()
+            self.modem = None
 
     kill = stop
 
