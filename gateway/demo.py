@@ -151,7 +151,8 @@ async def run(
         url = f"http://127.0.0.1:{gateway.http_port}/"
         print(
             f"""
-SOT-punkt demo: {len(sims)} sites, Mosquitto on 127.0.0.1:{broker.port} (MQTT över TLS / over TLS only)
+SOT-punkt demo: {len(sims)} sites, Mosquitto on 127.0.0.1:{broker.port}
+  MQTT endast över TLS / over TLS only, port {broker.port}
   CA-certifikat / CA certificate: {broker.ca}
     (e.g. mosquitto_sub --cafile {broker.ca} -h 127.0.0.1 -p {broker.port} -u USER -P PW -t '#')
   Översikt / overview:  {url}

@@ -115,7 +115,7 @@ def init(out: Path, *, hosts: Iterable[str] = (), ips: Iterable[str] = (),
     """Create (or keep) the CA in `out` and issue the broker's certificate. Returns the paths
     {"ca", "ca_key", "cert", "key"}."""
     out.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     paths = {"ca": out / "ca.crt", "ca_key": out / "ca.key", "cert": out / "broker.crt",
              "key": out / "broker.key"}
     if paths["ca"].exists() and paths["ca_key"].exists():

@@ -8,7 +8,6 @@ import json
 import time
 import urllib.request
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from hil_tests.conftest import wait_for

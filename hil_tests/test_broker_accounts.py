@@ -17,7 +17,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from gateway import mqttauth

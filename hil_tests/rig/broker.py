@@ -23,14 +23,13 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import ssl
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-
 from typing import Any
 
 from .proc import stop_process
