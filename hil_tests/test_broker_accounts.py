@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from gateway import mqttauth
@@ -231,7 +232,7 @@ def test_the_files_sot_mqtt_auth_writes_run_mosquitto_as_written(tmp_path: Path)
     import tempfile
 
     from gateway.cli import main
-    from hil_tests.rig.broker import find_mosquitto, free_port
+    from hil_tests.rig.broker import client_tls, find_mosquitto, free_port
     from hil_tests.rig.proc import stop_process
 
     out = Path(tempfile.mkdtemp(prefix="sot-mqtt-auth-"))  # Mosquitto's own user must reach it
@@ -241,13 +242,20 @@ def test_the_files_sot_mqtt_auth_writes_run_mosquitto_as_written(tmp_path: Path)
     log = tmp_path / "mosquitto.log"
     proc = None
     try:
+        pki = out / "pki"
+        assert main(["pki", "init", "--out", str(pki)]) == 0
         assert main(["mqtt-auth", "--out", str(out), "--secrets", str(secrets),
-                     "--port", str(port), "--host", "127.0.0.1"]) == 0
+                     "--port", str(port), "--host", "127.0.0.1", "--pki", str(pki)]) == 0
         with open(log, "wb") as f:
             proc = subprocess.Popen([find_mosquitto(), "-c", str(out / "mosquitto.conf")],
                                     stdout=f, stderr=f, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        broker = SimpleNamespace(host="127.0.0.1", port=port,
+        def client(client_id: str = "", **kw: Any) -> mqtt.Client:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, **kw)
+            client_tls(c, pki / "ca.crt")  # the CA `sot pki init` made
+            return c
+
+        broker = SimpleNamespace(host="127.0.0.1", port=port, client=client,
                                  auth=json.loads(secrets.read_text()))
         wait_for(lambda: proc.poll() is None and _listening(port), 10,
                  f"mosquitto on the generated config: {log.read_text(errors='replace')}")
