@@ -34,6 +34,7 @@ def kib(n: float) -> str:
 
 def section(res: soak.SoakResult, m: dict[str, str], time_scale: float) -> str:
     budget = res.heap_budget
+    tls_budget = f"{BOARD_HEAP_KIB} KiB x {WORD_FACTOR} + {TLS_HEAP_KIB} KiB for TLS"
     acts = ", ".join(f"{k} {v}" for k, v in sorted(res.actions.items()))
     return f"""## {SECTION}
 
@@ -46,7 +47,7 @@ minutes (plant clock x{time_scale:g}; polling every 200 ms, a state every 5 s): 
 
 | unix port (64-bit), firmware from the ROMFS image | |
 |---|---|
-| heap budget (ROMFS image not counted; {BOARD_HEAP_KIB} KiB x {WORD_FACTOR} + {TLS_HEAP_KIB} KiB for TLS) | {kib(budget)} KiB |
+| heap budget (ROMFS image not counted; {tls_budget}) | {kib(budget)} KiB |
 | live after start-up | {kib(res.start_live)} KiB |
 | **peak live** ({res.samples} samples, after a collection) | **{kib(res.peak_live)} KiB** |
 | least free after a collection | {kib(res.min_free)} KiB |
