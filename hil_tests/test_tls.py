@@ -106,3 +106,41 @@ def test_gateway_refuses_a_broker_it_cannot_verify(odd_broker: Broker, tmp_path:
         assert mqttauth.GATEWAY_USER not in clients_seen(odd_broker)
     finally:
         gw.stop()
+
+
+def _connect_through(modem_port: int, user: str, password: str) -> bytes:
+    """A plaintext MQTT CONNECT into the qemu board's TLS modem stand-in; the first bytes back."""
+    import socket
+    import struct
+
+    def s(x: str) -> bytes:
+        return struct.pack("!H", len(x.encode())) + x.encode()
+
+    body = s("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 30) + s("x") + s(user) + s(password)
+    with socket.create_connection(("127.0.0.1", modem_port), timeout=5) as c:
+        c.sendall(bytes([0x10, len(body)]) + body)
+        try:
+            return c.recv(4)
+        except OSError:
+            return b""
+
+
+@pytest.mark.parametrize("odd_broker", ["other-ca", "plaintext"], indirect=True)
+def test_the_qemu_boards_tls_modem_verifies_the_broker(broker: Broker, odd_broker: Broker):
+    """The 32-bit qemu board has no TLS; the rig's modem stand-in does it for the board
+    (rig/tcpproxy.py TlsModem): through it the board's plaintext CONNECT reaches the real broker
+    over TLS, and a broker it cannot verify never sees it."""
+    from hil_tests.rig.tcpproxy import TlsModem
+
+    user = mqttauth.GATEWAY_USER
+    good = TlsModem(broker.port, broker.ca)
+    try:
+        assert _connect_through(good.port, user, broker.auth[user]) == b"\x20\x02\x00\x00"  # type: ignore[index]
+    finally:
+        good.close()
+    bad = TlsModem(odd_broker.port, odd_broker.ca)
+    try:
+        assert _connect_through(bad.port, user, odd_broker.auth[user]) == b""  # type: ignore[index]
+        assert user not in clients_seen(odd_broker)
+    finally:
+        bad.close()

@@ -240,16 +240,18 @@ class QemuFirmware:
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         compiled = config.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
-        text = config.to_json({**compiled, **self.extra_config}).encode()
-        bus = next(iter(self.bus_ports.values()))
         port = self.mqtt["port"]
         if self.mqtt.get("ca"):
             # No TLS on this board: its UART2 is a modem that does TLS (hal/qemu.py), played by
-            # a verifying TLS client on 127.0.0.1 holding the same CA.
+            # a verifying TLS client on 127.0.0.1 holding the same CA. The CA is the modem's,
+            # so the board's own config goes without it.
             from .tcpproxy import TlsModem
 
             self.modem = TlsModem(port, self.mqtt["ca"], self.mqtt["host"])
             port = self.modem.port
+            compiled["mqtt"].pop("ca", None)
+        text = config.to_json({**compiled, **self.extra_config}).encode()
+        bus = next(iter(self.bus_ports.values()))
         broker = f"tcp:127.0.0.1:{port},reconnect=1"
         self.board = QemuBoard(firmware.build_qemu(), serials=(bus, broker, "pty"))
         self.board.start()

@@ -202,7 +202,8 @@ async def open_connection(host, port, ca=None):
     TLS: this board has no network and no `tls` module. UART2 plays a modem that terminates TLS
     itself (as cellular modems with TLS offload do): the rig's stand-in for it
     (hil_tests/rig/tcpproxy.py, TlsModem) holds the same CA and verifies the broker's
-    certificate; `ca` is therefore not used here. The bytes on the UART are plaintext MQTT."""
+    certificate; the CA is the modem's, so the board's config carries none and `ca` is None
+    here. The bytes on the UART are plaintext MQTT."""
     line = _Line(2)
     while line.read_byte() >= 0:
         pass
