@@ -499,7 +499,7 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
     )
     mqtt = {
         "host": m.get("host", str, "127.0.0.1"),
-        "port": m.get("port", int, 1883, lo=1, hi=65535),
+        "port": m.get("port", int, 8883, lo=1, hi=65535),
         "keepalive_s": m.get("keepalive_s", int, 30, lo=5, hi=600),
         "heartbeat_s": m.get("heartbeat_s", int, 30, lo=5, hi=3600),
         "user": m.get("user", str, None),

@@ -58,7 +58,7 @@ from .web import make_app
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "mqtt": {"host": "127.0.0.1", "port": 1883, "client_id": "sot-gateway", "keepalive_s": 30,
+    "mqtt": {"host": "127.0.0.1", "port": 8883, "client_id": "sot-gateway", "keepalive_s": 30,
              "user": None, "password": None, "ca": None},
     "http": {"host": "127.0.0.1", "port": 8080},
     "store": {"path": "var/sot.sqlite3"},
