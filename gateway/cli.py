@@ -87,6 +87,9 @@ def _cmd_mqtt_auth(args: argparse.Namespace) -> int:
               "broker listens with TLS only)", file=sys.stderr)
         return 2
     pw, acl = mqttauth.write_files(out, creds, port=args.port, host=args.host, tls=tls)
+    from gateway import pki
+
+    pki.give_key_to_mosquitto(tls["key"])  # as root: Mosquitto reads it after dropping privileges
     gateways = mqttauth.gateway_users(args.gateway_workers)
     print(f"wrote {pw}, {acl} and {out / 'mosquitto.conf'} ({len(creds) - len(gateways)} sites "
           f"+ {', '.join(gateways)}); passwords kept in {args.secrets}")

@@ -131,11 +131,11 @@ def init(out: Path, *, hosts: Iterable[str] = (), ips: Iterable[str] = (),
                         _dedup([*ips, *DEFAULT_IPS]), now)
     _write(paths["key"], _key_pem(key), 0o600)
     _write(paths["cert"], cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    _give_to_mosquitto(paths["key"])
+    give_key_to_mosquitto(paths["key"])
     return paths
 
 
-def _give_to_mosquitto(path: Path) -> None:
+def give_key_to_mosquitto(path: Path) -> None:
     """Run as root, Mosquitto reads its key after dropping to the `mosquitto` user: group
     `mosquitto`, mode 0640. Otherwise the key stays 0600 for the user who runs Mosquitto."""
     if os.geteuid() != 0:
