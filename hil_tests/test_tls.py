@@ -118,6 +118,7 @@ def _connect_through(modem_port: int, user: str, password: str) -> bytes:
 
     body = s("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 30) + s("x") + s(user) + s(password)
     with socket.create_connection(("127.0.0.1", modem_port), timeout=5) as c:
+        time.sleep(1.0)  # qemu connects at power-up; the board's CONNECT comes after its boot
         c.sendall(bytes([0x10, len(body)]) + body)
         try:
             return c.recv(4)

@@ -50,7 +50,11 @@ class FreezableProxy:
                     continue
                 r, _, _ = select.select([a, b], [], [], 0.05)
                 for s in r:
-                    data = s.recv(65536)
+                    try:
+                        data = s.recv(65536)
+                    except (TimeoutError, ssl.SSLWantReadError):
+                        # a TLS record that was no data (a TLS 1.3 session ticket)
+                        continue
                     if not data:
                         return
                     # A TLS socket may hold decrypted bytes that select() does not report.
@@ -98,5 +102,8 @@ class TlsModem(FreezableProxy):
         except (OSError, ssl.SSLError):
             raw.close()
             raise
-        u.settimeout(None)
+        # Not blocking for long: select() reports the socket readable for TLS records that carry
+        # no data (TLS 1.3 session tickets); a blocking recv() would then wait for the broker's
+        # next message while the board's CONNECT sits unforwarded.
+        u.settimeout(0.2)
         return u
