@@ -67,15 +67,16 @@ TLS is on (the controller verifies the broker with MicroPython's `tls`, mbedTLS,
 (the context with the parsed CA 3.0 KiB, one connection 2.6 KiB; measured with `gc.mem_free()`
 around `asyncio.open_connection(..., ssl=ctx)`); mbedTLS's record buffers (16 KiB in, 4 KiB out
 in MicroPython's mbedTLS configuration) come from the C heap here (the unix port's mbedTLS uses
-calloc), as they come from ESP-IDF's own heap on an ESP32. The rig gives the unix heap {TLS_HEAP_KIB} KiB more for TLS (`TLS_HEAP_KIB` in
-hil_tests/rig/dut.py); without it the firmware peaked at 122.3 KiB of 128 KiB with 3.3 KiB least
-free and hit MemoryErrors in a 2-hour run. On a 32-bit board the objects should take roughly
-half those bytes (an estimate, not measured) out of its 64 KiB (15.6 KiB least free in the board
-run below, which has no TLS). On bare-metal builds (RP2040 among them) MicroPython's mbedTLS
-configuration allocates from the MicroPython heap (`m_tracked_calloc`): there the 20 KiB of
-record buffers come on top and do not fit a 64 KiB budget without smaller buffers
-(`MBEDTLS_SSL_IN_CONTENT_LEN`) - open work. The 32-bit qemu board has no TLS at all (no network, no `tls`
-module): its TLS is done by the rig's modem stand-in, so no board figure with TLS exists yet.
+calloc), as they come from ESP-IDF's own heap on an ESP32. The rig gives the unix heap
+{TLS_HEAP_KIB} KiB more for TLS (`TLS_HEAP_KIB` in hil_tests/rig/dut.py); without it the
+firmware peaked at 122.3 KiB of 128 KiB with 3.3 KiB least free and hit MemoryErrors in a
+2-hour run. On a 32-bit board the objects should take roughly half those bytes (an estimate,
+not measured) out of its 64 KiB (15.6 KiB least free in the board run below, which has no TLS).
+On bare-metal builds (RP2040 among them) MicroPython's mbedTLS configuration allocates from the
+MicroPython heap (`m_tracked_calloc`): there the 20 KiB of record buffers come on top and do not
+fit a 64 KiB budget without smaller buffers (`MBEDTLS_SSL_IN_CONTENT_LEN`), which is open work.
+The 32-bit qemu board has no TLS at all (no network, no `tls` module): its TLS is done by the
+rig's modem stand-in, so no board figure with TLS exists yet.
 """
 
 
