@@ -14,6 +14,7 @@ demo: setup
 
 # The firmware's unit tests and a storm day also run on the 32-bit qemu board (--board: the ARM
 # toolchain and qemu; the image is built once and cached in build/, docs/firmware-build.md).
+# Lint and type checks are tests too (gateway/tests/test_lint.py): a finding fails make test.
 test:
 	@scripts/bootstrap.sh --browser --board
 	$(BIN)/python -m pytest $(ARGS)
@@ -49,8 +50,14 @@ bench-crisis: setup
 bench-journal: setup
 	$(BIN)/python -m hil_tests.bench.bench_journal $(ARGS)
 
+# The checks make test also runs (as gateway/tests/test_lint.py and
+# firmware/tests/test_hal_boundary.py), on their own and in seconds: ruff on all Python (firmware/
+# with its MicroPython settings, firmware/ruff.toml), mypy on gateway/ and hil_tests/, and that
+# only firmware/sot/hal/ imports machine, network or termios. docs/architecture.md, "Checks".
 lint: setup
-	$(BIN)/ruff check gateway hil_tests
+	$(BIN)/ruff check firmware gateway hil_tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider firmware/tests/test_hal_boundary.py
 
 firmware: setup
 	$(BIN)/sot firmware build

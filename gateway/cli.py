@@ -16,6 +16,10 @@ sot mqtt-auth --out DIR [--secrets FILE] [--gateway-workers N] [--port P] [--hos
                                                           account, TLS only with D's certificate)
 sot firmware build [--board unix|esp32|rp2|qemu]          .mpy files for the board (and for
                                                           qemu its image) in build/firmware/<board>/
+sot firmware deploy --port P --site FILE [--credentials F]  config (+ .mpy unless frozen) onto a
+                                                          board with mpremote, hash checked, reset
+sot commission --site FILE --target sim|board [--board-port P] [--answers F] [--out DIR]
+                                                          on-site checklist, report HTML + PDF
 sot sites [--db PATH]                                     every site: connection, mode, fuel
 sot alerts [--all] [--db PATH]                            open alerts (--all: recent of any kind)
 sot ack ALERT [--by NAME] [--note TEXT] [--db PATH]       acknowledge an alert (id or key)
@@ -130,6 +134,90 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
     if not args.march and args.board == "qemu":
         print(f"image: {out / firmware.QEMU_IMAGE} (docs/firmware-build.md: how to run it)")
     return 0
+
+
+# --- sot commission (host tooling: docs/commissioning.md) ---------------------------------------
+
+
+def _cmd_commission(args: argparse.Namespace) -> int:
+    from gateway import commission
+
+    site = config.load_site(Path(args.site), config.load_profiles())
+    answers = commission.Answers(commission.load_answers(Path(args.answers))
+                                 if args.answers else None)
+    login = None
+    if args.mqtt_user:
+        pw = Path(args.mqtt_password_file).read_text().splitlines()[0] \
+            if args.mqtt_password_file else ""
+        login = {"user": args.mqtt_user, "password": pw}
+    # TLS against the municipality's CA (docs/mqtt.md, "TLS"); default var/pki/ca.crt
+    ca = args.ca or ("var/pki/ca.crt" if Path("var/pki/ca.crt").exists() else None)
+    if ca:
+        login = {**(login or {}), "ca": ca}
+    broker = None
+    host, port = args.mqtt_host or site.mqtt["host"], args.mqtt_port or site.mqtt["port"]
+    if args.target == "sim":
+        import tempfile
+
+        from hil_tests.rig.broker import Broker
+
+        workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sot-commission-"))
+        site_login = None
+        if args.credentials:
+            site_login = {"user": site.id,
+                          "password": json.loads(Path(args.credentials).read_text())[site.id]}
+        if ca:
+            site_login = {**(site_login or {}), "ca": ca}
+        if args.mqtt_port is None:  # a private broker on 127.0.0.1 for the simulated site
+            broker = Broker().start()  # TLS only, with a throw-away CA
+            host, port = broker.host, broker.port
+            login = {**(login or {}), "ca": str(broker.ca)}
+            site_login = {**(site_login or {}), "ca": str(broker.ca)}
+        target: Any = commission.SimTarget(site, workdir, mqtt_host=host, mqtt_port=port,
+                                           login=site_login)
+    else:
+        if not args.board_port:
+            print("sot commission: --target board needs --board-port (the controller's "
+                  "USB serial console, e.g. /dev/ttyUSB0)", file=sys.stderr)
+            return 2
+        target = commission.BoardTarget(args.board_port)
+    try:
+        report = commission.run(site, target, mqtt_host=host, mqtt_port=port, mqtt_login=login,
+                                answers=answers)
+    finally:
+        if broker is not None:
+            broker.cleanup()
+    paths = commission.write_report(report, Path(args.out), pdf=not args.no_pdf)
+    for c in report.checks:
+        print(f"{commission.STATUS[c.status][0]:16} {c.sv}: {c.measured}")
+    print("\n".join(f"wrote {p}" for p in paths.values()))
+    return 0 if report.passed else 1
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from gateway import deploy
+
+    site = config.load_site(Path(args.site), config.load_profiles())
+    creds = deploy.load_credentials(Path(args.credentials)) if args.credentials else None
+    try:
+        res = deploy.deploy(site, args.port, credentials=creds, boot_timeout=args.boot_timeout)
+    except deploy.DeployError as e:
+        print(f"sot firmware deploy: {e}", file=sys.stderr)
+        return 1
+    print(f"board holds config {res.board_hash} (site {site.id}: {res.expected_hash}); "
+          f"firmware {'frozen' if res.frozen else 'copied'}, config at {res.config_path}, "
+          f"{res.reset} reset")
+    if res.at_prompt:
+        # The qemu board runs no main.py: the firmware starts when told (`import sot.main`).
+        print("the board is at its REPL after the reset: it does not start the firmware by "
+              "itself (start it with `import sot.main`)")
+        return 0 if res.ok else 1
+    if res.boot_line is None:
+        print(f"no boot line within {args.boot_timeout:.0f} s: read the console "
+              "(mpremote connect PORT repl)", file=sys.stderr)
+        return 1
+    print(f"booted: {res.boot_line}")
+    return 0 if res.ok else 1
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
@@ -431,6 +519,39 @@ def main(argv: list[str] | None = None) -> int:
         help="only .mpy files, for this architecture (into build/firmware/march-<arch>/)",
     )
     p.set_defaults(func=_cmd_firmware)
+    # sot firmware deploy (host tooling, gateway/deploy.py)
+    pd = fsub.add_parser("deploy", help="put a site's config (and the firmware unless frozen) "
+                         "on a board, check its hash, reset it")
+    pd.add_argument("--port", required=True, help="the board's serial console, /dev/ttyUSB0")
+    pd.add_argument("--site", required=True, help="the site's config, config/sites/X.toml")
+    pd.add_argument("--credentials", default=None,
+                    help="passwords JSON from `sot mqtt-auth`: the site's MQTT login")
+    pd.add_argument("--boot-timeout", type=float, default=20.0,
+                    help="seconds to wait for the firmware's boot line after the reset")
+    pd.set_defaults(func=_cmd_deploy)
+
+    # sot commission (host tooling, docs/commissioning.md)
+    p = sub.add_parser("commission", help="on-site commissioning checklist and report")
+    p.add_argument("--site", required=True, help="the site's config, config/sites/X.toml")
+    p.add_argument("--target", choices=["sim", "board"], default="board",
+                   help="board: a controller on site; sim: the simulated plant and firmware")
+    p.add_argument("--board-port", default=None, help="the controller's serial console")
+    p.add_argument("--mqtt-host", default=None, help="broker (default: the site's [mqtt])")
+    p.add_argument("--mqtt-port", type=int, default=None,
+                   help="broker port (default: the site's; sim: a private Mosquitto)")
+    p.add_argument("--mqtt-user", default=None,
+                   help="a login that may read the site's topics and ask it for a rebirth")
+    p.add_argument("--mqtt-password-file", default=None)
+    p.add_argument("--ca", default=None, help="the broker's CA certificate (default "
+                   "var/pki/ca.crt when it exists; a private broker brings its own)")
+    p.add_argument("--credentials", default=None,
+                   help="sim: passwords JSON from `sot mqtt-auth` for the site's own login")
+    p.add_argument("--answers", default=None,
+                   help="TOML with the technician's answers (keys in docs/commissioning.md)")
+    p.add_argument("--out", default="build/commission", help="folder for the report")
+    p.add_argument("--workdir", default=None, help="sim: folder for flash and logs")
+    p.add_argument("--no-pdf", action="store_true", help="HTML and JSON only")
+    p.set_defaults(func=_cmd_commission)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -28,7 +28,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
@@ -123,7 +123,8 @@ class _Reader:
             raise self.fail(key, f"must be {_kind_name(kinds)}, got {value!r}")
         if choices is not None and value not in choices:
             raise self.fail(key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
-        if lo is not None and value < lo or hi is not None and value > hi:
+        num = cast(float, value)  # lo and hi come only with a numeric kind
+        if lo is not None and num < lo or hi is not None and num > hi:
             raise self.fail(key, f"must be between {lo:g} and {hi:g}, got {value!r}")
         return value
 
@@ -295,7 +296,9 @@ def load_profile(path: Path) -> Profile:
                 raise r.fail("range", "must be [min, max] with min < max")
             rng = (float(rng[0]), float(rng[1]))
         point_sentinel = r.get("sentinel", str, sentinel, choices=("none", "dse"))
-        invalid = [tuple(x) for x in DSE_SENTINELS[ptype]] if point_sentinel == "dse" else []
+        invalid: list[tuple[int, int]] = (
+            [(lo, hi) for lo, hi in DSE_SENTINELS[ptype]] if point_sentinel == "dse" else []
+        )
         for pair in r.get("invalid", list, []):
             if not (
                 isinstance(pair, list)
@@ -818,7 +821,7 @@ def _burn_curve(gs: _Reader) -> list[list[float]] | None:
         out.append([_num(load), _num(lph)])
     if len(out) < 2:
         raise gs.fail("burn_curve", "needs at least two points")
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _pct_band(r: _Reader, key: str, default: list[float]) -> list[float]:
@@ -858,7 +861,7 @@ def compile_point(p: Point, block: int, offset: int) -> list[Any]:
     code = TYPE_CODES[p.type] | (LOW_WORD_FIRST if p.count == 2 and p.word_order == "little" else 0)
     rmin, rmax = (_num(p.range[0]), _num(p.range[1])) if p.range else (None, None)
     inv = [x for band in p.invalid for x in band] or None
-    enum = None
+    enum: list[str | None] | None = None
     if p.enum is not None:
         enum = [None] * (max(p.enum) + 1)
         for raw, label in p.enum.items():

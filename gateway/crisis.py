@@ -6,12 +6,15 @@ A message is published retained on `sot/v1/<site>/crisis/<id>` (docs/mqtt.md):
 
 An update keeps the id with a larger `ts` (the controller ignores a repeat of the same `ts`, so
 two updates within one second still get distinct values); a withdrawal is an empty retained
-payload. The text is untrusted input (RELIABILITY.md C5) and is checked here exactly as the
-controller checks it (`firmware/sot/crisis.py`): control characters (C0, DEL, C1, U+2028/9)
-become spaces, runs of spaces collapse, and then the Swedish text must be non-empty and each
-language at most `MAX_TEXT` characters. The gateway refuses rather than truncates, so what the
-coordinator sees on the dashboard is what the panel shows. Nothing here ever becomes HTML: the
-pages escape it and the signage script sets `textContent`.
+payload. The text is untrusted input (docs/mqtt.md) and is checked here exactly as the
+controller checks it (`firmware/sot/crisis.py`): the text is normalised to NFC, control
+characters (C0, DEL, C1, U+2028/9) become spaces, runs of spaces collapse, and then the Swedish
+text must be non-empty and each language at most `MAX_TEXT` characters; the whole PUBLISH at
+most `MAX_PACKET` bytes on each target site's topic, and a site holds at most `MAX_MESSAGES`
+unexpired messages. The gateway refuses rather than truncates, so what the coordinator sees on
+the dashboard is what the panel shows. A controller that still cannot take a message says so
+with a `crisis_refused` event, which the dashboard shows for that site. Nothing here ever
+becomes HTML: the pages escape it and the signage script sets `textContent`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import re
 import secrets
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,7 +31,13 @@ from typing import Any, Protocol
 MAX_TEXT = 280  # characters per language: firmware/sot/crisis.py MAX_TEXT
 MAX_FROM = 40  # firmware MAX_FROM
 MAX_ID = 32
-MAX_PAYLOAD = 2048  # the controller's MQTT client drops packets over 2 KiB
+MAX_SITE_ID = 64  # the schema's longest site slug
+# The one size limit both sides use (docs/mqtt.md, "Crisis messages: sizes and refusals"): the
+# Remaining Length of the PUBLISH that reaches the controller - topic length field, topic,
+# packet id and payload - is at most MAX_PACKET bytes, the controller's receive buffer
+# (firmware/sot/mqtt/client.py MAX_PACKET). The payload's share depends on the site's topic.
+MAX_PACKET = 2048
+MAX_MESSAGES = 4  # messages a site holds at once: firmware/sot/crisis.py MAX_MESSAGES
 MAX_INPUT = 4096  # characters accepted from a form field before it is even looked at
 SEVERITIES = ("info", "warning", "severe")
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -43,7 +53,14 @@ class CrisisError(ValueError):
 
 
 def clean(text: str) -> str:
-    return " ".join(_CONTROL.sub(" ", text).split())
+    """NFC (a decomposed a + U+0308 becomes one ä, as the panel's font draws it), control
+    characters as spaces, runs of spaces collapsed."""
+    return " ".join(_CONTROL.sub(" ", unicodedata.normalize("NFC", text)).split())
+
+
+def packet_size(site: str, msg_id: str, payload: bytes) -> int:
+    """The PUBLISH's Remaining Length at QoS 1: 2 + topic + 2 (packet id) + payload."""
+    return 2 + len(topic(site, msg_id).encode()) + 2 + len(payload)
 
 
 def _text(value: Any, field: str, *, required: bool, limit: int = MAX_TEXT) -> str | None:
@@ -105,9 +122,11 @@ def new_id(now: float) -> str:
 
 
 def validate(form: dict[str, Any], now: float, *, msg_id: str | None = None,
-             previous_ts: int | None = None) -> CrisisMessage:
+             previous_ts: int | None = None, sites: list[str] | None = None) -> CrisisMessage:
     """A message from the compose form (or the JSON API): `sv`, `en`, `severity`, `from`,
-    `expires_min` (minutes from now; empty = no expiry). Raises CrisisError."""
+    `expires_min` (minutes from now; empty = no expiry). `sites`: where it goes (its packet
+    must fit MAX_PACKET on each site's topic; without them, on the longest site id the
+    contract allows). Raises CrisisError."""
     mid = msg_id or new_id(now)
     if not ID_RE.fullmatch(mid):
         raise CrisisError("id", "Ogiltigt id", "Invalid id")
@@ -131,10 +150,31 @@ def validate(form: dict[str, Any], now: float, *, msg_id: str | None = None,
     ts = int(now) if previous_ts is None else max(int(now), previous_ts + 1)
     assert sv is not None and source is not None
     msg = CrisisMessage(mid, sv, en, str(severity), source, ts, expires)
-    if len(msg.encoded()) > MAX_PAYLOAD:
-        raise CrisisError("sv", "Meddelandet blir för stort för styrenheten (2 KiB)",
-                          "The message is too large for the controller (2 KiB)")
+    body = msg.encoded()
+    size = max(packet_size(site, mid, body) for site in (sites or ["x" * MAX_SITE_ID]))
+    if size > MAX_PACKET:
+        raise CrisisError("sv", f"Meddelandet blir för stort för styrenheten: {size} byte, "
+                                f"högst {MAX_PACKET} (skriv kortare)",
+                          f"The message is too large for the controller: {size} bytes, at most "
+                          f"{MAX_PACKET} (shorten it)")
     return msg
+
+
+def full_sites(store: Any, sites: list[str], msg_id: str, now: float) -> list[str]:
+    """The sites that already hold MAX_MESSAGES other unexpired messages: a new one would not
+    fit on their controller. Withdraw one there first."""
+    out = []
+    for site in sites:
+        held = 0
+        for d in store.crisis_delivery(site=site):
+            if d["crisis_id"] == msg_id:
+                continue
+            m = store.crisis_message(d["crisis_id"]) or {}
+            if m.get("expires") is None or m["expires"] > now:
+                held += 1
+        if held >= MAX_MESSAGES:
+            out.append(site)
+    return out
 
 
 class Publisher(Protocol):

@@ -4,7 +4,7 @@ aiohttp bounds the size of a request line and its headers, and the idle time bet
 requests on a kept-alive connection (`keepalive_timeout`, 3630 s by default), but not the time a
 client may take to send its headers or its body. A client that sends one header byte every 10 s,
 or connects and says nothing, would hold a socket and a file descriptor for as long as it likes.
-The public signage is on the open internet, so the server bounds (docs/security-web.md):
+The public signage is on the open internet, so the server bounds (docs/security.md, "The web"):
 
     idle_s       a connection with no request in progress and no byte of a new one: closed
     header_s     from the first byte of a request to its complete headers (the handler starts)
@@ -116,7 +116,7 @@ class Guard(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()  # type: ignore[no-any-return]
+        return self.inner.eof_received()
 
     def pause_writing(self) -> None:
         self.inner.pause_writing()

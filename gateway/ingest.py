@@ -60,8 +60,10 @@ Acknowledgement and gaps (docs/mqtt.md, "Session rules"). Every event filed or f
 marks its (site, boot); after the commit `progress()` tells, per marked (site, boot), the highest
 seq up to which every event is in the store (`ack`: the controller may drop those from its
 journal) and whether a later one is already there (a gap: ask the site for a `rebirth`, which
-makes it send its unacknowledged journal again). The run starts at seq 0 and passes over a
-hole only where the site's latest birth says its journal no longer holds those events
+makes it send its unacknowledged journal again; not while the site's replay is under way: a
+live event may go ahead of it, and the hole behind it is being filled). The run starts at seq 0
+and passes over a hole only where the site's latest birth says its journal no longer holds those
+events
 (`journal.oldest`: dropped under its overflow policy, and counted in `dropped`), and over an
 event the gateway refused (schema): it is counted and filed in `rejected`, and acknowledging
 it keeps it from blocking the site's journal for good.
@@ -133,6 +135,7 @@ BATCH_MAX = 500
 LOG_EVERY_S = 60.0
 REJECTS_FILED_PER_MIN = 120
 REBIRTH_EVERY_S = 5.0  # a gap asks a site for its journal again at most this often
+REPLAY_QUIET_S = 10.0  # a hole is not a gap while the site's replay sent within this time
 REASONS = ("bad_topic", "unknown_subtopic", "unknown_site", "too_large", "not_utf8", "not_json",
            "not_object", "bad_text", "schema", "clock_ahead", "store")
 MAX_INT = 2**53  # integers beyond this are refused anywhere in a payload
@@ -375,6 +378,10 @@ class Ingest:
         self._filed_window = (0.0, 0)
         self.on_stored: Callable[[str, str], None] | None = None
         self.touched: set[tuple[str, int]] = set()  # (site, boot) with events since progress()
+        # When each site last sent a journal replay event (`hist` true): while a replay is
+        # under way a hole behind a live event is being filled, not lost (docs/mqtt.md).
+        self._replayed: dict[str, float] = {}
+        self._held_gaps: set[tuple[str, int]] = set()  # holes not yet asked about
         self._acked: dict[tuple[str, int], int] = {}  # contiguous high-water mark per boot
         self._refused: set[tuple[str, int, int]] = set()  # events refused, counted as handled
 
@@ -465,6 +472,8 @@ class Ingest:
         if subtopic in ("event", CRISIS_ACK):
             if subtopic == "event":
                 self.touched.add((site, msg["boot"]))
+                if msg.get("hist"):
+                    self._replayed[site] = received
             new = (self.store.add_event(site, msg, raw, received) if subtopic == "event"
                    else self.store.add_crisis_ack(site, msg, received))
             if new:
@@ -536,11 +545,17 @@ class Ingest:
         """After a commit: ([(site, boot, seq) to acknowledge], [sites with a gap])."""
         acks: list[tuple[str, int, int]] = []
         gaps: list[str] = []
-        for site, boot in sorted(self.touched):
+        now = self.clock()
+        for site, boot in sorted(self.touched | self._held_gaps):
             high, gap = self._contiguous(site, boot)
-            if high >= 0:
+            if high >= 0 and (site, boot) in self.touched:
                 acks.append((site, boot, high))
-            if gap and site not in gaps:
+            self._held_gaps.discard((site, boot))
+            if gap and now - self._replayed.get(site, -math.inf) < REPLAY_QUIET_S:
+                # A live event went ahead of the site's replay, which is filling the hole:
+                # look again after the next commit, ask only once the replay has gone quiet.
+                self._held_gaps.add((site, boot))
+            elif gap and site not in gaps:
                 gaps.append(site)
         self.touched.clear()
         return acks, gaps

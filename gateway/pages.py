@@ -450,7 +450,8 @@ def history_chart(rows: list[dict[str, Any]], width: int = 760, height: int = 26
         return left + (ts - t0) / tspan * w
 
     def lines(key: str, top_value: float) -> str:
-        segs, cur = [], []
+        segs: list[list[str]] = []
+        cur: list[str] = []
         for r in pts:
             v = r.get(key)
             if v is None:
@@ -488,6 +489,21 @@ def _event_text(ev: dict[str, Any]) -> str:
     return f'<code>{e(ev["type"])}</code> <span class="muted">{e(detail[:200])}</span>'
 
 
+# Why a controller refused a crisis message (the `why` of its `crisis_refused` event).
+REFUSAL_TEXT = {
+    "full": ("panelen har redan fyra meddelanden", "the panel already holds four messages"),
+    "memory": ("minnet räckte inte", "out of memory"),
+    "flash": ("kunde inte spara", "could not save it"),
+    "sv": ("svensk text saknas eller är för lång", "Swedish text missing or too long"),
+    "en": ("engelsk text för lång", "English text too long"),
+    "from": ("avsändaren för lång", "sender too long"),
+    "not_json": ("ogiltigt format", "invalid format"),
+    "not_object": ("ogiltigt format", "invalid format"),
+    "ts": ("ogiltig tid", "invalid time"),
+    "severity": ("okänd allvarlighetsgrad", "unknown severity"),
+}
+
+
 def delivery_table(request: web.Request, rows: list[dict[str, Any]], *,
                    with_message: bool) -> str:
     if not rows:
@@ -508,6 +524,12 @@ def delivery_table(request: web.Request, rows: list[dict[str, Any]], *,
         if d["acked"] is not None:
             ack = (f'<td class="acked">{both("Kvitterat", "Acknowledged")} '
                    f'{e(_when(d["acked"]))}</td>')
+        elif d.get("refused"):
+            sv_why, en_why = REFUSAL_TEXT.get(str(d["refused"]).split(":")[0],
+                                              (str(d["refused"]), str(d["refused"])))
+            refused = both("Vägrat av styrenheten", "Refused by the controller")
+            ack = (f'<td class="refused">{refused}: {both(sv_why, en_why)} '
+                   f'{e(_when(d["refused_at"] or 0))}</td>')
         else:
             ack = f'<td class="unacked">{both("Inte kvitterat än", "Not acknowledged yet")}</td>'
         out.append(f'<tr data-site="{e(d["site"])}" data-crisis="{e(d["crisis_id"])}">'
@@ -703,6 +725,7 @@ def _message_list(request: web.Request) -> str:
     for m in store.crisis_messages():
         delivery = store.crisis_delivery(crisis_id=m["id"])
         acked = sum(1 for d in delivery if d["acked"] is not None)
+        refused = sum(1 for d in delivery if d["acked"] is None and d.get("refused"))
         if m.get("withdrawn"):
             state = both("Återkallat", "Withdrawn")
         elif m.get("expires") is not None and m["expires"] <= now:
@@ -710,6 +733,9 @@ def _message_list(request: web.Request) -> str:
         else:
             state = both(f"{acked} av {len(delivery)} kvitterat",
                          f"{acked} of {len(delivery)} acknowledged")
+            if refused:
+                state += (' <span class="refused">'
+                          + both(f"{refused} vägrat", f"{refused} refused") + "</span>")
         sv, en = SEVERITY_TEXT.get(m["severity"], (m["severity"], m["severity"]))
         rows.append(f'<tr class="sev-{e(m["severity"])}" data-crisis="{e(m["id"])}">'
                     f'<td><a href="/crisis/{e(m["id"])}">{e(m["id"])}</a></td>'
@@ -760,12 +786,22 @@ def _send(request: web.Request, fields: dict[str, Any], sites: list[str],
         if not targets:
             raise crisis_mod.CrisisError("sites", "Välj minst en plats eller kommun",
                                          "Choose at least one site or municipality")
-        msg = crisis_mod.validate(fields, request.app[CLOCK]())
+        msg = crisis_mod.validate(fields, request.app[CLOCK](), sites=targets)
     except crisis_mod.CrisisError as err:
         return 400, {"error": str(err), "field": err.field, "sv": err.sv, "en": err.en}, err
+    full = crisis_mod.full_sites(request.app[STORE], targets, msg.id, request.app[CLOCK]())
+    if full:
+        n = crisis_mod.MAX_MESSAGES
+        too_many = crisis_mod.CrisisError(
+            "sites", f"{', '.join(full)} har redan {n} meddelanden ute (mer ryms inte på "
+                     "panelen): återkalla ett där först",
+            f"{', '.join(full)} already hold {n} messages (the panel holds no more): "
+            "withdraw one there first")
+        return 409, {"error": str(too_many), "field": too_many.field, "sv": too_many.sv,
+                     "en": too_many.en, "sites": full}, too_many
     if not sender.connected():
-        err = _unavailable()
-        return 503, {"error": err.en, "sv": err.sv}, err
+        down = _unavailable()
+        return 503, {"error": down.en, "sv": down.sv}, down
     done = sender.send(msg, targets, s.user)
     for site in done:
         request.app[BUS].notify(site)
@@ -841,12 +877,12 @@ def _update(request: web.Request, mid: str, fields: dict[str, Any]
         return 409, {"error": err.en}, err
     try:
         msg = crisis_mod.validate(fields, request.app[CLOCK](), msg_id=mid,
-                                  previous_ts=int(old["ts"]))
+                                  previous_ts=int(old["ts"]), sites=sites)
     except crisis_mod.CrisisError as err:
         return 400, {"error": str(err), "field": err.field, "sv": err.sv, "en": err.en}, err
     if not sender.connected():
-        err = _unavailable()
-        return 503, {"error": err.en, "sv": err.sv}, err
+        down = _unavailable()
+        return 503, {"error": down.en, "sv": down.sv}, down
     done = sender.send(msg, sites, s.user)
     return 200, {"id": msg.id, "sites": done, "payload": msg.payload()}, None
 

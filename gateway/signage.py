@@ -67,7 +67,7 @@ class SiteBus:
 
 
 def active_messages(store: Store, site: str, now: float) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for d in store.crisis_delivery(site=site):
         m = store.crisis_message(d["crisis_id"])
         if m is None or m.get("withdrawn"):

@@ -211,6 +211,7 @@ class Store(Protocol):
     def acks(self, alert_id: int) -> list[dict[str, Any]]: ...
     def add_notifications(self, jobs: Iterable[Notification], now: float) -> list[int]: ...
     def due_notifications(self, now: float, limit: int = 50) -> list[Notification]: ...
+    def next_notification_at(self) -> float | None: ...
     def record_attempt(self, nid: int, ts: float, error: str | None,
                        retry_at: float | None) -> None: ...
     def notifications(self, alert_id: int | None = None,
@@ -498,7 +499,8 @@ class SqliteStore:
     def _history(self, site: str, msg: dict[str, Any], received: float) -> None:
         ts = float(msg.get("ts") or received)
         mode = msg.get("mode")
-        cap = msg.get("capability") if isinstance(msg.get("capability"), dict) else {}
+        cap_raw = msg.get("capability")
+        cap = cap_raw if isinstance(cap_raw, dict) else {}
         power = cap.get("power")
         last = self._history_last.get(site)
         if last is None:
@@ -508,7 +510,8 @@ class SqliteStore:
         # A row dated before the last one (a clock put right, a site reset) is always due.
         if (mode, power) == last[1:] and 0 <= ts - last[0] < HISTORY_EVERY_S:
             return
-        fuel = msg.get("fuel") if isinstance(msg.get("fuel"), dict) else {}
+        fuel_raw = msg.get("fuel")
+        fuel = fuel_raw if isinstance(fuel_raw, dict) else {}
         hours = fuel.get("hours_left")
         pct = fuel.get("pct")
         self._db.execute(
@@ -922,8 +925,17 @@ class SqliteStore:
             "(SELECT MIN(a.received) FROM crisis_acks a WHERE a.site = c.site "
             " AND a.crisis_id = c.crisis_id AND a.received >= c.ts) AS acked, "
             "(SELECT a.by FROM crisis_acks a WHERE a.site = c.site AND a.crisis_id = c.crisis_id "
-            " AND a.received >= c.ts ORDER BY a.id LIMIT 1) AS acked_by "
-            f"FROM crisis_sent c {where} ORDER BY c.ts DESC, c.site", args)]
+            " AND a.received >= c.ts ORDER BY a.id LIMIT 1) AS acked_by, "
+            # the controller's refusal of this version (a `crisis_refused` event naming the
+            # message's ts; docs/mqtt.md, "Crisis messages: sizes and refusals")
+            "r.why AS refused, r.received AS refused_at "
+            f"FROM crisis_sent c LEFT JOIN (SELECT v.site, json_extract(v.data, '$.id') AS id, "
+            " json_extract(v.data, '$.msg_ts') AS msg_ts, json_extract(v.data, '$.why') AS why, "
+            " MAX(v.received) AS received FROM events v WHERE v.type = 'crisis_refused' "
+            " GROUP BY v.site, id, msg_ts) r ON r.site = c.site AND r.id = c.crisis_id "
+            " AND (r.msg_ts = (SELECT json_extract(m.payload, '$.ts') FROM crisis_messages m "
+            "  WHERE m.id = c.crisis_id) OR (r.msg_ts IS NULL AND r.received >= c.ts)) "
+            f"{where} ORDER BY c.ts DESC, c.site", args)]
 
     # --- users -------------------------------------------------------------------------------
 

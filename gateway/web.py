@@ -17,7 +17,7 @@ the server; everything that came from MQTT, configuration or a user is HTML-esca
 output is cleaned of what it cannot carry (gateway/safetext.py). The only scripts are files
 under /static/, so the Content-Security-Policy allows no inline script at all.
 
-One of each, so a class of hostile input is handled at one place (docs/security-web.md):
+One of each, so a class of hostile input is handled at one place (docs/security.md, "The web"):
 `security_headers` (every answer), `parse_id` (ids in URLs), `read_form` (POSTed forms),
 `safe_next` (the redirect after login), `outer` (body time, unexpected errors) with
 gateway/httpguard.py (header and idle time, connections per address).
@@ -54,8 +54,8 @@ log = logging.getLogger(__name__)
 REFRESH_S = 5
 
 STORE = web.AppKey("store", Store)
-CLOCK = web.AppKey("clock", Callable[[], float])
-INGEST_STATS = web.AppKey("ingest_stats", Callable[[], dict[str, Any]])
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+INGEST_STATS: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("ingest_stats")
 CAP_SENDER = web.AppKey("cap_sender", str)
 BASE_URL = web.AppKey("base_url", str)
 SESSIONS = web.AppKey("sessions", Sessions)

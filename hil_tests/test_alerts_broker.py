@@ -14,7 +14,7 @@ from hil_tests.conftest import wait_for
 from hil_tests.rig.broker import Broker
 from hil_tests.rig.gatewayproc import GatewayThread
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs()]
 
 
 def state(seq: int) -> bytes:

@@ -29,7 +29,7 @@ from hil_tests.rig.gatewayprocess import event_keys
 from hil_tests.rig.mqttpeer import Peer
 from hil_tests.rig.sitesim import SimulatedSite
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "network")]
 
 A = "harjedalen-hede"  # the attacker holds this site's password
 B = "are-kall"  # the victim's controller runs the real firmware

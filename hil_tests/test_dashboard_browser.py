@@ -23,7 +23,8 @@ from hil_tests.rig.broker import Broker
 from hil_tests.rig.gatewayproc import GatewayThread
 from hil_tests.rig.sitesim import SimulatedSite
 
-pytestmark = [pytest.mark.hil, pytest.mark.browser,
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus", "network", "panel"),
+              pytest.mark.browser,
               pytest.mark.skipif(not browser.available(), reason="needs /usr/bin/chromium and "
                                  "playwright (scripts/bootstrap.sh --browser)")]
 

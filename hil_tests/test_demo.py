@@ -16,7 +16,7 @@ import pytest
 
 from hil_tests.rig.broker import free_port
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix")]
 
 SOT = str(Path(sys.executable).parent / "sot")
 

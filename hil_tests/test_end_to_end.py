@@ -12,11 +12,12 @@ import pytest
 
 from gateway.config import load_sites
 from hil_tests.conftest import wait_for
+from hil_tests.rig import present
 from hil_tests.rig.broker import Broker
 from hil_tests.rig.gatewayproc import GatewayThread
 from hil_tests.rig.sitesim import SimulatedSite
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus", "network", "power_cut")]
 
 SITE = "are-kall"
 KEEPALIVE_S = 5
@@ -86,7 +87,7 @@ def test_grid_loss_reaches_the_gateway_and_killing_the_controller_shows_it_lost(
     assert row["genset_state"] == "running"
     assert "gen_running" in event_types(gateway)
 
-    sim.firmware.kill()  # power cut: no DISCONNECT, the broker publishes the Will
+    present(sim.firmware).kill()  # power cut: no DISCONNECT, the broker publishes the Will
     row = wait_for(
         lambda: (r := site_row(gateway)) and r["status"] == "lost" and r,
         1.5 * KEEPALIVE_S + 5,

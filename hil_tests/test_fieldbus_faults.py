@@ -31,12 +31,13 @@ import pytest
 
 from gateway.config import Site, load_sites
 from hil_tests.conftest import wait_for
+from hil_tests.rig import present
 from hil_tests.rig.broker import Broker
 from hil_tests.rig.busrig import BusRig, Request, periods_ms, t35_s, wrong_values
 from hil_tests.rig.gatewayproc import GatewayThread
 from hil_tests.rig.sitesim import SimulatedSite
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus")]
 
 SITE = "are-kall"
 BUS = "rs485"
@@ -112,7 +113,7 @@ def silent(site: Site, tmp_path_factory: pytest.TempPathFactory) -> SilentRun:
         settle(rig)
         rig.wait_cycles(5, timeout=15)
         t_off = time.monotonic()
-        rig.plant.power("genset", False)
+        present(rig.plant).power("genset", False)
         offline = rig.wait(lambda: next((e for e in rig.events("genset", t_off)
                                          if e["st"] == "offline"), None), 15, "genset offline")
         probe = rig.wait(lambda: rig.wires[BUS].requests_since(offline["rx"], genset), 15,
@@ -120,7 +121,7 @@ def silent(site: Site, tmp_path_factory: pytest.TempPathFactory) -> SilentRun:
         rig.wait(lambda: any(tx[0] == genset for c in rig.cycles(probe.t) for tx in c["tx"]),
                  10, "the re-probe's cycle to end")
         t_on = time.monotonic()
-        rig.plant.power("genset", True)
+        present(rig.plant).power("genset", True)
         online = rig.wait(lambda: next((e for e in rig.events("genset", t_on)
                                         if e["st"] == "online"), None), 15, "genset online")
         rig.wait_cycles(2)
@@ -310,7 +311,8 @@ def exceptions(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Exceptio
     meter = site.device("grid")
     extra = tuple(dataclasses.replace(meter, name=f"meter_{code:02x}", unit=100 + code)
                   for code in EXCEPTION_CODES)
-    block = tuple(meter.profile.blocks()[1][:3])
+    fc, start, count = meter.profile.blocks()[1][:3]
+    block = (fc, start, count)
     rig = BusRig(dataclasses.replace(site, devices=site.devices + extra),
                  tmp_path_factory.mktemp("m4"), bus={"timeout_ms": 300, "poll_ms": 500})
     for code in EXCEPTION_CODES:
@@ -387,17 +389,18 @@ def test_m5_sentinels_and_absurd_values_are_never_numbers(site: Site, tmp_path: 
             for p in sentinel_points:
                 lo, hi = p.invalid[0]
                 assert lo + k <= hi
-                rig.plant.set_raw("genset", p.address, p.function, _registers(p.type, lo + k))
+                present(rig.plant).set_raw("genset", p.address, p.function,
+                                           _registers(p.type, lo + k))
             check(after_change(), [p.name for p in sentinel_points])
 
         for p in sentinel_points:
-            rig.plant.set("genset", p.name, p.sim or 0)
-        rig.plant.set("genset", "fuel_level", 100)  # the top of the range is a number
+            present(rig.plant).set("genset", p.name, p.sim or 0)
+        present(rig.plant).set("genset", "fuel_level", 100)  # the top of the range is a number
         c = after_change()
         assert c["dev"]["genset"]["v"]["fuel_level"] == 100
-        rig.plant.set("genset", "fuel_level", 150)
-        rig.plant.set("genset", "mains_voltage_l1", 10000)
-        rig.plant.set("grid", "voltage_l1", 10000.0)
+        present(rig.plant).set("genset", "fuel_level", 150)
+        present(rig.plant).set("genset", "mains_voltage_l1", 10000)
+        present(rig.plant).set("grid", "voltage_l1", 10000.0)
         c = after_change()
         check(c, ["fuel_level", "mains_voltage_l1"])
         assert c["dev"]["grid"]["v"]["voltage_l1"] is None, c["dev"]["grid"]
@@ -426,7 +429,7 @@ def test_m6_slow_slave(site: Site, tmp_path: Path, late: bool):
         if (req.unit, req.fc, req.start) != (tank.unit, block[0], block[1]):
             return None
         n = next(seq)
-        rig.plant.set("tank", "diesel_litres", n)
+        present(rig.plant).set("tank", "diesel_litres", n)
         return n
 
     wire.before_request = tag
@@ -532,7 +535,7 @@ def test_m5_invalid_readings_fire_no_threshold_alarm_at_the_gateway(
             seq = state()["seq"]
             make()
             wait_for(lambda seq=seq: state()["seq"] >= seq + 2, 15,
-                     f"two states after {what}:\n{sim.firmware.log()[-1500:]}")
+                     f"two states after {what}:\n{present(sim.firmware).log()[-1500:]}")
         shown = state()
         assert (shown.get("fuel") or {}).get("pct") is None, shown.get("fuel")
         # the meter's other phases still give a voltage; the 10 kV one is never a number

@@ -10,7 +10,7 @@ import pytest
 
 from hil_tests.rig import soak
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus", "network")]
 
 
 def test_a_compressed_storm_day_runs_without_memory_errors(tmp_path: Path):

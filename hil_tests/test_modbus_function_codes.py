@@ -35,7 +35,7 @@ from gateway import firmware
 from hil_tests.rig.links import PtyLink
 from hil_tests.rig.loopthread import LoopThread
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus")]
 
 PROBE = Path(__file__).resolve().parent / "mp" / "fc_probe.py"
 # A build of its own: other tests may rebuild build/firmware in place at the same time.

@@ -25,7 +25,7 @@ import pytest
 from gateway import firmware
 from hil_tests.rig.broker import Broker
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "network")]
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = REPO / "hil_tests" / "mp" / "mqtt_probe.py"
@@ -123,7 +123,8 @@ class Subscriber:
                              client_id=f"paho-{uuid.uuid4().hex[:8]}")
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, 1)
         self.c.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
-        self.c.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload, bool(m.retain)))
+        self.c.on_message = lambda c, u, m: self.messages.put(
+            (m.topic, bytes(m.payload), bool(m.retain)))
         self.c.connect("127.0.0.1", port, keepalive=30)
         self.c.loop_start()
         assert self._subscribed.wait(5), "paho did not get its SUBACK"

@@ -11,7 +11,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import serial
@@ -24,7 +24,7 @@ from hil_tests.rig.links import TO_CONTROLLER, PtyLink
 from hil_tests.rig.plant import Plant, PlantThread
 from hil_tests.rig.scenario import PlantPhysics
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs()]
 
 BUS = "rs485"
 DATATYPES = {"u16": ModbusSerialClient.DATATYPE.UINT16, "s16": ModbusSerialClient.DATATYPE.INT16,
@@ -68,15 +68,17 @@ def read(client: ModbusSerialClient, fc: int, address: int, count: int, unit: in
     fn = client.read_holding_registers if fc == 3 else client.read_input_registers
     r = fn(address, count=count, device_id=unit)
     assert not r.isError(), f"unit {unit} fc {fc} {address}+{count}: {r}"
-    return r.registers
+    return list(r.registers)
 
 
 def decode(point: Point, regs: list[int]) -> Any:
     if point.type == "str":
-        return ModbusSerialClient.convert_from_registers(
-            regs, ModbusSerialClient.DATATYPE.STRING).rstrip("\0 ")
-    raw = ModbusSerialClient.convert_from_registers(regs, DATATYPES[point.type],
-                                                    word_order=point.word_order)
+        text = ModbusSerialClient.convert_from_registers(regs, ModbusSerialClient.DATATYPE.STRING)
+        assert isinstance(text, str)
+        return text.rstrip("\0 ")
+    order: Literal["big", "little"] = "little" if point.word_order == "little" else "big"
+    raw: Any = ModbusSerialClient.convert_from_registers(regs, DATATYPES[point.type],
+                                                         word_order=order)
     if point.bits is not None:
         raw = (raw >> point.bits[0]) & ((1 << point.bits[1]) - 1)
     if point.enum is not None:

@@ -14,7 +14,7 @@ import pytest
 from gateway import firmware
 from hil_tests.rig.qemu import QemuBoard
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil, pytest.mark.needs("qemu", "bus", "network")]
 
 
 def _header(mpy: Path) -> tuple[int, int, int]:

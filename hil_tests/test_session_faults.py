@@ -18,6 +18,7 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ import pytest
 from gateway.config import load_sites
 from gateway.mqttauth import GATEWAY_USER
 from hil_tests.conftest import OBSERVER, wait_for
+from hil_tests.rig import present
 from hil_tests.rig.broker import Broker, free_port
 from hil_tests.rig.gatewayproc import GatewayThread
 from hil_tests.rig.gatewayprocess import GatewayProcess, event_keys
@@ -37,7 +39,8 @@ from hil_tests.rig.mqttpeer import Peer
 from hil_tests.rig.sitesim import SimulatedSite
 from hil_tests.rig.tcpproxy import FreezableProxy
 
-pytestmark = pytest.mark.hil
+pytestmark = [pytest.mark.hil,
+              pytest.mark.needs("unix", "bus", "network", "panel", "flash", "power_cut")]
 
 SOAK = bool(os.environ.get("SOT_SOAK"))
 SITE = "are-kall"
@@ -475,3 +478,61 @@ def test_p1_p2_controller_killed_at_random_and_during_journal_writes(
     settle(db, sim, killed=set(boots[:-1]), timeout=60)
     wait_for(lambda: gateway.get(f"/api/sites/{SITE}")["site"]["status"] == "online", 10,
              "the site online after the last power cut")
+
+
+def test_n4_live_event_after_a_link_outage_goes_ahead_without_a_rebirth(
+        broker: Broker, gateway: GatewayThread, tmp_path: Path, sims: list[SimulatedSite]):
+    # The uplink dies while the controller keeps running (same boot): ~600 events wait in the
+    # journal. A button pressed the moment it is back goes ahead of the replay, so the gateway
+    # sees a hole (this boot's earlier events) behind it while the replay fills that hole: it
+    # files the live event at once and asks for no rebirth, which would restart the replay.
+    proxy = FreezableProxy(broker.port)
+    sim = make_site(broker, tmp_path, port=proxy.port, journal_bytes=131072)
+    sims.append(sim.start())
+    db = tmp_path / "sot.sqlite3"
+    assert gateway.gateway.mqtt is not None and sim.firmware is not None
+    try:
+        wait_for(lambda: event_keys(db, SITE) or sim.press("shop"), 30, "the site connected")
+        proxy.frozen.set()
+        wait_for(lambda: "W telemetry: link lost" in present(sim.firmware).log(), 20,
+                 "the link lost")
+        with Presser(sim, 40):
+            time.sleep(15)
+        rebirths = gateway.gateway.mqtt.gap_rebirths
+        connects = sim.firmware.log().count("I telemetry: connected")
+        proxy.drop_all()
+        proxy.frozen.clear()
+        deadline = time.monotonic() + 45
+        while sim.firmware.log().count("I telemetry: connected") == connects:
+            assert time.monotonic() < deadline, "the controller did not reconnect"
+            time.sleep(0.01)
+        sim.press("shop")
+        settle(db, sim, timeout=60)
+    finally:
+        proxy.close()
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = con.execute("SELECT hist, received FROM events WHERE site = ? ORDER BY seq",
+                           (SITE,)).fetchall()
+    finally:
+        con.close()
+    live = rows[-1]
+    replayed = max(r for h, r in rows if h)
+    print(f"N4 same boot: {len(rows)} events; the live one filed {replayed - live[1]:.2f} s "
+          "before the last replayed one")
+    assert live[0] == 0 and live[1] < replayed, "the live event waited for the replay"
+    assert gateway.gateway.mqtt.gap_rebirths == rebirths
+
+
+def test_n4_live_event_at_reconnect_goes_ahead_of_a_days_replay(tmp_path: Path):
+    # A day of events (1440) waits in the journal; a button is pressed the moment the controller
+    # is back on the broker. The live event is filed before the replay has drained (it goes
+    # ahead), every replayed event arrives once, and the hole the live event leaves behind it is
+    # not taken for a lost event: the gateway asks for no rebirth (which would restart the
+    # replay). The same run as `make bench-journal` (docs/benchmarks.md, "Journal replay").
+    from hil_tests.bench.bench_journal import run
+
+    r = run(tmp_path, 24)
+    print(f"N4 live: filed after {r['live_s']:.2f} s, backlog drained after {r['drain_s']:.2f} s")
+    assert r["live_s"] < r["drain_s"], r
+    assert r["rebirths"] == 0, r

@@ -83,8 +83,12 @@ class PanelTask:
         self.shown = None  # the crisis message id last seen, to jump to a new severe one
         self.key = None
         self.frames = 0
+        self.error = None  # why the last frame fell back to "no data", if it did
 
     def press(self, name, now):
+        # On the console: the commissioning checklist sees each button arrive
+        # (docs/commissioning.md)
+        log("I panel: button", name)
         self.idle_ms = 0
         if name == "next":
             self.page = (self.page + 1) % PAGES
@@ -109,10 +113,12 @@ class PanelTask:
             if cur["severity"] == "severe" and cur["acked"] is None:
                 self.page = 1  # a severe new message takes the screen until acknowledged
                 self.idle_ms = 0
-        snap = site.snapshot(now) if site.mode is not None else None
+        # The message page shows no site data: a long message needs that heap for its lines.
+        want = self.page != 1 or self.panel.mono
+        snap = site.snapshot(now) if site.mode is not None and want else None
         return {"now": now, "page": self.page, "link": "ok" if self.session.connected else "down",
                 "safe_mode": self.safe, "shop_open": site.shop_open, "snap": snap,
-                "crisis": cur, "crisis_count": len(self.crisis.active(now))}
+                "crisis": self.crisis.view(cur), "crisis_count": len(self.crisis.active(now))}
 
     async def run(self):
         while True:
@@ -127,11 +133,13 @@ class PanelTask:
             fuel = self.site.fuel
             # Redraw when something the clerk sees changes (the clock shows minutes).
             key = (self.page, self.session.connected, self.site.shop_open, self.site.discrete(),
-                   None if cur is None else (cur["id"], cur["acked"]), len(self.crisis.msgs),
-                   None if fuel.pct is None else int(fuel.pct), now // 60)
+                   None if cur is None else (cur["id"], cur["ts"], cur["acked"]),
+                   len(self.crisis.msgs), None if fuel.pct is None else int(fuel.pct), now // 60)
             if key != self.key:
                 self.key = key
-                self.panel.render(self.view(now))
+                if not self.panel.render(self.view(now)) and self.panel.error != self.error:
+                    log("E panel: fallback screen:", self.panel.error)  # once per new cause
+                self.error = self.panel.error
                 self.frames += 1
                 gc.collect()  # a frame leaves ~8 KiB of garbage: free it before it fragments
             await asyncio.sleep_ms(PANEL_TICK_MS)
@@ -151,8 +159,10 @@ def run(cfg, boot, reset, health):
     if health["safe"]:
         log("W supervisor: SAFE MODE after", health["resets"], "watchdog resets; hung:",
             health["hung"], "- left out:", health["skip"])
-        session.event(hal.epoch(), "safe_mode", {"resets": health["resets"], "hung": health["hung"]})
-    sup = Supervisor(hal.Watchdog(WDT_MS), flash, safe=health["safe"], resets=health["resets"], log=log)
+        session.event(hal.epoch(), "safe_mode",
+                      {"resets": health["resets"], "hung": health["hung"]})
+    sup = Supervisor(hal.Watchdog(WDT_MS), flash, safe=health["safe"], resets=health["resets"],
+                     log=log)
     heap = Heap(cfg.get("heap_log_ms") or HEAP_LOG_MS)  # the memory soak samples more often
 
     # A device's change of availability reaches MQTT through the site loop, which turns it into
@@ -170,7 +180,8 @@ def run(cfg, boot, reset, health):
             name = "bus:" + o.name
             o.checkin = _checkin(sup, name)
             sup.start(name, o.run, LIMIT_MS["bus"])
-        sup.start("site", lambda: site_loop(site, session, cfg["site"], sup, heap), LIMIT_MS["site"])
+        sup.start("site", lambda: site_loop(site, session, cfg["site"], sup, heap),
+                  LIMIT_MS["site"])
         sup.start("panel", panel.run, LIMIT_MS["panel"])
         if "telemetry" not in health["skip"]:
             session.checkin = _checkin(sup, "telemetry")

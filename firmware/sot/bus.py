@@ -171,7 +171,8 @@ class BusOwner:
         while True:
             self.checkin()
             started = time.ticks_ms()
-            slow_due = self._last_slow is None or time.ticks_diff(started, self._last_slow) >= self.slow_ms
+            slow_due = (self._last_slow is None
+                        or time.ticks_diff(started, self._last_slow) >= self.slow_ms)
             if slow_due:
                 self._last_slow = started
             for dev in self.devices:

@@ -32,7 +32,8 @@ def load(flash):
     shared = {}
     for dev in cfg["devices"]:
         if dev.get("bus") not in buses:
-            raise ConfigError(FILE + ": device '" + str(dev.get("name")) + "': key 'bus' names no bus")
+            raise ConfigError(FILE + ": device '" + str(dev.get("name"))
+                              + "': key 'bus' names no bus")
         dev["blocks"] = tuple(tuple(b) for b in dev["blocks"])
         dev["points"] = tuple(_point(p, shared) for p in dev["points"])
     return cfg
@@ -42,7 +43,8 @@ def _point(p, shared):
     # json gives lists with spare capacity and a fresh copy of every repeated sentinel band and
     # enum table; exact-size tuples, shared where equal, keep the point tables small in RAM.
     if len(p) != 10:
-        raise ConfigError(FILE + ": point " + str(p[:1]) + " has " + str(len(p)) + " fields, not 10")
+        raise ConfigError(FILE + ": point " + str(p[:1]) + " has " + str(len(p))
+                          + " fields, not 10")
     inv = _shared(p[7], shared)
     enum = _shared(p[8], shared)
     extra = _shared(p[9], shared)

@@ -51,7 +51,10 @@ def _load(ch):
             _load(_ALIAS_TO[j])
             return
         _fb.fill(0)
-        _fb.text(" " if o < 32 else "?", 0, 0, 1)
+        # A combining mark (U+0300-036F) that got this far (crisis texts arrive composed,
+        # docs/mqtt.md) is left blank rather than drawn as a "?" after its letter.
+        if not 0x300 <= o <= 0x36F:
+            _fb.text(" " if o < 32 else "?", 0, 0, 1)
         return
     i *= 8
     for r in range(8):

@@ -72,7 +72,8 @@ class Fuel:
         trusted = pct is not None and lo <= pct <= hi
         last = self._last_pct
         jumped = False
-        if pct is not None and last is not None and abs(pct - last) >= self.cfg.get("fuel_jump_pct", 10):
+        if (pct is not None and last is not None
+                and abs(pct - last) >= self.cfg.get("fuel_jump_pct", 10)):
             jumped = True
             kind = "refuelled" if pct > last else "fuel_jump"
             if events is not None:

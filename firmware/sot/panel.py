@@ -224,38 +224,54 @@ def wrap(s, n, limit):
     """At most `limit` lines of at most n characters; words longer than a line are broken.
     When text is left over, the last line ends in an ellipsis."""
     out = []
-    over = False
-    for para in s[:_MAXTEXT].split("\n"):
-        line = ""
+    cut = len(s) > _MAXTEXT
+    if cut:
+        s = s[:_MAXTEXT]
+    # One string per line, not one per word added to it, and no copy of a long word's rest per
+    # line: a long message makes tens of KiB of garbage otherwise, more than a busy 64 KiB heap
+    # has free.
+    for para in (s.split("\n") if "\n" in s else (s,)):
+        cur = []  # the words of the line being filled
+        ln = 0  # its length with the spaces
         for word in para.split():
-            while len(word) > n:
-                room = n - len(line) - 1 if line else n
+            k = 0
+            size = len(word)
+            while size - k > n:
+                room = n - ln - 1 if cur else n
                 if room < 4:
-                    out.append(line)
-                    line = ""
+                    out.append(" ".join(cur))
+                    cur = []
                     room = n
-                head = word[:room]
-                out.append(line + " " + head if line else head)
-                line = ""
-                word = word[room:]
+                cur.append(word[k:k + room])
+                out.append(" ".join(cur))
+                cur = []
+                ln = 0
+                k += room
+            if k:
+                word = word[k:]
             if not word:
                 continue
-            if not line:
-                line = word
-            elif len(line) + 1 + len(word) <= n:
-                line = line + " " + word
+            w = len(word)
+            if not cur:
+                cur.append(word)
+                ln = w
+            elif ln + 1 + w <= n:
+                cur.append(word)
+                ln += 1 + w
             else:
-                out.append(line)
-                line = word
+                out.append(" ".join(cur))
+                cur = [word]
+                ln = w
             if len(out) > limit:
                 break
-        if line or not para.strip():
-            out.append(line)
+        if cur or not para.strip():
+            out.append(" ".join(cur))
         if len(out) > limit:
             break
     while out and not out[-1]:
         out.pop()
-    if len(out) > limit or len(s) > _MAXTEXT:
+    over = cut
+    if len(out) > limit:
         over = True
         del out[limit:]
     if over and out:
@@ -695,6 +711,7 @@ class Panel:
                 self._text(8, y, ln, WHITE, 2)
                 y += 19
         else:
+            lines = None  # garbage before the second wrap, not held through it
             for ln in wrap(first, (self.w - 8) // 8, (limit - y) // 10):
                 self._text(4, y, ln, WHITE)
                 y += 10
@@ -779,9 +796,12 @@ class Panel:
         y = self._row(y, self.t("safe_mode.label"), self.t("yes") if safe else self.t("no"),
                       LAMBER if safe else WHITE)
         alarms = _get(gen, "alarms")
+        if alarms is None and _num(_get(gen, "alarms_unknown")):
+            y = self._row(y, self.t("alarms"), self.t("unknown"), LAMBER)
         if isinstance(alarms, list):
             total = len(alarms) + _int(max(0, _num(_get(gen, "alarms_more")) or 0))
-            val = self.t("none") if not total else str(total) if total <= 6 else \
+            val = self.t("unknown") if not total and _num(_get(gen, "alarms_unknown")) else \
+                self.t("none") if not total else str(total) if total <= 6 else \
                 "%d (6 %s)" % (total, self.t("shown"))
             y = self._row(y, self.t("alarms"), val, WHITE)
             for a in alarms[:6]:

@@ -35,6 +35,7 @@ class Site:
         self.gen = None
         self.gen_since = None
         self.failed_to_start = False
+        self.ran = False  # the set reached running in this outage: it did start
         self.ready = None  # remote start possible: auto mode and no shutdown alarm
         self._max_run_told = False
         self.fuel = Fuel(self.gen_cfg)
@@ -101,6 +102,7 @@ class Site:
                 self.grid_since = now
                 if raw in ("lost", "rejected") and self.outage_start is None:
                     self.outage_start = now
+                    self.ran = False
             self._grid_cand = None
             return
         if raw == self.grid:
@@ -120,13 +122,14 @@ class Site:
         if is_down and not was_down:
             self.outage_start = self.grid_since
             self.failed_to_start = False
+            self.ran = False
             events.append(("grid_lost", {"state": raw, "v": self.grid_v, "f": f}))
         elif raw == "ok" and was_down:
             start = self.outage_start
             self.outage_start = None
             self.failed_to_start = False
-            events.append(("grid_restored", {"v": self.grid_v, "f": f,
-                                             "outage_s": None if start is None else int(self.grid_since - start)}))
+            outage = None if start is None else int(self.grid_since - start)
+            events.append(("grid_restored", {"v": self.grid_v, "f": f, "outage_s": outage}))
 
     # --- generator -----------------------------------------------------------------------------
 
@@ -142,13 +145,20 @@ class Site:
             self.gen = state
             prev_since = self.gen_since
             self.gen_since = now
+            if state == "running" and self.outage_start is not None:
+                self.ran = True
             if state == "running" and old is not None:
                 after = None if self.outage_start is None else int(now - self.outage_start)
                 events.append(("gen_running", {"after_s": after}))
             elif old == "running":
-                events.append(("gen_stopped", {"run_s": None if prev_since is None else int(now - prev_since)}))
+                run = None if prev_since is None else int(now - prev_since)
+                events.append(("gen_stopped", {"run_s": run}))
         down = self.grid in ("lost", "rejected")
-        if (down and not self.failed_to_start and self.gen != "running" and self.outage_start is not None
+        # A set that ran in this outage did start. When its controller's return delay is shorter
+        # than our grid debounce it is already cooling down while the grid still counts as lost
+        # here: that is a normal grid return, not a failure to start.
+        if (down and not self.failed_to_start and not self.ran and self.gen != "running"
+                and self.outage_start is not None
                 and now - self.outage_start >= self.gen_cfg["start_timeout_s"]):
             self.failed_to_start = True
             mode = g.get("control_mode") if g is not None else None
@@ -195,7 +205,9 @@ class Site:
                 ready, why = False, "mode"
             elif self._alarm_worst() in ("shutdown", "trip"):
                 ready, why = False, "alarm"
-            elif g.get("can_remote_start") is False:
+            elif g.get("can_remote_start") == 0:
+                # A decoded bit is the integer 0 or 1 (None when unknown), never False: an
+                # identity test against False would never match.
                 ready, why = False, "capability"
             else:
                 ready, why = True, None
@@ -367,8 +379,8 @@ class Site:
     def snapshot(self, now):
         g = self.genset
         gon = g is not None and g.online
-        grid = {"state": self.grid, "v": _r(self.grid_v), "f": _r(self.grid_f), "src": self.grid_src,
-                "since": self.grid_since}
+        grid = {"state": self.grid, "v": _r(self.grid_v), "f": _r(self.grid_f),
+                "src": self.grid_src, "since": self.grid_since}
         if self.grid_v is None:
             grid["why"] = "offline"
         running = self.gen == "running"
@@ -380,19 +392,27 @@ class Site:
         if gon:
             # The worst first, at most MAX_ALARMS of them: a controller in a bad way can raise a
             # dozen at once, and the whole state must stay within the contract's 1 KiB.
+            # An alarm point that could not be read (its page answered with an exception, or a
+            # code the profile does not know) is unknown: with none known to be active the list
+            # is null, never an empty "no active alarms"; `alarms_unknown` counts them.
             alarms = []
             more = 0
-            for sev in ("trip", "shutdown", "warning"):
+            unknown = 0
+            for sev in ("trip", "shutdown", "warning", None):
                 for p in g.points:
                     name = p[0]
                     if name.startswith("alarm_") and g.get(name) == sev:
-                        if len(alarms) < MAX_ALARMS:
+                        if sev is None:
+                            unknown += 1
+                        elif len(alarms) < MAX_ALARMS:
                             alarms.append([name[6:], sev])
                         else:
                             more += 1
-            gen["alarms"] = alarms
+            gen["alarms"] = alarms if alarms or not unknown else None
             if more:
                 gen["alarms_more"] = more
+            if unknown:
+                gen["alarms_unknown"] = unknown
         else:
             gen["why"] = "offline"
         fuel = self.fuel.snapshot(now, running, None if gon else "offline")

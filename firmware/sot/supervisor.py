@@ -106,7 +106,8 @@ class Supervisor:
                 if self._healthy_ms >= HEALTHY_MS:
                     self.resets = 0
                     self.flash.write("health", json.dumps({"resets": 0}))
-                    self.log("I supervisor: healthy for", HEALTHY_MS // 1000, "s; reset count cleared")
+                    self.log("I supervisor: healthy for", HEALTHY_MS // 1000,
+                             "s; reset count cleared")
             return None
         self._healthy_ms = 0
         if self.safe:

@@ -1,7 +1,8 @@
 # The telemetry session: the one task that owns the MQTT connection.
 #
 # Connect with the Will `status = lost` (retained), then publish `status = online`, `birth` and
-# `state`; afterwards `state` on every change of a discrete value and every heartbeat. status,
+# `state` (all three QoS 1 retained, so a reader that subscribes later has the site's last
+# word); afterwards `state` on every change of a discrete value and every heartbeat. status,
 # birth, state and crisis acknowledgements carry (`boot`, `seq`) from a message counter given at
 # publish time; they are ordered per topic at the gateway.
 #
@@ -29,6 +30,7 @@ from sot.journal import BODY_AT, Journal
 from sot.mqtt.client import MQTTClient
 
 ACKS_MAX = 8
+LIVE_MAX = 4  # live events kept in RAM to go ahead of a replay (most are ~100-200 bytes)
 SEND_BURST = 32  # journal records sent before the loop looks at state, acks and the clock
 MAX_PAYLOAD = 1024  # the contract's limit for a controller message
 BACKOFF_MIN_MS = 500
@@ -82,24 +84,42 @@ class Session:
         self.journal = Journal(hal.Flash(), boot, self._out.mv, m.get("journal_bytes") or 65536)
         self.gateway_online = True  # until the retained gateway/status says otherwise
         self.live_from = 0  # this boot's events from this seq on are sent live (hist false)
+        # Live events raised while the journal is being replayed go ahead of the replay (a
+        # generator failing at reconnect must not wait behind a day of history): a RAM copy of
+        # at most LIVE_MAX of them, sent first; the replay skips them when it gets there.
+        self.replaying = True  # the journal has unsent records behind the read position
+        self.replay_gen = 0
+        self.live = []  # [(seq, body bytes)] waiting to jump the queue
+        self.sent_live = []  # this boot's seqs already sent ahead, to skip in the replay
         self.wake = asyncio.Event()
         self.rebirth = False
         self.state_dirty = True
         self.published = 0
         self.connected = False
+        if crisis is not None:
+            crisis.on_refuse = self._crisis_refused
 
     # --- producers (site loop) -----------------------------------------------------------------
 
     def event(self, ts, etype, data):
         body = self._out.dump({"ts": ts, "type": etype, "data": data})
-        if isinstance(body, int) or self.journal.append(body) is None:
+        seq = None if isinstance(body, int) else self.journal.append(body)
+        if seq is None:
             self.log("E telemetry: event", etype, "too big for the journal; not sent")
             return
+        if self.replaying and self.connected and self.gateway_online and \
+                len(self.live) < LIVE_MAX:
+            self.live.append((seq, bytes(body)))
         self.wake.set()
 
     def state_changed(self):
         self.state_dirty = True
         self.wake.set()
+
+    def _crisis_refused(self, mid, ts, why):
+        # A crisis message the controller could not take: journalled like any event, so the
+        # gateway files it and the dashboard shows the refusal instead of "sent".
+        self.event(self.hal.epoch(), "crisis_refused", {"id": mid, "msg_ts": ts, "why": why})
 
     def crisis_ack(self, mid):
         if len(self.acks) >= ACKS_MAX:
@@ -110,26 +130,27 @@ class Session:
     # --- downlink -------------------------------------------------------------------------------
 
     def _on_message(self, topic, payload, retained):
+        # payload: a view into the MQTT client's receive buffer, valid during this call only
         if topic == self.root + "/ack":
             try:
                 a = json.loads(payload)
                 self.journal.ack(a["boot"], a["seq"])
             except (ValueError, KeyError, TypeError):
-                self.log("W telemetry: bad ack", payload[:64])
+                self.log("W telemetry: bad ack", bytes(payload[:64]))
         elif topic == self.root + "/rebirth":
             self.rebirth = True
-            self.journal.rewind()  # the gateway saw a gap: send the unacknowledged again
+            self._restart_replay()  # the gateway saw a gap: send the unacknowledged again
             self.wake.set()
         elif topic == "sot/v1/gateway/status":
-            online = b'"offline"' not in payload  # empty (withdrawn) counts as online
+            online = b'"offline"' not in bytes(payload)  # empty (withdrawn) counts as online
             if online and not self.gateway_online:
-                self.journal.rewind()
+                self._restart_replay()
                 self.live_from = self.journal.seq
                 self.wake.set()
             self.gateway_online = online
         elif self.crisis is not None and topic.startswith(self.root + "/crisis/"):
             mid = topic[len(self.root) + 8:]
-            if "/" not in mid and self.crisis.receive(mid, payload):
+            if "/" not in mid and self.crisis.receive(mid, payload, self.hal.epoch()):
                 self.log("I crisis: message", mid, "withdrawn" if not payload else "received")
 
     # --- uplink ---------------------------------------------------------------------------------
@@ -147,6 +168,14 @@ class Session:
         await self.client.publish(self.root + "/" + sub, payload, qos=1, retain=retain)
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         self.published += 1
+
+    def _restart_replay(self):
+        # From the oldest unacknowledged event again; what went ahead is sent in order this time.
+        self.journal.rewind()
+        self.replay_gen += 1
+        self.replaying = True
+        self.live = []
+        self.sent_live = []
 
     async def _send_event(self, boot, seq, n):
         # The journal read the body (a JSON object) to mv[BODY_AT:]; the header fields go in front
@@ -172,7 +201,7 @@ class Session:
                                                "oldest": j.oldest()},
                                    "safe_mode": bool(self.health.get("safe")),
                                    "resets": self.health.get("resets", 0),
-                                   "hung": self.health.get("hung")})
+                                   "hung": self.health.get("hung")}, retain=True)
 
     async def _state(self):
         if self.site.mode is None:
@@ -189,7 +218,7 @@ class Session:
         will = (self.root + "/status",
                 json.dumps({"state": "lost", "boot": self.boot, "bdseq": self.bdseq}), 1, True)
         await self.client.connect(will=will, clean_session=True)
-        self.journal.rewind()
+        self._restart_replay()
         self.live_from = self.journal.seq
         await self.client.subscribe(self.root + "/ack", 1)
         await self.client.subscribe(self.root + "/rebirth", 1)
@@ -210,10 +239,25 @@ class Session:
                 await self._birth()
                 self.state_dirty = True
             burst = SEND_BURST if self.gateway_online else 0
+            while burst and self.live:  # live events first (hist false, their journal seq)
+                seq, body = self.live[0]
+                n = len(body)
+                self._out.mv[BODY_AT:BODY_AT + n] = body
+                gen = self.replay_gen
+                await self._send_event(self.boot, seq, n)
+                if gen == self.replay_gen:  # not restarted meanwhile (a rebirth request)
+                    self.live.pop(0)
+                    self.sent_live.append(seq)
+                burst -= 1
             while burst:
                 rec = self.journal.next()
                 if rec is None:
+                    self.replaying = False
+                    self.sent_live = []
                     break
+                if rec[0] == self.boot and rec[1] in self.sent_live:
+                    self.sent_live.remove(rec[1])  # went ahead already
+                    continue
                 await self._send_event(*rec)
                 self.checkin()
                 burst -= 1
@@ -221,7 +265,8 @@ class Session:
                 mid = self.acks[0]
                 await self._send("crisis/" + mid + "/ack", {"id": mid, "by": "panel"})
                 self.acks.pop(0)
-            if self.state_dirty or time.ticks_diff(time.ticks_ms(), last_state) >= self.heartbeat_ms:
+            since_state = time.ticks_diff(time.ticks_ms(), last_state)
+            if self.state_dirty or since_state >= self.heartbeat_ms:
                 await self._state()
                 last_state = time.ticks_ms()
             if burst == 0 and self.gateway_online:
@@ -239,8 +284,8 @@ class Session:
             try:
                 await self._connect()
                 self.connected = True
-                self.log("I telemetry: connected to", self.cfg["mqtt"]["host"], self.cfg["mqtt"]["port"],
-                         "bdseq", self.bdseq)
+                m = self.cfg["mqtt"]
+                self.log("I telemetry: connected to", m["host"], m["port"], "bdseq", self.bdseq)
                 backoff = BACKOFF_MIN_MS
                 await self._serve()
             except Exception as e:  # noqa: BLE001 -- any failure means: drop the link, retry

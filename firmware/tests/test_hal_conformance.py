@@ -2,8 +2,8 @@
 
 The board modules import `machine` and `network`, which CPython and the unix port lack, so they
 are read with `ast` here: the public names of hal/unix.py (functions, classes, constants; not
-imported modules) must exist in hal/esp32.py, hal/rp2.py and hal/qemu.py, with the same parameters and
-defaults, async where unix's is async; a class must have the same public methods (same
+imported modules) must exist in hal/esp32.py, hal/rp2.py and hal/qemu.py, with the same parameters
+and defaults, async where unix's is async; a class must have the same public methods (same
 signatures) and at least unix's public instance attributes. Names a board module imports from
 hal/board.py are looked up there. The firmware never sees which HAL it got (hal/__init__.py).
 """
@@ -63,7 +63,8 @@ def interface(name: str) -> dict[str, object]:
             for t in targets:
                 if isinstance(t, ast.Name):
                     out[t.id] = "value"
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sot.hal."):
+        elif (isinstance(node, ast.ImportFrom) and node.module
+              and node.module.startswith("sot.hal.")):
             source = interface(node.module.rsplit(".", 1)[1])
             for alias in node.names:
                 if alias.name in source:
@@ -98,7 +99,8 @@ def differences(ref: dict[str, object], other: dict[str, object]) -> list[str]:
 
 def test_the_reference_interface_is_what_the_firmware_uses():
     ref = interface(REFERENCE)
-    expected = {"NAME", "RESERVED", "init", "configure", "epoch", "Uart", "open_connection",
+    expected = {"NAME", "RESERVED", "HARD_RESET_KEEPS_FLASH",
+                "init", "configure", "epoch", "Uart", "open_connection",
                 "Flash", "Watchdog", "reset_cause", "Buttons", "display", "heap_used"}
     assert set(ref) == expected
     # And the firmware calls nothing else on `hal`.

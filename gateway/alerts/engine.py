@@ -134,8 +134,8 @@ class AlertEngine:
         actions = evaluate(self.config, views, alerts, now, failed)
         for site in views.keys() - failed.keys():
             self._failing.discard(site)
-        for site, e in sorted(failed.items()):
-            self._site_failed(site, e)
+        for site, err in sorted(failed.items()):
+            self._site_failed(site, err)
         if actions:
             self.apply(actions, alerts, now)
         self.evaluations += 1
@@ -284,7 +284,7 @@ class AlertEngine:
             lines += [f"What to do: {i_en}", f"Acknowledge: {ack}"]
         if link:
             lines += ["", link]
-        doc = {
+        doc: dict[str, Any] = {
             "alert": {"id": a.id, "key": a.key, "rule": a.rule, "site": a.site,
                       "municipality": a.municipality, "severity": a.severity,
                       "status": "resolved" if kind == "recovery" else a.status,

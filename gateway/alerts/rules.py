@@ -264,7 +264,8 @@ def backup_failed(rule: Rule, v: SiteView, now: float,
     if v.state.get("mode") == "degraded" and "" in open_:
         return None  # the site cannot tell its power state: keep what we know
     genset = _section(v.state, "genset") or {}
-    alarms = genset.get("alarms") if isinstance(genset.get("alarms"), list) else []
+    alarms_raw = genset.get("alarms")
+    alarms = alarms_raw if isinstance(alarms_raw, list) else []
     names = ", ".join(str(a[0]) for a in alarms if isinstance(a, list) and a)[:200]
     sv_at, en_at = _at(v)
     extra_sv = f" Larm i elverket: {names}." if names else ""
@@ -667,9 +668,9 @@ def _group(config: AlertConfig, live: Mapping[str, _Live], now: float) -> list[A
             out.append(Resolve(inc.rec.key, "members_resolved",
                                inc.rec.notify_count > 0 and config.grouping.rule.recovery))
     for muni, xs in sorted(by_muni.items()):
-        inc = incidents.get(muni)
-        if inc is not None:
-            out.extend(Attach(x.rec.key, inc.rec.key) for x in xs)
+        open_inc = incidents.get(muni)
+        if open_inc is not None:
+            out.extend(Attach(x.rec.key, open_inc.rec.key) for x in xs)
             continue
         waiting = [x for x in xs if x.rec.notify_count == 0]
         if not waiting:

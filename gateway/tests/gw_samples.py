@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from gateway.store import SiteInfo
+from hil_tests.rig import present  # noqa: F401 - the tests import it from here
 
 TS = 1_795_444_065  # 2026-11-23
 
@@ -104,3 +105,4 @@ def event(type: str = "grid_lost", **over: Any) -> dict[str, Any]:
 
 def raw(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alert_rig import HEARTBEAT_S, Rig, normal_state, shipped_config
 from gw_samples import raw
 
 CFG = shipped_config()
-LOST = {"mode": "on_backup", "grid": {"state": "lost", "v": 0.0, "f": 0.0},
-        "genset": {"state": "running"}, "capability": {"power": "backup"}}
-FAILED = {"mode": "backup_failed", "grid": {"state": "lost"}, "genset": {"state": "fault"},
-          "capability": {"power": "none"}}
+LOST: dict[str, Any] = {"mode": "on_backup", "grid": {"state": "lost", "v": 0.0, "f": 0.0},
+                        "genset": {"state": "running"}, "capability": {"power": "backup"}}
+FAILED: dict[str, Any] = {"mode": "backup_failed", "grid": {"state": "lost"},
+                          "genset": {"state": "fault"}, "capability": {"power": "none"}}
 
 
 @pytest.fixture

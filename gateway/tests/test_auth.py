@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from gw_samples import SITES, Clock
+from gw_samples import SITES, Clock, present
 from web_login import PASSWORD, add_user, login
 
 from gateway import auth
@@ -79,7 +79,7 @@ class FakeBroker:
 
 @contextlib.asynccontextmanager
 async def app_at(tmp_path: Path, clock: Clock, **kw: Any
-                 ) -> AsyncIterator[tuple[str, SqliteStore, Any]]:
+                 ) -> AsyncIterator[tuple[str, SqliteStore, FakeBroker]]:
     db = SqliteStore(tmp_path / "sot.sqlite3")
     db.upsert_sites(SITES)
     add_user(db, "anna", "viewer")
@@ -229,7 +229,8 @@ def test_a_demoted_or_removed_user_loses_the_rights_of_the_live_session(tmp_path
                 for path in ("/api/signage/are-kall", "/signage/are-kall", "/cap.atom"):
                     async with anon.get(base + path) as r:
                         assert r.status == 200 and "kim" not in await r.text(), path
-            db.put_user("kim", "viewer", db.user("kim")["pwhash"], 0.0)  # sot user add --role
+            # sot user add --role
+            db.put_user("kim", "viewer", present(db.user("kim"))["pwhash"], 0.0)
             async with kim.post(base + "/api/crisis", json=MSG,
                                 headers={"X-CSRF-Token": csrf}) as r:
                 assert r.status == 403  # same cookie, same token: no longer a coordinator

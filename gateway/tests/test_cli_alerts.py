@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from alert_rig import Rig
+from gw_samples import present
 
 from gateway.cli import main
 from gateway.store import SqliteStore
@@ -35,7 +36,7 @@ def test_sites_alerts_and_ack(db: Path, capsys: pytest.CaptureFixture[str]):
     assert "backup_failed:krokom-follinge" in out and "Föllinge (Krokom): ingen ström" in out
 
     store = SqliteStore(db)
-    aid = store.alert("backup_failed:krokom-follinge").id
+    aid = present(store.alert("backup_failed:krokom-follinge")).id
     store.close()
     assert main(["ack", str(aid), "--by", "Åsa", "--note", "tekniker på väg", "--db",
                  str(db)]) == 0
@@ -46,7 +47,7 @@ def test_sites_alerts_and_ack(db: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["ack", "no-such-alert", "--db", str(db)]) == 1
 
     store = SqliteStore(db)
-    a = store.alert(aid)
+    a = present(store.alert(aid))
     assert a.status == "acknowledged" and a.acked_by == "Åsa" and a.ack_note == "tekniker på väg"
     assert store.audit_log()[0]["action"] == "ack"
     store.close()

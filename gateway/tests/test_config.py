@@ -321,3 +321,13 @@ password = "hemligt-losen"
     assert b["display"] == {"i2c": 1, "scl": 7, "sda": 6, "addr": 0x3C, "freq": 400000}
     assert b["network"] == {"kind": "wifi", "ssid": "Butiken", "password": "hemligt-losen"}
     assert b["uart"]["uart1"]["id"] == 0
+
+
+def test_alarm_words_say_not_fitted_for_unimplemented_alarms():
+    # GenComm code 15 (unimplemented) means the alarm is not fitted: it must decode to a label
+    # that raises nothing, and a word of four such alarms (0xFFFF) is not the "n/a" band.
+    for pid, prof in config.load_profiles().items():
+        for p in prof.points:
+            if p.name.startswith("alarm_") and prof.id == "dse-gencomm":
+                assert p.enum is not None and p.enum.get(15) == "not_fitted", (pid, p.name)
+                assert p.invalid == (), (pid, p.name)

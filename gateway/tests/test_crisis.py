@@ -1,4 +1,4 @@
-"""Crisis messages: the gateway's validation mirrors the controller's (RELIABILITY.md C5), what
+"""Crisis messages: the gateway's validation mirrors the controller's, what
 it publishes, updates and withdrawals, the per-site acknowledgement, and that the text is never
 HTML on any page."""
 
@@ -48,9 +48,9 @@ def test_control_characters_become_spaces_and_html_stays_text():
     assert p == {"id": m.id, "sv": m.sv, "severity": "severe", "from": "Åre kommun",
                  "ts": int(NOW), "expires": int(NOW) + 5400}
     assert crisis.ID_RE.fullmatch(m.id) and len(m.id) <= 32
-    # 280 characters of four-byte UTF-8 in both languages stay under the controller's 2 KiB
+    # the packet that reaches the controller, on the longest site id, stays within MAX_PACKET
     big = crisis.validate({**OK, "sv": "😀" * 200, "en": "é" * 280}, NOW)
-    assert len(big.encoded()) <= crisis.MAX_PAYLOAD
+    assert crisis.packet_size("x" * 64, big.id, big.encoded()) <= crisis.MAX_PACKET
     with pytest.raises(crisis.CrisisError):
         crisis.validate({**OK, "sv": "😀" * 280, "en": "😀" * 280}, NOW)
     # an update always moves ts on, or the controller would take it for the retained repeat
@@ -63,7 +63,7 @@ def test_send_update_ack_withdraw_through_the_api(tmp_path: Path):
 
     async def main() -> None:
         async with app_at(tmp_path, clock) as (base, db, broker), client() as s:
-            broker: FakeBroker
+            assert isinstance(broker, FakeBroker)
             csrf = await login(s, base, "kim")
             h = {"X-CSRF-Token": csrf}
             body = {"sv": "Koka vattnet <b>nu</b>", "en": "Boil water", "severity": "warning",
@@ -123,5 +123,91 @@ def test_send_update_ack_withdraw_through_the_api(tmp_path: Path):
                 assert (await r.json())["messages"] == []
             async with s.get(f"{base}/crisis") as r:
                 assert "Koka vattnet &lt;b&gt;nu&lt;/b&gt;" not in await r.text()  # updated
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def _fill(site: str, mid: str, limit: int) -> dict[str, str]:
+    """Form fields whose packet on `site`'s topic is exactly `limit` bytes."""
+    base = crisis.validate({**OK, "sv": "x", "en": "x"}, NOW, msg_id=mid, sites=[site])
+    pad = limit - crisis.packet_size(site, mid, base.encoded())
+    out = {}
+    for key in ("sv", "en"):  # four-byte characters, then single bytes, 280 characters each
+        n = min(pad // 4, 276)
+        text = "x" + "😀" * n + "x" * min(pad - 4 * n, 3)
+        pad -= len(text.encode()) - 1
+        out[key] = text
+    assert pad == 0
+    return {**OK, **out}
+
+
+def test_size_limit_is_the_controllers_packet_on_each_sites_topic():
+    # One quantity on both sides: the PUBLISH's Remaining Length (topic + packet id + payload)
+    # <= MAX_PACKET, the controller's receive buffer (firmware/sot/mqtt/client.py).
+    fw = (Path(__file__).resolve().parents[2] / "firmware/sot/mqtt/client.py").read_text()
+    assert f"MAX_PACKET = const({crisis.MAX_PACKET})" in fw
+    fields = _fill("are-kall", "k1", crisis.MAX_PACKET)
+    m = crisis.validate(fields, NOW, msg_id="k1", sites=["are-kall"])
+    assert crisis.packet_size("are-kall", "k1", m.encoded()) == crisis.MAX_PACKET
+    # the same text does not fit a site with a longer id, nor one byte more on this one
+    with pytest.raises(crisis.CrisisError, match="2049|too large"):
+        crisis.validate(fields, NOW, msg_id="k1", sites=["are-kall", "are-kallx"])
+    with pytest.raises(crisis.CrisisError):
+        crisis.validate({**fields, "sv": fields["sv"] + "x"}, NOW, msg_id="k1", sites=["are-kall"])
+
+
+def test_decomposed_characters_are_sent_composed():
+    m = crisis.validate({**OK, "sv": "Sta\u0308ng va\u0308gen", "from": "A\u030are"}, NOW)
+    assert m.sv == "Stäng vägen" and m.source == "Åre"
+    # 280 decomposed letters are 280 characters, as on the panel
+    assert crisis.validate({**OK, "sv": "a\u0308" * 280}, NOW).sv == "ä" * 280
+
+
+def test_a_full_site_is_refused_before_sending_and_a_controllers_refusal_is_shown(tmp_path: Path):
+    clock = Clock()
+    clock.t = NOW
+
+    async def main() -> None:
+        async with app_at(tmp_path, clock) as (base, db, broker), client() as s:
+            assert isinstance(broker, FakeBroker)
+            csrf = await login(s, base, "kim")
+            h = {"X-CSRF-Token": csrf}
+            body = {"sv": "Koka vattnet", "severity": "warning", "from": "Åre kommun",
+                    "sites": ["are-kall"]}
+            ids = []
+            for i in range(crisis.MAX_MESSAGES):
+                clock.t = NOW + i
+                async with s.post(base + "/api/crisis", json=body, headers=h) as r:
+                    assert r.status == 200
+                    ids.append((await r.json())["id"])
+            n = len(broker.sent)
+            async with s.post(base + "/api/crisis", json=body, headers=h) as r:
+                out = await r.json()
+                assert r.status == 409 and out["sites"] == ["are-kall"], out
+            assert len(broker.sent) == n  # never published: the panel could not hold it
+            # the controller refused one anyway (out of memory): its event is filed like any
+            # other, and the dashboard says so instead of "sent"
+            m = db.crisis_message(ids[0])
+            assert m is not None
+            db.add_event("are-kall", {"boot": 1, "seq": 0, "ts": int(NOW) + 9, "hist": False,
+                                      "type": "crisis_refused",
+                                      "data": {"id": ids[0], "msg_ts": m["ts"], "why": "memory"}},
+                         "", NOW + 9)
+            async with s.get(f"{base}/api/crisis/{ids[0]}") as r:
+                d = {x["site"]: x for x in (await r.json())["delivery"]}
+            assert d["are-kall"]["refused"] == "memory" and d["are-kall"]["acked"] is None
+            async with s.get(f"{base}/crisis/{ids[0]}") as r:
+                page = await r.text()
+            assert "Vägrat av styrenheten" in page and "minnet räckte inte" in page
+            async with s.get(f"{base}/crisis") as r:
+                assert "1 vägrat" in await r.text()
+            # a refusal of an older version does not count for an update
+            clock.t = NOW + 100
+            async with s.post(f"{base}/api/crisis/{ids[0]}", json={**body, "sv": "Ny text"},
+                              headers=h) as r:
+                assert r.status == 200
+            async with s.get(f"{base}/api/crisis/{ids[0]}") as r:
+                d = {x["site"]: x for x in (await r.json())["delivery"]}
+            assert d["are-kall"]["refused"] is None
 
     asyncio.run(asyncio.wait_for(main(), 30))

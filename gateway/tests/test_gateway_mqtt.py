@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any
 import aiohttp
 import paho.mqtt.client as mqtt
 import pytest
-from gw_samples import TS, birth, event, raw, state, status
+from gw_samples import TS, birth, event, present, raw, state, status
 from web_login import add_user, login
 
 from gateway.service import Gateway
@@ -47,8 +48,13 @@ class Peer:
         self.ready = threading.Event()
         self.c = broker.client(client_id)  # TLS against the rig's CA
         self.c.on_message = self._on_message
-        self.c.on_connect = lambda c, u, f, rc, p: (
-            c.subscribe([(t, 1) for t in subscribe]) if subscribe else None, self.ready.set())
+
+        def on_connect(c, u, f, rc, p):
+            if subscribe:
+                c.subscribe([(t, 1) for t in subscribe])
+            self.ready.set()
+
+        self.c.on_connect = on_connect
         self.c.connect("127.0.0.1", broker.port, keepalive=10)
         self.c.loop_start()
         assert self.ready.wait(5), "peer could not connect"
@@ -153,7 +159,8 @@ def test_gateway_files_what_controllers_publish(tmp_path: Path):
             gw = Gateway(gateway_config(broker, tmp_path / "sot.sqlite3"), clock)
             await gw.start()
             try:
-                await until(lambda: len(gw.store.events("are-kall")) == 2, what="queued event")
+                await until(lambda: len(present(gw.store).events("are-kall")) == 2,
+                            what="queued event")
             finally:
                 await gw.stop()
 
@@ -199,8 +206,8 @@ def test_gateway_will_marks_it_offline_when_its_connection_dies(tmp_path: Path):
                                         for p, _ in observer.seen("sot/v1/gateway/status")),
                             what="online")
                 # Cut the TCP connection without DISCONNECT, as a crash or cable fault would.
-                sock = gw.mqtt.client.socket()
-                assert sock is not None
+                sock = present(gw.mqtt).client.socket()
+                assert isinstance(sock, socket.socket)  # plain TCP to the test broker
                 sock.shutdown(2)
                 await until(lambda: any(p == b'{"state": "offline"}'
                                         for p, _ in observer.seen("sot/v1/gateway/status")),
@@ -265,10 +272,10 @@ def test_one_bad_message_costs_only_itself_and_intake_goes_on(tmp_path: Path):
                 # A store failure that is not about text: B's seq 2 breaks a constraint.
                 real = gw.store.add_event
 
-                def add_event(site: str, msg: dict[str, Any], text: str, rx: float) -> bool:
+                def add_event(site: str, msg: dict[str, Any], raw: str, received: float) -> bool:
                     if site == b and msg["seq"] == 2:
                         raise sqlite3.IntegrityError("CHECK constraint failed (test)")
-                    return real(site, msg, text, rx)
+                    return real(site, msg, raw, received)
 
                 gw.store.add_event = add_event  # type: ignore[method-assign]
                 for seq in (2, 3):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from alert_rig import Rig, normal_state
-from gw_samples import SITES, TS, Clock, birth, event, raw, state, status
+from gw_samples import SITES, TS, Clock, birth, event, present, raw, state, status
 
 from gateway import ingest as ingest_mod
 from gateway.cli import main as cli_main
@@ -136,10 +136,10 @@ def test_allowed_text_is_filed_in_nfc(ing: Ingest, db: SqliteStore):
     # "Ga" + combining diaeresis, and the same escaped: both filed as the one character ä.
     assert ing.handle(T("birth"), raw(birth(name="Ga\u0308rdsbutiken", seq=1))).outcome \
         == "stored"
-    assert db.latest("are-kall")["birth"]["name"] == "Gärdsbutiken"
+    assert present(db.latest("are-kall"))["birth"]["name"] == "Gärdsbutiken"
     assert ing.handle(T("state"), raw(state(devices={"ta\u0308nk": "offline"}))).outcome \
         == "stored"
-    assert "tänk" in db.latest("are-kall")["state"]["devices"]
+    assert "tänk" in present(db.latest("are-kall"))["state"]["devices"]
     ev = json.dumps(event("device_offline", seq=0, data={"device": "a\u030a"}),
                     ensure_ascii=False).encode()
     assert ing.handle(T("event"), ev).outcome == "stored"
@@ -147,7 +147,7 @@ def test_allowed_text_is_filed_in_nfc(ing: Ingest, db: SqliteStore):
     # Letters of any script, and symbols, are text like any other.
     name = "Кал ☃ 𝄞 Åre"
     assert ing.handle(T("birth"), raw(birth(name=name, seq=2))).outcome == "stored"
-    assert db.latest("are-kall")["birth"]["name"] == name
+    assert present(db.latest("are-kall"))["birth"]["name"] == name
 
 
 def test_keys_that_collide_once_normalised_are_refused(ing: Ingest):
@@ -204,7 +204,7 @@ def test_a_store_failure_refuses_that_message_and_the_batch_commits(
     assert results[2].reason == "store" and "IntegrityError" in results[2].detail
     assert [e["seq"] for e in db.events("are-kall")] == [2, 0]
     assert len(db.events("krokom-follinge")) == 3
-    assert db.latest("are-kall")["state"]["seq"] == 30
+    assert present(db.latest("are-kall"))["state"]["seq"] == 30
     assert ing.stats()["rejected_by_reason"] == {"store": 1}
     assert [r.message for r in caplog.records].count(
         "rejected sot/v1/are-kall/event: store: " + results[2].detail) == 1
@@ -417,11 +417,11 @@ def test_a_site_cannot_pin_its_latest_state(ing: Ingest, db: SqliteStore, clock:
     assert ing.handle(T("state"), raw(state(seq=18, ts=TS + 60))).outcome == "outdated"
     clock.t = TS + MAX_FUTURE_S + 1
     assert ing.handle(T("state"), raw(state(seq=19, ts=int(clock.t)))).outcome == "stored"
-    assert db.latest("are-kall")["state"]["mode"] == "on_backup"
+    assert present(db.latest("are-kall"))["state"]["mode"] == "on_backup"
     # Same boot, a seq claimed too high: the same rule.
     ing.handle(T("birth"), raw(birth(seq=2**32 - 1, ts=int(clock.t), name="Fake")))
     assert ing.handle(T("birth"), raw(birth(seq=20, ts=int(clock.t) + 1))).outcome == "stored"
-    assert db.latest("are-kall")["birth"]["name"] == "Kall"
+    assert present(db.latest("are-kall"))["birth"]["name"] == "Kall"
 
 
 def test_a_controller_whose_boot_counter_restarted_is_heard(ing: Ingest, db: SqliteStore):
@@ -462,12 +462,12 @@ def test_sot_site_reset_forgets_the_order_and_is_audited(tmp_path: Path,
 
     store = SqliteStore(path)
     try:
-        assert store.latest("are-kall")["state"] is None
-        assert store.site_overview("are-kall", TS)["mode"] is None
+        assert present(store.latest("are-kall"))["state"] is None
+        assert present(store.site_overview("are-kall", TS))["mode"] is None
         ing = Ingest(store, clock)
         assert ing.handle(T("state"), raw(state(seq=19, ts=TS + 2))).outcome == "stored"
         assert ing.handle(T("birth"), raw(birth(ts=TS + 2))).outcome == "stored"
-        assert store.latest("are-kall")["state"]["mode"] == "on_backup"
+        assert present(store.latest("are-kall"))["state"]["mode"] == "on_backup"
         audit = store.audit_log()[0]
         assert (audit["actor"], audit["action"], audit["target"]) == \
             ("samordnare", "site_reset", "are-kall")
@@ -511,7 +511,7 @@ def test_a_failed_group_commit_files_its_messages_one_by_one(
     commits = {"n": 0}
 
     @contextlib.contextmanager
-    def batch():  # type: ignore[no-untyped-def]
+    def batch():
         commits["n"] += 1
         with real_batch():
             yield
@@ -534,7 +534,7 @@ def test_a_failed_group_commit_files_its_messages_one_by_one(
         loop.close()
     assert db.events("krokom-follinge") == []  # message 2, refused alone
     assert sorted(e["seq"] for e in db.events("are-kall")) == [0, 1]
-    assert db.latest("are-kall")["state"]["seq"] == 17
+    assert present(db.latest("are-kall"))["state"]["seq"] == 17
     assert acks == ([1, 2, 3, 4] if acked_bad else [1, 3, 4])
     stats = ing.stats()
     assert stats["accepted"] == 3  # counted once, not once per try

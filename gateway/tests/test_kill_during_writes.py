@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from gw_samples import present
+
 from gateway.store import SqliteStore
 
 CHILD = r"""
@@ -86,7 +88,7 @@ def test_sigkill_during_writes_loses_nothing_acknowledged(tmp_path: Path):
             assert store.integrity_check() == "ok"
             rows = store._db.execute("SELECT site, boot, seq FROM events").fetchall()
             have = {(r[0], r[1], r[2]) for r in rows}
-            states = {site: store.latest(site)["state"] for site in ("are-kall",
+            states = {site: present(store.latest(site))["state"] for site in ("are-kall",
                                                                       "krokom-follinge")}
             keys = [r[0] for r in store._db.execute(
                 "SELECT key FROM alerts WHERE status != 'resolved'")]

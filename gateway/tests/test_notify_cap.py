@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from alert_rig import Rig, shipped_config
-from gw_samples import TS
+from gw_samples import TS, present
 
 from gateway.alerts import engine as engine_mod
 from gateway.alerts.config import AlertConfig, Contact
@@ -298,8 +298,8 @@ def test_cap_feed_is_valid_cap_1_2_and_lists_what_is_active(tmp_path: Path):
                     feed = await r.text()
                 docs = []
                 for e in ET.fromstring(feed).iter(f"{ATOM}entry"):
-                    href = next(x for x in e.iter(f"{ATOM}link")
-                                if x.get("rel") == "alternate").get("href")
+                    href = present(next(x for x in e.iter(f"{ATOM}link")
+                                        if x.get("rel") == "alternate").get("href"))
                     assert href.startswith("http://127.0.0.1:8080/cap/")
                     async with s.get(base + urlsplit(href).path) as r:
                         assert r.status == 200
@@ -315,7 +315,7 @@ def test_cap_feed_is_valid_cap_1_2_and_lists_what_is_active(tmp_path: Path):
     root = ET.fromstring(feed)
     entries = list(root.iter(f"{ATOM}entry"))
     # the regional incident (Kall + Duved), not its member sites; Föllinge's alerts
-    alerts = [e.find(f"{ATOM}content/{CAP}alert") for e in entries]
+    alerts = [present(e.find(f"{ATOM}content/{CAP}alert")) for e in entries]
     assert len(alerts) == 4 and len(docs) == 4
     for a in alerts:
         schema.validate(ET.tostring(a, encoding="unicode"))
@@ -329,7 +329,7 @@ def test_cap_feed_is_valid_cap_1_2_and_lists_what_is_active(tmp_path: Path):
     assert [i.findtext(f"{CAP}language") for i in infos] == ["sv-SE", "en-GB"]
     assert infos[0].findtext(f"{CAP}severity") == "Severe"
     assert infos[0].findtext(f"{CAP}area/{CAP}circle") == "63.66670,14.61670 1"
-    assert failed.findtext(f"{CAP}note").startswith(
+    assert present(failed.findtext(f"{CAP}note")).startswith(
         "Kvitterat av samordnare / acknowledged by a coordinator, ")
     assert "Åsa" not in feed and not any("Åsa" in d for d in docs)  # names stay private
     incident = next(a for a in alerts if a.findtext(f"{CAP}info/{CAP}eventCode/{CAP}value")
@@ -376,8 +376,8 @@ def _messages(feed: str) -> dict[str, str]:
     """identifier -> the CAP document's text, for every entry of an Atom feed."""
     out = {}
     for e in ET.fromstring(feed).iter(f"{ATOM}entry"):
-        a = e.find(f"{ATOM}content/{CAP}alert")
-        out[a.findtext(f"{CAP}identifier")] = ET.tostring(a, encoding="unicode")
+        a = present(e.find(f"{ATOM}content/{CAP}alert"))
+        out[present(a.findtext(f"{CAP}identifier"))] = ET.tostring(a, encoding="unicode")
     return out
 
 
@@ -387,7 +387,7 @@ def test_a_changed_alert_is_a_new_cap_message_that_references_the_earlier_ones(t
     schema = cap_schema()
     rig = Rig(tmp_path / "sot.sqlite3")
     fire_backup_failed(rig)
-    a = rig.store.alert("backup_failed:krokom-follinge")
+    a = present(rig.store.alert("backup_failed:krokom-follinge"))
     seen: dict[str, str] = {}
 
     def poll() -> tuple[ET.Element, str]:
@@ -401,10 +401,11 @@ def test_a_changed_alert_is_a_new_cap_message_that_references_the_earlier_ones(t
         schema.validate(one)
         root = ET.fromstring(feed)
         # links are absolute even without a configured base URL
-        hrefs = [x.get("href") for x in root.iter(f"{ATOM}link")]
+        hrefs = [present(x.get("href")) for x in root.iter(f"{ATOM}link")]
         assert hrefs and all(h.startswith("http://127.0.0.1:") for h in hrefs), hrefs
         mine = next(x for x in root.iter(f"{CAP}alert")
-                    if x.findtext(f"{CAP}identifier").startswith(f"sot.krokom.alert.{a.id}"))
+                    if present(x.findtext(f"{CAP}identifier")).startswith(
+                        f"sot.krokom.alert.{a.id}"))
         assert ET.fromstring(one).findtext(f"{CAP}identifier") == \
             mine.findtext(f"{CAP}identifier")
         return mine, feed
@@ -419,14 +420,14 @@ def test_a_changed_alert_is_a_new_cap_message_that_references_the_earlier_ones(t
     acked, feed = poll()
     assert acked.findtext(f"{CAP}identifier") != first.findtext(f"{CAP}identifier")
     assert acked.findtext(f"{CAP}msgType") == "Update"
-    ref1 = ",".join(first.findtext(f"{CAP}{k}") for k in ("sender", "identifier", "sent"))
+    ref1 = ",".join(present(first.findtext(f"{CAP}{k}")) for k in ("sender", "identifier", "sent"))
     assert acked.findtext(f"{CAP}references") == ref1
     assert "kim.berg" not in feed and "Olle" not in feed  # names and notes stay private
 
     rig.clock.t += 60
     rig.store.update_alert(a.id, ("acknowledged",), sv="Ny text", en="New text")
     reworded, _ = poll()
-    ref2 = ",".join(acked.findtext(f"{CAP}{k}") for k in ("sender", "identifier", "sent"))
+    ref2 = ",".join(present(acked.findtext(f"{CAP}{k}")) for k in ("sender", "identifier", "sent"))
     assert reworded.findtext(f"{CAP}references") == f"{ref1} {ref2}"
     assert reworded.findtext(f"{CAP}info/{CAP}description") == "Ny text"
     assert len({first.findtext(f"{CAP}sent"), acked.findtext(f"{CAP}sent"),

@@ -14,10 +14,11 @@ DOC = Path(gw_web.__file__).resolve().parent / "openapi.json"
 
 def routes() -> dict[tuple[str, str], object]:
     app = make_app(SqliteStore(":memory:"))
-    out = {}
+    out: dict[tuple[str, str], object] = {}
     for r in app.router.routes():
         if r.method == "HEAD":  # aiohttp adds one to every GET
             continue
+        assert r.resource is not None
         out[(r.method.lower(), r.resource.canonical)] = r.handler
     return out
 

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from gw_samples import SITES, TS, birth, event, state, status
+from gw_samples import SITES, TS, birth, event, present, state, status
 
 from gateway import store as store_mod
 from gateway.store import MIGRATIONS, SiteInfo, SqliteStore
@@ -83,13 +83,13 @@ def test_latest_status_birth_state_with_received_time(db: SqliteStore):
     assert db.latest("are-kall") is None
     put(db, "status", status(), TS + 1)
     put(db, "birth", birth(), TS + 2)
-    latest = db.latest("are-kall")
+    latest = present(db.latest("are-kall"))
     assert latest["status"]["state"] == "online" and latest["status"]["received"] == TS + 1
     assert latest["birth"]["fw"] == "0.1.0"
     assert latest["state"] is None
     put(db, "state", state(), TS + 3)
     put(db, "state", state(seq=18, mode="normal"), TS + 4)
-    assert db.latest("are-kall")["state"]["mode"] == "normal"
+    assert present(db.latest("are-kall"))["state"]["mode"] == "normal"
 
 
 def overview(db: SqliteStore, now: float, site: str = "are-kall") -> dict:

@@ -28,7 +28,7 @@ def say(*args):
 async def main(host, port, mode, args):
     got = []
     c = MQTTClient("probe-" + mode, asyncio.open_connection, host, port, keepalive=KEEPALIVE,
-                   on_message=lambda t, p, r: got.append((t, p, r)))
+                   on_message=lambda t, p, r: got.append((t, bytes(p), r)))
     will = (args[0], b"lost", 1, True) if mode in ("will", "clean") else None
     await c.connect(will=will)
     if mode == "pub":

@@ -130,7 +130,7 @@ class Wire:
         self._timers: list[threading.Timer] = []
         self._released: list[bytes] = []
         self._fault: tuple[str, Fault, float, set[int] | None] | None = None
-        self._exceptions: dict[tuple[int, int, int], int] = {}
+        self._exceptions: dict[tuple[int, int, int | None], int] = {}
         self._delay: tuple[float, set[int] | None] | None = None
 
     # --- the hook ---
@@ -186,16 +186,19 @@ class Wire:
                 out = fn(data, req)
                 if out is not None:
                     data, what = out, name
-        held = delay is not None and (delay[1] is None or (data and data[0] in delay[1]))
+        hold_s = None  # how long this reply is held back, if it is
+        if delay is not None and (delay[1] is None or (data and data[0] in delay[1])):
+            hold_s = delay[0]
+        held = hold_s is not None
         with self._lock:
-            self.replies.append(Reply(now, req, len(data), what, delay[0] if held else 0.0))
+            self.replies.append(Reply(now, req, len(data), what, hold_s or 0.0))
             if what == "garbage between":
                 self.noise += 1
             elif what is not None and not what.startswith("exception"):
                 self.hits += 1
-            if held:
+            if hold_s is not None:
                 self.delayed += 1
-                timer = threading.Timer(delay[0], self._release, (data,))
+                timer = threading.Timer(hold_s, self._release, (data,))
                 self._timers = [t for t in self._timers if t.is_alive()] + [timer]
                 timer.start()
         return b"" if held else data

@@ -130,6 +130,7 @@ def decode(point: Point, regs: list[int]) -> Any:
         return b"".join(w.to_bytes(2, "big") for w in regs).rstrip(b"\0 ").decode("ascii")
     raw = decode_raw(point, regs)
     if point.type != "f32":
+        assert isinstance(raw, int)  # only an f32 decodes to a float
         # Sentinels are given as unsigned codes of the register(s), also for signed types.
         unsigned = raw & (0xFFFF if point.count == 1 else 0xFFFFFFFF)
         if any(lo <= unsigned <= hi for lo, hi in point.invalid):
@@ -177,7 +178,8 @@ class SimulatedDevice:
                          action=action)
 
 
-def _tables(holding: list[SimData], inputs: list[SimData]) -> tuple[list[SimData], ...]:
+def _tables(holding: list[SimData], inputs: list[SimData]
+            ) -> tuple[list[SimData], list[SimData], list[SimData], list[SimData]]:
     """The four separate tables (coils, discrete inputs, holding, input registers).
 
     pymodbus needs at least one entry in each table and bit tables of DataType.BITS: an empty

@@ -12,8 +12,10 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import cast
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
+Rgb = tuple[int, int, int]
 
 
 class PngError(ValueError):
@@ -70,11 +72,12 @@ def read(data: bytes) -> Image:
     w, h, depth, ctype, comp, filt, interlace = struct.unpack(">IIBBBBB", cs[0][1])
     if (comp, filt, interlace) != (0, 0, 0) or ctype not in (0, 3) or depth not in (1, 2, 4, 8):
         raise PngError(f"unsupported IHDR {cs[0][1]!r}")
-    palette = None
+    palette: list[Rgb] | None = None
     idat = b""
     for kind, body in cs[1:]:
         if kind == b"PLTE":
-            palette = [tuple(body[i:i + 3]) for i in range(0, len(body), 3)]
+            # (r, g, b) triples; a PLTE chunk is a multiple of 3 bytes long
+            palette = [cast(Rgb, tuple(body[i:i + 3])) for i in range(0, len(body), 3)]
         elif kind == b"IDAT":
             idat += body
     if ctype == 3 and palette is None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .proc import stop_process
+from .tcpproxy import FreezableProxy, TlsModem
 
 PTY_RE = re.compile(rb"char device redirected to (\S+) \(label serial(\d+)\)")
 
@@ -212,9 +213,27 @@ class QemuBoard:
         return buf
 
 
+class BrokerBridge:
+    """The rig-side end of the qemu board's MQTT line (UART2): qemu connects the line to this
+    listener on 127.0.0.1 (`serial` is its chardev spec, reconnecting as a board's network
+    does) and every connection is relayed to the rig's broker. The one place where the qemu
+    board's MQTT byte stream meets the broker: the board has no TLS stack, so a broker that
+    wants TLS is reached by wrapping the upstream leg here, not by changing the board."""
+
+    def __init__(self, host: str, port: int, ca: str | None = None) -> None:
+        # With the CA the upstream leg is TLS, verified against it: the board's TLS stand-in,
+        # a modem that does TLS (hal/qemu.py, rig/tcpproxy.py TlsModem).
+        self.proxy = TlsModem(port, ca, host) if ca else FreezableProxy(port, host)
+        self.serial = f"tcp:127.0.0.1:{self.proxy.port},reconnect=1"
+
+    def close(self) -> None:
+        self.proxy.close()
+
+
 class QemuFirmware:
     """The whole firmware on the qemu board, as rig/dut.py's Firmware runs it on the unix port:
-    UART1 on the plant's pty link, UART2 connected by qemu to the broker, UART3 the buttons.
+    UART1 on the plant's pty link, UART2 through the rig's BrokerBridge to the broker, UART3 the
+    buttons.
     The site's compiled config is written to the board's flash through the raw REPL, then
     `sot.main` is started there; its log lines come back on the console."""
 
@@ -229,31 +248,25 @@ class QemuFirmware:
         self.extra_config = extra_config or {}
         self.resets = 0  # no watchdog peripheral on this board
         self.board: QemuBoard | None = None
+        self.bridge: BrokerBridge | None = None
         self.log_path = self.workdir / f"{site.id}-qemu.log"
         self._buttons = -1
         self._reader: threading.Thread | None = None
         self._stop = threading.Event()
-        self.modem: Any = None  # the board's TLS stand-in (rig/tcpproxy.py TlsModem)
 
     def start(self) -> QemuFirmware:
         from gateway import config, firmware
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         compiled = config.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
-        port = self.mqtt["port"]
-        if self.mqtt.get("ca"):
-            # No TLS on this board: its UART2 is a modem that does TLS (hal/qemu.py), played by
-            # a verifying TLS client on 127.0.0.1 holding the same CA. The CA is the modem's,
-            # so the board's own config goes without it.
-            from .tcpproxy import TlsModem
-
-            self.modem = TlsModem(port, self.mqtt["ca"], self.mqtt["host"])
-            port = self.modem.port
-            compiled["mqtt"].pop("ca", None)
+        # No TLS on this board: the bridge's upstream leg does it, holding the CA (a modem
+        # that does TLS, hal/qemu.py), so the board's own config goes without it.
+        ca = self.mqtt.get("ca")
+        compiled["mqtt"].pop("ca", None)
         text = config.to_json({**compiled, **self.extra_config}).encode()
         bus = next(iter(self.bus_ports.values()))
-        broker = f"tcp:127.0.0.1:{port},reconnect=1"
-        self.board = QemuBoard(firmware.build_qemu(), serials=(bus, broker, "pty"))
+        self.bridge = BrokerBridge(self.mqtt["host"], self.mqtt["port"], ca)
+        self.board = QemuBoard(firmware.build_qemu(), serials=(bus, self.bridge.serial, "pty"))
         self.board.start()
         board = self.board
         board.soft_reset()
@@ -321,9 +334,9 @@ class QemuFirmware:
         if self.board is not None:
             self.board.stop()
             self.board = None
-        if self.modem is not None:
-            self.modem.close()
-            self.modem = None
+        if self.bridge is not None:
+            self.bridge.close()
+            self.bridge = None
 
     kill = stop
 

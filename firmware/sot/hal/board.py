@@ -19,6 +19,7 @@ import machine
 
 _flash_root = ""  # littlefs is mounted at "/"; Flash().path("x") is "/x"
 RESERVED = 0  # a board maps its code from flash: no heap bytes to leave out of heap_used()
+HARD_RESET_KEEPS_FLASH = True  # littlefs on the board's flash chip
 _board = {}  # the "board" section of config.json (configure())
 _chip = {}  # what the chip module adds: "name" and "lan" (a factory, or None)
 _nic = None  # the network interface (configure())
@@ -82,7 +83,8 @@ def ntp_parse(data):
         return None
     secs = struct.unpack(">I", data[40:44])[0]
     if secs < 0x80000000:
-        # Top bit clear: era 1 (from 2036-02-07, when the 32-bit seconds wrap), as RFC 4330 reads it.
+        # Top bit clear: era 1 (from 2036-02-07, when the 32-bit seconds wrap), as RFC 4330 reads
+        # it.
         secs += 1 << 32
     t = secs - _NTP_DELTA
     if t < _MIN_EPOCH:
@@ -322,6 +324,11 @@ class Flash:
             os.remove(self.path(name))
         except OSError:
             pass
+
+    def rename(self, old, new):
+        """Replace `new` with `old` in one step (after streaming a file through open()); the
+        caller has closed `old` (littlefs: an open handle's bytes are not all on flash)."""
+        os.rename(self.path(old), self.path(new))
 
     def write(self, name, data):
         if isinstance(data, str):

@@ -175,7 +175,8 @@ class Ssd1306:
     def write_strip(self, y, buf):
         src = self._src
         if src is None or src[0] is not buf:
-            src = self._src = (buf, framebuf.FrameBuffer(buf, self.width, self.strip_h, self.format))
+            src = self._src = (buf, framebuf.FrameBuffer(buf, self.width, self.strip_h,
+                                                         self.format))
         self._pfb.blit(src[1], 0, y)
 
     def end_frame(self, texts=()):

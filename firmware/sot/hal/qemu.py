@@ -25,6 +25,8 @@ import vfs
 
 NAME = "qemu"
 RESERVED = 0
+# The flash is RAM and machine.reset() ends qemu: `sot firmware deploy` soft-resets instead.
+HARD_RESET_KEEPS_FLASH = False
 
 _UARTS = (0x40004000, 0x40005000, 0x40006000, 0x40007000)
 _DATA = 0
@@ -241,6 +243,11 @@ class Flash:
             os.remove(self.path(name))
         except OSError:
             pass
+
+    def rename(self, old, new):
+        """Replace `new` with `old` in one step (after streaming a file through open()); the
+        caller has closed `old` (littlefs: an open handle's bytes are not all on flash)."""
+        os.rename(self.path(old), self.path(new))
 
     def write(self, name, data):
         if isinstance(data, str):

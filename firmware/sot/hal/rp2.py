@@ -12,6 +12,7 @@ from sot.hal import board
 from sot.hal.board import (  # noqa: F401 -- the HAL's names (hal/__init__.py)
     RESERVED,
     Buttons,
+    HARD_RESET_KEEPS_FLASH,
     Flash,
     Uart,
     Watchdog,

@@ -26,6 +26,8 @@ _BAUD = {9600: termios.B9600, 57600: termios.B57600, 115200: termios.B115200}
 _flash_root = "flash"
 # Heap bytes that are not RAM on a board: the ROMFS image unix_boot.py had to read into the heap.
 RESERVED = 0
+# What `sot firmware deploy` asks (gateway/deploy.py): may it reset the board with machine.reset()?
+HARD_RESET_KEEPS_FLASH = True
 
 
 def init(argv):
@@ -148,6 +150,10 @@ class Flash:
             os.remove(self.path(name))
         except OSError:
             pass
+
+    def rename(self, old, new):
+        """Replace `new` with `old` in one step (after streaming a file through open())."""
+        os.rename(self.path(old), self.path(new))
 
     def write(self, name, data):
         if isinstance(data, str):

@@ -32,15 +32,20 @@ from sot.mqtt import packets as p
 from sot.mqtt.link import Link
 from sot.mqtt.packets import MQTTError  # noqa: F401  (for callers: one import)
 
-MAX_PACKET = const(2048)  # largest incoming Remaining Length that is delivered
+# Largest incoming Remaining Length that is delivered: the contract's limit for what the gateway
+# sends a controller (docs/mqtt.md, "Crisis messages: sizes and refusals"; gateway/crisis.py
+# MAX_PACKET checks the same quantity).
+MAX_PACKET = const(2048)
 
 
 class MQTTClient:
     """One connection at a time; call connect() again after the link is lost.
 
-    on_message(topic: str, payload: bytes, retained: bool) runs in the reader task for each
-    incoming PUBLISH and must not block (hand the message to a queue); a QoS 1 message is
-    acknowledged after it returns.
+    on_message(topic: str, payload: memoryview, retained: bool) runs in the reader task for
+    each incoming PUBLISH and must not block (hand the message to a queue); a QoS 1 message is
+    acknowledged after it returns. The payload is a view into the receive buffer, valid only
+    during the call (copy what you keep): a 2 KiB copy per message is the allocation most likely
+    to fail on a busy 64 KiB heap.
     """
 
     max_inflight = 8  # unacknowledged QoS 1 publishes kept for a resend
@@ -232,8 +237,7 @@ class MQTTClient:
                 raise MQTTError(p.ERR_PROTOCOL)
             if self.on_message is not None:
                 try:
-                    self.on_message(str(buf[2 : 2 + tl], "utf-8"), bytes(buf[i:n]),
-                                    bool(first & 1))
+                    self.on_message(str(buf[2 : 2 + tl], "utf-8"), buf[i:n], bool(first & 1))
                 except Exception as e:  # a bug above must not take the link down
                     sys.print_exception(e)
             return p.publish_pid(first, buf, n)

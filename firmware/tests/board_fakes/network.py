@@ -30,5 +30,6 @@ class WLAN(_Nic):
 class LAN(_Nic):
     def __init__(self, mdc=None, mdio=None, power=None, phy_type=None, phy_addr=0):
         super().__init__()
-        self.args = {"mdc": mdc.num, "mdio": mdio.num, "power": None if power is None else power.num,
+        self.args = {"mdc": mdc.num, "mdio": mdio.num,
+                     "power": None if power is None else power.num,
                      "phy_type": phy_type, "phy_addr": phy_addr}

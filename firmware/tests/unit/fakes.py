@@ -1,5 +1,6 @@
 # Test doubles for the firmware unit tests (MicroPython).
 import asyncio
+import os
 import time
 
 from sot.modbus.master import Master
@@ -173,3 +174,21 @@ class MemFlash:
 
     def write(self, name, data):
         self.files[name] = data.encode() if isinstance(data, str) else bytes(data)
+
+
+_flashes = [0]
+
+
+def fresh_flash(tag):
+    """The HAL's own Flash on an empty folder: under /tmp on the unix port, on the board's
+    littlefs (formatted first) on the qemu board, where files behave as they do on a board."""
+    from sot import hal
+
+    _flashes[0] += 1
+    if hal.NAME == "unix":
+        root = "/tmp/sot-%s-%d-%d" % (tag, time.ticks_us(), _flashes[0])
+    else:
+        hal.mount_flash(fresh=True)
+        root = "/flash/%s%d" % (tag, _flashes[0])
+    os.mkdir(root)
+    return hal.Flash(root)

@@ -4,8 +4,9 @@
 #
 # Runs every top-level function named test_* in the module (coroutines through asyncio.run), then
 # the module's teardown() if it has one (e.g. to close files, which a board's littlefs must never
-# leave to the garbage collector), prints one line per test -- "PASS <name>", "FAIL <name>: <error>" -- then "DONE <passed> <failed>"
-# and exits 1 if any failed. The pytest plugin in firmware/tests/conftest.py reads these lines.
+# leave to the garbage collector), prints one line per test -- "PASS <name>",
+# "FAIL <name>: <error>" -- then "DONE <passed> <failed>" and exits 1 if any failed. The pytest
+# plugin in firmware/tests/conftest.py reads these lines.
 import sys
 import gc
 

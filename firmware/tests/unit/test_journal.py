@@ -3,27 +3,17 @@
 # and a file must never be left open to the garbage collector): contiguous seq per boot,
 # acknowledgement, torn tails after a power cut, the flash budget (RELIABILITY P1/P2, N4).
 import json
-import os
-import time
 
-from sot import hal
+from fakes import fresh_flash
 from sot.journal import BODY_AT, Journal
 
 BUF = memoryview(bytearray(1024))
 
-_n = [0]
 _journals = []
 
 
 def flash():
-    _n[0] += 1
-    if hal.NAME == "unix":
-        root = "/tmp/sot-journal-%d-%d" % (time.ticks_us(), _n[0])
-    else:
-        hal.mount_flash(fresh=True)
-        root = "/flash/j%d" % _n[0]
-    os.mkdir(root)
-    return hal.Flash(root)
+    return fresh_flash("journal")
 
 
 def journal(fl, boot, **kw):

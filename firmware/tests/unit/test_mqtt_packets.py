@@ -103,7 +103,7 @@ async def test_qos1_publish_waits_for_its_own_puback():
 
 async def test_incoming_publish_delivered_and_qos1_acked():
     got = []
-    c, s = await connected(on_message=lambda t, p, r: got.append((t, p, r)))
+    c, s = await connected(on_message=lambda t, p, r: got.append((t, bytes(p), r)))
     s.feed(incoming_publish("sot/v1/x/rebirth", b"go", qos=1, retain=True, pid=0x1234))
     first, body = await s.packet()
     assert first == 0x40 and body == b"\x12\x34", (first, body)

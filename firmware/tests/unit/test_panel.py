@@ -272,6 +272,8 @@ def test_swedish_letters_are_drawn_not_question_marks():
                  ("é", "e"), ("Å", "Ä"), ("å", "ä")):
         assert glyph(a) != glyph(b), (a, b)
     assert glyph("\u2019") == glyph("'")  # typographic apostrophe drawn as '
+    # a combining mark that was not composed upstream is blank, not a "?" after its letter
+    assert glyph("\u0308") == bytes(8) and glyph("\u036f") == bytes(8)
 
 
 def test_scaled_text_is_the_glyph_scaled():

@@ -216,3 +216,14 @@ def test_string_identity():
     data = bytes(text) + bytes(32 - len(text))
     assert points.decode(point("str", x=16), data) == ("InteliLite4-AMF25", None)
     assert points.decode(point("str", x=2), b"AB  ") == ("AB", None)
+
+
+def test_unimplemented_alarms_decode_as_not_fitted():
+    # As the dse-gencomm profile compiles: code 15 is "not fitted", no n/a band on alarm words.
+    states = dict(ALARM_STATES)
+    states[15] = "not_fitted"
+    first = point("u16", x=(12, 4), e=states)
+    fourth = point("u16", x=(0, 4), e=states)
+    assert points.decode(first, regs(0xFFFF)) == ("not_fitted", None)
+    assert points.decode(fourth, regs(0xFFF1)) == ("inactive", None)
+    assert points.decode(first, regs(0x7000)) == INVALID  # a code the table does not list

@@ -3,7 +3,8 @@ from sot.device import Device
 from sot.site import Site
 
 CFG = {
-    "grid": {"nominal_v": 230.0, "tolerance_pct": 10.0, "f_min": 47.5, "f_max": 52.0, "debounce_s": 3.0},
+    "grid": {"nominal_v": 230.0, "tolerance_pct": 10.0, "f_min": 47.5, "f_max": 52.0,
+             "debounce_s": 3.0},
     "genset": {"rated_kw": 20.0, "tank_litres": 400.0, "burn_lph": 4.0, "start_timeout_s": 30.0},
 }
 
@@ -350,8 +351,9 @@ def test_burn_rate_prefers_the_ecu_then_the_load_curve():
 def test_level_outside_the_trusted_band_lowers_confidence():
     site, meter, gen = make_site()
     site.gen_cfg["burn_curve"] = [[25, 2.5], [100, 6.1]]
-    play(site, meter, gen, [(1000, {"grid": 0.0, "gen": {"engine_state": "running",
-                                                          "gen_power_kw": 10.0, "fuel_level": 3.0}})])
+    play(site, meter, gen, [(1000, {"grid": 0.0,
+                                    "gen": {"engine_state": "running", "gen_power_kw": 10.0,
+                                            "fuel_level": 3.0}})])
     f = site.snapshot(1000)["fuel"]
     assert f["pct"] == 3.0 and f["confidence"] == "low", f
 
@@ -390,7 +392,8 @@ def test_shop_closed_ends_the_information_point():
 def test_pumps_out_of_order_stop_the_sale_of_their_product():
     site, meter, gen = make_site()
     pumps = Device({"name": "pumps", "kind": "pump", "unit": 30, "blocks": [],
-                    "points": [("pump1_state",), ("pump2_state",), ("pump1_product",), ("pump2_product",)]})
+                    "points": [("pump1_state",), ("pump2_state",), ("pump1_product",),
+                               ("pump2_product",)]})
     pumps.online = True
     pumps.values.update({"pump1_state": "idle", "pump2_state": "fault",
                          "pump1_product": "diesel", "pump2_product": "petrol"})
@@ -421,3 +424,85 @@ def test_fuel_for_sale_is_unknown_when_a_gauge_or_the_pump_controller_is_silent(
     run(site, 1002, 1010)
     # no power: nothing can be sold, whatever the gauges say
     assert site.snapshot(1010)["capability"]["fuel_for_sale"] == {"diesel": 0, "petrol": 0}
+
+
+# The generator controller's return delay (how long it keeps carrying the load after the mains
+# come back) against our grid debounce: when the engine starts cooling (or stops) before the
+# debounce has passed, the grid still counts as lost here, but the set did start in this outage.
+# Rows: (seconds after the grid's return that the engine leaves running, its state then).
+RETURN_DELAY_ROWS = [(0, "cooling"), (1, "cooling"), (2, "cooling"), (1, "stopped"), (5, "cooling")]
+
+
+def test_grid_return_with_a_return_delay_shorter_than_the_debounce_is_no_start_failure():
+    for delay, state in RETURN_DELAY_ROWS:
+        site, meter, gen = make_site()
+        steps = [
+            (1000, {"grid": 231.0}),
+            (1001, {"grid": 0.0}),
+            (1015, {"gen": {"engine_state": "running"}}),
+            (1200, {"grid": 231.0}),
+        ]
+        if delay:
+            steps.append((1200 + delay, {"gen": {"engine_state": state}}))
+        else:
+            steps[-1][1]["gen"] = {"engine_state": state}
+        steps.append((1300, {"gen": {"engine_state": "stopped"}}))
+        ev = play(site, meter, gen, steps)
+        modes = [e[1]["to"] for e in ev if e[0] == "mode_changed"]
+        assert "gen_failed_to_start" not in types(ev), (delay, state, types(ev))
+        assert "backup_failed" not in modes, (delay, state, modes)
+        assert types(ev).count("grid_restored") == 1 and site.mode == "normal", (delay, state)
+
+
+def test_a_set_that_never_ran_still_fails_to_start_in_the_next_outage():
+    site, meter, gen = make_site()
+    ev = play(site, meter, gen, [
+        (1000, {"grid": 231.0}),
+        (1001, {"grid": 0.0}),
+        (1015, {"gen": {"engine_state": "running"}}),
+        (1200, {"grid": 231.0}),
+        (1201, {"gen": {"engine_state": "cooling"}}),
+        (1300, {"gen": {"engine_state": "stopped"}}),
+        (2000, {"grid": 0.0}),                            # the next outage: it does not start
+        (2040, {}),
+    ])
+    assert types(ev).count("gen_failed_to_start") == 1 and site.mode == "backup_failed"
+
+
+def test_remote_start_not_allowed_makes_the_set_not_ready():
+    # The capability bit decodes to the integer 0 or 1 (a bit field), never to False.
+    site, meter, gen = make_site()
+    gen.values["can_remote_start"] = 1
+    ev = play(site, meter, gen, [(1000, {"grid": 231.0}),
+                                 (1005, {"gen": {"can_remote_start": 0}})])
+    assert types(ev) == ["gen_not_ready"] and ev[0][1]["why"] == "capability", ev
+    assert site.snapshot(1005)["genset"]["ready"] is False
+    ev = play(site, meter, gen, [(1010, {"gen": {"can_remote_start": 1}})])
+    assert types(ev) == ["gen_ready"], ev
+
+
+def test_alarms_that_cannot_be_read_are_unknown_not_none_active():
+    site, meter, gen = make_site()
+    gen.points = (("alarm_fail_to_start",), ("alarm_low_oil_pressure",), ("fuel_level",))
+    # the alarm page answered with a Modbus exception: the bus owner set its points to None
+    gen.values.update({"alarm_fail_to_start": None, "alarm_low_oil_pressure": None})
+    set_grid(meter, 231.0)
+    site.update(1000)
+    g = site.snapshot(1000)["genset"]
+    assert g["alarms"] is None and g["alarms_unknown"] == 2
+    gen.values["alarm_low_oil_pressure"] = "shutdown"  # one known active: listed, rest counted
+    g = site.snapshot(1001)["genset"]
+    assert g["alarms"] == [["low_oil_pressure", "shutdown"]] and g["alarms_unknown"] == 1
+    gen.values.update({"alarm_fail_to_start": "inactive", "alarm_low_oil_pressure": "not_fitted"})
+    g = site.snapshot(1002)["genset"]
+    assert g["alarms"] == [] and "alarms_unknown" not in g
+
+
+def test_alarms_not_fitted_raise_nothing():
+    site, meter, gen = make_site()
+    gen.points = (("alarm_fail_to_start",), ("alarm_low_oil_pressure",), ("fuel_level",))
+    gen.values.update({"alarm_fail_to_start": "not_fitted", "alarm_low_oil_pressure": "not_fitted"})
+    set_grid(meter, 231.0)
+    assert site.update(1000) == []
+    assert site.update(1001) == []
+    assert site.snapshot(1001)["genset"]["alarms"] == [] and site.ready is True

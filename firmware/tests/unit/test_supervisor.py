@@ -85,7 +85,7 @@ def test_boot_health_counts_watchdog_resets_in_a_row():
     h = boot_health(fl, "wdt")
     assert h["resets"] == 1 and h["hung"] == "telemetry" and not h["safe"]
     assert fl.read("hung") == b""  # consumed: the next reset names its own culprit
-    for n in range(2, SAFE_AFTER + 1):
+    for _ in range(2, SAFE_AFTER + 1):
         h = boot_health(fl, "wdt")
     assert h["resets"] == SAFE_AFTER and h["safe"] is True
     assert h["skip"] == ("telemetry",)  # culprit unknown: leave the network session out
