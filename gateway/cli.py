@@ -3,11 +3,17 @@
 sot demo [--duration S] [--mqtt-port P] [--http-port P]   simulated municipality, end to end
 sot gateway --config config/gateway.toml                  the gateway for production use
 sot config check                                          validate config/devices and config/sites
-sot config compile SITE [--out FILE] [--credentials F]   the controller's config.json for SITE
-                                                          (F: passwords from `sot mqtt-auth`)
-sot mqtt-auth --out DIR [--secrets FILE] [--gateway-workers N] [--port P] [--host A]
+sot config compile SITE [--out FILE] [--credentials F] [--ca CA]
+                                                          the controller's config.json for SITE
+                                                          (F: passwords from `sot mqtt-auth`;
+                                                          CA: the broker's CA, default
+                                                          var/pki/ca.crt)
+sot pki init [--out DIR] [--host NAME]... [--ip ADDR]... the municipality's CA (kept when it
+                                                          exists) and the broker's certificate
+sot mqtt-auth --out DIR [--secrets FILE] [--gateway-workers N] [--port P] [--host A] [--pki D]
                                                           Mosquitto password_file, acl_file and
-                                                          mosquitto.conf (one client id per account)
+                                                          mosquitto.conf (one client id per
+                                                          account, TLS only with D's certificate)
 sot firmware build [--board unix|esp32|rp2|qemu]          .mpy files for the board (and for
                                                           qemu its image) in build/firmware/<board>/
 sot firmware deploy --port P --site FILE [--credentials F]  config (+ .mpy unless frozen) onto a
@@ -52,13 +58,19 @@ def _cmd_config(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    mqtt = None
+    mqtt: dict[str, Any] = {}
     if getattr(args, "credentials", None):
         pw = json.loads(Path(args.credentials).read_text())
         mqtt = {"user": args.site, "password": pw[args.site]}
         keys = Path(args.credentials).with_name("cmd-keys.json")  # `sot mqtt-auth` writes both
         if keys.exists() and args.site in (k := json.loads(keys.read_text())):
             mqtt["cmd_key"] = k[args.site]
+    ca = args.ca or ("var/pki/ca.crt" if Path("var/pki/ca.crt").exists() else None)
+    if ca:
+        mqtt["ca"] = ca
+    else:
+        print("sot: no CA (--ca, or var/pki/ca.crt from `sot pki init`): this config connects "
+              "without TLS, which the project's brokers refuse", file=sys.stderr)
     text = json.dumps(
         config.compile_site(sites[args.site], mqtt=mqtt), ensure_ascii=False,
         separators=(",", ":"),
@@ -79,13 +91,38 @@ def _cmd_mqtt_auth(args: argparse.Namespace) -> int:
     keys_file = Path(args.secrets).with_name("cmd-keys.json")
     commands.cmd_keys(config.load_sites(), keys_file)
     out = Path(args.out)
-    pw, acl = mqttauth.write_files(out, creds, port=args.port, host=args.host)
+    pki_dir = Path(args.pki).resolve()
+    tls = {"ca": pki_dir / "ca.crt", "cert": pki_dir / "broker.crt", "key": pki_dir / "broker.key"}
+    missing = [str(p) for p in tls.values() if not p.exists()]
+    if missing:
+        print(f"sot: no {', '.join(missing)}: run `sot pki init --out {args.pki}` first (the "
+              "broker listens with TLS only)", file=sys.stderr)
+        return 2
+    pw, acl = mqttauth.write_files(out, creds, port=args.port, host=args.host, tls=tls)
+    from gateway import pki
+
+    pki.give_key_to_mosquitto(tls["key"])  # as root: Mosquitto reads it after dropping privileges
     gateways = mqttauth.gateway_users(args.gateway_workers)
     print(f"wrote {pw}, {acl} and {out / 'mosquitto.conf'} ({len(creds) - len(gateways)} sites "
           f"+ {', '.join(gateways)}); passwords kept in {args.secrets}, "
           f"command keys in {keys_file}")
     print(f"Mosquitto: `mosquitto -c {out / 'mosquitto.conf'}` or copy it to "
           "/etc/mosquitto/conf.d/; the files must be readable by the `mosquitto` user")
+    return 0
+
+
+def _cmd_pki(args: argparse.Namespace) -> int:
+    from gateway import pki
+
+    out = Path(args.out)
+    had_ca = (out / "ca.crt").exists() and (out / "ca.key").exists()
+    paths = pki.init(out, hosts=args.host, ips=args.ip, org=args.org)
+    print(f"{'kept' if had_ca else 'created'} the CA {paths['ca']} (key {paths['ca_key']}, "
+          "keep it secret and off the broker host)")
+    print(f"issued the broker's certificate {paths['cert']} (key {paths['key']})")
+    print(f"next: `sot mqtt-auth --out DIR --pki {out}`; the controllers' configs get the CA "
+          f"with `sot config compile SITE --ca {paths['ca']}`; the gateway's [mqtt] ca = "
+          f"\"{paths['ca']}\"")
     return 0
 
 
@@ -122,6 +159,10 @@ def _cmd_commission(args: argparse.Namespace) -> int:
         pw = Path(args.mqtt_password_file).read_text().splitlines()[0] \
             if args.mqtt_password_file else ""
         login = {"user": args.mqtt_user, "password": pw}
+    # TLS against the municipality's CA (docs/mqtt.md, "TLS"); default var/pki/ca.crt
+    ca = args.ca or ("var/pki/ca.crt" if Path("var/pki/ca.crt").exists() else None)
+    if ca:
+        login = {**(login or {}), "ca": ca}
     broker = None
     host, port = args.mqtt_host or site.mqtt["host"], args.mqtt_port or site.mqtt["port"]
     if args.target == "sim":
@@ -134,9 +175,13 @@ def _cmd_commission(args: argparse.Namespace) -> int:
         if args.credentials:
             site_login = {"user": site.id,
                           "password": json.loads(Path(args.credentials).read_text())[site.id]}
+        if ca:
+            site_login = {**(site_login or {}), "ca": ca}
         if args.mqtt_port is None:  # a private broker on 127.0.0.1 for the simulated site
-            broker = Broker().start()
+            broker = Broker().start()  # TLS only, with a throw-away CA
             host, port = broker.host, broker.port
+            login = {**(login or {}), "ca": str(broker.ca)}
+            site_login = {**(site_login or {}), "ca": str(broker.ca)}
         target: Any = commission.SimTarget(site, workdir, mqtt_host=host, mqtt_port=port,
                                            login=site_login)
     else:
@@ -501,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--out", default=None)
     pc.add_argument("--credentials", default=None,
                     help="passwords JSON from `sot mqtt-auth`: sets mqtt.user/password")
+    pc.add_argument("--ca", default=None,
+                    help="the CA certificate (PEM) the controller verifies the broker against "
+                    "(default var/pki/ca.crt when it exists)")
     p.set_defaults(func=_cmd_config)
 
     p = sub.add_parser("mqtt-auth", help="per-site MQTT credentials and ACLs for Mosquitto")
@@ -509,9 +557,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the generated passwords are kept (outside git)")
     p.add_argument("--gateway-workers", type=int, default=1,
                    help="gateway processes: each needs an account (its client id) of its own")
-    p.add_argument("--port", type=int, default=1883, help="the listener's port")
+    p.add_argument("--port", type=int, default=8883, help="the listener's port (TLS only)")
     p.add_argument("--host", default=None, help="the listener's address (default: every one)")
+    p.add_argument("--pki", default="var/pki",
+                   help="folder of `sot pki init`: ca.crt, broker.crt, broker.key")
     p.set_defaults(func=_cmd_mqtt_auth)
+
+    # --- the municipality's CA and the broker's certificate (gateway/pki.py) ---------------
+    p = sub.add_parser("pki", help="the municipality's CA and the broker's TLS certificate")
+    psub = p.add_subparsers(dest="action", required=True)
+    pi = psub.add_parser("init", help="create the CA (kept when it exists) and issue the "
+                         "broker's certificate")
+    pi.add_argument("--out", default="var/pki", help="folder for ca.crt/.key, broker.crt/.key")
+    pi.add_argument("--host", action="append", default=[],
+                    help="a DNS name the broker is reached by (repeatable; localhost always)")
+    pi.add_argument("--ip", action="append", default=[],
+                    help="an address the broker is reached by (repeatable; 127.0.0.1 always)")
+    pi.add_argument("--org", default="Kommunen", help="organisation name in the certificates")
+    p.set_defaults(func=_cmd_pki)
 
     p = sub.add_parser("firmware", help="firmware tooling")
     fsub = p.add_subparsers(dest="action", required=True)
@@ -566,6 +629,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mqtt-user", default=None,
                    help="a login that may read the site's topics and ask it for a rebirth")
     p.add_argument("--mqtt-password-file", default=None)
+    p.add_argument("--ca", default=None, help="the broker's CA certificate (default "
+                   "var/pki/ca.crt when it exists; a private broker brings its own)")
     p.add_argument("--credentials", default=None,
                    help="sim: passwords JSON from `sot mqtt-auth` for the site's own login")
     p.add_argument("--answers", default=None,

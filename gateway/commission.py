@@ -122,7 +122,10 @@ class Observer:
     """Subscribes to the site's topics at the broker and keeps what arrives."""
 
     def __init__(self, site_id: str, host: str, port: int, user: str | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, ca: str | None = None) -> None:
+        """`ca`: the broker's CA certificate; TLS verified against it (docs/mqtt.md, "TLS")."""
+        import ssl
+
         import paho.mqtt.client as mqtt
 
         self.root = f"sot/v1/{site_id}"
@@ -136,6 +139,9 @@ class Observer:
                              client_id=f"sot-commission-{os.getpid()}")
         if user is not None:
             self.c.username_pw_set(user, password)
+        if ca is not None:
+            self.c.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
         self.c.on_message = self._on_message
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(
             [(f"{self.root}/birth", 1), (f"{self.root}/state", 1), (f"{self.root}/event", 1)])

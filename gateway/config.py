@@ -517,7 +517,7 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
     )
     mqtt = {
         "host": m.get("host", str, "127.0.0.1"),
-        "port": m.get("port", int, 1883, lo=1, hi=65535),
+        "port": m.get("port", int, 8883, lo=1, hi=65535),
         "keepalive_s": m.get("keepalive_s", int, 30, lo=5, hi=600),
         "heartbeat_s": m.get("heartbeat_s", int, 30, lo=5, hi=3600),
         "user": m.get("user", str, None),
@@ -917,8 +917,19 @@ def compile_site(
     site: Site, *, bus_ports: dict[str, str] | None = None, mqtt: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The controller's config.json. `bus_ports` and `mqtt` override the wiring, which is how the
-    simulator and the HIL rig point a controller at pty links and a private broker."""
+    simulator and the HIL rig point a controller at pty links and a private broker.
+
+    `mqtt["ca"]`, the path of the municipality's CA certificate (PEM, `sot pki init`), becomes
+    `mqtt.ca` in the config: the certificate in DER, base64. With it the controller connects
+    with TLS only and verifies the broker's certificate against that CA (docs/mqtt.md, "TLS")."""
     bus_ports = bus_ports or {}
+    mqtt = dict(mqtt or {})
+    if mqtt.get("ca"):
+        import base64
+
+        from gateway import pki
+
+        mqtt["ca"] = base64.b64encode(pki.ca_der(mqtt["ca"])).decode()
     out: dict[str, Any] = {
         "site": site.id,
         "name": site.name,

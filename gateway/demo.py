@@ -152,6 +152,9 @@ async def run(
         print(
             f"""
 SOT-punkt demo: {len(sims)} sites, Mosquitto on 127.0.0.1:{broker.port}
+  MQTT endast över TLS / over TLS only, port {broker.port}
+  CA-certifikat / CA certificate: {broker.ca}
+    (e.g. mosquitto_sub --cafile {broker.ca} -h 127.0.0.1 -p {broker.port} -u USER -P PW -t '#')
   Översikt / overview:  {url}
     logga in / log in as "{DEMO_USER}" with password {demo_password}
     (a coordinator made for this demo only; a new password each run)

@@ -104,6 +104,7 @@ import logging
 import math
 import re
 import sqlite3
+import ssl
 import threading
 import time
 import unicodedata
@@ -639,7 +640,7 @@ class MqttIngest:
     def __init__(self, ingest: Ingest, loop: asyncio.AbstractEventLoop, *, host: str,
                  port: int, client_id: str = "sot-gateway", keepalive_s: int = 30,
                  username: str | None = None, password: str | None = None,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, ca: str | Path | None = None) -> None:
         self.ingest = ingest
         self.loop = loop
         self.host, self.port, self.keepalive_s = host, port, keepalive_s
@@ -658,6 +659,14 @@ class MqttIngest:
                                   clean_session=False, manual_ack=True)
         if username is not None:
             self.client.username_pw_set(username, password)
+        if ca is not None:
+            # TLS 1.2+, the broker's certificate verified against the municipality's CA and its
+            # host name checked: a plaintext broker or another CA's certificate fails the
+            # handshake, which counts as a failed connect (logged once, retried). Never plaintext.
+            self.client.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED,
+                                tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        else:
+            log.warning("MQTT without TLS: set [mqtt] ca (docs/mqtt.md, \"TLS\")")
         self.client.will_set(GATEWAY_STATUS_TOPIC, json.dumps({"state": "offline"}), qos=1,
                              retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)

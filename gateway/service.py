@@ -2,7 +2,9 @@
 
 Configuration is the dict read from `config/gateway.toml` (see that file):
 
-    [mqtt]  host, port, client_id, keepalive_s (30), user, password (optional)
+    [mqtt]  host, port, client_id, keepalive_s (30), user, password (optional), ca (the CA
+            certificate from `sot pki init`: TLS, verifying the broker against it; without it
+            the connection is plaintext, which the project's brokers refuse)
     [http]  host, port (0 = any free port; the port taken is `Gateway.http_port`)
     [store] path (relative paths are taken from the repository root)
     [sites] dir  (the `config/sites` folder; device profiles are read from `devices/` beside it)
@@ -56,8 +58,8 @@ from .web import make_app
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "mqtt": {"host": "127.0.0.1", "port": 1883, "client_id": "sot-gateway", "keepalive_s": 30,
-             "user": None, "password": None},
+    "mqtt": {"host": "127.0.0.1", "port": 8883, "client_id": "sot-gateway", "keepalive_s": 30,
+             "user": None, "password": None, "ca": None},
     "http": {"host": "127.0.0.1", "port": 8080},
     "store": {"path": "var/sot.sqlite3"},
     "sites": {"dir": "config/sites"},
@@ -228,7 +230,8 @@ class Gateway:
         self.mqtt = MqttIngest(self.ingest, asyncio.get_running_loop(), host=m["host"],
                                port=int(m["port"]), client_id=m["client_id"],
                                keepalive_s=int(m["keepalive_s"]), username=m["user"],
-                               password=m["password"], clock=self.clock)
+                               password=m["password"], clock=self.clock,
+                               ca=_resolve(m["ca"], self.base_dir) if m.get("ca") else None)
         if self.engine is not None:
             self.mqtt.on_listening = self.engine.listening
         self.mqtt.start()

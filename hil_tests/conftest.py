@@ -188,6 +188,9 @@ def gateway(broker: Broker, tmp_path: Path) -> Iterator[GatewayThread]:
     )
     gw.start()
     try:
+        # Subscribed once it has heard its own retained `online` status (counted as ignored):
+        # the TLS handshake makes the gateway's connect slower than a test's first publish.
+        wait_for(lambda: gw.get("/api/stats")["ignored"] >= 1, 15, "the gateway subscribed")
         yield gw
     finally:
         gw.stop()

@@ -8,7 +8,6 @@ import json
 import time
 import urllib.request
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from hil_tests.conftest import wait_for
@@ -30,8 +29,7 @@ def state(seq: int) -> bytes:
 
 def test_backup_failed_through_the_broker_alerts_once(broker: Broker, gateway: GatewayThread,
                                                       tmp_path):
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ctrl-hede")
-    c.username_pw_set("harjedalen-hede", broker.login("harjedalen-hede")["password"])
+    c = broker.client("ctrl-hede", user="harjedalen-hede")
     c.connect(broker.host, broker.port)
     c.loop_start()
     try:

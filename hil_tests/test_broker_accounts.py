@@ -40,8 +40,7 @@ class Conn:
 
     def __init__(self, broker: Broker, client_id: str, user: str | None, *,
                  clean: bool = True) -> None:
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             clean_session=clean)
+        self.c = broker.client(client_id, clean_session=clean)
         self.result: tuple[Any, bool] | None = None
         self.closed = threading.Event()
         self._acked = threading.Event()
@@ -208,14 +207,18 @@ def test_a_packet_announcing_200_mb_is_refused_before_the_broker_holds_it(broker
 
     body = (mqtt_str("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 30) + mqtt_str("x")
             + mqtt_str(A) + mqtt_str(broker.auth[A]))  # type: ignore[index]
-    with socket.create_connection((broker.host, broker.port), timeout=5) as s:
+    import ssl
+
+    tls = ssl.create_default_context(cafile=str(broker.ca))  # the broker speaks only TLS
+    raw = socket.create_connection((broker.host, broker.port), timeout=5)
+    with tls.wrap_socket(raw, server_hostname=broker.host) as s:
         s.sendall(bytes([0x10]) + _remaining_length(len(body)) + body)
         assert s.recv(4) == b"\x20\x02\x00\x00", "CONNACK accepted"
         s.sendall(bytes([0x30]) + _remaining_length(200_000_000) + mqtt_str("sot/v1/x") + b"y")
         t0 = time.monotonic()
         try:
             closed = s.recv(1) == b""
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):
             closed = True
         assert closed and time.monotonic() - t0 < 3
     assert "disconnected due to oversize packet" in broker.log()
@@ -229,7 +232,7 @@ def test_the_files_sot_mqtt_auth_writes_run_mosquitto_as_written(tmp_path: Path)
     import tempfile
 
     from gateway.cli import main
-    from hil_tests.rig.broker import find_mosquitto, free_port
+    from hil_tests.rig.broker import client_tls, find_mosquitto, free_port
     from hil_tests.rig.proc import stop_process
 
     out = Path(tempfile.mkdtemp(prefix="sot-mqtt-auth-"))  # Mosquitto's own user must reach it
@@ -239,13 +242,20 @@ def test_the_files_sot_mqtt_auth_writes_run_mosquitto_as_written(tmp_path: Path)
     log = tmp_path / "mosquitto.log"
     proc = None
     try:
+        pki = out / "pki"
+        assert main(["pki", "init", "--out", str(pki)]) == 0
         assert main(["mqtt-auth", "--out", str(out), "--secrets", str(secrets),
-                     "--port", str(port), "--host", "127.0.0.1"]) == 0
+                     "--port", str(port), "--host", "127.0.0.1", "--pki", str(pki)]) == 0
         with open(log, "wb") as f:
             proc = subprocess.Popen([find_mosquitto(), "-c", str(out / "mosquitto.conf")],
                                     stdout=f, stderr=f, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        broker = SimpleNamespace(host="127.0.0.1", port=port,
+        def client(client_id: str = "", **kw: Any) -> mqtt.Client:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, **kw)
+            client_tls(c, pki / "ca.crt")  # the CA `sot pki init` made
+            return c
+
+        broker = SimpleNamespace(host="127.0.0.1", port=port, client=client,
                                  auth=json.loads(secrets.read_text()))
         wait_for(lambda: proc.poll() is None and _listening(port), 10,
                  f"mosquitto on the generated config: {log.read_text(errors='replace')}")

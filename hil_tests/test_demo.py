@@ -4,6 +4,7 @@ running when it stops (after --duration, or at Ctrl-C)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -63,6 +64,9 @@ def test_demo_with_duration_shows_the_storm_and_stops_everything(tmp_path: Path)
     rc, out, mqtt_port, http_port = run_demo(tmp_path, "--duration", "34")
     assert rc == 0, out
     assert f"http://127.0.0.1:{http_port}/" in out
+    # the broker is TLS only: the demo names the port and the CA a client must trust
+    assert f"over TLS only, port {mqtt_port}" in out
+    assert re.search(r"CA certificate: /\S+/ca\.crt\n", out), out[:2000]
     assert "storm: grid lost at are-kall, harjedalen-hede" in out
     last = out[out.rindex("[   "):]  # the last status block
     for site in ("are-kall", "harjedalen-hede", "krokom-follinge"):

@@ -41,8 +41,9 @@ def _tool(name: str) -> str:
 @pytest.fixture
 def broker() -> Iterator[Broker]:
     """An open broker (anonymous, no ACLs): these tests are about the protocol client, on topics
-    of their own; the per-site ACLs are tested in test_session_faults.py (C6)."""
-    b = Broker()
+    of their own; the per-site ACLs are tested in test_session_faults.py (C6). Plaintext: the
+    probe drives the MQTT client alone; the product's TLS is tested in test_tls.py."""
+    b = Broker(tls=False)
     b.start()
     try:
         yield b

@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.config import load_sites
@@ -160,8 +159,7 @@ def birth_delays(broker_log: str, site: str) -> tuple[list[int], list[str]]:
 
 def publish_once(broker: Broker, user: str, topic: str, payload: str) -> None:
     """Connect as `user`, publish one QoS 1 message, wait for its PUBACK and disconnect."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    c.username_pw_set(user, broker.auth[user])  # type: ignore[index]
+    c = broker.client(user=user)
     c.connect(broker.host, broker.port)
     c.loop_start()
     try:
@@ -184,10 +182,9 @@ def sims() -> Iterator[list[SimulatedSite]]:
 
 def test_c6_a_site_cannot_publish_under_another_sites_root_nor_read_its_acks(broker: Broker):
     seen = Peer(broker.port, "sot/v1/#", **broker.login(GATEWAY_USER))
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="intruder")
+    c = broker.client("intruder", user=SITE)
     got: list[str] = []
     c.on_message = lambda cl, u, m: got.append(m.topic)
-    c.username_pw_set(SITE, broker.auth[SITE])  # type: ignore[index]
     c.connect(broker.host, broker.port)
     c.loop_start()
     try:
@@ -207,7 +204,7 @@ def test_c6_a_site_cannot_publish_under_another_sites_root_nor_read_its_acks(bro
         assert "sot/v1/harjedalen-hede/event" not in [t for t, _, _ in seen.messages]
         assert "sot/v1/harjedalen-hede/ack" not in got
         # a wrong password is refused at CONNECT
-        bad = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bad")
+        bad = broker.client("bad")
         bad.username_pw_set(SITE, "guess")
         with pytest.raises(Exception):  # noqa: B017,PT011 -- paho raises on a refused CONNECT
             bad.connect(broker.host, broker.port)

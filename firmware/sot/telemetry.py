@@ -78,7 +78,8 @@ class Session:
         self.heartbeat_ms = m["heartbeat_s"] * 1000
         self.client = MQTTClient("sot-" + cfg["site"], hal.open_connection, m["host"], m["port"],
                                  user=m.get("user"), password=m.get("password"),
-                                 keepalive=m["keepalive_s"], on_message=self._on_message)
+                                 keepalive=m["keepalive_s"], on_message=self._on_message,
+                                 ca=m.get("ca"))
         self.seq = 0
         self.bdseq = 0
         self.journal = Journal(hal.Flash(), boot, self._out.mv, m.get("journal_bytes") or 65536)

@@ -122,7 +122,7 @@ def test_the_checker_sees_a_changed_signature():
     ref = interface(REFERENCE)
     changed = dict(ref, open_connection="def(host, port)")  # not async
     assert differences(ref, changed) == ["open_connection: def(host, port), unix has "
-                                         "async def(host, port)"]
+                                         "async def(host, port, ca=None)"]
 
 
 @pytest.mark.parametrize("board", BOARDS)

@@ -42,11 +42,11 @@ def clock() -> float:
 class Peer:
     """A paho client standing in for a controller and for an observer of the gateway."""
 
-    def __init__(self, port: int, client_id: str, subscribe: tuple[str, ...] = ()) -> None:
+    def __init__(self, broker: Broker, client_id: str, subscribe: tuple[str, ...] = ()) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.c = broker.client(client_id)  # TLS against the rig's CA
         self.c.on_message = self._on_message
 
         def on_connect(c, u, f, rc, p):
@@ -55,7 +55,7 @@ class Peer:
             self.ready.set()
 
         self.c.on_connect = on_connect
-        self.c.connect("127.0.0.1", port, keepalive=10)
+        self.c.connect("127.0.0.1", broker.port, keepalive=10)
         self.c.loop_start()
         assert self.ready.wait(5), "peer could not connect"
 
@@ -102,23 +102,23 @@ async def _get_json(s: aiohttp.ClientSession, url: str) -> Any:
         return await r.json()
 
 
-def gateway_config(port: int, db: Path) -> dict[str, Any]:
-    return {"mqtt": {"host": "127.0.0.1", "port": port, "client_id": "sot-gateway-test",
-                     "keepalive_s": 10},
+def gateway_config(broker: Broker, db: Path) -> dict[str, Any]:
+    return {"mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": "sot-gateway-test",
+                     "keepalive_s": 10, "ca": str(broker.ca)},
             "http": {"host": "127.0.0.1", "port": 0},
             "store": {"path": str(db)}, "alerts": {"files_dir": str(db.parent)}}
 
 
 def test_gateway_files_what_controllers_publish(tmp_path: Path):
     with Broker() as broker:
-        observer = Peer(broker.port, "observer", ("sot/v1/+/rebirth", "sot/v1/gateway/status"))
-        ctrl = Peer(broker.port, "ctrl-are-kall")
+        observer = Peer(broker, "observer", ("sot/v1/+/rebirth", "sot/v1/gateway/status"))
+        ctrl = Peer(broker, "ctrl-are-kall")
         # Retained before the gateway exists: it must still be current after its start.
         ctrl.publish("sot/v1/are-kall/birth", raw(birth()), retain=True)
         ctrl.publish("sot/v1/are-kall/state", raw(state(seq=17)), retain=True)
 
         async def main() -> None:
-            gw = Gateway(gateway_config(broker.port, tmp_path / "sot.sqlite3"), clock)
+            gw = Gateway(gateway_config(broker, tmp_path / "sot.sqlite3"), clock)
             await gw.start()
             try:
                 assert gw.http_port and gw.http_port > 0
@@ -156,7 +156,7 @@ def test_gateway_files_what_controllers_publish(tmp_path: Path):
             # While the gateway is away the broker keeps its QoS 1 messages (persistent
             # session); a restarted gateway files them.
             ctrl.publish("sot/v1/are-kall/event", raw(event("gen_stopped", seq=21)))
-            gw = Gateway(gateway_config(broker.port, tmp_path / "sot.sqlite3"), clock)
+            gw = Gateway(gateway_config(broker, tmp_path / "sot.sqlite3"), clock)
             await gw.start()
             try:
                 await until(lambda: len(present(gw.store).events("are-kall")) == 2,
@@ -167,7 +167,7 @@ def test_gateway_files_what_controllers_publish(tmp_path: Path):
         try:
             asyncio.run(asyncio.wait_for(main(), 60))
             # A clean stop leaves "offline" retained for anyone who looks later.
-            late = Peer(broker.port, "late", ("sot/v1/gateway/status",))
+            late = Peer(broker, "late", ("sot/v1/gateway/status",))
             try:
                 deadline = time.monotonic() + 5
                 while not late.seen("sot/v1/gateway/status") and time.monotonic() < deadline:
@@ -196,10 +196,10 @@ async def until_site(gw: Gateway, check: Callable[[dict[str, Any]], bool],
 
 def test_gateway_will_marks_it_offline_when_its_connection_dies(tmp_path: Path):
     with Broker() as broker:
-        observer = Peer(broker.port, "observer", ("sot/v1/gateway/status",))
+        observer = Peer(broker, "observer", ("sot/v1/gateway/status",))
 
         async def main() -> None:
-            gw = Gateway(gateway_config(broker.port, tmp_path / "sot.sqlite3"), clock)
+            gw = Gateway(gateway_config(broker, tmp_path / "sot.sqlite3"), clock)
             await gw.start()
             try:
                 await until(lambda: any(json.loads(p)["state"] == "online"
@@ -239,9 +239,9 @@ def test_one_bad_message_costs_only_itself_and_intake_goes_on(tmp_path: Path):
 
     a, b = "are-kall", "krokom-follinge"
     with Broker() as broker:
-        observer = Peer(broker.port, "observer", (f"sot/v1/{a}/ack", f"sot/v1/{b}/ack"))
-        ctrl_a = Peer(broker.port, "ctrl-a")
-        ctrl_b = Peer(broker.port, "ctrl-b")
+        observer = Peer(broker, "observer", (f"sot/v1/{a}/ack", f"sot/v1/{b}/ack"))
+        ctrl_a = Peer(broker, "ctrl-a")
+        ctrl_b = Peer(broker, "ctrl-b")
 
         def acked(site: str) -> int:
             seen = observer.seen(f"sot/v1/{site}/ack")
@@ -253,7 +253,7 @@ def test_one_bad_message_costs_only_itself_and_intake_goes_on(tmp_path: Path):
 
         async def main() -> None:
             db = tmp_path / "sot.sqlite3"
-            gw = Gateway(gateway_config(broker.port, db), clock)
+            gw = Gateway(gateway_config(broker, db), clock)
             await gw.start()
             try:
                 assert gw.ingest is not None and gw.store is not None
@@ -296,7 +296,7 @@ def test_one_bad_message_costs_only_itself_and_intake_goes_on(tmp_path: Path):
 
             # Every message was acknowledged to the broker: a new gateway on the same session
             # gets nothing again, only what is new.
-            gw = Gateway(gateway_config(broker.port, db), clock)
+            gw = Gateway(gateway_config(broker, db), clock)
             await gw.start()
             try:
                 assert gw.ingest is not None

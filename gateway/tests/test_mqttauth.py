@@ -46,18 +46,27 @@ def test_acl_keeps_each_site_under_its_own_root():
 def test_cli_writes_files_and_keeps_passwords(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     secrets = tmp_path / "var" / "passwords.json"
     out = tmp_path / "mqtt"
-    assert main(["mqtt-auth", "--out", str(out), "--secrets", str(secrets)]) == 0
+    pki = tmp_path / "pki"
+    args = ["mqtt-auth", "--out", str(out), "--secrets", str(secrets), "--pki", str(pki)]
+    assert main(args) == 2  # no certificate yet: the broker listens with TLS only
+    assert main(["pki", "init", "--out", str(pki)]) == 0
+    assert main(args) == 0
+    conf = (out / "mosquitto.conf").read_text()
+    assert "listener 8883" in conf and f"certfile {pki.resolve() / 'broker.crt'}" in conf
+    assert "tls_version tlsv1.2" in conf
     first = json.loads(secrets.read_text())
     assert "are-kall" in first and mqttauth.GATEWAY_USER in first
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
     users = [ln.split(":")[0] for ln in (out / "password_file").read_text().splitlines()]
     assert sorted(users) == sorted(first)
-    assert main(["mqtt-auth", "--out", str(out), "--secrets", str(secrets)]) == 0
+    assert main(args) == 0
     assert json.loads(secrets.read_text()) == first  # rerunning keeps the passwords
-    assert main(["config", "compile", "are-kall", "--credentials", str(secrets)]) == 0
+    assert main(["config", "compile", "are-kall", "--credentials", str(secrets),
+                 "--ca", str(pki / "ca.crt")]) == 0
     compiled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert compiled["mqtt"]["user"] == "are-kall"
     assert compiled["mqtt"]["password"] == first["are-kall"]
+    assert base64.b64decode(compiled["mqtt"]["ca"]).startswith(b"\x30\x82")  # the CA, DER
 
 
 def test_reserved_site_ids_are_refused():

@@ -48,11 +48,19 @@ from gateway.alerts.config import AlertConfig, Contact, load_rules
 from gateway.alerts.engine import AlertEngine
 from gateway.ingest import Ingest, MqttIngest
 from gateway.store import SiteInfo, SqliteStore
-from hil_tests.rig.broker import Broker
+from hil_tests.rig.broker import Broker, client_tls, rig_pki
 
 DOC = config_mod.REPO_ROOT / "docs" / "benchmarks.md"
 SECTION = "Gateway ingest and alerts"
 TS0 = int(time.time())
+
+
+def tls_client(client_id: str, **kw: Any) -> mqtt.Client:
+    """A paho client with TLS against the rig broker's CA (its path in SOT_BENCH_CA, which
+    main() sets and the load generator's process inherits)."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, **kw)
+    client_tls(c, os.environ["SOT_BENCH_CA"])
+    return c
 
 
 def site_ids(n: int) -> list[str]:
@@ -88,7 +96,7 @@ def loadgen(port: int, n_sites: int, rate: float, duration: float, triggers: flo
     `triggers` sites to backup_failed. Writes {"published", "elapsed", "triggers": {site:
     publish_time}} to `out`."""
     ids = site_ids(n_sites)
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-loadgen")
+    c = tls_client("bench-loadgen")
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", port)
@@ -135,7 +143,7 @@ def loadgen(port: int, n_sites: int, rate: float, duration: float, triggers: flo
 def queue_burst(port: int, n_sites: int, count: int) -> None:
     """Publish `count` states as fast as possible (QoS 1) and wait until all are PUBACKed."""
     ids = site_ids(n_sites)
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-burst")
+    c = tls_client("bench-burst")
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", port)
@@ -169,8 +177,7 @@ def bare_rate(port: int, n_sites: int, count: int) -> float:
             done.set()
 
     def session() -> mqtt.Client:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-bare",
-                        clean_session=False)
+        c = tls_client("bench-bare", clean_session=False)
         c.on_message = on_message
         c.connect("127.0.0.1", port)
         return c
@@ -225,7 +232,7 @@ class GatewayUnderTest:
             ingest = Ingest(store, time.time)
             ingest.on_stored = lambda site, sub: engine.mark(site)
             m = MqttIngest(ingest, self.loop, host="127.0.0.1", port=self.port,
-                           client_id="bench-gateway")
+                           client_id="bench-gateway", ca=os.environ["SOT_BENCH_CA"])
             m.on_listening = engine.listening
             engine.start()
             m.start()
@@ -360,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sot-bench-") as tmp:
         work = Path(tmp)
         conf = "max_queued_messages 0\nmax_inflight_messages 100\n"
+        os.environ["SOT_BENCH_CA"] = str(rig_pki()["ca"])
         with Broker(workdir=work / "b1", extra_conf=conf) as b:
             print(f"sustained: {args.sites} sites x {args.rate:g}/s for {args.duration:g} s",
                   flush=True)

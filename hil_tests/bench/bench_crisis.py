@@ -128,7 +128,8 @@ def pct(values: list[float], q: float) -> float:
 def measure(n: int, workdir: Path) -> dict[str, Any]:
     broker = Broker(workdir=workdir / "broker")
     broker.start()
-    gw = GatewayThread({"mqtt": {"host": broker.host, "port": broker.port},
+    gw = GatewayThread({"mqtt": {"host": broker.host, "port": broker.port,
+                                 "ca": str(broker.ca)},
                         "http": {"host": "127.0.0.1", "port": 0},
                         "store": {"path": str(workdir / "sot.sqlite3")},
                         "alerts": {"files_dir": str(workdir), "tick_s": 1.0}})
@@ -138,7 +139,8 @@ def measure(n: int, workdir: Path) -> dict[str, Any]:
         gw.add_user(USER, "coordinator", PASSWORD)
         for site in load_sites().values():
             sims.append(SimulatedSite(site, workdir, mqtt_host=broker.host,
-                                      mqtt_port=broker.port, heartbeat_s=5).start())
+                                      mqtt_port=broker.port, heartbeat_s=5,
+                                      login=broker.login(site.id)).start())
         kall = next(s for s in sims if s.site.id == SITE)
         if wait_panel(kall, "Kommunen: ansluten", True, 30) is None:
             raise RuntimeError("the Kall panel never showed its connection to the gateway")

@@ -9,20 +9,55 @@ the config `sot mqtt-auth` writes (no anonymous clients, the password_file and a
 user name as client id, the size limits); `login(user)` gives the keyword arguments a client
 needs. Without `auth` it is an open broker, for tests of the protocol alone; the size limits
 hold there too.
+
+TLS, always (docs/mqtt.md, "TLS"): the listener has the certificate of a throw-away CA made once
+per test session (`rig_pki()`, as `sot pki init` makes them), so a plaintext client is refused
+as in production. `login(user)` includes `ca`, the CA's path, which every client of the rig
+needs (the gateway's [mqtt] ca, `Peer(ca=...)`, the controller's compiled config);
+`client(...)` is the one place a test gets a paho client set up for TLS. `tls=False` gives a
+plaintext broker, used only to show that the clients refuse one.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from .proc import stop_process
+
+_pki: dict[str, dict[str, Path]] = {}
+
+
+def rig_pki(name: str = "rig") -> dict[str, Path]:
+    """A CA and a broker certificate for 127.0.0.1/localhost, made once per test process and
+    removed at exit (key generation is the slow part of TLS). Another `name` is another CA: a
+    broker with its certificate is one the clients must refuse. Keys are world-readable here:
+    throw-away keys in a folder of their own, read by Mosquitto after it drops to its user."""
+    if name not in _pki:
+        from gateway import pki
+
+        d = Path(tempfile.mkdtemp(prefix=f"sot-pki-{name}-"))
+        os.chmod(d, 0o755)
+        atexit.register(shutil.rmtree, d, True)
+        paths = pki.init(d, org=f"SOT test {name}")
+        for f in paths.values():
+            os.chmod(f, 0o644)
+        _pki[name] = paths
+    return _pki[name]
+
+
+def client_tls(c: Any, ca: Path | str) -> None:
+    """Set paho client `c` to TLS (1.2 or newer) verifying the broker against CA `ca`."""
+    c.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
 
 
 def find_mosquitto() -> str:
@@ -44,8 +79,13 @@ class Broker:
 
     def __init__(self, port: int | None = None, *, workdir: Path | None = None,
                  persistence: bool = False, extra_conf: str = "",
-                 auth: dict[str, str] | None = None) -> None:
+                 auth: dict[str, str] | None = None, tls: bool = True,
+                 pki_name: str = "rig") -> None:
         self.host = "127.0.0.1"
+        self.tls = rig_pki(pki_name) if tls else None
+        # The CA clients verify this broker against: the session's rig CA even when the broker
+        # shows another CA's certificate (pki_name), so that the clients must refuse it.
+        self.ca = rig_pki()["ca"]
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="sot-broker-"))
@@ -80,10 +120,12 @@ class Broker:
                 self._auth_dir = Path(tempfile.mkdtemp(prefix="sot-broker-auth-"))
                 os.chmod(self._auth_dir, 0o755)
             pw, acl = mqttauth.write_files(self._auth_dir, self.auth, mode=0o644)
-            text = mqttauth.conf_text(pw, acl, port=self.port, host=self.host, extra=common)
+            text = mqttauth.conf_text(pw, acl, port=self.port, host=self.host, extra=common,
+                                      tls=self.tls)
         else:
-            text = "\n".join([f"listener {self.port} {self.host}", "allow_anonymous true",
-                              *mqttauth.limit_lines(), *common]) + "\n"
+            text = "\n".join([*mqttauth.limit_lines(), *common, "allow_anonymous true",
+                              f"listener {self.port} {self.host}",
+                              *(mqttauth.tls_lines(self.tls) if self.tls else [])]) + "\n"
         conf = self.dir / "mosquitto.conf"
         conf.write_text(text)
         os.chmod(conf, 0o644)
@@ -107,11 +149,22 @@ class Broker:
         self.stop()
         raise RuntimeError(f"mosquitto did not listen on {self.host}:{self.port}: {self.log()}")
 
-    def login(self, user: str) -> dict[str, str]:
-        """{"user", "password"} for `user` (empty without auth)."""
+    def login(self, user: str) -> dict[str, Any]:
+        """{"user", "password", "ca"} for `user` (only "ca" without auth)."""
         if self.auth is None:
-            return {}
-        return {"user": user, "password": self.auth[user]}
+            return {"ca": str(self.ca)}
+        return {"user": user, "password": self.auth[user], "ca": str(self.ca)}
+
+    def client(self, client_id: str = "", user: str | None = None, **kw: Any) -> Any:
+        """A paho client (API version 2, not yet connected) for this broker: TLS against the
+        rig's CA, and `user`'s login when given. Connect it to (self.host, self.port)."""
+        import paho.mqtt.client as mqtt
+
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, **kw)
+        client_tls(c, self.ca)
+        if user is not None:
+            c.username_pw_set(user, self.auth[user] if self.auth else None)
+        return c
 
     def log(self) -> str:
         try:

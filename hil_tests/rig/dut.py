@@ -34,6 +34,12 @@ from .proc import stop_process
 # which a board keeps in flash). docs/architecture.md, "Memory", has the measurements.
 BOARD_HEAP_KIB = 64
 WORD_FACTOR = 2
+# TLS (a config with mqtt.ca) costs the unix port about 5.7 KiB of the MicroPython heap, measured
+# after a collection: the context with the parsed CA 3.0 KiB, one connection 2.6 KiB (mbedTLS's
+# record buffers come from the C heap on this build). The unix heap gets this much on top, so
+# that the rig's margin is what it was before TLS; on a 32-bit board these objects take about
+# half the bytes, out of its own budget (docs/benchmarks.md, "Firmware memory", with TLS).
+TLS_HEAP_KIB = 6
 
 
 class Firmware:
@@ -57,6 +63,7 @@ class Firmware:
         self.log_path = self.flash_dir.parent / f"{site.id}-firmware.log"
         self.watchdog = watchdog
         self.extra_config = extra_config or {}  # rig-only knobs, e.g. heap_log_ms for the soak
+        self.tls = False  # set at start from the compiled config (mqtt.ca)
         self.resets = 0
         self._wd_thread: threading.Thread | None = None
         self._powered = False
@@ -76,6 +83,9 @@ class Firmware:
         compiled = config.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
         firmware.write_config(self.flash_dir, {**compiled, **self.extra_config})
         heap = self.board_heap_kib * 1024 * WORD_FACTOR + image.stat().st_size
+        self.tls = bool(compiled["mqtt"].get("ca"))
+        if self.tls:
+            heap += TLS_HEAP_KIB * 1024
         env = dict(os.environ, MICROPYPATH=".frozen")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -147,8 +157,9 @@ class Firmware:
                 last_feed = time.monotonic()
 
     def heap_budget(self) -> int:
-        """Heap bytes the firmware may use here, the ROMFS image not counted (64 KiB x 2)."""
-        return self.board_heap_kib * 1024 * WORD_FACTOR
+        """Heap bytes the firmware may use here, the ROMFS image not counted (64 KiB x 2, and
+        TLS_HEAP_KIB with TLS)."""
+        return self.board_heap_kib * 1024 * WORD_FACTOR + (TLS_HEAP_KIB * 1024 if self.tls else 0)
 
     @property
     def pid(self) -> int | None:

@@ -33,7 +33,8 @@ class GatewayProcess:
         login = login or {}
         self.conf.write_text(_toml({
             "mqtt": {"host": host, "port": port, "user": login.get("user"),
-                     "password": login.get("password"), "keepalive_s": 10},
+                     "password": login.get("password"), "ca": login.get("ca"),
+                     "keepalive_s": 10},
             "http": {"host": "127.0.0.1", "port": 0},
             "store": {"path": str(self.db)},
             "alerts": {"files_dir": str(self.dir)},

@@ -10,10 +10,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from .broker import client_tls
+
 
 class Peer:
     def __init__(self, port: int, *filters: str, user: str | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, ca: str | None = None) -> None:
+        """`ca`: the broker's CA (Broker.login gives it): TLS verified against it."""
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -21,6 +24,8 @@ class Peer:
                              client_id=f"peer-{uuid.uuid4().hex[:8]}")
         if user is not None:
             self.c.username_pw_set(user, password)
+        if ca is not None:
+            client_tls(self.c, ca)
         self.c.on_message = self._on_message
         self.c.on_connect = lambda c, u, f, rc, p: (
             c.subscribe([(t, 1) for t in filters]) if filters else None)

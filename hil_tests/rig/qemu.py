@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .proc import stop_process
-from .tcpproxy import FreezableProxy
+from .tcpproxy import FreezableProxy, TlsModem
 
 PTY_RE = re.compile(rb"char device redirected to (\S+) \(label serial(\d+)\)")
 
@@ -220,8 +220,10 @@ class BrokerBridge:
     board's MQTT byte stream meets the broker: the board has no TLS stack, so a broker that
     wants TLS is reached by wrapping the upstream leg here, not by changing the board."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.proxy = FreezableProxy(port, host)
+    def __init__(self, host: str, port: int, ca: str | None = None) -> None:
+        # With the CA the upstream leg is TLS, verified against it: the board's TLS stand-in,
+        # a modem that does TLS (hal/qemu.py, rig/tcpproxy.py TlsModem).
+        self.proxy = TlsModem(port, ca, host) if ca else FreezableProxy(port, host)
         self.serial = f"tcp:127.0.0.1:{self.proxy.port},reconnect=1"
 
     def close(self) -> None:
@@ -257,9 +259,13 @@ class QemuFirmware:
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         compiled = config.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
+        # No TLS on this board: the bridge's upstream leg does it, holding the CA (a modem
+        # that does TLS, hal/qemu.py), so the board's own config goes without it.
+        ca = self.mqtt.get("ca")
+        compiled["mqtt"].pop("ca", None)
         text = config.to_json({**compiled, **self.extra_config}).encode()
         bus = next(iter(self.bus_ports.values()))
-        self.bridge = BrokerBridge(self.mqtt["host"], self.mqtt["port"])
+        self.bridge = BrokerBridge(self.mqtt["host"], self.mqtt["port"], ca)
         self.board = QemuBoard(firmware.build_qemu(), serials=(bus, self.bridge.serial, "pty"))
         self.board.start()
         board = self.board

@@ -155,9 +155,10 @@ def start_network(net, network_mod=None):
 NET_WAIT_MS = 10000  # open_connection() waits this long for the link before it gives up
 
 
-async def open_connection(host, port):
+async def open_connection(host, port, ca=None):
     """TCP connection for the MQTT session: waits (without blocking) for the network, sets the
-    clock from NTP when it has not been set for NTP_EVERY_MS, then connects."""
+    clock from NTP when it has not been set for NTP_EVERY_MS (certificate validity needs the
+    time), then connects; with `ca` (DER) over TLS verified against that CA, as hal/unix.py."""
     nic = _nic
     if nic is not None:
         deadline = time.ticks_add(time.ticks_ms(), NET_WAIT_MS)
@@ -172,7 +173,27 @@ async def open_connection(host, port):
                 print("I ntp:", "clock set" if t else "no trusted answer", t)
             except OSError as e:
                 print("W ntp:", repr(e))
-    return await asyncio.open_connection(host, port)
+    if ca is None:
+        return await asyncio.open_connection(host, port)
+    return await asyncio.open_connection(host, port, ssl=_tls_context(ca), server_hostname=host)
+
+
+_tls = None  # (ca, SSLContext): built once per CA; loading the CA costs heap
+
+
+def _tls_context(ca):
+    """A TLS client context that verifies the server's certificate against `ca` (DER bytes)
+    with MicroPython's `tls` module (mbedTLS on every board that has a network)."""
+    global _tls
+    if _tls is None or _tls[0] is not ca:
+        import tls
+
+        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        # (the boards' stubs omit verify_mode; the module has it, as MicroPython's docs say)
+        ctx.verify_mode = tls.CERT_REQUIRED  # pyright: ignore[reportAttributeAccessIssue]
+        ctx.load_verify_locations(ca)  # DER; the keyword form is not accepted
+        _tls = (ca, ctx)
+    return _tls[1]
 
 
 # -- RS-485 ----------------------------------------------------------------------------------

@@ -197,9 +197,15 @@ class _Writer:
         pass
 
 
-async def open_connection(host, port):
+async def open_connection(host, port, ca=None):
     """The MQTT session's (reader, writer) on UART2, which qemu connects to the broker. Bytes
-    left over from a previous session are dropped first."""
+    left over from a previous session are dropped first.
+
+    TLS: this board has no network and no `tls` module. UART2 plays a modem that terminates TLS
+    itself (as cellular modems with TLS offload do): the rig's stand-in for it
+    (hil_tests/rig/tcpproxy.py, TlsModem) holds the same CA and verifies the broker's
+    certificate; the CA is the modem's, so the board's config carries none and `ca` is None
+    here. The bytes on the UART are plaintext MQTT."""
     line = _Line(2)
     while line.read_byte() >= 0:
         pass

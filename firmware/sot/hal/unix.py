@@ -89,9 +89,32 @@ class Uart:
         self._f.close()
 
 
-async def open_connection(host, port):
-    """TCP connection for the MQTT session: (reader, writer) asyncio streams."""
-    return await asyncio.open_connection(host, port)
+async def open_connection(host, port, ca=None):
+    """TCP connection for the MQTT session: (reader, writer) asyncio streams. With `ca` (the CA
+    certificate, DER) the connection is TLS and the broker's certificate must be signed by that
+    CA and name `host`; the handshake runs on the first write/read, and a failed one raises
+    OSError there (docs/mqtt.md, "TLS")."""
+    if ca is None:
+        return await asyncio.open_connection(host, port)
+    return await asyncio.open_connection(host, port, ssl=_tls_context(ca), server_hostname=host)
+
+
+_tls = None  # (ca, SSLContext): built once per CA; loading the CA costs heap
+
+
+def _tls_context(ca):
+    """A TLS client context that verifies the server's certificate against `ca` (DER bytes)
+    with MicroPython's `tls` module (mbedTLS on every board that has a network)."""
+    global _tls
+    if _tls is None or _tls[0] is not ca:
+        import tls
+
+        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        # (the boards' stubs omit verify_mode; the module has it, as MicroPython's docs say)
+        ctx.verify_mode = tls.CERT_REQUIRED  # pyright: ignore[reportAttributeAccessIssue]
+        ctx.load_verify_locations(ca)  # DER; the keyword form is not accepted
+        _tls = (ca, ctx)
+    return _tls[1]
 
 
 class Flash:

@@ -11,6 +11,12 @@
 # Wi-Fi, Ethernet or an LTE modem can carry it. The streams need readinto(), write(), drain(),
 # close() and wait_closed(), as MicroPython's asyncio.Stream has.
 #
+# TLS: with `ca` (the municipality's CA certificate, DER bytes or the base64 text of config.json's
+# mqtt.ca) every connection is `open_connection(host, port, ca)`: the HAL connects with TLS and
+# verifies the broker's certificate against that CA (hal/unix.py). A handshake that fails (a
+# plaintext broker, a certificate from another CA) fails connect() like any connect failure;
+# there is no fallback to plaintext (docs/mqtt.md, "TLS").
+#
 # Failure model: no reconnect loop here; the session layer above reconnects with backoff. Every
 # failure surfaces as an exception (MQTTError or OSError) and as `connected` False;
 # wait_closed() returns when the link is gone and `error` says why. Every wait has a deadline.
@@ -45,7 +51,7 @@ class MQTTClient:
     max_inflight = 8  # unacknowledged QoS 1 publishes kept for a resend
 
     def __init__(self, client_id, open_connection, host, port, *, user=None, password=None,
-                 keepalive=30, on_message=None):
+                 keepalive=30, on_message=None, ca=None):
         if password is not None and user is None:
             raise ValueError("password needs user")  # 3.1.2.9
         self.client_id = client_id
@@ -54,6 +60,11 @@ class MQTTClient:
         self.user = user
         self.password = password
         self.keepalive = keepalive
+        if isinstance(ca, str):
+            from binascii import a2b_base64
+
+            ca = a2b_base64(ca)
+        self.ca = ca or None
         self.ping_timeout_ms = keepalive * 500  # see link.py
         self.on_message = on_message
         self.session_present = False
@@ -103,7 +114,10 @@ class MQTTClient:
         return present
 
     async def _handshake(self, pkt):
-        r, w = await self._open(self.host, self.port)
+        if self.ca is None:
+            r, w = await self._open(self.host, self.port)
+        else:
+            r, w = await self._open(self.host, self.port, self.ca)
         try:
             w.write(pkt)
             await w.drain()

@@ -106,15 +106,18 @@ class FakeStream:
 
 
 class Opener:
-    """An open_connection(host, port) that hands out the given streams, one per call."""
+    """An open_connection(host, port[, ca]) that hands out the given streams, one per call; a
+    stream that is an exception is raised instead (a failed TLS handshake)."""
 
     def __init__(self, *streams):
         self.streams = streams
         self.calls = []
 
-    async def __call__(self, host, port):
-        self.calls.append((host, port))
+    async def __call__(self, host, port, *ca):
+        self.calls.append((host, port) + ca)
         s = self.streams[len(self.calls) - 1]
+        if isinstance(s, Exception):
+            raise s
         return s, s
 
 

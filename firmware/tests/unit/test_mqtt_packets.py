@@ -43,6 +43,27 @@ async def test_connect_with_will_user_password():
     assert s.closed and not c.connected and c.error is None
 
 
+async def test_with_a_ca_every_connection_is_tls_and_a_failed_handshake_is_a_failed_connect():
+    # config.json carries the CA as base64 text; the HAL gets its DER bytes on every connect,
+    # and a refused handshake (another CA, a plaintext broker) is never retried without it.
+    der = b"\x30\x82\x01\x0a" + bytes(range(8))
+    import binascii
+    text = binascii.b2a_base64(der).decode().strip()
+    s = FakeStream()
+    s.feed(CONNACK)
+    op = Opener(OSError(-9984), s)  # MBEDTLS_ERR_X509_CERT_VERIFY_FAILED, then a good one
+    c = MQTTClient("c1", op, "broker", 8883, ca=text)
+    try:
+        await c.connect()
+        raise AssertionError("a failed handshake connected")
+    except OSError:
+        pass
+    assert not c.connected and op.calls == [("broker", 8883, der)]
+    await c.connect()
+    assert c.connected and op.calls[1] == ("broker", 8883, der)
+    await c.disconnect()
+
+
 async def test_connect_minimal_persistent_session():
     s = FakeStream()
     s.feed(CONNACK_PRESENT)
