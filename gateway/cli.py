@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import json
 import logging
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -278,11 +279,17 @@ def _cmd_cmd(args: argparse.Namespace) -> int:
     pw = Path(args.mqtt_password_file).read_text().splitlines()[0] \
         if args.mqtt_password_file else ""
     store = _open_store(args)
+    ca = args.ca or "var/pki/ca.crt"
+    if not Path(ca).exists():
+        print(f"sot cmd: no CA certificate {ca} (--ca; the broker listens with TLS only)",
+              file=sys.stderr)
+        return 2
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=args.mqtt_user)
     client.username_pw_set(args.mqtt_user, pw)
+    client.tls_set(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
     try:
         client.connect(host, port, keepalive=30)
-    except OSError as e:
+    except OSError as e:  # ssl.SSLError included: a broker without TLS or from another CA
         print(f"sot cmd: broker {host}:{port} unreachable ({e}); nothing sent", file=sys.stderr)
         return 1
     client.loop_start()
@@ -610,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wait", type=float, default=60.0,
                    help="seconds to wait for the result (at most until the command expires)")
     p.add_argument("--keys", default="var/mqtt/cmd-keys.json")
+    p.add_argument("--ca", default=None,
+                   help="the broker's CA certificate (default var/pki/ca.crt, `sot pki init`)")
     p.add_argument("--mqtt-host", default=None)
     p.add_argument("--mqtt-port", type=int, default=None)
     p.add_argument("--mqtt-user", default="sot-gateway-2",

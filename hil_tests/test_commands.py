@@ -126,7 +126,8 @@ def test_sot_cmd_through_the_running_gateway_files_result_and_audit(
     db = str(tmp_path / "sot.sqlite3")  # the gateway fixture's database, read beside it
     store = SqliteStore(db)
     wait_for(lambda: store.latest(SITE), 30, "the gateway to hear the site")
-    common = ["--keys", str(keys), "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
+    common = ["--keys", str(keys), "--ca", str(broker.ca),
+              "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
               "--mqtt-user", OBSERVER, "--mqtt-password-file", str(pwf), "--db", db,
               "--by", "samordnare", "--wait", "30"]
     assert cli.main(["cmd", SITE, "rebirth", *common]) == 0
