@@ -150,8 +150,8 @@ def write_config(flash_dir: Path, compiled: dict) -> Path:
 #
 # docs/firmware-build.md describes this build. The upstream source is an input, never part of
 # the repository: it is unpacked under build/ from (in this order) $MICROPY_SRC (a checkout or a
-# tarball), the vendored tarball beside the repository (../shared/vendor/micropython-*.tar.gz,
-# where CI clones it), or the pinned commit's archive downloaded from GitHub.
+# tarball), the vendored tarball in shared/vendor/ beside the repository (where CI clones it),
+# or the pinned commit's archive downloaded from GitHub.
 
 MICROPY_COMMIT = "1c3c201149f37fe8d81246191b3127bb198d6306"
 MICROPY_ARCHIVE_URL = f"https://github.com/micropython/micropython/archive/{MICROPY_COMMIT}.tar.gz"
@@ -211,7 +211,7 @@ def source_digest(root: Path) -> str:
 
 
 def _vendored() -> Path | None:
-    # CI clones the repository with the shared folder beside it (../shared/vendor/); a git
+    # CI clones the repository with the shared folder beside it (shared/vendor/ one level up); a git
     # worktree sits a level deeper, so the nearest shared/vendor/ up the tree is taken.
     for parent in config.REPO_ROOT.parents:
         found = sorted((parent / "shared" / "vendor").glob("micropython-*.tar.gz"))

@@ -272,7 +272,7 @@ class Gateway:
 
 class _MqttRef:
     """The gateway's MQTT session as the crisis sender sees it: publishing goes through the one
-    client the gateway owns (STYLE.md point 4), whichever session object is current."""
+    client the gateway owns (one owner per connection), whichever session object is current."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway

@@ -4,7 +4,7 @@
 at `/api/signage/<site>`): shop open, power source, fuel for sale per product, hours of backup
 left, the active crisis messages, when the site was last heard and whether that is stale (3
 missed heartbeats, or the controller's Will said `lost`). Stale values are sent with `stale:
-true` and shown greyed with their age, never as a current "all clear" (RELIABILITY.md A6).
+true` and shown greyed with their age, never as a current "all clear" (docs/alerts.md, A6).
 
 `SiteBus` wakes the server-sent-event streams when the ingest files something for a site or a
 crisis message is sent or withdrawn; each stream also re-checks every `RECHECK_S` so a site that

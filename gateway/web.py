@@ -22,7 +22,7 @@ One of each, so a class of hostile input is handled at one place (docs/security.
 `safe_next` (the redirect after login), `outer` (body time, unexpected errors) with
 gateway/httpguard.py (header and idle time, connections per address).
 A stale or lost site still shows its last known values, greyed and labelled, never as current
-(STYLE.md point 5, RELIABILITY.md A6).
+(unavailable is a value: docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
 # still come, see master.py) and the hold ends past the 5 s, the device is offline at once. An
 # offline device is re-probed with a single request at most every 10 s, so a dead slave costs one
 # timeout per 10 s, not per cycle, and the others keep their poll rate (Victron drops after 5 s
-# and re-probes every 10 s, TOOLCHAIN.md).
+# and re-probes every 10 s, docs/devices.md).
 #
 # Identity. On first contact, and on every return from offline, every block is read, slow ones
 # too, and the profile's identity points are compared before any value counts: a device that is

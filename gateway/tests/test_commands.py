@@ -57,8 +57,10 @@ def test_mqtt_auth_provisions_keys_and_compile_puts_the_sites_in(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]
                                                                  ) -> None:
     secrets = tmp_path / "var" / "mqtt" / "passwords.json"
+    pki = tmp_path / "pki"
+    assert cli.main(["pki", "init", "--out", str(pki)]) == 0
     assert cli.main(["mqtt-auth", "--out", str(tmp_path / "broker"),
-                     "--secrets", str(secrets)]) == 0
+                     "--secrets", str(secrets), "--pki", str(pki)]) == 0
     keys = json.loads((secrets.parent / "cmd-keys.json").read_text())
     site = sorted(keys)[0]
     out = tmp_path / "config.json"

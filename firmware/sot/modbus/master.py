@@ -49,7 +49,7 @@
 # timeout_for(unit) plus the time its own request and reply bytes take on the wire at the bus's
 # baud rate (so a long block after many short ones is not cut off), capped at timeout_ms.
 # min_timeout_ms (100 ms by default) is per master and may be raised per call: Victron found DSE
-# controllers need >= 1 s (TOOLCHAIN.md, "Reference numbers"), so a device profile or a site can
+# controllers need >= 1 s (docs/devices.md), so a device profile or a site can
 # pass min_timeout_ms=1000 for them. Only good replies and exception responses are measured; a
 # CRC or frame error may be someone else's late reply, whose timing says nothing.
 #
