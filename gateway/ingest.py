@@ -721,9 +721,12 @@ class MqttIngest:
         client.subscribe([(f"{TOPIC_ROOT}/+/{sub}", 1) for sub in SUBTOPICS]
                          + [(f"{TOPIC_ROOT}/+/crisis/+/ack", 1)])
         client.publish(GATEWAY_STATUS_TOPIC, self._status("online"), qos=1, retain=True)
+        now = self.clock()
         for site in sorted(self.ingest.known_sites):
-            client.publish(f"{TOPIC_ROOT}/{site}/rebirth", json.dumps({"ts": int(self.clock())}),
-                           qos=1)
+            # The journal comes back with this rebirth: a gap seen before its replay begins (the
+            # broker's queued messages arrive first) is no reason to ask again (REBIRTH_EVERY_S).
+            self._rebirth_asked[site] = now
+            client.publish(f"{TOPIC_ROOT}/{site}/rebirth", json.dumps({"ts": int(now)}), qos=1)
         self.connected.set()
         self._tell_listening(self.clock())
 
