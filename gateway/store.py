@@ -180,6 +180,7 @@ class Store(Protocol):
     def upsert_sites(self, sites: Iterable[SiteInfo]) -> None: ...
     def site_ids(self) -> frozenset[str]: ...
     def latest(self, site: str) -> dict[str, Any] | None: ...
+    def latest_states(self) -> dict[str, dict[str, Any]]: ...
     def put_status(self, site: str, msg: dict[str, Any], raw: str, received: float) -> None: ...
     def put_birth(self, site: str, msg: dict[str, Any], raw: str, received: float) -> None: ...
     def put_state(self, site: str, msg: dict[str, Any], raw: str, received: float) -> None: ...
@@ -231,6 +232,8 @@ class Store(Protocol):
     def crisis_message(self, crisis_id: str) -> dict[str, Any] | None: ...
     def crisis_messages(self, limit: int = 100) -> list[dict[str, Any]]: ...
     def crisis_sites(self, crisis_id: str) -> list[str]: ...
+    def crisis_messages_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
+    def crisis_deliveries(self) -> dict[str, list[dict[str, Any]]]: ...
     def crisis_delivery(self, crisis_id: str | None = None,
                         site: str | None = None) -> list[dict[str, Any]]: ...
     def put_user(self, name: str, role: str, pwhash: str, now: float) -> None: ...
@@ -564,6 +567,13 @@ class SqliteStore:
             return None
         return {kind: _payload(row[kind], row[f"{kind}_received"])
                 for kind in ("status", "birth", "state")}
+
+    def latest_states(self) -> dict[str, dict[str, Any]]:
+        """Every site's latest state (the payload plus `received`), in one query: for pages that
+        show something of each site's state beside its summary."""
+        rows = self._db.execute(
+            "SELECT site, state, state_received FROM site_status WHERE state IS NOT NULL")
+        return {r["site"]: _payload(r["state"], r["state_received"]) or {} for r in rows}
 
     def reset_site(self, site: str, actor: str, now: float) -> bool:
         """Forget the site's latest status, birth and state, so the next message of each kind is
@@ -962,6 +972,22 @@ class SqliteStore:
         """Newest first, withdrawn ones included (with `withdrawn` set)."""
         return [_crisis_row(r) for r in self._db.execute(
             "SELECT * FROM crisis_messages ORDER BY updated DESC LIMIT ?", (int(limit),))]
+
+    def crisis_messages_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The messages with these ids, in one query (unknown ids are left out)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        rows = self._db.execute(f"SELECT * FROM crisis_messages WHERE id IN ({marks})", wanted)
+        return {r["id"]: _crisis_row(r) for r in rows}
+
+    def crisis_deliveries(self) -> dict[str, list[dict[str, Any]]]:
+        """`crisis_delivery()` for every message at once (one query), by message id."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for d in self.crisis_delivery():
+            out.setdefault(d["crisis_id"], []).append(d)
+        return out
 
     def crisis_sites(self, crisis_id: str) -> list[str]:
         return [r[0] for r in self._db.execute(
