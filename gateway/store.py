@@ -36,12 +36,9 @@ Durability: WAL journal with `synchronous=FULL`, so a message is on disk when it
 (the MQTT ingest acknowledges a message to the broker only after that). One connection, used
 from one thread: sqlite3's same-thread check is left on to catch mistakes.
 
-Staleness (docs/mqtt.md: "readers treat a retained state as stale after 3 heartbeats"): a site
-is stale when its last state is older than `STALE_HEARTBEATS` x heartbeat_s. heartbeat_s is the
-site's configured one (else `DEFAULT_HEARTBEAT_S`); a birth may claim a shorter one, never a
-longer one (`effective_heartbeat`). The age is taken from the older of the controller's `ts` and
-the receive time: a retained state replayed by the broker keeps its old `ts`, and a controller
-clock running ahead cannot keep a silent site looking fresh.
+The domain types (`SiteInfo`, `SiteSnapshot`, `AlertRecord`, `Notification`, `SiteSummary`) and
+the one judgement of a site's link and staleness (`site_status`) live in `gateway/model.py`
+(docs/mqtt.md, "Site status"); they are re-exported here.
 
 Every write fed by a site checks what it binds: text must be storable (`_text`: no lone
 surrogate), integers must fit SQLite's 64 bits (`_int64`), REAL columns take finite floats only
@@ -59,121 +56,33 @@ import math
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-DEFAULT_HEARTBEAT_S = 30
-STALE_HEARTBEATS = 3
+from .model import (
+    ALERT_FIELDS,
+    DEFAULT_HEARTBEAT_S,
+    OPEN,
+    STALE_HEARTBEATS,
+    AlertRecord,
+    Notification,
+    SiteInfo,
+    SiteSnapshot,
+    SiteStatus,
+    SiteSummary,
+    effective_heartbeat,
+    site_status,
+    site_summary,
+)
+
+__all__ = ["ALERT_FIELDS", "DEFAULT_HEARTBEAT_S", "OPEN", "STALE_HEARTBEATS", "AlertRecord",
+           "Notification", "SiteInfo", "SiteSnapshot", "SiteStatus", "SiteSummary", "SqliteStore",
+           "Store", "effective_heartbeat", "site_status", "site_summary"]
+
 REJECTED_KEEP = 10_000
 EXCERPT_BYTES = 200
 MAX_EVENTS_LIMIT = 500
 HISTORY_EVERY_S = 300
-OPEN = ("pending", "firing", "acknowledged")
-
-
-@dataclass(frozen=True)
-class SiteInfo:
-    """What the gateway knows about a site from configuration, before any message."""
-
-    id: str
-    name: str
-    municipality: str
-    lat: float
-    lon: float
-    heartbeat_s: int | None = None
-
-
-@dataclass(frozen=True)
-class SiteSnapshot:
-    """Everything the alert rules read about one site: configuration, latest messages, and the
-    crisis messages it has not acknowledged. Payloads are parsed JSON; times are epoch s."""
-
-    info: SiteInfo
-    status: dict[str, Any] | None
-    status_received: float | None
-    birth: dict[str, Any] | None
-    state: dict[str, Any] | None
-    state_ts: float | None
-    state_received: float | None
-    crisis_unacked: tuple[tuple[str, float], ...] = ()
-    reset_at: float | None = None  # when a coordinator last reset the site (`reset_site`)
-
-    @property
-    def heartbeat_s(self) -> int:
-        return effective_heartbeat(self.birth, self.info.heartbeat_s)
-
-
-def effective_heartbeat(birth: dict[str, Any] | None, configured: int | None) -> int:
-    """The heartbeat the gateway judges a site by: the site's configuration (or
-    `DEFAULT_HEARTBEAT_S`, the controller's own default) is the most a site may claim; a birth
-    may only claim a shorter one. A birth cannot postpone "stale" or "silent"."""
-    cap = int(configured or DEFAULT_HEARTBEAT_S)
-    claimed = (birth or {}).get("heartbeat_s")
-    if isinstance(claimed, int) and not isinstance(claimed, bool) and 1 <= claimed < cap:
-        return claimed
-    return cap
-
-
-@dataclass(frozen=True)
-class AlertRecord:
-    """One alert as stored. `level` is the highest escalation step notified (-1: none yet);
-    `incident` is the key of the regional incident it was grouped into, if any."""
-
-    id: int
-    key: str
-    rule: str
-    site: str | None
-    municipality: str
-    detail: str
-    severity: str
-    status: str
-    started: float
-    fired: float | None = None
-    clearing_since: float | None = None
-    resolved: float | None = None
-    resolve_reason: str | None = None
-    level: int = -1
-    level_since: float | None = None
-    notified: float | None = None
-    notify_count: int = 0
-    incident: str | None = None
-    acked_by: str | None = None
-    acked_at: float | None = None
-    ack_note: str | None = None
-    sv: str = ""
-    en: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def open(self) -> bool:
-        return self.status in OPEN
-
-
-ALERT_FIELDS = ("key", "rule", "site", "municipality", "detail", "severity", "status", "started",
-                "fired", "clearing_since", "resolved", "resolve_reason", "level", "level_since",
-                "notified", "notify_count", "incident", "acked_by", "acked_at", "ack_note", "sv",
-                "en", "data")
-
-
-@dataclass(frozen=True)
-class Notification:
-    """One message to one contact over one channel. `idem` is its idempotency key: the same on
-    every retry, so a receiver that saw an attempt that timed out can drop the repeat."""
-
-    id: int
-    alert_id: int
-    kind: str
-    contact: str
-    channel: str
-    target: str
-    subject: str
-    body: str
-    idem: str
-    status: str = "queued"
-    attempts: int = 0
-    next_at: float = 0.0
-    last_error: str | None = None
 
 
 class Store(Protocol):
@@ -1176,30 +1085,15 @@ def _payload(raw: str | None, received: float | None) -> dict[str, Any] | None:
 
 
 def _summary(row: sqlite3.Row, now: float) -> dict[str, Any]:
-    status = json.loads(row["status"]) if row["status"] else None
-    birth = json.loads(row["birth"]) if row["birth"] else None
-    state = json.loads(row["state"]) if row["state"] else None
-    heartbeat = effective_heartbeat(birth, row["heartbeat_s"])
-    out: dict[str, Any] = {
-        "id": row["id"], "name": row["name"], "municipality": row["municipality"],
-        "lat": row["lat"], "lon": row["lon"],
-        "status": status.get("state") if status else None,
-        "fw": birth.get("fw") if birth else None,
-        "heartbeat_s": heartbeat,
-        "mode": None, "grid_state": None, "genset_state": None,
-        "fuel_pct": None, "hours_left": None, "devices": {},
-        "updated_ts": None, "age_s": None, "stale": True,
-    }
-    if state is not None:
-        grid = state.get("grid") or {}
-        genset = state.get("genset") or {}
-        fuel = state.get("fuel") or {}
-        age = now - min(float(row["state_ts"]), float(row["state_received"]))
-        out.update(
-            mode=state.get("mode"), grid_state=grid.get("state"),
-            genset_state=genset.get("state"), fuel_pct=fuel.get("pct"),
-            hours_left=fuel.get("hours_left"), devices=state.get("devices") or {},
-            updated_ts=row["state_ts"], age_s=round(age, 1),
-            stale=age > STALE_HEARTBEATS * heartbeat,
-        )
-    return out
+    return site_summary(_overview_snapshot(row), now).as_json()
+
+
+def _overview_snapshot(row: sqlite3.Row) -> SiteSnapshot:
+    return SiteSnapshot(
+        info=SiteInfo(row["id"], row["name"], row["municipality"], row["lat"], row["lon"],
+                      row["heartbeat_s"]),
+        status=json.loads(row["status"]) if row["status"] else None,
+        status_received=row["status_received"],
+        birth=json.loads(row["birth"]) if row["birth"] else None,
+        state=json.loads(row["state"]) if row["state"] else None,
+        state_ts=row["state_ts"], state_received=row["state_received"])
