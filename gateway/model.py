@@ -149,14 +149,14 @@ class SiteSummary:
     lat: float
     lon: float
     status: str | None
-    fw: Any
+    fw: str | None
     heartbeat_s: int
-    mode: Any = None
-    grid_state: Any = None
-    genset_state: Any = None
-    fuel_pct: Any = None
-    hours_left: Any = None
-    devices: dict[str, Any] = field(default_factory=dict)
+    mode: str | None = None
+    grid_state: str | None = None
+    genset_state: str | None = None
+    fuel_pct: float | None = None
+    hours_left: float | None = None
+    devices: dict[str, str] = field(default_factory=dict)
     updated_ts: float | None = None
     age_s: float | None = None
     stale: bool = True

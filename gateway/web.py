@@ -468,7 +468,8 @@ def _row(site: SiteSummary) -> str:
         contact = f'<td class="contact ok">{both("Ansluten", "Online")}</td>'
 
     if has_state:
-        cls, sv, en = MODES.get(site.mode, ("unknown", site.mode, site.mode))
+        key = site.mode or ""
+        cls, sv, en = MODES.get(key, ("unknown", key, key))
         note = "" if current else \
             f'<span class="note">{both("senast kända", "last known")}</span>'
         mode = f'<td class="mode {e(cls)}">{both(sv, en)}{note}</td>'

@@ -191,3 +191,13 @@ def test_site_status_is_a_pure_function_of_the_snapshot():
     lost = SiteSnapshot(info=info, status=will(), status_received=TS + 3, birth=None,
                         state=state(), state_ts=TS, state_received=TS + 2)
     assert site_status(lost, TS + 5).lost and not site_status(lost, TS + 5).stale
+
+
+def test_the_api_row_has_exactly_the_documented_fields(db: SqliteStore):
+    """`SiteSummary.as_json()` is what `GET /api/sites` returns: the fields gateway/openapi.json
+    documents, no more (the model's extra attributes stay out of the API)."""
+    doc = json.loads((Path(__file__).parents[1] / "openapi.json").read_text())
+    documented = set(doc["components"]["schemas"]["SiteSummary"]["properties"])
+    online_with_state(db)
+    assert set(seen(db, TS).api) == documented
+    assert set(seen(db, TS).api) == set(present(db.site_overview("harjedalen-hede", TS)).as_json())
