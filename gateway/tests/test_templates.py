@@ -12,7 +12,7 @@ import pytest
 from jinja2 import nodes
 
 from gateway import texts
-from gateway.store import AlertRecord
+from gateway.model import AlertRecord, SiteSummary
 from gateway.texts import Text
 from gateway.web import pages, render, views
 
@@ -29,11 +29,11 @@ def page_templates() -> list[str]:
                   if not p.name.startswith("_") and p.name != "base.html")
 
 
-def hostile_summary() -> dict[str, Any]:
-    return {"id": H, "name": H, "municipality": H, "lat": 63.0, "lon": 13.0, "status": "online",
-            "fw": H, "heartbeat_s": 30, "mode": H, "grid_state": H, "genset_state": H,
-            "fuel_pct": 50, "hours_left": 5.5, "devices": {H: "offline", "x" + H: "mismatch"},
-            "updated_ts": 1.0e9, "age_s": 4000.0, "stale": True}
+def hostile_summary() -> SiteSummary:
+    return SiteSummary(id=H, name=H, municipality=H, lat=63.0, lon=13.0, status="online", fw=H,
+                       heartbeat_s=30, mode=H, grid_state=H, genset_state=H, fuel_pct=50,
+                       hours_left=5.5, devices={H: "offline", "x" + H: "mismatch"},
+                       updated_ts=1.0e9, age_s=4000.0, stale=True)
 
 
 def hostile_contexts() -> dict[str, dict[str, Any]]:

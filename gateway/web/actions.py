@@ -28,7 +28,6 @@ from .guard import (
     session_of,
 )
 from .render import text
-from .views import summary_field
 
 log = logging.getLogger(__name__)
 LOGIN_CSRF_COOKIE = "sot_login"
@@ -160,11 +159,10 @@ def _invalid(err: crisis_mod.CrisisError, status: int = 400) -> Outcome:
 def targets(request: web.Request, sites: list[str], municipalities: list[str]) -> list[str]:
     """Site ids from the chosen sites and whole municipalities; only configured, active ones."""
     all_sites = request.app[STORE].sites_overview(request.app[CLOCK]())
-    known = {summary_field(s, "id") for s in all_sites}
+    known = {s.id for s in all_sites}
     chosen = {s for s in sites if s in known}
     for m in municipalities:
-        chosen |= {summary_field(s, "id") for s in all_sites
-                   if summary_field(s, "municipality") == m}
+        chosen |= {s.id for s in all_sites if s.municipality == m}
     return sorted(chosen)
 
 

@@ -38,11 +38,6 @@ STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg
 OPENAPI = Path(__file__).resolve().parent / "openapi.json"
 
 
-def _as_json(summary: Any) -> Any:
-    """A site summary as the API gives it (a dict, or a model object that can make one)."""
-    return summary.as_json() if hasattr(summary, "as_json") else summary
-
-
 def _not_found(site: str) -> web.Response:
     return json_response({"error": "unknown site", "site": site}, status=404)
 
@@ -52,7 +47,7 @@ def _not_found(site: str) -> web.Response:
 
 async def api_sites(request: web.Request) -> web.Response:
     app = request.app
-    return json_response([_as_json(s) for s in app[STORE].sites_overview(app[CLOCK]())])
+    return json_response([s.as_json() for s in app[STORE].sites_overview(app[CLOCK]())])
 
 
 async def api_site(request: web.Request) -> web.Response:
@@ -61,7 +56,7 @@ async def api_site(request: web.Request) -> web.Response:
     if summary is None:
         return _not_found(site)
     latest = app[STORE].latest(site) or {"status": None, "birth": None, "state": None}
-    return json_response({"site": _as_json(summary), **latest})
+    return json_response({"site": summary.as_json(), **latest})
 
 
 async def api_events(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import crisis as crisis_mod
+from ..model import SiteSummary
 from ..safetext import dumps, json_response
 from ..signage import signage_view
 from ..texts import Text
@@ -29,7 +30,6 @@ from .guard import (
     session_of,
 )
 from .render import page, text
-from .views import summary_field
 
 
 def show(request: web.Request, template: str, title: Text, *, refresh: bool = False,
@@ -94,7 +94,7 @@ async def overview_page(request: web.Request) -> web.Response:
     now = app[CLOCK]()
     sites = store.sites_overview(now)
     states = store.latest_states()
-    rows = [views.site_row(s, states.get(summary_field(s, "id"))) for s in sites]
+    rows = [views.site_row(s, states.get(s.id)) for s in sites]
     unacked = sum(1 for a in store.alerts() if a.status == "firing")
     return show(request, "overview.html", text("page.overview.title"), refresh=True,
                 rows=rows, map=views.site_map(sites), unacked=unacked, generated=when(now),
@@ -113,10 +113,10 @@ async def site_page(request: web.Request) -> web.Response:
     messages = store.crisis_messages_by_id(d["crisis_id"] for d in delivery)
     return show(
         request, "site.html",
-        Text(str(summary_field(summary, "name")), str(summary_field(summary, "municipality"))),
+        Text(summary.name, summary.municipality),
         site_id=sid, rows=[views.site_row(summary, state)],
         chart=views.history_chart(store.state_history(sid, since=now - 7 * 86400, limit=2000)),
-        delivery=views.delivery_rows(delivery, {sid: str(summary_field(summary, "name"))},
+        delivery=views.delivery_rows(delivery, {sid: summary.name},
                                      messages),
         alerts=[{"severity": a.severity, "text": Text(a.sv, a.en), "status": a.status}
                 for a in store.alerts(site=sid)],
@@ -143,7 +143,7 @@ async def alert_ack_post(request: web.Request) -> web.StreamResponse:
 # --- crisis messages ---------------------------------------------------------------------------
 
 
-def _compose(request: web.Request, sites: list[Any], *, msg: dict[str, Any] | None = None,
+def _compose(request: web.Request, sites: list[SiteSummary], *, msg: dict[str, Any] | None = None,
              error: crisis_mod.CrisisError | None = None,
              values: dict[str, Any] | None = None) -> views.ComposeForm:
     return views.compose_form(
@@ -151,8 +151,8 @@ def _compose(request: web.Request, sites: list[Any], *, msg: dict[str, Any] | No
         values=values, max_text=crisis_mod.MAX_TEXT, max_from=crisis_mod.MAX_FROM)
 
 
-def _names(sites: list[Any]) -> dict[str, str]:
-    return {str(summary_field(s, "id")): str(summary_field(s, "name")) for s in sites}
+def _names(sites: list[SiteSummary]) -> dict[str, str]:
+    return {s.id: s.name for s in sites}
 
 
 async def crisis_page(request: web.Request, *, error: crisis_mod.CrisisError | None = None,

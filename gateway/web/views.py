@@ -14,17 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import texts
+from ..model import AlertRecord, SiteSummary
 from ..safetext import dumps
-from ..store import AlertRecord
 from .fmt import age, num, when
 from .render import pair, text
 
 Text = texts.Text
-
-
-def summary_field(site: Any, name: str) -> Any:
-    """One field of a site summary (store.sites_overview): the one place that knows its shape."""
-    return site[name] if isinstance(site, Mapping) else getattr(site, name)
 
 
 # --- the sites table (overview and site page) -------------------------------------------------
@@ -86,35 +81,30 @@ def fuel_for_sale(state: Mapping[str, Any] | None) -> list[str]:
     return out
 
 
-def site_row(site: Any, state: Mapping[str, Any] | None) -> SiteRow:
+def site_row(site: SiteSummary, state: Mapping[str, Any] | None) -> SiteRow:
     """One row of the sites table from a site summary and its latest state (for fuel on sale)."""
-    def f(name: str) -> Any:
-        return summary_field(site, name)
-
-    has_state = f("mode") is not None
-    lost = f("status") == "lost"
-    stale = bool(f("stale"))
-    current = has_state and not lost and not stale
-    if lost:
+    has_state = site.has_data
+    current = site.current
+    if site.lost:
         contact = Cell("lost", text("page.contact.lost"))
     elif not has_state:
         contact = Cell("nodata", text("page.contact.nodata"))
-    elif stale:
+    elif site.stale:
         contact = Cell("stale", text("page.contact.stale"))
     else:
         contact = Cell("ok", text("page.contact.online"))
-    pct, hours = f("fuel_pct"), f("hours_left")
-    devices = f("devices") or {}
-    updated_ts = f("updated_ts")
+    pct, hours = site.fuel_pct, site.hours_left
+    devices = site.devices or {}
+    updated_ts = site.updated_ts
     ago = None
-    if updated_ts is not None:
-        a_sv, a_en = age(f("age_s"))
+    if updated_ts is not None and site.age_s is not None:
+        a_sv, a_en = age(site.age_s)
         ago = text("page.ago", sv=a_sv, en=a_en)
     return SiteRow(
-        id=str(f("id")), name=str(f("name")), municipality=str(f("municipality")),
-        current=current, contact=contact, mode=mode_cell(f("mode")),
+        id=site.id, name=site.name, municipality=site.municipality,
+        current=current, contact=contact, mode=mode_cell(site.mode),
         mode_note=has_state and not current,
-        grid=state_text("grid", f("grid_state")), genset=state_text("genset", f("genset_state")),
+        grid=state_text("grid", site.grid_state), genset=state_text("genset", site.genset_state),
         fuel="–" if pct is None else f"{num(pct, 0)} %",
         hours="–" if hours is None else
         f"{num(hours, 1 if isinstance(hours, float) and hours < 10 else 0)} h",
@@ -123,7 +113,7 @@ def site_row(site: Any, state: Mapping[str, Any] | None) -> SiteRow:
         # "mismatch": it answers, but is not the device its profile describes (never trusted)
         offline=sorted(n for n, s in devices.items() if s not in ("online", "mismatch")),
         wrong=sorted(n for n, s in devices.items() if s == "mismatch"),
-        updated=None if updated_ts is None else when(updated_ts), ago=ago,
+        updated=None if ago is None or updated_ts is None else when(updated_ts), ago=ago,
         sale=fuel_for_sale(state))
 
 
@@ -166,14 +156,14 @@ class SiteMap:
     lines: list[MapLine]
 
 
-def site_map(sites: list[Any], width: int = 560, height: int = 420) -> SiteMap | None:
+def site_map(sites: list[SiteSummary], width: int = 560, height: int = 420) -> SiteMap | None:
     """The sites placed by latitude/longitude on a plain SVG (no tiles, nothing fetched):
     equirectangular with longitude scaled by cos(mid latitude), which is true to shape over a
     county. Colour by mode; grey with a dashed ring when stale or lost."""
     if not sites:
         return None
-    lats = [float(summary_field(s, "lat")) for s in sites]
-    lons = [float(summary_field(s, "lon")) for s in sites]
+    lats = [float(s.lat) for s in sites]
+    lons = [float(s.lon) for s in sites]
     kx = math.cos(math.radians(sum(lats) / len(lats)))
     pad = 0.15
     x0, x1 = min(lons) * kx, max(lons) * kx
@@ -188,13 +178,10 @@ def site_map(sites: list[Any], width: int = 560, height: int = 420) -> SiteMap |
     marks = []
     for s, lat, lon in zip(sites, lats, lons, strict=True):
         x, y = xy(lat, lon)
-        mode = summary_field(s, "mode")
-        current = mode is not None and not summary_field(s, "stale") \
-            and summary_field(s, "status") != "lost"
-        fill = MAP_COLOURS.get(mode_cell(mode).cls, "#999") if current else "#9e9e9e"
+        current = s.current
+        fill = MAP_COLOURS.get(mode_cell(s.mode).cls, "#999") if current else "#9e9e9e"
         marks.append(MapMark(
-            id=str(summary_field(s, "id")), name=str(summary_field(s, "name")),
-            municipality=str(summary_field(s, "municipality")), x=f"{x:.1f}", y=f"{y:.1f}",
+            id=s.id, name=s.name, municipality=s.municipality, x=f"{x:.1f}", y=f"{y:.1f}",
             label_x=f"{x + 18:.1f}", name_y=f"{y + 5:.1f}", muni_y=f"{y + 22:.1f}", fill=fill,
             current=current))
     # a graticule every 0.5 degrees, so distances can be judged
@@ -455,7 +442,7 @@ class ComposeForm:
     max_from: int
 
 
-def compose_form(sites: list[Any], *, msg: dict[str, Any] | None, error: Text | None,
+def compose_form(sites: list[SiteSummary], *, msg: dict[str, Any] | None, error: Text | None,
                  values: dict[str, Any] | None, max_text: int, max_from: int) -> ComposeForm:
     v = values or {}
     if msg is not None and not v:
@@ -469,9 +456,7 @@ def compose_form(sites: list[Any], *, msg: dict[str, Any] | None, error: Text | 
         picked = set(v.get("site", []))
         groups: dict[str, list[SiteChoice]] = {}
         for s in sites:
-            sid = str(summary_field(s, "id"))
-            groups.setdefault(str(summary_field(s, "municipality")), []).append(
-                SiteChoice(sid, str(summary_field(s, "name")), sid in picked))
+            groups.setdefault(s.municipality, []).append(SiteChoice(s.id, s.name, s.id in picked))
         munis = [Municipality(m, ss) for m, ss in sorted(groups.items())]
     return ComposeForm(
         action="/crisis" if msg is None else f"/crisis/{msg['id']}",
