@@ -104,6 +104,16 @@ def test_every_page_extends_the_base_layout(name: str) -> None:
     assert parents == ["base.html"], name
 
 
+def test_no_template_marks_a_value_safe() -> None:
+    env = render.environment()
+    for p in TEMPLATES.glob("*.html"):
+        ast = env.parse(p.read_text(encoding="utf-8"))
+        filters = {f.name for f in ast.find_all(nodes.Filter)}
+        assert "safe" not in filters, p.name
+        assert not list(ast.find_all(nodes.MarkSafe)), p.name
+        assert "autoescape false" not in p.read_text(encoding="utf-8"), p.name
+
+
 def test_partials_only_define_macros() -> None:
     env = render.environment()
     for p in TEMPLATES.glob("_*.html"):
