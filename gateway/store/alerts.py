@@ -43,6 +43,8 @@ class AlertStore(Protocol):
 
 
 class AlertMixin(SqliteBase):
+    """`AlertStore` on SQLite."""
+
     # --- alerts ------------------------------------------------------------------------------
 
     def alerts(self, *, open_only: bool = True, site: str | None = None,

@@ -16,6 +16,8 @@ class CommandStore(Protocol):
 
 
 class CommandMixin(SqliteBase):
+    """`CommandStore` on SQLite."""
+
     # --- signed commands ---------------------------------------------------------------------
 
     def next_cmd_counter(self, site: str, now: float) -> int:

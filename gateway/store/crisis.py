@@ -35,6 +35,8 @@ class CrisisStore(Protocol):
 
 
 class CrisisMixin(SqliteBase):
+    """`CrisisStore` on SQLite."""
+
     # --- crisis messages ---------------------------------------------------------------------
 
     def record_crisis_sent(self, site: str, crisis_id: str, ts: float,

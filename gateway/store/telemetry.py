@@ -59,6 +59,8 @@ class TelemetryStore(Protocol):
 
 
 class TelemetryMixin(SqliteBase):
+    """`TelemetryStore` on SQLite."""
+
     # --- sites -------------------------------------------------------------------------------
 
     def upsert_sites(self, sites: Iterable[SiteInfo]) -> None:

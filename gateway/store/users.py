@@ -27,6 +27,8 @@ class AuditStore(Protocol):
 
 
 class UserMixin(SqliteBase):
+    """`UserStore` on SQLite."""
+
     # --- users -------------------------------------------------------------------------------
 
     def put_user(self, name: str, role: str, pwhash: str, now: float) -> None:
@@ -52,6 +54,8 @@ class UserMixin(SqliteBase):
 
 
 class AuditMixin(SqliteBase):
+    """`AuditStore` on SQLite."""
+
     # --- audit -------------------------------------------------------------------------------
 
     def add_audit(self, ts: float, actor: str, action: str, target: str,
