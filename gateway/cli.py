@@ -309,7 +309,7 @@ def _cmd_cmd(args: argparse.Namespace) -> int:
           f"expires {_when(body['expires'])}")
     deadline = time.time() + min(args.wait, body["expires"] - time.time() + 1)
     while True:
-        rec = next(r for r in store.commands(args.site) if r["id"] == body["id"])
+        rec = next(r for r in store.commands(args.site) if r.id == body["id"])
         state, why = commands.status(rec, time.time())
         if state not in ("sent", "accepted") or time.time() >= deadline:
             break
@@ -335,12 +335,12 @@ def _cmd_sites(args: argparse.Namespace) -> int:
     print(f"{'site':<20} {'municipality':<12} {'link':<6} {'mode':<14} {'grid':<9} "
           f"{'genset':<9} {'fuel':>5} {'h left':>7}  updated")
     for r in rows:
-        link = "LOST" if r["status"] == "lost" else "STALE" if r["stale"] else "ok"
-        fuel = "–" if r["fuel_pct"] is None else f"{r['fuel_pct']:.0f}%"
-        hours = "–" if r["hours_left"] is None else f"{r['hours_left']:.1f}"
-        print(f"{r['id']:<20} {r['municipality']:<12} {link:<6} {r['mode'] or '–':<14} "
-              f"{r['grid_state'] or '–':<9} {r['genset_state'] or '–':<9} {fuel:>5} "
-              f"{hours:>7}  {_when(r['updated_ts'])}")
+        link = "LOST" if r.status == "lost" else "STALE" if r.stale else "ok"
+        fuel = "–" if r.fuel_pct is None else f"{r.fuel_pct:.0f}%"
+        hours = "–" if r.hours_left is None else f"{r.hours_left:.1f}"
+        print(f"{r.id:<20} {r.municipality:<12} {link:<6} {r.mode or '–':<14} "
+              f"{r.grid_state or '–':<9} {r.genset_state or '–':<9} {fuel:>5} "
+              f"{hours:>7}  {_when(r.updated_ts)}")
     return 0
 
 

@@ -39,8 +39,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from ..model import AlertRecord
 from ..safetext import clean
-from ..store import AlertRecord
 from . import texts
 from .config import INCIDENT_RULE
 from .rules import TZ

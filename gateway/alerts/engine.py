@@ -33,10 +33,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..ingest import SYSTEMIC, safe_text
-from ..store import OPEN, AlertRecord, Notification, Store
+from ..model import OPEN, AlertRecord, Notification, SiteSnapshot
+from ..store import AlertStore, AuditStore, Transactions
 from . import texts
 from .config import INCIDENT_RULE, AlertConfig, Contact
 from .notify import Sender
@@ -65,9 +66,17 @@ PARALLEL_SENDS = 8
 MIN_ROUND_S = 0.1
 
 
+class EngineStore(AlertStore, AuditStore, Transactions, Protocol):
+    """What the engine uses: the alerts and notifications, the audit log, transactions, and the
+    sites' snapshots (the rules' input)."""
+
+    def snapshots(self, site: str | None = None) -> list[SiteSnapshot]: ...
+
+
 class AlertEngine:
-    def __init__(self, store: Store, config: AlertConfig, clock: Callable[[], float] = time.time,
-                 *, senders: dict[str, Sender] | None = None, tick_s: float = 5.0,
+    def __init__(self, store: EngineStore, config: AlertConfig,
+                 clock: Callable[[], float] = time.time, *,
+                 senders: dict[str, Sender] | None = None, tick_s: float = 5.0,
                  base_url: str | None = None, name: str = "sot-gateway") -> None:
         self.store = store
         self.config = config

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from ..store import AlertRecord, SiteSnapshot
+from ..model import AlertRecord, SiteSnapshot, site_status
 from .config import INCIDENT_RULE, SEVERITIES, AlertConfig, Rule
 
 
@@ -61,7 +61,8 @@ WEEKDAYS_SV = ("mån", "tis", "ons", "tors", "fre", "lör", "sön")
 @dataclass(frozen=True)
 class SiteView:
     """One site as the rules see it at `now`. `state` is None when there is none or it is stale
-    (older than 3 heartbeats): the rules then know nothing about the site's power."""
+    (`gateway.model.site_status`, docs/mqtt.md "Site status"): the rules then know nothing about
+    the site's power."""
 
     site: str
     name: str
@@ -69,7 +70,7 @@ class SiteView:
     lat: float
     lon: float
     heartbeat_s: int
-    status: str | None  # online | lost | None; "lost" only if the Will is newer than the state
+    status: str | None  # online | lost | None (unknown); a Will older than the state is online
     status_since: float | None
     state: Mapping[str, Any] | None
     state_age_s: float | None
@@ -80,26 +81,18 @@ class SiteView:
 def site_view(snap: SiteSnapshot, now: float, listening_since: float | None) -> SiteView:
     """`listening_since`: when the gateway's MQTT session came up (None: it is not connected,
     so silence says nothing about the sites)."""
-    hb = snap.heartbeat_s
-    last: float | None = None
-    age: float | None = None
-    if snap.state is not None and snap.state_ts is not None and snap.state_received is not None:
-        last = min(float(snap.state_ts), float(snap.state_received))
-        age = now - last
-    fresh = age is not None and age <= 3 * hb
-    status = (snap.status or {}).get("state")
-    if status == "lost" and snap.state_received is not None and snap.status_received is not None \
-            and snap.status_received < snap.state_received:
-        status = "online"  # a Will older than the latest state: the site has spoken since
+    st = site_status(snap, now)
     silent_since = None
     if listening_since is not None:
         # After a coordinator reset the site (no state kept), silence counts from the reset.
-        silent_since = max(x for x in (last, listening_since, snap.reset_at) if x is not None)
+        silent_since = max(x for x in (st.last_heard, listening_since, snap.reset_at)
+                           if x is not None)
     return SiteView(
         site=snap.info.id, name=snap.info.name, municipality=snap.info.municipality,
-        lat=snap.info.lat, lon=snap.info.lon, heartbeat_s=hb, status=status,
-        status_since=snap.status_received, state=snap.state if fresh else None,
-        state_age_s=age, silent_since=silent_since, crisis_unacked=snap.crisis_unacked)
+        lat=snap.info.lat, lon=snap.info.lon, heartbeat_s=st.heartbeat_s,
+        status=None if st.link == "unknown" else st.link, status_since=st.link_since,
+        state=None if st.stale else snap.state, state_age_s=st.age_s,
+        silent_since=silent_since, crisis_unacked=snap.crisis_unacked)
 
 
 # --- actions --------------------------------------------------------------------------------
