@@ -40,6 +40,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from ..store import AlertRecord, SiteSnapshot
+from . import texts
 from .config import INCIDENT_RULE, SEVERITIES, AlertConfig, Rule
 
 
@@ -52,7 +53,6 @@ def _tz() -> tzinfo:
 
 
 TZ = _tz()
-WEEKDAYS_SV = ("mån", "tis", "ons", "tors", "fre", "lör", "sön")
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -217,23 +217,30 @@ def _date(ts: float) -> datetime | None:
         return None  # a time no calendar holds: say so rather than fail the rule
 
 
-def _when(ts: float) -> str:
-    d = _date(ts)
-    return f"{WEEKDAYS_SV[d.weekday()]} {d:%d/%m %H:%M}" if d else "okänd tid"
+def _when(ts: float) -> texts.Two:
+    return texts.when(_date(ts))
 
 
-def _when_en(ts: float) -> str:
-    d = _date(ts)
-    return d.strftime("%a %d %b %H:%M") if d else "unknown time"
-
-
-def _hours(h: float) -> tuple[str, str]:
+def _hours(h: float) -> texts.Two:
     text = f"{h:.1f}" if h < 10 else f"{h:.0f}"
-    return text.replace(".", ","), text
+    return texts.Two(text.replace(".", ","), text)
 
 
-def _at(v: SiteView) -> tuple[str, str]:
-    return f"{v.name} ({v.municipality})", f"{v.name} ({v.municipality})"
+def _at(v: SiteView) -> texts.Two:
+    return texts.Two(*texts.say("alert.common.at", name=v.name, municipality=v.municipality))
+
+
+def _unknown(value: Any) -> texts.Two:
+    """`value`, or "okänt / unknown" when the site did not say."""
+    return texts.Two(value, value) if value else texts.Two(*texts.pair("alert.common.unknown"))
+
+
+def _obs(active: bool, key: str, since: float | None = None, **kw: Any) -> Obs:
+    """An observation whose words are the catalogue entry `key` filled with `kw` (and `data`,
+    `severity`, `step` passed on to the Obs)."""
+    extra = {k: kw.pop(k) for k in ("data", "severity", "step") if k in kw}
+    sv, en = texts.say(key, **kw)
+    return Obs(active, since, sv=sv, en=en, **extra)
 
 
 def grid_lost(rule: Rule, v: SiteView, now: float, open_: Mapping[str, AlertRecord]) -> Observed:
@@ -242,18 +249,12 @@ def grid_lost(rule: Rule, v: SiteView, now: float, open_: Mapping[str, AlertReco
     if st not in ("ok", "lost", "rejected"):
         return None  # unknown meter: not a loss, not a return
     since = _num(grid.get("since")) if grid else None
-    sv_at, en_at = _at(v)
-    what_sv = "nätström borta" if st == "lost" else "nätspänning utanför gränsvärden"
-    what_en = "grid lost" if st == "lost" else "grid out of limits"
+    what = texts.pair("alert.grid_lost.lost" if st == "lost" else "alert.grid_lost.rejected")
     mode = v.state.get("mode") if v.state else None
-    backup_sv = {"on_backup": "Reservkraften är i drift.",
-                 "grid_lost": "Väntar på att reservkraften ska starta.",
-                 "backup_failed": "Reservkraften har INTE startat."}.get(str(mode), "")
-    backup_en = {"on_backup": "Backup power is running.",
-                 "grid_lost": "Waiting for the backup power to start.",
-                 "backup_failed": "Backup power has NOT started."}.get(str(mode), "")
-    return {"": Obs(st != "ok", since, sv=f"{sv_at}: {what_sv}. {backup_sv}".strip(),
-                    en=f"{en_at}: {what_en}. {backup_en}".strip(), data={"grid": st})}
+    backup = texts.pair(f"alert.grid_lost.backup.{mode}", ("", ""))
+    sv, en = texts.say("alert.grid_lost.text", at=_at(v), what=texts.Two(*what),
+                       backup=texts.Two(*backup))
+    return {"": Obs(st != "ok", since, sv=sv.strip(), en=en.strip(), data={"grid": st})}
 
 
 def backup_failed(rule: Rule, v: SiteView, now: float,
@@ -267,14 +268,13 @@ def backup_failed(rule: Rule, v: SiteView, now: float,
     alarms_raw = genset.get("alarms")
     alarms = alarms_raw if isinstance(alarms_raw, list) else []
     names = ", ".join(str(a[0]) for a in alarms if isinstance(a, list) and a)[:200]
-    sv_at, en_at = _at(v)
-    extra_sv = f" Larm i elverket: {names}." if names else ""
-    extra_en = f" Generator alarms: {names}." if names else ""
-    return {"": Obs(v.state.get("mode") == "backup_failed",
-                    sv=f"{sv_at}: ingen ström – nätet är borta och reservkraften har inte "
-                       f"startat (elverk: {genset.get('state', 'okänt')}).{extra_sv}",
-                    en=f"{en_at}: no power – the grid is gone and the backup generator has not "
-                       f"started (generator: {genset.get('state', 'unknown')}).{extra_en}",
+    state = genset.get("state")
+    sv, en = texts.say("alert.backup_failed.text", at=_at(v),
+                       genset=_unknown(state) if "state" not in genset else texts.Two(state, state))
+    if names:
+        extra_sv, extra_en = texts.say("alert.backup_failed.alarms", names=names)
+        sv, en = f"{sv} {extra_sv}", f"{en} {extra_en}"
+    return {"": Obs(v.state.get("mode") == "backup_failed", sv=sv, en=en,
                     data={"genset": genset.get("state"), "alarms": names})}
 
 
@@ -285,13 +285,8 @@ def gen_failed_to_start(rule: Rule, v: SiteView, now: float,
     if st in (None, "unknown"):
         return None
     since = _num(genset.get("since")) if genset else None
-    sv_at, en_at = _at(v)
-    return {"": Obs(st == "fault", since,
-                    sv=f"{sv_at}: elverket har inte startat eller står i fel. "
-                       "Det startar inte om nätet går.",
-                    en=f"{en_at}: the generator failed to start or is in fault. "
-                       "It will not start if the grid fails.",
-                    data={"genset": st})}
+    return {"": _obs(st == "fault", "alert.gen_failed_to_start.text", since, at=_at(v),
+                     data={"genset": st})}
 
 
 def remote_start_not_ready(rule: Rule, v: SiteView, now: float,
@@ -303,14 +298,8 @@ def remote_start_not_ready(rule: Rule, v: SiteView, now: float,
     if mode is None and not isinstance(ready, bool):
         return None
     not_ready = mode in rule.modes or ready is False
-    sv_at, en_at = _at(v)
-    return {"": Obs(not_ready,
-                    sv=f"{sv_at}: elverket kan inte startas automatiskt "
-                       f"(läge: {mode or 'okänt'}). Det startar inte av sig själv om nätet går.",
-                    en=f"{en_at}: the generator cannot start automatically "
-                       f"(mode: {mode or 'unknown'}). It will not start by itself if the grid "
-                       "fails.",
-                    data={"mode": mode, "ready": ready})}
+    return {"": _obs(not_ready, "alert.remote_start_not_ready.text", at=_at(v),
+                     mode=_unknown(mode), data={"mode": mode, "ready": ready})}
 
 
 def gen_max_runtime(rule: Rule, v: SiteView, now: float,
@@ -329,14 +318,8 @@ def gen_max_runtime(rule: Rule, v: SiteView, now: float,
     if run_s is None:
         return None
     h = run_s / 3600
-    sv_h, en_h = _hours(h)
-    sv_at, en_at = _at(v)
-    return {"": Obs(h >= rule.max_runtime_h,
-                    sv=f"{sv_at}: elverket har gått i {sv_h} timmar i sträck. Kontrollera olja, "
-                       "kylvätska och bränslefilter.",
-                    en=f"{en_at}: the generator has run for {en_h} hours without a stop. Check "
-                       "oil, coolant and fuel filter.",
-                    data={"run_h": round(h, 1)})}
+    return {"": _obs(h >= rule.max_runtime_h, "alert.gen_max_runtime.text", at=_at(v),
+                     hours=_hours(h), data={"run_h": round(h, 1)})}
 
 
 def fuel_low(rule: Rule, v: SiteView, now: float, open_: Mapping[str, AlertRecord]) -> Observed:
@@ -355,16 +338,15 @@ def fuel_low(rule: Rule, v: SiteView, now: float, open_: Mapping[str, AlertRecor
     th = rule.thresholds[step - 1]
     refuel_by = _num(fuel.get("refuel_by")) if fuel else None
     conf = fuel.get("confidence") if fuel else None
-    sv_h, en_h = _hours(hours)
-    sv_at, en_at = _at(v)
-    sv = f"{sv_at}: bränsle för {sv_h} timmar kvar (under {th.hours:g} h)."
-    en = f"{en_at}: fuel for {en_h} hours left (below {th.hours:g} h)."
+    sv, en = texts.say("alert.fuel_low.text", at=_at(v), hours=_hours(hours),
+                       threshold=th.hours)
+    more = []
     if refuel_by is not None:
-        sv += f" Tanka senast {_when(refuel_by)}."
-        en += f" Refuel by {_when_en(refuel_by)}."
+        more.append(texts.say("alert.fuel_low.refuel_by", when=_when(refuel_by)))
     if conf == "low":
-        sv += " Osäker mätning."
-        en += " Low confidence in the reading."
+        more.append(texts.pair("alert.fuel_low.low_confidence"))
+    for m_sv, m_en in more:
+        sv, en = f"{sv} {m_sv}", f"{en} {m_en}"
     return {"": Obs(True, severity=th.severity, step=step, sv=sv, en=en,
                     data={"step": step, "threshold_h": th.hours, "hours_left": round(hours, 1),
                           "refuel_by": refuel_by})}
@@ -378,13 +360,13 @@ def fuel_for_sale(rule: Rule, v: SiteView, now: float,
     sale = cap.get("fuel_for_sale") if cap else None
     pumps = _section(v.state, "pumps")
     out: dict[str, Obs] = {}
-    sv_at, en_at = _at(v)
+    at = _at(v)
     known = False
     if isinstance(sale, bool):
         known = True
         if not sale:
-            out["all"] = Obs(True, sv=f"{sv_at}: inget bränsle kan säljas.",
-                             en=f"{en_at}: no fuel can be sold.", data={"product": "all"})
+            out["all"] = _obs(True, "alert.fuel_for_sale.all.text", at=at,
+                              data={"product": "all"})
     elif isinstance(sale, Mapping):
         for product, litres in sale.items():
             n = _num(litres)
@@ -394,17 +376,16 @@ def fuel_for_sale(rule: Rule, v: SiteView, now: float,
                 continue
             known = True
             if n <= rule.min_litres:
-                out[f"product:{product}"] = Obs(
-                    True, sv=f"{sv_at}: {product} slut för försäljning ({n:.0f} l kvar).",
-                    en=f"{en_at}: {product} exhausted for sale ({n:.0f} l left).",
+                out[f"product:{product}"] = _obs(
+                    True, "alert.fuel_for_sale.product.text", at=at, product=product, litres=n,
                     data={"product": product, "litres": n})
     if pumps is not None:
         avail, total = _num(pumps.get("available")), _num(pumps.get("total"))
         if avail is not None and total:
             known = True
             if avail <= 0:
-                out["pumps"] = Obs(True, sv=f"{sv_at}: ingen pump kan sälja bränsle.",
-                                   en=f"{en_at}: no pump can sell fuel.", data={"pumps": 0})
+                out["pumps"] = _obs(True, "alert.fuel_for_sale.pumps.text", at=at,
+                                    data={"pumps": 0})
     return out if known else None
 
 
@@ -413,20 +394,10 @@ def device_offline(rule: Rule, v: SiteView, now: float,
     devices = _section(v.state, "devices") if v.state else None
     if devices is None:
         return None
-    sv_at, en_at = _at(v)
-    out = {}
-    for name, st in devices.items():
-        if st == "offline":
-            out[str(name)] = Obs(True, sv=f"{sv_at}: enheten '{name}' svarar inte.",
-                                 en=f"{en_at}: device '{name}' does not answer.",
-                                 data={"device": name, "state": st})
-        elif st == "mismatch":
-            out[str(name)] = Obs(True, sv=f"{sv_at}: enheten '{name}' är inte den som "
-                                          "konfigurerats (fel enhet på adressen).",
-                                 en=f"{en_at}: device '{name}' is not the configured device "
-                                    "(wrong device at its address).",
-                                 data={"device": name, "state": st})
-    return out
+    at = _at(v)
+    return {str(name): _obs(True, f"alert.device_offline.{st}.text", at=at, device=name,
+                            data={"device": name, "state": st})
+            for name, st in devices.items() if st in ("offline", "mismatch")}
 
 
 def site_silent(rule: Rule, v: SiteView, now: float,
@@ -434,35 +405,26 @@ def site_silent(rule: Rule, v: SiteView, now: float,
     if v.silent_since is None:
         return None  # the gateway is not connected to the broker: silence means nothing
     limit = rule.heartbeats * v.heartbeat_s
-    sv_at, en_at = _at(v)
     if v.status == "lost" and v.status_since is not None:
-        return {"": Obs(True, v.status_since,
-                        sv=f"{sv_at}: kontakten med styrenheten är bruten.",
-                        en=f"{en_at}: the connection to the controller is lost.",
-                        data={"why": "lost"})}
+        return {"": _obs(True, "alert.site_silent.lost.text", v.status_since, at=_at(v),
+                         data={"why": "lost"})}
     silent = now - v.silent_since
     if silent <= limit and v.state is None and "" in open_:
         # Quiet for less than the limit only because the gateway just (re)started listening:
         # that is no evidence the site is back. Only a fresh state clears it.
         return None
     minutes = max(1, int(silent // 60))
-    return {"": Obs(silent > limit, v.silent_since + limit,
-                    sv=f"{sv_at}: inga data på {minutes} min (väntat var {v.heartbeat_s}:e s). "
-                       "Läget på platsen är okänt.",
-                    en=f"{en_at}: no data for {minutes} min (expected every {v.heartbeat_s} s). "
-                       "The site's situation is unknown.",
-                    data={"why": "silent"})}
+    return {"": _obs(silent > limit, "alert.site_silent.silent.text", v.silent_since + limit,
+                     at=_at(v), minutes=minutes, heartbeat_s=v.heartbeat_s,
+                     data={"why": "silent"})}
 
 
 def crisis_ack_missing(rule: Rule, v: SiteView, now: float,
                        open_: Mapping[str, AlertRecord]) -> Observed:
-    sv_at, en_at = _at(v)
-    return {f"crisis:{cid}": Obs(True, sent,
-                                 sv=f"{sv_at}: personalen har inte kvitterat krismeddelandet "
-                                    f"'{cid}' (skickat {_when(sent)}).",
-                                 en=f"{en_at}: staff have not acknowledged crisis message "
-                                    f"'{cid}' (sent {_when_en(sent)}).",
-                                 data={"crisis_id": cid, "sent": sent})
+    at = _at(v)
+    return {f"crisis:{cid}": _obs(True, "alert.crisis_ack_missing.text", sent, at=at,
+                                  crisis_id=cid, when=_when(sent),
+                                  data={"crisis_id": cid, "sent": sent})
             for cid, sent in v.crisis_unacked}
 
 
@@ -693,13 +655,12 @@ def _group(config: AlertConfig, live: Mapping[str, _Live], now: float) -> list[A
 def _incident_text(muni: str, members: Sequence[_Live],
                    new: Sequence[_Live]) -> tuple[str, str]:
     names = ", ".join(str(x.rec.data.get("site_name") or x.rec.site) for x in members)
-    n = len(members)
-    sv = f"{muni}: nätström borta vid {n} SOT-punkter: {names}."
-    en = f"{muni}: grid lost at {n} SOT sites: {names}."
+    sv, en = texts.say("alert.regional_grid_lost.text", municipality=muni, n=len(members),
+                       names=names)
     if new:
         added = ", ".join(str(x.rec.data.get("site_name") or x.rec.site) for x in new)
-        sv += f" Nya sedan förra meddelandet: {added}."
-        en += f" New since the last message: {added}."
+        more_sv, more_en = texts.say("alert.regional_grid_lost.new_since", added=added)
+        sv, en = f"{sv} {more_sv}", f"{en} {more_en}"
     return sv, en
 
 
