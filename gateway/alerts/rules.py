@@ -34,14 +34,17 @@ repeat; the regional grouping and the fuel clock are this product's own):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..store import AlertRecord, SiteSnapshot
 from . import texts
-from .config import INCIDENT_RULE, SEVERITIES, AlertConfig, Rule
+from .kinds import INCIDENT_RULE, INHERIT, SEVERITIES, Kind, Param, Rule, Threshold, registry
+
+if TYPE_CHECKING:
+    from .config import AlertConfig
 
 
 def _tz() -> tzinfo:
@@ -198,7 +201,6 @@ class Obs:
 # None: the rule cannot tell (unknown). A dict: detail -> Obs for every detail it can tell about;
 # an open alert whose detail is missing from the dict has cleared.
 Observed = dict[str, Obs] | None
-Condition = Callable[[Rule, SiteView, float, Mapping[str, AlertRecord]], Observed]
 
 
 def _section(state: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
@@ -297,7 +299,7 @@ def remote_start_not_ready(rule: Rule, v: SiteView, now: float,
     mode, ready = genset.get("mode"), genset.get("ready")
     if mode is None and not isinstance(ready, bool):
         return None
-    not_ready = mode in rule.modes or ready is False
+    not_ready = mode in rule.params["modes"] or ready is False
     return {"": _obs(not_ready, "alert.remote_start_not_ready.text", at=_at(v),
                      mode=_unknown(mode), data={"mode": mode, "ready": ready})}
 
@@ -318,7 +320,7 @@ def gen_max_runtime(rule: Rule, v: SiteView, now: float,
     if run_s is None:
         return None
     h = run_s / 3600
-    return {"": _obs(h >= rule.max_runtime_h, "alert.gen_max_runtime.text", at=_at(v),
+    return {"": _obs(h >= rule.params["max_runtime_h"], "alert.gen_max_runtime.text", at=_at(v),
                      hours=_hours(h), data={"run_h": round(h, 1)})}
 
 
@@ -330,12 +332,14 @@ def fuel_low(rule: Rule, v: SiteView, now: float, open_: Mapping[str, AlertRecor
     prev = open_.get("")
     prev_step = int(prev.data.get("step", 0)) if prev else 0
     step = 0
-    for i, t in enumerate(rule.thresholds):  # most hours first
-        if hours < t.hours or (i < prev_step and hours < t.hours + rule.clear_margin_h):
+    thresholds: tuple[Threshold, ...] = rule.params["thresholds"]
+    margin = rule.params["clear_margin_h"]
+    for i, t in enumerate(thresholds):  # most hours first
+        if hours < t.hours or (i < prev_step and hours < t.hours + margin):
             step = i + 1
     if step == 0:
         return {"": Obs(False)}
-    th = rule.thresholds[step - 1]
+    th = thresholds[step - 1]
     refuel_by = _num(fuel.get("refuel_by")) if fuel else None
     conf = fuel.get("confidence") if fuel else None
     sv, en = texts.say("alert.fuel_low.text", at=_at(v), hours=_hours(hours),
@@ -375,7 +379,7 @@ def fuel_for_sale(rule: Rule, v: SiteView, now: float,
                     return None  # a product we alerted on went unknown: keep every alert
                 continue
             known = True
-            if n <= rule.min_litres:
+            if n <= rule.params["min_litres"]:
                 out[f"product:{product}"] = _obs(
                     True, "alert.fuel_for_sale.product.text", at=at, product=product, litres=n,
                     data={"product": product, "litres": n})
@@ -404,7 +408,7 @@ def site_silent(rule: Rule, v: SiteView, now: float,
                 open_: Mapping[str, AlertRecord]) -> Observed:
     if v.silent_since is None:
         return None  # the gateway is not connected to the broker: silence means nothing
-    limit = rule.heartbeats * v.heartbeat_s
+    limit = rule.params["heartbeats"] * v.heartbeat_s
     if v.status == "lost" and v.status_since is not None:
         return {"": _obs(True, "alert.site_silent.lost.text", v.status_since, at=_at(v),
                          data={"why": "lost"})}
@@ -428,18 +432,51 @@ def crisis_ack_missing(rule: Rule, v: SiteView, now: float,
             for cid, sent in v.crisis_unacked}
 
 
-CONDITIONS: dict[str, Condition] = {
-    "grid_lost": grid_lost,
-    "backup_failed": backup_failed,
-    "gen_failed_to_start": gen_failed_to_start,
-    "remote_start_not_ready": remote_start_not_ready,
-    "gen_max_runtime": gen_max_runtime,
-    "fuel_low": fuel_low,
-    "fuel_for_sale": fuel_for_sale,
-    "device_offline": device_offline,
-    "site_silent": site_silent,
-    "crisis_ack_missing": crisis_ack_missing,
-}
+# --- the registry of rule kinds ---------------------------------------------------------------
+
+
+def _falling(thresholds: tuple[Threshold, ...]) -> str | None:
+    hours = [t.hours for t in thresholds]
+    if not hours:
+        return "needs at least one threshold"
+    if hours != sorted(hours, reverse=True) or len(set(hours)) != len(hours):
+        return f"hours must fall from one threshold to the next, got {hours}"
+    return None
+
+
+# Every kind of alert rule, in the order they are evaluated. A new kind is one entry here (its
+# condition above, its own settings as Params) plus its words `alert.<kind>.title`, `.do` and
+# `.text` in config/texts.toml, and a `[rule.<kind>]` table in config/alerts.toml if its
+# defaults need tuning (docs/texts.md).
+KINDS: dict[str, Kind] = registry(
+    Kind("grid_lost", grid_lost),
+    Kind("backup_failed", backup_failed),
+    Kind("gen_failed_to_start", gen_failed_to_start),
+    Kind("remote_start_not_ready", remote_start_not_ready, (
+        Param("modes", list, ("manual", "off", "config"),
+              choices=("manual", "off", "test", "config"),
+              doc="generator modes in which it cannot start by itself"),)),
+    Kind("gen_max_runtime", gen_max_runtime, (
+        Param("max_runtime_h", float, 24.0, lo=0.1, hi=10000,
+              doc="hours of running without a stop before the alert"),)),
+    Kind("fuel_low", fuel_low, (
+        Param("thresholds", list,
+              (Threshold(24, "warning"), Threshold(12, "critical"), Threshold(6, "critical")),
+              fields=(Param("hours", float, ..., lo=0.1, hi=10000),
+                      Param("severity", str, INHERIT, choices=SEVERITIES)),
+              make=Threshold, check=_falling,
+              doc="steps of hours left, most hours first; each step is a new notification"),
+        Param("clear_margin_h", float, 2.0, lo=0, hi=1000,
+              doc="a step is taken back only this many hours above its threshold"))),
+    Kind("fuel_for_sale", fuel_for_sale, (
+        Param("min_litres", float, 0.0, lo=0, hi=1e6,
+              doc="a product with this many litres or fewer counts as exhausted"),)),
+    Kind("device_offline", device_offline),
+    Kind("site_silent", site_silent, (
+        Param("heartbeats", int, 3, lo=1, hi=100,
+              doc="missed heartbeats before a site counts as silent"),)),
+    Kind("crisis_ack_missing", crisis_ack_missing),
+)
 
 
 def alert_key(rule: str, site: str, detail: str = "") -> str:
@@ -514,7 +551,7 @@ def _evaluate_site(config: AlertConfig, v: SiteView, open_by_key: Mapping[str, A
         mine = {a.detail: a for k, a in open_by_key.items()
                 if a.rule == rule.id and a.site == v.site and
                 (k == prefix or k.startswith(prefix + ":"))}
-        observed = CONDITIONS[rule.id](rule, v, now, mine)
+        observed = KINDS[rule.id].evaluate(rule, v, now, mine)
         if observed is None:
             continue
         for detail in sorted(set(observed) | set(mine)):
