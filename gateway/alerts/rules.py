@@ -16,17 +16,17 @@ repeat; the regional grouping and the fuel clock are this product's own):
 - Each alert has a de-duplication key `rule:site[:detail]` (detail: the device, the fuel
   product, the crisis message id). At most one alert per key is open.
 - A condition a rule cannot decide (no state, a stale state, a field the controller does not
-  send yet) is *unknown*: it neither fires nor clears anything (RELIABILITY A6: stale is never
+  send yet) is *unknown*: it neither fires nor clears anything (fault scenario A6: stale is never
   "all clear"). Only `site_silent` speaks about a site that says nothing.
 - Notifications: the first when an alert fires (or, for a grouped rule, when its group window
   closes), then escalation to the next contact after `escalate_s` and repeats every `repeat_s`
   while unacknowledged. An alert fires again within `repeat_s` of its key's last notification
   (a flapping grid or link) without a new notification until that window has passed
-  (RELIABILITY A2). An alert is not notified while an alert of a rule in its `inhibited_by` is
+  (fault scenario A2). An alert is not notified while an alert of a rule in its `inhibited_by` is
   open for the same site (a site without power is one message, not three).
 - Regional grouping: grid losses of one municipality that fire within `window_s` of each other
   become one incident listing the sites once `min_sites` are reached; later losses join it and
-  are announced at most every `interval_s` (RELIABILITY A3).
+  are announced at most every `interval_s` (fault scenario A3; docs/fault-scenarios.md).
 - fuel_low is one alert per site whose step rises as hours left fall below each threshold
   (24/12/6 h shipped); each new step is a notification (and un-acknowledges it), a lower step
   is taken back only `clear_margin_h` above its threshold.
