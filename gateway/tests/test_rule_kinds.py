@@ -91,3 +91,22 @@ def test_a_kind_is_registered_once() -> None:
         registry(k, Kind("grid_lost", k.evaluate))
     with pytest.raises(ValueError):
         registry(Kind(INCIDENT_RULE, k.evaluate))
+
+
+def test_every_text_key_the_alert_code_names_is_in_the_catalogue() -> None:
+    """A misspelt key would surface only when its rule fires; catch it here."""
+    import re
+
+    cat = catalogue()
+    src = Path(alert_config.__file__).parent
+    keys = set()
+    for name in ("rules.py", "engine.py", "cap.py", "texts.py"):
+        keys |= set(re.findall(r"[\"']((?:alert|notice|severity|cap)\.[a-z_.]+[a-z_])[\"']",
+                               (src / name).read_text(encoding="utf-8")))
+    assert len(keys) > 20
+    missing = sorted(k for k in keys if k not in cat)
+    assert not missing, missing
+    for mode in ("on_backup", "grid_lost", "backup_failed"):  # grid_lost's backup sentence
+        assert f"alert.grid_lost.backup.{mode}" in cat
+    for st in ("offline", "mismatch"):
+        assert f"alert.device_offline.{st}.text" in cat
