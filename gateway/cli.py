@@ -27,6 +27,9 @@ sot user add NAME --role viewer|coordinator|admin [--password-file F]   add or c
 sot user list | sot user remove NAME                      dashboard users (kept in the database)
 sot cmd SITE NAME [--minutes N] [--load] [--wait S]       a signed command to a site
                                                           (docs/commands.md)
+sot texts panel [--check]                                 write the panel's text table
+                                                          (firmware/sot/paneltexts.py) from
+                                                          config/texts.toml (docs/texts.md)
 
 sites/alerts/ack/user work on the running gateway's database: the path from --config
 (config/gateway.toml) [store] path, or --db.
@@ -45,6 +48,26 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config
+
+
+def _cmd_texts(args: argparse.Namespace) -> int:
+    from . import paneltexts
+    from .texts import TextError
+
+    rel = paneltexts.PANEL_FILE.relative_to(paneltexts.REPO_ROOT)
+    try:
+        if args.check:
+            if paneltexts.is_current():
+                print(f"ok  {rel} matches config/texts.toml")
+                return 0
+            print(f"{rel} is out of date: run `sot texts panel`", file=sys.stderr)
+            return 1
+        changed = paneltexts.write()
+    except TextError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'wrote' if changed else 'unchanged'}  {rel}")
+    return 0
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -544,6 +567,13 @@ def main(argv: list[str] | None = None) -> int:
     pu = usub.add_parser("list", help="list users and roles")
     store_args(pu)
     p.set_defaults(func=_cmd_user)
+
+    p = sub.add_parser("texts", help="files generated from the text catalogue")
+    tsub = p.add_subparsers(dest="action", required=True)
+    pt = tsub.add_parser("panel", help="write the panel's text table from config/texts.toml")
+    pt.add_argument("--check", action="store_true",
+                    help="only check that the table is up to date (exit 1 if not)")
+    p.set_defaults(func=_cmd_texts)
 
     p = sub.add_parser("config", help="validate or compile configuration")
     csub = p.add_subparsers(dest="action", required=True)
