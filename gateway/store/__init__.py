@@ -74,6 +74,9 @@ class Store(TelemetryStore, AlertStore, CrisisStore, CommandStore, UserStore, Au
             Transactions, Protocol):
     """Everything the gateway keeps: what the web layer and the CLI use."""
 
+    @property
+    def schema_version(self) -> int: ...
+    def integrity_check(self) -> str: ...
     def close(self) -> None: ...
 
 
