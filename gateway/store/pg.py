@@ -24,8 +24,9 @@ finds it `off` turns it `on`, so a message is on disk (or on the configured stan
 call returns, as with SQLite.
 
 A connection that cannot be opened raises `StoreUnavailable` naming the server (never the
-password). A connection lost between transactions is opened again at the next call; one lost
-inside a transaction fails that transaction (psycopg.OperationalError, which the ingest counts
+password). A connection lost between transactions is opened again by the next call (which is
+then tried once more: outside a transaction it is a read or a BEGIN); one lost inside a
+transaction fails that transaction (psycopg.OperationalError, which the ingest counts
 as the database failing, not the message: the message stays unacknowledged).
 """
 
@@ -139,15 +140,34 @@ class _PgConn:
         return c
 
     def execute(self, sql: str, args: Any = (), /) -> Any:
-        if self._c.closed and not self._in_tx:
-            self._c = self._connect()  # lost between transactions: open it again
-        if not args:
-            if sql.startswith(_CONTROL):
-                self._in_tx = sql.startswith(("BEGIN", "SAVEPOINT", "RELEASE")) or (
-                    self._in_tx and sql.startswith("ROLLBACK TO"))
-                return self._c.execute(sql, prepare=False)
-            return self._c.execute(sql)
-        return self._c.execute(self._pg(sql), args)
+        if self._in_tx:
+            try:
+                return self._execute(sql, args)
+            except psycopg.OperationalError:
+                if self._c.closed:
+                    self._in_tx = False  # the transaction went with the connection
+                raise
+        # Between transactions (a read, or the BEGIN of the next one): a connection the server
+        # dropped (a restart, an idle timeout) is opened again and the statement tried once more.
+        if self._c.closed:
+            self._c = self._connect()
+        try:
+            return self._execute(sql, args)
+        except psycopg.OperationalError:
+            if not self._c.closed:
+                raise
+            self._c = self._connect()
+            return self._execute(sql, args)
+
+    def _execute(self, sql: str, args: Any) -> Any:
+        if args:
+            return self._c.execute(self._pg(sql), args)
+        if sql.startswith(_CONTROL):
+            cur = self._c.execute(sql, prepare=False)
+            self._in_tx = sql.startswith(("BEGIN", "SAVEPOINT", "RELEASE")) or (
+                self._in_tx and sql.startswith("ROLLBACK TO"))
+            return cur
+        return self._c.execute(sql)
 
     def executemany(self, sql: str, rows: Any, /) -> Any:
         cur = self._c.cursor()

@@ -8,7 +8,7 @@ as root, so as root the server runs as the unprivileged `nobody` (via `setpriv`,
 so the process we keep is the server itself). One cluster per test session, started on first
 use and stopped by its pid at the end (SIGQUIT, the immediate shutdown `pg_ctl stop -m
 immediate` sends; SIGKILL if it is still there after 10 s); its folder is removed. Each test
-gets a database of its own (`CREATE DATABASE`, a few milliseconds).
+gets a schema of its own (`Cluster.new_database`).
 
 Missing PostgreSQL is a failure that says what to install, never a silent skip: the store must
 be tested against both databases.
@@ -39,7 +39,7 @@ from typing import Any, cast
 
 import pytest
 
-from gateway.store import MIGRATIONS, SqliteStore, Store
+from gateway.store import MIGRATIONS, PgStore, SqliteStore, Store
 
 USER = "sot"
 INSTALL = ("PostgreSQL's server programs are needed for the store tests: "
@@ -74,6 +74,7 @@ class Cluster:
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._names = itertools.count(1)
+        self._fresh = True  # the database `sot` is still to be created
         self._as: list[str] = []
         if os.geteuid() == 0:
             nobody = pwd.getpwnam("nobody")
@@ -122,13 +123,19 @@ class Cluster:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{db}"
 
     def new_database(self) -> str:
-        """A fresh empty database; its URL."""
+        """A fresh empty database for one test; its URL. A schema of its own in the database
+        `sot` (the URL sets `search_path`): a tenth of the time of CREATE DATABASE, and the
+        store sees nothing else."""
         import psycopg
 
         name = f"t{os.getpid()}_{next(self._names)}"
         with psycopg.connect(self.url("postgres"), autocommit=True) as c:
-            c.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
+            if self._fresh:
+                c.execute("CREATE DATABASE sot")
+                self._fresh = False
+        with psycopg.connect(self.url("sot"), autocommit=True) as c:
+            c.execute(f"CREATE SCHEMA {name}")
+        return self.url("sot") + f"?options=-csearch_path%3D{name}"
 
     def stop_server(self) -> None:
         p, self.proc = self.proc, None
@@ -185,7 +192,7 @@ class Backend:
     gateway), `raw(sql)` to reach behind the store's back."""
 
     name: str
-    open: Callable[[], Store]
+    open: Callable[[], SqliteStore | PgStore]
     raw: Callable[[str], Any]
 
     def set_schema_version(self, n: int) -> None:
@@ -219,8 +226,6 @@ def backend_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         path = tmp_path / "var" / "sot.sqlite3"
         return Backend("sqlite", lambda: SqliteStore(path), _sqlite_raw(path))
-    from gateway.store import PgStore
-
     cluster: Cluster = request.getfixturevalue("pg_cluster")
     url = cluster.new_database()
     return Backend("postgres", lambda: PgStore(url), _pg_raw(url))

@@ -4,12 +4,16 @@ migrations, durability settings, duplicates, staleness with a moved clock."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
 from gw_samples import SITES, TS, birth, event, present, state, status
 from pg_cluster import (  # noqa: F401 - fixtures
     Backend,
+    Cluster,
     backend_fixture,
     one,
     pg_cluster_fixture,
@@ -17,7 +21,15 @@ from pg_cluster import (  # noqa: F401 - fixtures
 )
 
 from gateway import store as store_mod
-from gateway.store import MIGRATIONS, SiteInfo, Store
+from gateway.store import (
+    MIGRATIONS,
+    PgStore,
+    SiteInfo,
+    SqliteStore,
+    Store,
+    StoreUnavailable,
+    open_store,
+)
 from gateway.store import telemetry as telemetry_mod
 
 
@@ -181,3 +193,60 @@ def test_stats(db: Store):
     db.add_event("are-kall", event(), "{}", TS)
     st = db.stats()
     assert st["sites"] == 3 and st["events"] == 1 and st["schema_version"] == len(MIGRATIONS)
+
+
+def test_a_failed_write_in_a_savepoint_leaves_the_batch_whole(db: Store):
+    """What the ingest's group commit relies on: a statement the database refuses (here a CHECK
+    constraint) costs its savepoint, and the rest of the transaction still commits (PostgreSQL
+    would otherwise refuse every later statement of the transaction)."""
+    rec = store_mod.AlertRecord(id=0, key="k", rule="grid_lost", site="are-kall",
+                                municipality="Åre", detail="",
+                                severity="warning", status="firing", started=TS)
+    aid = db.open_alert(rec)
+    assert aid is not None
+    with db.batch():
+        with pytest.raises(Exception, match="(?i)check"):
+            with db.savepoint():
+                db.add_event("are-kall", event(seq=1), "{}", TS)
+                db.update_alert(aid, ("firing",), status="bogus")
+        assert db.add_event("are-kall", event(seq=2), "{}", TS)
+    assert [e["seq"] for e in db.events("are-kall")] == [2]
+    assert db.alert(aid).status == "firing"  # type: ignore[union-attr]
+    assert db.open_alert(rec) is None  # one open alert per key
+    with pytest.raises(ValueError, match="U\\+0000"):  # text neither database may refuse later
+        db.add_event("are-kall", event(seq=3, type="grid\x00lost"), "{}", TS)
+
+
+def test_open_store_follows_the_store_settings(tmp_path: Path, pg_cluster: Cluster):
+    s = open_store({"path": "var/x.sqlite3", "url": ""}, tmp_path)
+    assert isinstance(s, SqliteStore) and (tmp_path / "var" / "x.sqlite3").exists()
+    s.close()
+    url = pg_cluster.new_database()
+    p = open_store({"path": "var/x.sqlite3", "url": url}, tmp_path)
+    assert isinstance(p, PgStore) and p.schema_version == len(MIGRATIONS)
+    p.close()
+    with pytest.raises(ValueError, match="postgresql://"):
+        open_store({"path": "x", "url": "mysql://localhost/sot"}, tmp_path)
+
+
+def test_an_unreachable_postgres_is_a_clear_error_without_the_password(pg_cluster: Cluster):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with pytest.raises(StoreUnavailable, match=f"cannot connect to PostgreSQL at "
+                           f"sot@127.0.0.1:{port}/sot") as e:
+            PgStore(f"postgresql://sot:hemligt@127.0.0.1:{port}/sot")
+    assert "hemligt" not in str(e.value)
+
+
+def test_a_connection_the_server_dropped_is_opened_again(pg_cluster: Cluster):
+    """Between transactions (a PostgreSQL restart, an idle timeout): the next call reconnects."""
+    s = PgStore(pg_cluster.new_database())
+    s.upsert_sites(SITES)
+    pid = one(s, "SELECT pg_backend_pid()")
+    with psycopg.connect(pg_cluster.url("sot"), autocommit=True) as c:
+        c.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    assert s.site_ids() == {x.id for x in SITES}
+    assert one(s, "SELECT pg_backend_pid()") != pid
+    assert s.add_event("are-kall", event(), "{}", TS)
+    s.close()
