@@ -39,8 +39,10 @@ class Transactions(Protocol):
     def savepoint(self) -> AbstractContextManager[None]: ...
 
 
-# Each entry moves the schema one version up; `PRAGMA user_version` records how many ran.
-# Never edit an entry that has shipped: append a new one.
+# Each entry moves the schema one version up; `PRAGMA user_version` (SQLite) or the table
+# `sot_schema` (PostgreSQL) records how many ran. Written with SQLite's column types; `pg.pg_ddl`
+# gives PostgreSQL its own (so an entry uses INTEGER, REAL, TEXT and `INTEGER PRIMARY KEY`
+# only, and SQL both databases take). Never edit an entry that has shipped: append a new one.
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE sites (

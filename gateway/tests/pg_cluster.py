@@ -66,7 +66,9 @@ def _free_port() -> int:
 class Cluster:
     """One running PostgreSQL server (`start()`, `url(db)`, `new_database()`, `stop()`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fsync: bool = False) -> None:
+        """`fsync`: as a production server (for benchmarks); off for the tests."""
+        self.fsync = fsync
         self.bindir = _bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="sot-pg-"))
         self.data = self.dir / "data"
@@ -96,8 +98,8 @@ class Cluster:
                 self.proc = subprocess.Popen(
                     [*self._as, str(self.bindir / "postgres"), "-D", str(self.data),
                      "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-                     "-c", "unix_socket_directories=", "-c", "fsync=off",
-                     "-c", "full_page_writes=off", "-c", "max_connections=200"],
+                     "-c", "unix_socket_directories=", "-c", "max_connections=200",
+                     *(() if self.fsync else ("-c", "fsync=off", "-c", "full_page_writes=off"))],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             if self._ready(30.0):
                 return
