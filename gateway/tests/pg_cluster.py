@@ -21,6 +21,7 @@ names and the functions have others, so a test's argument never shadows an impor
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import itertools
@@ -172,6 +173,7 @@ def pg_cluster_fixture() -> Iterator[Cluster]:
                     "pip install -e '.[postgres]' (scripts/bootstrap.sh does)", pytrace=False)
     if _cluster is None:
         c = Cluster()
+        atexit.register(c.stop)  # a backstop should the session end without its teardown
         try:
             c.start()
         except BaseException:
