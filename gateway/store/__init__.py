@@ -51,7 +51,7 @@ from .alerts import AlertMixin, AlertStore
 from .commands import CommandMixin, CommandStore
 from .crisis import CrisisMixin, CrisisStore
 from .db import MIGRATIONS, SqliteBase, Transactions
-from .pg import PgBase, StoreUnavailable, psycopg
+from .pg import PgBase, StoreFailed, StoreUnavailable
 from .telemetry import (
     EXCERPT_BYTES,
     HISTORY_EVERY_S,
@@ -66,8 +66,8 @@ __all__ = ["ALERT_FIELDS", "AlertRecord", "AlertStore", "AuditStore", "CommandSt
            "DEFAULT_HEARTBEAT_S", "EXCERPT_BYTES", "HISTORY_EVERY_S", "MAX_EVENTS_LIMIT",
            "MIGRATIONS", "Notification", "OPEN", "PgStore", "REJECTED_KEEP", "STALE_HEARTBEATS",
            "SYSTEMIC", "SiteInfo", "SiteSnapshot", "SiteStatus", "SiteSummary", "SqliteStore",
-           "Store", "StoreUnavailable", "TelemetryStore", "Transactions", "UserStore",
-           "effective_heartbeat", "open_store", "site_status", "site_summary"]
+           "Store", "StoreFailed", "StoreUnavailable", "TelemetryStore", "Transactions",
+           "UserStore", "effective_heartbeat", "open_store", "site_status", "site_summary"]
 
 
 class Store(TelemetryStore, AlertStore, CrisisStore, CommandStore, UserStore, AuditStore,
@@ -92,8 +92,7 @@ class PgStore(TelemetryMixin, AlertMixin, CrisisMixin, CommandMixin, UserMixin, 
 
 # Exceptions that say the database as a whole failed (disk full, I/O error, locked, connection
 # lost), not the one message being filed: the ingest leaves such a message unacknowledged.
-SYSTEMIC: tuple[type[BaseException], ...] = (sqlite3.OperationalError, StoreUnavailable) + (
-    (psycopg.OperationalError,) if psycopg is not None else ())
+SYSTEMIC: tuple[type[BaseException], ...] = (sqlite3.OperationalError, StoreFailed)
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 

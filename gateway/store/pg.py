@@ -26,8 +26,8 @@ call returns, as with SQLite.
 A connection that cannot be opened raises `StoreUnavailable` naming the server (never the
 password). A connection lost between transactions is opened again by the next call (which is
 then tried once more: outside a transaction it is a read or a BEGIN); one lost inside a
-transaction fails that transaction (psycopg.OperationalError, which the ingest counts
-as the database failing, not the message: the message stays unacknowledged).
+transaction fails that transaction (`StoreFailed`, which the ingest counts as the database
+failing, not the message: the message stays unacknowledged).
 """
 
 from __future__ import annotations
@@ -37,18 +37,27 @@ from typing import Any
 
 from .db import MIGRATIONS, Dialect, StoreBase
 
-try:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-except ImportError:  # pragma: no cover - the `postgres` extra is not installed
-    psycopg = None  # type: ignore[assignment]
-
 # The advisory lock every gateway takes while migrating (any constant agreed by all of them).
 MIGRATION_LOCK = 0x50545F534F54  # "SOT_TP"
 
 
-class StoreUnavailable(RuntimeError):
+class StoreFailed(RuntimeError):
+    """The database as a whole failed (connection lost, server shutting down, out of disk):
+    psycopg's OperationalError, raised as this so that callers need not import psycopg (which
+    is imported only when a PostgreSQL store is opened: it takes a third of a second)."""
+
+
+class StoreUnavailable(StoreFailed):
     """The database cannot be reached (or its driver is not installed)."""
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreUnavailable("[store] url names PostgreSQL but psycopg is not installed: "
+                               "pip install -e '.[postgres]' (scripts/bootstrap.sh does)") from None
+    return psycopg
 
 
 def _pg_json_text(col: str, field: str) -> str:
@@ -78,7 +87,7 @@ def pg_ddl(sql: str) -> str:
 def describe(url: str) -> str:
     """`user@host:port/dbname` of a connection URL: what a message may show (no password)."""
     try:
-        d = conninfo_to_dict(url)
+        d = _psycopg().conninfo.conninfo_to_dict(url)
     except Exception:  # noqa: BLE001 - only for messages
         return "PostgreSQL (unreadable URL)"
     return (f"{d.get('user') or ''}{'@' if d.get('user') else ''}{d.get('host') or 'localhost'}"
@@ -123,12 +132,11 @@ class _PgConn:
         self.url = url
         self._sql: dict[str, str] = {}
         self._in_tx = False
+        self._failed = _psycopg().OperationalError
         self._c = self._connect()
 
     def _connect(self) -> Any:
-        if psycopg is None:
-            raise StoreUnavailable("[store] url names PostgreSQL but psycopg is not installed: "
-                                   "pip install -e '.[postgres]' (scripts/bootstrap.sh does)")
+        psycopg = _psycopg()
         try:
             c = psycopg.connect(self.url, autocommit=True, row_factory=_rows, connect_timeout=10)
         except psycopg.Error as e:
@@ -140,24 +148,28 @@ class _PgConn:
         return c
 
     def execute(self, sql: str, args: Any = (), /) -> Any:
+        failed = self._failed
         if self._in_tx:
             try:
                 return self._execute(sql, args)
-            except psycopg.OperationalError:
+            except failed as e:
                 if self._c.closed:
                     self._in_tx = False  # the transaction went with the connection
-                raise
+                raise StoreFailed(f"PostgreSQL at {describe(self.url)}: {e}") from e
         # Between transactions (a read, or the BEGIN of the next one): a connection the server
         # dropped (a restart, an idle timeout) is opened again and the statement tried once more.
         if self._c.closed:
             self._c = self._connect()
         try:
             return self._execute(sql, args)
-        except psycopg.OperationalError:
+        except failed as e:
             if not self._c.closed:
-                raise
-            self._c = self._connect()
+                raise StoreFailed(f"PostgreSQL at {describe(self.url)}: {e}") from e
+        self._c = self._connect()
+        try:
             return self._execute(sql, args)
+        except failed as e:
+            raise StoreFailed(f"PostgreSQL at {describe(self.url)}: {e}") from e
 
     def _execute(self, sql: str, args: Any) -> Any:
         if args:
@@ -171,7 +183,10 @@ class _PgConn:
 
     def executemany(self, sql: str, rows: Any, /) -> Any:
         cur = self._c.cursor()
-        cur.executemany(self._pg(sql), rows)
+        try:
+            cur.executemany(self._pg(sql), rows)
+        except self._failed as e:
+            raise StoreFailed(f"PostgreSQL at {describe(self.url)}: {e}") from e
         return cur
 
     def _pg(self, sql: str) -> str:
@@ -184,7 +199,11 @@ class _PgConn:
         self._in_tx = False
         if self._c.closed:
             return  # the server has rolled it back with the connection
-        self._c.execute("ROLLBACK", prepare=False)
+        try:
+            self._c.execute("ROLLBACK", prepare=False)
+        except self._failed:
+            if not self._c.closed:
+                raise  # (closed: as above; the error that got us here is the one to report)
 
     def close(self) -> None:
         self._c.close()

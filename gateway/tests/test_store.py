@@ -8,7 +8,6 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from gw_samples import SITES, TS, birth, event, present, state, status
 from pg_cluster import (  # noqa: F401 - fixtures
@@ -27,6 +26,7 @@ from gateway.store import (
     SiteInfo,
     SqliteStore,
     Store,
+    StoreFailed,
     StoreUnavailable,
     open_store,
 )
@@ -239,14 +239,40 @@ def test_an_unreachable_postgres_is_a_clear_error_without_the_password(pg_cluste
     assert "hemligt" not in str(e.value)
 
 
+def _drop_connection(cluster: Cluster, s: Store) -> None:
+    """What a PostgreSQL restart does to the store's connection."""
+    import psycopg
+
+    with psycopg.connect(cluster.url("sot"), autocommit=True) as c:
+        c.execute("SELECT pg_terminate_backend(%s)", (one(s, "SELECT pg_backend_pid()"),))
+
+
 def test_a_connection_the_server_dropped_is_opened_again(pg_cluster: Cluster):
     """Between transactions (a PostgreSQL restart, an idle timeout): the next call reconnects."""
     s = PgStore(pg_cluster.new_database())
     s.upsert_sites(SITES)
     pid = one(s, "SELECT pg_backend_pid()")
-    with psycopg.connect(pg_cluster.url("sot"), autocommit=True) as c:
-        c.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    _drop_connection(pg_cluster, s)
     assert s.site_ids() == {x.id for x in SITES}
     assert one(s, "SELECT pg_backend_pid()") != pid
     assert s.add_event("are-kall", event(), "{}", TS)
+    s.close()
+
+
+def test_a_connection_lost_inside_a_transaction_fails_it_as_the_database(pg_cluster: Cluster):
+    """Not the message's fault: the error is one the ingest counts as the database failing
+    (`SYSTEMIC`: the messages stay unacknowledged and come again), nothing of the transaction
+    is kept, and the store works again at the next call."""
+    s = PgStore(pg_cluster.new_database())
+    s.upsert_sites(SITES)
+    with pytest.raises(StoreFailed) as e:
+        with s.batch():
+            assert s.add_event("are-kall", event(seq=1), "{}", TS)
+            _drop_connection(pg_cluster, s)
+            with s.savepoint():
+                s.add_event("are-kall", event(seq=2), "{}", TS)
+    assert isinstance(e.value, store_mod.SYSTEMIC)
+    assert "127.0.0.1" in str(e.value)
+    assert s.events("are-kall") == []
+    assert s.add_event("are-kall", event(seq=1), "{}", TS)
     s.close()
