@@ -22,8 +22,8 @@ sending (docs/feeds.md, "Semantics").
   identifier of a CAP alert the gateway holds is that alert (the CAP document wins: it carries
   severity, urgency, expiry and geocodes).
 
-Memory is bounded: what was seen or withdrawn is forgotten RETAIN_S after it was last
-relevant.
+Memory is bounded: what was seen or withdrawn is forgotten RETAIN_S after a feed last listed
+it (a withdrawn message that a feed keeps listing stays withdrawn).
 """
 
 from __future__ import annotations
@@ -98,16 +98,18 @@ def reduce(state: AlertSet, msg: OfficialAlert, now: float) -> Outcome:
         return Outcome(state, ignored="not_alert")
     key = msg.key
     prev = state.seen.get(key)
-    if prev is not None and prev[0] == msg.sent:
-        return Outcome(state, ignored="repeat")
     alerts = dict(state.alerts)
     seen = dict(state.seen)
     gone = dict(state.gone)
-    seen[key] = (msg.sent, now)
+    seen[key] = (msg.sent, now)  # when last seen: a message still listed is never forgotten
+    if key in gone:
+        gone[key] = now
 
     def done(changes: tuple[Change, ...] = (), ignored: str | None = None) -> Outcome:
         return Outcome(AlertSet(_frozen(alerts), _frozen(seen), _frozen(gone)), changes, ignored)
 
+    if prev is not None and prev[0] == msg.sent:
+        return done(ignored="repeat")
     if key in gone:
         return done(ignored="withdrawn")
 
@@ -169,11 +171,11 @@ def expire(state: AlertSet, now: float) -> Outcome:
     """Remove what has expired at `now`, and forget keys older than RETAIN_S."""
     left = [a for a in state.alerts.values() if a.expired(now)]
     horizon = now - RETAIN_S
-    seen = {k: v for k, v in state.seen.items() if v[1] >= horizon or k in state.alerts}
+    alerts = {k: a for k, a in state.alerts.items() if not a.expired(now)}
+    seen = {k: v for k, v in state.seen.items() if v[1] >= horizon or k in alerts}
     gone = {k: t for k, t in state.gone.items() if t >= horizon}
     if not left and len(seen) == len(state.seen) and len(gone) == len(state.gone):
         return Outcome(state)
-    alerts = {k: a for k, a in state.alerts.items() if not a.expired(now)}
     return Outcome(AlertSet(_frozen(alerts), _frozen(seen), _frozen(gone)),
                    tuple(Change("expired", a) for a in left))
 
