@@ -324,8 +324,9 @@ def parse_cap(data: bytes, *, feed: str = "", max_bytes: int = MAX_BYTES) -> Off
 
 def parse_cap_feed(data: bytes, *, feed: str = "", max_bytes: int = MAX_BYTES) -> Parsed:
     """A CAP document, or an Atom (RFC 4287) or RSS 2.0 feed whose entries carry a CAP alert
-    in their content or link to one. A whole-document problem raises FeedError; a bad entry is
-    listed in `errors` and the others are kept."""
+    in their content or link to one. A response that is not such a document at all (too large,
+    not XML, a DOCTYPE, the wrong namespace) raises FeedError; a CAP alert that is refused (no
+    area, a bad value) is listed in `errors`, and the other entries of a feed are kept."""
     root = safe_xml(data, max_bytes)
     out = Parsed()
     if root.tag == f"{{{ATOM_NS}}}feed":
@@ -344,7 +345,12 @@ def parse_cap_feed(data: bytes, *, feed: str = "", max_bytes: int = MAX_BYTES) -
             link = item.findtext("link")
             _feed_entry(out, item, feed, [u for u in links + [link or ""] if u.strip()])
         return out
-    out.alerts.append(parse_cap_element(root, feed=feed))
+    if root.tag != f"{{{CAP_NS}}}alert":
+        parse_cap_element(root, feed=feed)  # raises: the reason (namespace, not_cap)
+    try:
+        out.alerts.append(parse_cap_element(root, feed=feed))
+    except FeedError as e:
+        out.errors.append(e)  # a CAP document, but not one to show: refused, the feed is fine
     return out
 
 

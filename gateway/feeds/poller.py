@@ -16,8 +16,9 @@
 Each poll sends If-None-Match / If-Modified-Since from the last good response, so an unchanged
 feed costs a 304 and no parsing. A failure (timeout, network, HTTP error, a body refused whole)
 doubles the wait up to `max_backoff_s`; a success returns to `interval_s`. Every refusal is
-counted per reason (parse.REASONS) and logged once: a fetch failure when its reason first
-occurs in a run of failures, a refused entry once per distinct entry. `health()` says when the
+counted per reason (parse.REASONS) and logged once: a failed poll is counted each time and
+logged when its reason first occurs in a run of failures; a refused entry (a CAP alert with no
+area, say), which the feed lists on every poll, is counted and logged once. `health()` says when the
 feed last succeeded, how many polls in a row failed and whether it is stale, for an alert rule
 that tells the coordinators (docs/feeds.md). Nothing here ever raises out of `poll_once`: a
 broken feed never stops the gateway.
@@ -236,12 +237,13 @@ class FeedPoller:
             raise FeedError("network", type(e).__name__) from None
 
     def _refuse(self, err: FeedError, what: str) -> None:
-        self.counts[err.reason] += 1
+        """A refused entry: a feed lists it on every poll, so it is counted and logged once."""
         key = (err.reason, f"{what} {err.detail}")
         if key not in self._told:
             if len(self._told) > 1000:
                 self._told.clear()
             self._told.add(key)
+            self.counts[err.reason] += 1
             log.warning("feed %s: refused %s: %s", self.cfg.name, what, err)
 
     # --- one poll ---------------------------------------------------------------------------
