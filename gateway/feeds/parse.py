@@ -66,6 +66,7 @@ REASONS = {
     "http": "the feed answered with an HTTP error",
     "network": "the feed could not be reached",
     "too_many": "more entries than the limit",
+    "foreign_link": "a feed entry links to a CAP document on another host",
 }
 
 COUNTIES = {

@@ -280,9 +280,23 @@ class FeedPoller:
         return parse_cap_feed(body, feed=self.cfg.name, max_bytes=self.cfg.max_bytes)
 
     async def _fetch_links(self, parsed: Parsed) -> None:
-        """CAP documents an Atom/RSS feed links to: fetched once each (a CAP message never
-        changes; an update is a new message), the cache kept to the links still listed."""
-        links = [str(URL(self.cfg.url).join(URL(u))) for u in parsed.links[:MAX_LINKS]]
+        """CAP documents an Atom/RSS feed links to, on the feed's own host (scheme, host and
+        port): fetched once each (a CAP message never changes; an update is a new message),
+        the cache kept to the links still listed."""
+        base = URL(self.cfg.url)
+        links = []
+        for u in parsed.links[:MAX_LINKS]:
+            try:
+                target = base.join(URL(u))
+            except ValueError:
+                parsed.errors.append(FeedError("foreign_link", u[:80]))
+                continue
+            # only the feed's own host: an entry must not send the gateway to other machines
+            # (its own dashboard, the broker, the municipality's network)
+            if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
+                parsed.errors.append(FeedError("foreign_link", str(target)[:80]))
+                continue
+            links.append(str(target))
         if len(parsed.links) > MAX_LINKS:
             parsed.errors.append(FeedError("too_many", f"{len(parsed.links)} linked documents"))
         for url in links:

@@ -274,6 +274,21 @@ def test_rss_links_resolved_against_the_feed() -> None:
     run(go)
 
 
+def test_links_to_other_hosts_are_not_followed() -> None:
+    async def go(srv: FeedServer) -> None:
+        other = free_port()
+        srv.bodies["rss"] = fixture("rss-links.xml").replace(
+            b"<link>vma-are-test.xml</link>",
+            f"<link>http://127.0.0.1:{other}/vma-are-test.xml</link>".encode())
+        p = cap_feed(srv, "rss")
+        r = await p.poll_once()
+        await p.close()
+        assert r.ok and [a.identifier for a in r.alerts] == ["TEST-CAP-CIRCLE-001"]
+        assert [e.reason for e in r.refused] == ["foreign_link"]
+
+    run(go)
+
+
 def test_run_loop_polls_until_stopped_and_survives_a_failing_handler() -> None:
     async def go(srv: FeedServer) -> None:
         p = FeedPoller(FeedConfig(name="t", kind="cap", url=srv.url("vma-are-actual.xml"),
