@@ -189,27 +189,41 @@ class BatchOutcome:
 
 def apply_all(state: AlertSet, msgs: list[OfficialAlert], now: float) -> BatchOutcome:
     """Expire, then apply one poll's messages oldest first (a feed lists them in any order).
-    The net changes: an alert added and withdrawn within the batch never shows."""
+    The changes are the net ones, between the alerts before and after the batch: what expired,
+    what was withdrawn (also when an update of it was cancelled within the batch), and what
+    was added or updated (`replaced`: the alerts held before that it takes the place of). An
+    alert that came and went within the batch never shows. Withdrawals come before additions,
+    so a site's places for messages are freed first."""
     out = expire(state, now)
     st = out.state
-    changes = list(out.changes)
     ignored: list[tuple[str, OfficialAlert]] = []
+    before = state.alerts
+    lineage: dict[str, tuple[OfficialAlert, ...]] = {}  # key -> the alerts held before it replaced
     for msg in sorted(msgs, key=lambda m: m.sent):
         o = reduce(st, msg, now)
         st = o.state
-        changes.extend(o.changes)
+        for c in o.changes:
+            if c.kind == "updated":
+                anc: list[OfficialAlert] = []
+                for r in c.replaced:
+                    if r.key in lineage:
+                        anc += lineage.pop(r.key)
+                    elif before.get(r.key) is r:
+                        anc.append(r)
+                lineage[c.alert.key] = tuple(anc)
         if o.ignored:
             ignored.append((o.ignored, msg))
-    before = state.alerts
-    net: list[Change] = []
-    for c in changes:
-        if c.kind in ("withdrawn", "expired") and c.alert.key not in before:
-            continue  # came and went within the batch
-        if c.kind in ("added", "updated") and st.alerts.get(c.alert.key) is not c.alert:
-            continue  # replaced or withdrawn later in the batch
-        if c.kind == "updated":
-            kept = tuple(r for r in c.replaced if r.key in before and
-                         before[r.key] is r)
-            c = Change("updated", c.alert, kept) if kept else Change("added", c.alert)
-        net.append(c)
-    return BatchOutcome(st, tuple(net), tuple(ignored))
+    final = st.alerts
+    expired = {c.alert.key for c in out.changes}
+    shown: list[Change] = []
+    accounted: set[str] = set()
+    for k, a in final.items():
+        if before.get(k) is a:
+            continue
+        prior = lineage.get(k, ())
+        accounted |= {r.key for r in prior}
+        shown.append(Change("updated", a, prior) if prior else Change("added", a))
+    withdrawn = [Change("withdrawn", a) for k, a in before.items()
+                 if k not in final and k not in expired and k not in accounted]
+    return BatchOutcome(st, tuple(out.changes) + tuple(withdrawn) + tuple(shown),
+                        tuple(ignored))

@@ -144,6 +144,18 @@ def test_batch_is_applied_in_sent_order_with_net_changes() -> None:
     assert again.changes == () and {r for r, _ in again.ignored} <= {"repeat", "withdrawn"}
 
 
+def test_update_and_cancel_in_one_batch_withdraw_what_was_shown() -> None:
+    st = reduce(AlertSet(), ACTUAL, NOW).state
+    b = apply_all(st, [CANCEL, UPDATE], LATER)
+    assert [(c.kind, c.alert) for c in b.changes] == [("withdrawn", ACTUAL)]
+    assert b.state.alerts == {}
+    # an update chain within one batch is one update of what was shown
+    second = replace(UPDATE, identifier="TEST-VMA-2026-1205-00X", sent=UPDATE.sent + 60,
+                     references=(("vma@cap.example.se", UPDATE.identifier),))
+    b = apply_all(st, [second, UPDATE], NOW)
+    assert [(c.kind, c.alert, c.replaced) for c in b.changes] == [("updated", second, (ACTUAL,))]
+
+
 def test_memory_is_bounded() -> None:
     st = apply_all(AlertSet(), [ACTUAL, CANCEL_UNKNOWN], NOW).state
     assert st.seen and st.gone
