@@ -307,7 +307,8 @@ class FeedPoller:
                                                            feed=self.cfg.name)]
                 except FeedError as e:
                     if e.reason in ("timeout", "network", "http"):
-                        continue  # try again next poll, not remembered
+                        self._refuse(e, f"the linked document {url}")
+                        continue  # tried again next poll, not remembered
                     parsed.errors.append(e)
                     self._linked[url] = []  # refused once, not fetched again
             parsed.alerts.extend(self._linked[url])

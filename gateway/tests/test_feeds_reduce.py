@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from feeds_fixtures import NOW, fixture, ts
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.feeds import AlertSet, OfficialAlert, apply_all, expire, parse_cap, reduce
 from gateway.feeds.parse import parse_krisinformation
@@ -182,5 +184,38 @@ def test_ack_and_error_show_nothing() -> None:
         assert o.changes == () and o.ignored == "not_alert"
 
 
-def _unused(a: OfficialAlert) -> None:  # keeps the import for readers of the signatures
-    del a
+ALL = [ACTUAL, TEST, UPDATE, CANCEL, CANCEL_UNKNOWN, POLY, KI_VMA,
+       parse_cap(fixture("cap-circle-hede.xml"))]
+KI_NEWS = parse_krisinformation(fixture("krisinformation-news.json")).alerts
+
+
+@settings(max_examples=200, deadline=None)
+@given(polls=st.lists(st.lists(st.sampled_from(ALL + KI_NEWS), max_size=6), max_size=5),
+       step=st.floats(0, 6 * 3600))
+def test_any_sequence_of_polls(polls: list[list[OfficialAlert]], step: float) -> None:
+    """Whatever the feeds list, in whatever order over several polls: polling again changes
+    nothing, a test message is never public, nothing expired is held, a Cancel's targets are
+    gone, the same alert is never held twice, and the changes account for every difference."""
+    state, now = AlertSet(), NOW
+    for msgs in polls:
+        b = apply_all(state, msgs, now)
+        before = dict(state.alerts)
+        for c in b.changes:
+            if c.kind in ("withdrawn", "expired"):
+                before.pop(c.alert.key)
+            else:
+                for r in c.replaced:
+                    before.pop(r.key, None)
+                before[c.alert.key] = c.alert
+        assert before == dict(b.state.alerts)
+        again = apply_all(b.state, msgs, now)
+        assert again.changes == () and dict(again.state.alerts) == dict(b.state.alerts)
+        state = b.state
+        held_now = list(state.alerts.values())
+        assert all(a.actual for a in state.public(now))
+        assert not any(a.expired(now) for a in held_now)
+        ids = [a.identifier for a in held_now]
+        assert len(ids) == len(set(ids))  # one alert, one entry, across sources
+        if CANCEL in msgs:
+            assert UPDATE.key not in state.alerts
+        now += step
