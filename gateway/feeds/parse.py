@@ -79,6 +79,9 @@ COUNTIES = {
     "24": "Västerbottens län", "25": "Norrbottens län",
 }
 _COUNTY_BY_NAME = {v.casefold(): k for k, v in COUNTIES.items()}
+# also the bare names: "Jämtland" for "Jämtlands län", "Dalarna" for "Dalarnas län"
+_COUNTY_BY_NAME |= {v.casefold().removesuffix(" län").removesuffix("s"): k
+                    for k, v in COUNTIES.items()}
 _MUNICIPALITY_NAMES = ("kommun", "kommunkod", "municipality", "municipalitycode")
 _COUNTY_NAMES = ("län", "lan", "länskod", "lanskod", "county", "countycode")
 _NATION_NAMES = ("sverige", "sweden", "land", "country")

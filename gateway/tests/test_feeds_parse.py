@@ -115,6 +115,18 @@ def test_krisinformation_news_county_by_name() -> None:
     assert vma.areas[0].polygons[0][0] == (63.0, 12.1)  # GeoJSON [lon, lat] turned round
 
 
+def test_krisinformation_county_names() -> None:
+    from gateway.feeds.parse import COUNTIES, _kris_area
+
+    for code, name in COUNTIES.items():
+        assert _kris_area({"Type": "County", "Description": name}).counties == (code,)
+    bare = {"Jämtland": "23", "dalarna": "20", "Skåne": "12", "Kalmar": "08",
+            "Västra Götaland": "14", "Stockholm": "01"}
+    for name, code in bare.items():
+        assert _kris_area({"Type": "County", "Description": name}).counties == (code,)
+    assert _kris_area({"Type": "County", "Description": "Atlantis"}).counties == ()
+
+
 def test_krisinformation_is_test_flag() -> None:
     doc = fixture("krisinformation-vma.json").replace(b'"IsTest": false', b'"IsTest": true')
     assert parse_krisinformation(doc).alerts[0].status == "Test"
