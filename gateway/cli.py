@@ -2,7 +2,7 @@
 
 sot demo [--duration S] [--mqtt-port P] [--http-port P]   simulated municipality, end to end
 sot gateway --config config/gateway.toml                  the gateway for production use
-sot config check                                          validate config/devices and config/sites
+sot config check                                          validate every file in config/
 sot config compile SITE [--out FILE] [--credentials F] [--ca CA]
                                                           the controller's config.json for SITE
                                                           (F: passwords from `sot mqtt-auth`;
@@ -49,7 +49,9 @@ from gateway import config
 
 def _cmd_config(args: argparse.Namespace) -> int:
     if args.action == "check":
-        for line in config.check_all():
+        from gateway import checkconfig
+
+        for line in checkconfig.check_all():
             print(line)
         return 0
     sites = config.load_sites()
@@ -237,13 +239,13 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def _open_store(args: argparse.Namespace, create: bool = False) -> Any:
-    from gateway import service
+    from gateway import service, settings
     from gateway.store import SqliteStore
 
     if args.db:
         path = Path(args.db)
     else:
-        cfg = service.with_defaults(service.load_config(args.config))
+        cfg = settings.load(args.config)
         path = service._resolve(cfg["store"]["path"], config.REPO_ROOT)
     if not path.exists() and not create:
         raise SystemExit(f"sot: no database at {path} (is the gateway running? --db PATH)")

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import CONFIG_DIR, ConfigError, _load_toml, _Reader
+from ..validate import CONFIG_DIR, ConfigError, Reader, load_toml
 
 SEVERITIES = ("info", "warning", "critical")
 KINDS = ("grid_lost", "backup_failed", "gen_failed_to_start", "remote_start_not_ready",
@@ -146,7 +146,7 @@ def default_rules() -> dict[str, Rule]:
     return {k: Rule(k) for k in KINDS}
 
 
-def _rule(r: _Reader, base: Rule, kind: str) -> Rule:
+def _rule(r: Reader, base: Rule, kind: str) -> Rule:
     def get(key: str, kind_: type | tuple[type, ...], default: Any, **kw: Any) -> Any:
         return r.get(key, kind_, default, **kw)
 
@@ -180,7 +180,7 @@ def _rule(r: _Reader, base: Rule, kind: str) -> Rule:
             raise r.fail("thresholds", "needs at least one threshold")
         ths = []
         for i, t in enumerate(raw):
-            tr = _Reader(r.path, f"{r.entry} threshold #{i + 1}", t, {"hours", "severity"})
+            tr = Reader(r.path, f"{r.entry} threshold #{i + 1}", t, {"hours", "severity"})
             ths.append(Threshold(tr.get("hours", float, lo=0.1, hi=10000),
                                  tr.get("severity", str, out.severity, choices=SEVERITIES)))
         hours = [t.hours for t in ths]
@@ -207,9 +207,9 @@ def _rule(r: _Reader, base: Rule, kind: str) -> Rule:
 
 
 def load_rules(path: Path) -> tuple[dict[str, Rule], Grouping]:
-    data = _load_toml(path)
-    top = _Reader(path, "file", data, {"defaults", "grouping", "rule"})
-    d = _Reader(path, "[defaults]", top.get("defaults", dict, {}), COMMON_KEYS - {"enabled"})
+    data = load_toml(path)
+    top = Reader(path, "file", data, {"defaults", "grouping", "rule"})
+    d = Reader(path, "[defaults]", top.get("defaults", dict, {}), COMMON_KEYS - {"enabled"})
     base = _rule(d, Rule("defaults"), "defaults")
     rules_t = top.get("rule", dict, {})
     unknown = sorted(set(rules_t) - set(KINDS))
@@ -218,10 +218,10 @@ def load_rules(path: Path) -> tuple[dict[str, Rule], Grouping]:
                           f"no such rule (known: {', '.join(KINDS)})")
     rules: dict[str, Rule] = {}
     for kind in KINDS:
-        r = _Reader(path, f"[rule.{kind}]", rules_t.get(kind, {}),
+        r = Reader(path, f"[rule.{kind}]", rules_t.get(kind, {}),
                     COMMON_KEYS | EXTRA_KEYS.get(kind, set()))
         rules[kind] = _rule(r, base, kind)
-    g = _Reader(path, "[grouping]", top.get("grouping", dict, {}),
+    g = Reader(path, "[grouping]", top.get("grouping", dict, {}),
                 {"rules", "window_s", "min_sites", "interval_s", "severity", "repeat_s",
                  "escalate_s", "audience"})
     grouped = g.get("rules", list, ["grid_lost"])
@@ -243,18 +243,18 @@ def load_rules(path: Path) -> tuple[dict[str, Rule], Grouping]:
 
 
 def load_contacts(path: Path) -> dict[str, tuple[Contact, ...]]:
-    data = _load_toml(path)
-    top = _Reader(path, "file", data, {"municipality"})
+    data = load_toml(path)
+    top = Reader(path, "file", data, {"municipality"})
     out: dict[str, tuple[Contact, ...]] = {}
     for i, raw in enumerate(top.get("municipality", list, [])):
-        m = _Reader(path, f"municipality #{i + 1}", raw, {"name", "contact"})
+        m = Reader(path, f"municipality #{i + 1}", raw, {"name", "contact"})
         name = m.get("name", str)
         m.entry = f"municipality '{name}'"
         if name in out:
             raise m.fail("name", "listed twice")
         contacts = []
         for j, c_raw in enumerate(m.get("contact", list, [])):
-            c = _Reader(path, f"municipality '{name}' contact #{j + 1}", c_raw,
+            c = Reader(path, f"municipality '{name}' contact #{j + 1}", c_raw,
                         {"name", "roles", "email", "webhook", "file", "always"})
             cname = c.get("name", str)
             c.entry = f"municipality '{name}' contact '{cname}'"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config
+from gateway import checkconfig, config
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def test_shipped_config_is_valid():
-    lines = config.check_all()
+    lines = checkconfig.check_all()
     assert any("dse-gencomm.toml" in line for line in lines)
     sites = config.load_sites()
     assert {"are-kall", "harjedalen-hede", "krokom-follinge"} <= set(sites)
