@@ -14,8 +14,9 @@ sot mqtt-auth --out DIR [--secrets FILE] [--gateway-workers N] [--port P] [--hos
                                                           Mosquitto password_file, acl_file and
                                                           mosquitto.conf (one client id per
                                                           account, TLS only with D's certificate)
-sot firmware build [--board unix|esp32|rp2|qemu]          .mpy files for the board (and for
-                                                          qemu its image) in build/firmware/<board>/
+sot firmware build [--board unix|esp32|rp2|qemu]          .mpy files for the board and their
+                                                          ROMFS image sot.romfs (for qemu also
+                                                          its image) in build/firmware/<board>/
 sot firmware deploy --port P --site FILE [--credentials F]  config (+ .mpy unless frozen) onto a
                                                           board with mpremote, hash checked, reset
 sot commission --site FILE --target sim|board [--board-port P] [--answers F] [--out DIR]
@@ -170,6 +171,9 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
         return 1
     files = sorted(out.rglob("*.mpy"))
     print(f"built {len(files)} modules into {out} ({sum(f.stat().st_size for f in files)} bytes)")
+    if not args.march:
+        image = out / firmware.IMAGE_NAME
+        print(f"ROMFS image: {image} ({image.stat().st_size} bytes)")
     if not args.march and args.board == "qemu":
         print(f"image: {out / firmware.QEMU_IMAGE} (docs/firmware-build.md: how to run it)")
     return 0
@@ -619,8 +623,9 @@ def main(argv: list[str] | None = None) -> int:
     fsub = p.add_subparsers(dest="action", required=True)
     pb = fsub.add_parser("build", help="compile the firmware for a board (docs/firmware-build.md)")
     pb.add_argument("--board", default="unix", choices=["unix", "esp32", "rp2", "qemu"],
-                    help=".mpy files for the board's architecture and the frozen manifest; for "
-                         "qemu also the image (needs the ARM toolchain and MicroPython's source)")
+                    help=".mpy files for the board's architecture, their ROMFS image sot.romfs "
+                         "and the frozen manifest; for qemu also the image (needs the ARM "
+                         "toolchain and MicroPython's source)")
     pb.add_argument("--out", default=None, help="default build/firmware/<board>/")
     pb.add_argument(
         "--march",
