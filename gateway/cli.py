@@ -31,6 +31,10 @@ sot cmd SITE NAME [--minutes N] [--load] [--wait S]       a signed command to a 
 
 sites/alerts/ack/user work on the running gateway's database: the path from --config
 (config/gateway.toml) [store] path, or --db.
+
+demo, firmware build/deploy and commission are host tooling (gateway/tooling/): without the
+`tools` extra they say `pip install 'sot-punkt[tools]'` and exit 3 (docs/architecture.md,
+"Layers").
 """
 
 from __future__ import annotations
