@@ -299,7 +299,7 @@ def load_profile(path: Path) -> Profile:
     control = None
     if "control" in top.table:
         cr = Reader(path, "[control]", top.get("control", dict),
-                     {"register", "complement", "start", "stop", "auto", "source"})
+                    {"register", "complement", "start", "stop", "auto", "source"})
         control = {"register": cr.get("register", int, lo=0, hi=65534),
                    "complement": int(cr.get("complement", bool, False))}
         for k in ("start", "stop", "auto"):

@@ -219,11 +219,11 @@ def load_rules(path: Path) -> tuple[dict[str, Rule], Grouping]:
     rules: dict[str, Rule] = {}
     for kind in KINDS:
         r = Reader(path, f"[rule.{kind}]", rules_t.get(kind, {}),
-                    COMMON_KEYS | EXTRA_KEYS.get(kind, set()))
+                   COMMON_KEYS | EXTRA_KEYS.get(kind, set()))
         rules[kind] = _rule(r, base, kind)
     g = Reader(path, "[grouping]", top.get("grouping", dict, {}),
-                {"rules", "window_s", "min_sites", "interval_s", "severity", "repeat_s",
-                 "escalate_s", "audience"})
+               {"rules", "window_s", "min_sites", "interval_s", "severity", "repeat_s",
+                "escalate_s", "audience"})
     grouped = g.get("rules", list, ["grid_lost"])
     for i, k in enumerate(grouped):
         if k not in KINDS:
@@ -255,7 +255,7 @@ def load_contacts(path: Path) -> dict[str, tuple[Contact, ...]]:
         contacts = []
         for j, c_raw in enumerate(m.get("contact", list, [])):
             c = Reader(path, f"municipality '{name}' contact #{j + 1}", c_raw,
-                        {"name", "roles", "email", "webhook", "file", "always"})
+                       {"name", "roles", "email", "webhook", "file", "always"})
             cname = c.get("name", str)
             c.entry = f"municipality '{name}' contact '{cname}'"
             roles = c.get("roles", list, ["coordinator"])
