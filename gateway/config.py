@@ -376,6 +376,10 @@ class Site:
     station: dict[str, Any] = field(default_factory=dict)
     panel: dict[str, Any] = field(default_factory=dict)
     board: dict[str, Any] | None = None  # [board]: the controller's pins (docs/hardware.md)
+    # The SCB codes official alerts name places by (docs/feeds.md): county "23" (Jämtland),
+    # municipality "2321" (Åre). None = not configured: only polygons and circles can match.
+    county: str | None = None
+    municipality_code: str | None = None
 
     def device(self, name: str) -> Device:
         for d in self.devices:
@@ -491,7 +495,8 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         data,
         {"site", "mqtt", "bus", "device", "grid", "genset", "station", "panel", "board"},
     )
-    s = Reader(path, "[site]", top.get("site", dict), {"id", "name", "municipality", "lat", "lon"})
+    s = Reader(path, "[site]", top.get("site", dict),
+               {"id", "name", "municipality", "lat", "lon", "county", "municipality_code"})
     sid = s.get("id", str)
     if not _slug_ok(sid) or "/" in sid:
         raise s.fail("id", "must be a slug of a-z, 0-9 and '-' such as are-kall")
@@ -587,6 +592,7 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         SITE_STATION
     )
     panel = Reader(path, "[panel]", top.get("panel", dict, {}), SITE_PANEL).read(SITE_PANEL)
+    county, municipality_code = _site_codes(s)
     return Site(
         id=sid,
         name=s.get("name", str),
@@ -602,6 +608,8 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         station=station,
         panel=panel,
         board=_board(path, top, buses, panel),
+        county=county,
+        municipality_code=municipality_code,
     )
 
 
@@ -779,6 +787,31 @@ def _board(path: Path, top: Reader, buses: list[Bus], panel: dict[str, Any]) -> 
         "buttons": buttons,
         "network": network,
     }
+
+
+# --- [site] county and municipality_code (official alerts, gateway/feeds/) -----------------
+# Read with gateway/validate.py's Reader; the codes depend on each other, so checked here.
+
+
+def _site_codes(s: Reader) -> tuple[str | None, str | None]:
+    """`county` ("23", two digits) and `municipality_code` ("2321", four digits, the first two
+    its county's), both strings so that a leading zero stays (Stockholm's 0180). A municipality
+    code alone implies its county."""
+    county = s.get("county", str, None)
+    muni = s.get("municipality_code", str, None)
+    if county is not None and not (len(county) == 2 and county.isascii() and county.isdigit()
+                                   and county != "00"):
+        raise s.fail("county", f'must be the two-digit county code such as "23", got {county!r}')
+    if muni is not None:
+        if not (len(muni) == 4 and muni.isascii() and muni.isdigit()):
+            raise s.fail("municipality_code",
+                         f'must be the four-digit municipality code such as "2321", got {muni!r}')
+        if county is None:
+            county = muni[:2]
+        elif muni[:2] != county:
+            raise s.fail("municipality_code",
+                         f"{muni} is not in county {county} (its first two digits are the county)")
+    return county, muni
 
 
 def _burn_curve(gs: Reader) -> list[list[float]] | None:
