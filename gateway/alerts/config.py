@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import CONFIG_DIR, ConfigError, _load_toml, _Reader
+from ..validate import CONFIG_DIR, ConfigError, Reader, load_toml
 from .kinds import INCIDENT_RULE, INHERIT, SEVERITIES, Kind, Param, Rule, Threshold
 from .rules import KINDS
 
@@ -114,7 +114,7 @@ def default_rules() -> dict[str, Rule]:
     return {k: Rule(k, params=kind.defaults()) for k, kind in KINDS.items()}
 
 
-def _param(r: _Reader, p: Param, rule: Rule) -> Any:
+def _param(r: Reader, p: Param, rule: Rule) -> Any:
     """The value of `p` in the table `r` reads, checked as `p` declares."""
     if p.default is INHERIT:
         default = getattr(rule, p.name)
@@ -128,7 +128,7 @@ def _param(r: _Reader, p: Param, rule: Rule) -> Any:
         if p.fields:
             items = []
             for i, raw in enumerate(value):
-                fr = _Reader(r.path, f"{r.entry} {p.name} #{i + 1}", raw,
+                fr = Reader(r.path, f"{r.entry} {p.name} #{i + 1}", raw,
                              {f.name for f in p.fields})
                 got = {f.name: _param(fr, f, rule) for f in p.fields}
                 items.append(p.make(**got) if p.make else got)
@@ -146,7 +146,7 @@ def _param(r: _Reader, p: Param, rule: Rule) -> Any:
     return value
 
 
-def _rule(r: _Reader, base: Rule, kind: str) -> Rule:
+def _rule(r: Reader, base: Rule, kind: str) -> Rule:
     def get(key: str, kind_: type | tuple[type, ...], default: Any, **kw: Any) -> Any:
         return r.get(key, kind_, default, **kw)
 
@@ -179,9 +179,9 @@ def _rule(r: _Reader, base: Rule, kind: str) -> Rule:
 
 
 def load_rules(path: Path) -> tuple[dict[str, Rule], Grouping]:
-    data = _load_toml(path)
-    top = _Reader(path, "file", data, {"defaults", "grouping", "rule"})
-    d = _Reader(path, "[defaults]", top.get("defaults", dict, {}), COMMON_KEYS - {"enabled"})
+    data = load_toml(path)
+    top = Reader(path, "file", data, {"defaults", "grouping", "rule"})
+    d = Reader(path, "[defaults]", top.get("defaults", dict, {}), COMMON_KEYS - {"enabled"})
     base = _rule(d, Rule("defaults"), "defaults")
     rules_t = top.get("rule", dict, {})
     unknown = sorted(set(rules_t) - set(KINDS))
@@ -190,10 +190,10 @@ def load_rules(path: Path) -> tuple[dict[str, Rule], Grouping]:
                           f"no such kind of rule (known: {', '.join(KINDS)})")
     rules: dict[str, Rule] = {}
     for kind, k in KINDS.items():
-        r = _Reader(path, f"[rule.{kind}]", rules_t.get(kind, {}),
+        r = Reader(path, f"[rule.{kind}]", rules_t.get(kind, {}),
                     COMMON_KEYS | {p.name for p in k.params})
         rules[kind] = _rule(r, base, kind)
-    g = _Reader(path, "[grouping]", top.get("grouping", dict, {}),
+    g = Reader(path, "[grouping]", top.get("grouping", dict, {}),
                 {"rules", "window_s", "min_sites", "interval_s", "severity", "repeat_s",
                  "escalate_s", "audience"})
     grouped = g.get("rules", list, ["grid_lost"])
@@ -215,18 +215,18 @@ def load_rules(path: Path) -> tuple[dict[str, Rule], Grouping]:
 
 
 def load_contacts(path: Path) -> dict[str, tuple[Contact, ...]]:
-    data = _load_toml(path)
-    top = _Reader(path, "file", data, {"municipality"})
+    data = load_toml(path)
+    top = Reader(path, "file", data, {"municipality"})
     out: dict[str, tuple[Contact, ...]] = {}
     for i, raw in enumerate(top.get("municipality", list, [])):
-        m = _Reader(path, f"municipality #{i + 1}", raw, {"name", "contact"})
+        m = Reader(path, f"municipality #{i + 1}", raw, {"name", "contact"})
         name = m.get("name", str)
         m.entry = f"municipality '{name}'"
         if name in out:
             raise m.fail("name", "listed twice")
         contacts = []
         for j, c_raw in enumerate(m.get("contact", list, [])):
-            c = _Reader(path, f"municipality '{name}' contact #{j + 1}", c_raw,
+            c = Reader(path, f"municipality '{name}' contact #{j + 1}", c_raw,
                         {"name", "roles", "email", "webhook", "file", "always"})
             cname = c.get("name", str)
             c.entry = f"municipality '{name}' contact '{cname}'"
