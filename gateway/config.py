@@ -481,6 +481,7 @@ class Site:
     station: dict[str, Any] = field(default_factory=dict)
     panel: dict[str, Any] = field(default_factory=dict)
     board: dict[str, Any] | None = None  # [board]: the controller's pins (docs/hardware.md)
+    exercise: dict[str, Any] | None = None  # [exercise]: the test-run schedule (load_exercise)
 
     def device(self, name: str) -> Device:
         for d in self.devices:
@@ -499,7 +500,8 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         path,
         "file",
         data,
-        {"site", "mqtt", "bus", "device", "grid", "genset", "station", "panel", "board"},
+        {"site", "mqtt", "bus", "device", "grid", "genset", "station", "panel", "board",
+         "exercise"},
     )
     s = _Reader(path, "[site]", top.get("site", dict), {"id", "name", "municipality", "lat", "lon"})
     sid = s.get("id", str)
@@ -638,7 +640,32 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         station=station,
         panel=panel,
         board=_board(path, top, buses, panel),
+        exercise=load_exercise(path, top.get("exercise", dict, None)),
     )
+
+
+# --- [exercise]: the generator's test-run schedule (issue 14; docs/commands.md) ----------------
+EXERCISE_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def load_exercise(path: Path, table: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The site's [exercise] as the controller reads it (sot/exercise.py), or None without one:
+    every "week" | "month" (the first such weekday of the month), weekday "mon".."sun" -> 0..6,
+    time "HH:MM" Europe/Stockholm -> `at` minutes after local midnight, minutes 1..60, on_load
+    (the transfer switch allows a run on load)."""
+    if table is None:
+        return None
+    r = _Reader(path, "[exercise]", table, {"every", "weekday", "time", "minutes", "on_load"})
+    every = r.get("every", str, "month", choices=("week", "month"))
+    weekday = r.get("weekday", str, choices=EXERCISE_WEEKDAYS)
+    hhmm = r.get("time", str)
+    hh, sep, mm = hhmm.partition(":")
+    if not (sep and len(hh) == 2 and len(mm) == 2 and hh.isdigit() and mm.isdigit()
+            and int(hh) < 24 and int(mm) < 60):
+        raise r.fail("time", f"must be local time HH:MM such as \"10:00\", got {hhmm!r}")
+    return {"every": every, "weekday": EXERCISE_WEEKDAYS.index(weekday),
+            "at": int(hh) * 60 + int(mm), "minutes": r.get("minutes", int, 15, lo=1, hi=60),
+            "on_load": r.get("on_load", bool, False)}
 
 
 # The boards the firmware has a HAL for (firmware/sot/hal/esp32.py, rp2.py) and what each allows.
@@ -956,6 +983,8 @@ def compile_site(
     # rig wires to ptys (bus_ports) runs on the unix port, which takes no pins.
     if site.board is not None and not bus_ports:
         out["board"] = site.board
+    if site.exercise is not None:
+        out["exercise"] = site.exercise
     out["hash"] = config_hash(out)
     return out
 
