@@ -49,6 +49,7 @@ from .alerts.notify import EmailSender, FileSender, Sender, SmtpSettings, Webhoo
 from .auth import LoginThrottle
 from .config import REPO_ROOT, load_sites
 from .crisis import CrisisSender
+from .exercise import FactsSource
 from .httpguard import GuardedSite, Limits
 from .ingest import CRISIS_ACK, Ingest, MqttIngest
 from .signage import SiteBus
@@ -213,7 +214,9 @@ class Gateway:
             base_url = a["base_url"] or f"http://{cfg['http']['host']}:{self.http_port}/"
             self.engine = engine = AlertEngine(self.store, alert_config, self.clock,
                                                senders=self.senders(), tick_s=float(a["tick_s"]),
-                                               base_url=base_url, name=a["cap_sender"])
+                                               base_url=base_url, name=a["cap_sender"],
+                                               exercise=FactsSource(self.store, {
+                                                   s.id: s.exercise for s in sites.values()}))
         bus = self.bus
 
         def on_stored(site: str, subtopic: str) -> None:

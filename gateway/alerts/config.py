@@ -11,7 +11,8 @@ how often is data here):
     rules, window_s, min_sites, interval_s, severity, repeat_s, escalate_s
     [rule.<kind>]           one table per rule kind; `enabled = false` turns one off
     (+ kind-specific keys: fuel_low.thresholds and .clear_margin_h, gen_max_runtime.max_runtime_h,
-     remote_start_not_ready.modes, fuel_for_sale.min_litres, site_silent.heartbeats)
+     remote_start_not_ready.modes, fuel_for_sale.min_litres, site_silent.heartbeats,
+     exercise_overdue.grace_h)
 
 Contacts, per municipality, in escalation order: for each role in an alert's audience the first
 contact with that role is told first, the next one after the rule's `escalate_s` without an
@@ -39,7 +40,7 @@ from ..config import CONFIG_DIR, ConfigError, _load_toml, _Reader
 SEVERITIES = ("info", "warning", "critical")
 KINDS = ("grid_lost", "backup_failed", "gen_failed_to_start", "remote_start_not_ready",
          "gen_max_runtime", "fuel_low", "fuel_for_sale", "device_offline", "site_silent",
-         "crisis_ack_missing")
+         "crisis_ack_missing", "exercise_failed", "exercise_overdue")
 INCIDENT_RULE = "regional_grid_lost"
 ROLES = ("coordinator", "technician", "crisis_system")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -52,6 +53,7 @@ EXTRA_KEYS: dict[str, set[str]] = {
     "remote_start_not_ready": {"modes"},
     "fuel_for_sale": {"min_litres"},
     "site_silent": {"heartbeats"},
+    "exercise_overdue": {"grace_h"},
 }
 
 
@@ -80,6 +82,7 @@ class Rule:
     modes: tuple[str, ...] = ("manual", "off", "config")
     min_litres: float = 0.0
     heartbeats: int = 3
+    grace_h: float = 24.0  # exercise_overdue: a pass this long after its scheduled start is late
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,8 @@ def _rule(r: _Reader, base: Rule, kind: str) -> Rule:
         out = replace(out, min_litres=get("min_litres", float, 0.0, lo=0, hi=1e6))
     elif kind == "site_silent":
         out = replace(out, heartbeats=get("heartbeats", int, 3, lo=1, hi=100))
+    elif kind == "exercise_overdue":
+        out = replace(out, grace_h=get("grace_h", float, 24.0, lo=0, hi=24 * 62))
     return out
 
 

@@ -75,6 +75,9 @@ class SiteView:
     state_age_s: float | None
     silent_since: float | None  # the last state, or when the gateway began listening if later
     crisis_unacked: tuple[tuple[str, float], ...] = ()
+    # The site's generator test runs (gateway/exercise.py Facts), filled in by the engine when
+    # it has a source for them; None: the exercise rules know nothing.
+    exercise: Any = None
 
 
 def site_view(snap: SiteSnapshot, now: float, listening_since: float | None) -> SiteView:
@@ -466,6 +469,65 @@ def crisis_ack_missing(rule: Rule, v: SiteView, now: float,
             for cid, sent in v.crisis_unacked}
 
 
+_WHY_SV = {"no_start": "elverket startade inte", "slow_start": "elverket startade för långsamt",
+           "unstable": "spänning eller frekvens blev aldrig stabil",
+           "voltage": "spänningen utanför gränsvärdena", "frequency": "frekvensen utanför "
+           "gränsvärdena", "no_load": "elverket tog ingen last",
+           "local:stop": "stoppad på plats", "fault": "elverket gick i fel"}
+
+
+def _run_why(why: Any) -> tuple[str, str]:
+    w = str(why or "")[:40]
+    if w.startswith("mode:") or w.startswith("local:mode:"):
+        mode = w.rsplit(":", 1)[1]
+        return f"elverket stod i läge {mode}, inte AUTO", f"the generator was in {mode}, not AUTO"
+    if w.startswith("alarm:"):
+        return f"larm i elverket: {w[6:]}", f"generator alarm: {w[6:]}"
+    return _WHY_SV.get(w, w), w.replace("_", " ")
+
+
+def exercise_failed(rule: Rule, v: SiteView, now: float,
+                    open_: Mapping[str, AlertRecord]) -> Observed:
+    f = v.exercise
+    last = getattr(f, "last", None)
+    if f is None or last is None:
+        return None if f is None else {}
+    started = _num(last.get("started"))
+    sv_at, en_at = _at(v)
+    why_sv, why_en = _run_why(last.get("why"))
+    when_sv = _when(started) if started is not None else "okänd tid"
+    when_en = _when_en(started) if started is not None else "unknown time"
+    return {"": Obs(last.get("result") == "fail", started,
+                    sv=f"{sv_at}: provkörningen {when_sv} underkändes: {why_sv}.",
+                    en=f"{en_at}: the test run of {when_en} failed: {why_en}.",
+                    data={"started": started, "why": last.get("why"),
+                          "trigger": last.get("trigger")})}
+
+
+def exercise_overdue(rule: Rule, v: SiteView, now: float,
+                     open_: Mapping[str, AlertRecord]) -> Observed:
+    from ..exercise import due_by
+
+    f = v.exercise
+    if f is None:
+        return None
+    if f.schedule is None:
+        return {}  # no schedule: nothing can be late
+    due = due_by(f)
+    if due is None:
+        return None  # no run reported yet: nothing to count from
+    late = due + rule.grace_h * 3600
+    sv_at, en_at = _at(v)
+    since_sv = _when(f.last_pass) if f.last_pass is not None else "aldrig"
+    since_en = _when_en(f.last_pass) if f.last_pass is not None else "never"
+    return {"": Obs(now > late, late,
+                    sv=f"{sv_at}: ingen godkänd provkörning sedan {since_sv} "
+                       f"(skulle ha körts {_when(due)}).",
+                    en=f"{en_at}: no passed test run since {since_en} "
+                       f"(was due {_when_en(due)}).",
+                    data={"due": due, "last_pass": f.last_pass})}
+
+
 CONDITIONS: dict[str, Condition] = {
     "grid_lost": grid_lost,
     "backup_failed": backup_failed,
@@ -477,6 +539,8 @@ CONDITIONS: dict[str, Condition] = {
     "device_offline": device_offline,
     "site_silent": site_silent,
     "crisis_ack_missing": crisis_ack_missing,
+    "exercise_failed": exercise_failed,
+    "exercise_overdue": exercise_overdue,
 }
 
 

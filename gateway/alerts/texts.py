@@ -21,6 +21,8 @@ TITLES: dict[str, tuple[str, str]] = {
     "site_silent": ("Ingen kontakt med platsen", "Site silent"),
     "crisis_ack_missing": ("Krismeddelande ej kvitterat", "Crisis message not acknowledged"),
     "regional_grid_lost": ("Regionalt strömavbrott", "Regional grid outage"),
+    "exercise_failed": ("Provkörning underkänd", "Generator test run failed"),
+    "exercise_overdue": ("Provkörning försenad", "Generator test run overdue"),
 }
 
 # rule -> (what to do sv, en)
@@ -47,6 +49,12 @@ INSTRUCTIONS: dict[str, tuple[str, str]] = {
                            "Call the shop and ask them to read the crisis message on the panel."),
     "regional_grid_lost": ("Aktivera kommunens rutin för elavbrott. Följ varje plats nedan.",
                            "Activate the municipality's outage routine. Follow each site below."),
+    "exercise_failed": ("Skicka tekniker. Provkörningens resultat säger vad som gick fel.",
+                        "Send a technician. The test run's result says what went wrong."),
+    "exercise_overdue": ("Kontrollera att elverket står i AUTO och att styrenheten har rätt tid; "
+                         "starta en provkörning.",
+                         "Check that the generator is in AUTO and the controller's clock is "
+                         "right; start a test run."),
 }
 
 # message kind -> (sv, en)
