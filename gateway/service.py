@@ -52,6 +52,7 @@ from .crisis import CrisisSender
 from .exercise import FactsSource
 from .httpguard import GuardedSite, Limits
 from .ingest import CRISIS_ACK, Ingest, MqttIngest
+from .pages import EXERCISE_SCHEDULES
 from .signage import SiteBus
 from .store import SiteInfo, SqliteStore
 from .web import make_app
@@ -202,6 +203,7 @@ class Gateway:
                        throttle=throttle, session_s=float(w["session_h"]) * 3600,
                        secure_cookie=secure_cookie(cfg), limits=limits,
                        trusted_proxies=frozenset(str(x) for x in w["trusted_proxies"]))
+        app[EXERCISE_SCHEDULES] = {s.id: s.exercise for s in sites.values()}
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = GuardedSite(self._runner, cfg["http"]["host"], int(cfg["http"]["port"]), limits)

@@ -82,7 +82,7 @@ def test_the_shipped_sites_have_schedules_the_gateway_can_read():
         assert next_run(s.exercise, TS) is not None
 
 
-def run(result: str, started: float, why: str | None = None) -> dict[str, Any]:
+def ran(result: str, started: float, why: str | None = None) -> dict[str, Any]:
     return {**EVENT_DATA["exercise_done"], "started": int(started), "result": result,
             "why": why}
 
@@ -111,17 +111,17 @@ def rig(tmp_path: Path):
 
 def test_a_failed_run_fires_exercise_failed_and_a_later_pass_resolves_it(rig: ExRig):
     rig.state()
-    rig.report(run("pass", rig.clock.t - 3600))
+    rig.report(ran("pass", rig.clock.t - 3600))
     rig.advance(60)
     assert not {k for k in rig.firing() if k.startswith("exercise")}
-    rig.report(run("fail", rig.clock.t - 120, "mode:manual"))
+    rig.report(ran("fail", rig.clock.t - 120, "mode:manual"))
     rig.advance(60)
     assert "exercise_failed:are-kall" in rig.firing()
     a = rig.open_alerts()["exercise_failed:are-kall"]
     assert "underkändes" in a.sv and "läge manual" in a.sv and "manual, not AUTO" in a.en
     notes = rig.store.notifications(a.id)
     assert {n["contact"] for n in notes} == {"Anna (samordnare)", "Teknikjour"}
-    rig.report(run("pass", rig.clock.t))
+    rig.report(ran("pass", rig.clock.t))
     rig.advance(60)
     assert "exercise_failed:are-kall" not in rig.open_alerts()
 
@@ -130,7 +130,7 @@ def test_exercise_overdue_fires_when_the_last_pass_is_older_than_the_schedule_al
     rig.state()
     # TS is 2026-11-23: a pass on the first Tuesday of November is good until the first Tuesday
     # of December (the 1st) at 10:00, plus the rule's grace of 24 h
-    rig.report(run("pass", utc(2026, 11, 3, 10, 0)))
+    rig.report(ran("pass", utc(2026, 11, 3, 10, 0)))
     rig.advance(60)
     assert "exercise_overdue:are-kall" not in rig.open_alerts()
     page = site_page(rig.store, MONTHLY_TUE, "are-kall", rig.clock.t)
@@ -146,10 +146,10 @@ def test_exercise_overdue_fires_when_the_last_pass_is_older_than_the_schedule_al
     assert "ingen godkänd provkörning sedan" in a.sv
     assert site_page(rig.store, MONTHLY_TUE, "are-kall", rig.clock.t)["overdue"]
     # a failed run does not make up for it; a passed one does
-    rig.report(run("fail", rig.clock.t - 600, "no_start"))
+    rig.report(ran("fail", rig.clock.t - 600, "no_start"))
     rig.advance(60)
     assert "exercise_overdue:are-kall" in rig.firing()
-    rig.report(run("pass", rig.clock.t))
+    rig.report(ran("pass", rig.clock.t))
     rig.advance(60)
     assert "exercise_overdue:are-kall" not in rig.open_alerts()
     hist = site_page(rig.store, MONTHLY_TUE, "are-kall", rig.clock.t)["history"]
@@ -164,3 +164,36 @@ def test_without_a_schedule_or_any_run_the_rules_stay_quiet(tmp_path: Path):
         assert not {k for k in r.open_alerts() if k.startswith("exercise")}
     finally:
         r.close()
+
+
+def test_the_site_page_shows_last_next_and_history(tmp_path: Path):
+    from test_web import feed, get, run, serving
+    from web_login import add_user
+
+    from gateway.pages import EXERCISE_SCHEDULES
+    from gateway.web import make_app
+
+    r = ExRig(tmp_path / "w.sqlite3")
+    try:
+        add_user(r.store)
+        feed(r.ingest)
+        r.report(ran("fail", utc(2026, 11, 3, 10, 0), "mode:manual"))
+        r.report(ran("pass", utc(2026, 11, 20, 14, 5)))
+        app = make_app(r.store, r.clock, r.ingest.stats)
+        app[EXERCISE_SCHEDULES] = {"are-kall": MONTHLY_TUE}
+
+        async def main() -> tuple[int, Any, dict[str, str]]:
+            async with serving(app) as base:
+                return await get(base, "/sites/are-kall")
+
+        code, html, _ = run(main())
+    finally:
+        r.close()
+    assert code == 200
+    assert "Provkörning" in html and "första tisdagen i månaden kl. 10:00" in html
+    last = html.split("data-exercise-last>")[1].split("</dd>")[0]
+    assert "2026-11-20 14:05" in last and "Godkänd" in last
+    assert "2026-12-01 10:00" in html.split("data-exercise-next>")[1].split("</dd>")[0]
+    table = html.split('<table class="exercise">')[1].split("</table>")[0]
+    assert table.count("<tr>") == 3 and "mode:manual" in table
+
