@@ -103,6 +103,14 @@ def canonical(site, name, cid, issued, expires, counter, cargs):
                                                cargs)).encode()
 
 
+def _latched(dev):
+    """`alarm:<name>` of the genset's first shutdown or trip alarm: why it cannot start."""
+    for p in dev.points:
+        if p[0].startswith("alarm_") and dev.get(p[0]) in ("shutdown", "trip"):
+            return "alarm:" + p[0][6:]
+    return None
+
+
 def _int(v, lo, hi):
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
@@ -254,7 +262,7 @@ class Commands:
         if dev.get("can_remote_start") == 0:
             return "capability"
         if not s.ready:
-            return "not_ready"
+            return _latched(dev) or "not_ready"
         if name == "gen_test":
             m = args.get("minutes")
             if not _int(m, 1, MAX_TEST_MIN):

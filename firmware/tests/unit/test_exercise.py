@@ -210,3 +210,13 @@ def test_without_a_schedule_nothing_starts():
     for t in range(0, 3600, 30):
         step(site, c, ex, TUE_1000 + t)
     assert events == [] and c.owner.made == []
+
+
+def test_a_latched_shutdown_alarm_is_named_as_the_reason():
+    site = _Site()
+    site.genset.values["alarm_low_oil_pressure"] = "shutdown"
+    site.ready = False  # what sot.site makes of a latched shutdown
+    site, c, ex, _, events = make(site=site)
+    step(site, c, ex, TUE_1000 + 1)
+    assert c.owner.made == []
+    assert events[0][1]["result"] == "fail" and events[0][1]["why"] == "alarm:low_oil_pressure"
