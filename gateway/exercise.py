@@ -128,14 +128,25 @@ def facts(schedule: Mapping[str, Any] | None, runs: Sequence[Mapping[str, Any]])
 
 class FactsSource:
     """`source(site, now)` -> Facts: the alert engine's view of the sites' test runs (schedules
-    from the site configs, runs from the store)."""
+    from the site configs, runs from the store). The engine asks for every site every few
+    seconds; the runs are read from the store at most every `ttl_s` per site (a test run is
+    monthly or weekly: its alert may come that much later, the database is not scanned for
+    it every round)."""
 
-    def __init__(self, store: _Events, schedules: Mapping[str, Mapping[str, Any] | None]) -> None:
+    def __init__(self, store: _Events, schedules: Mapping[str, Mapping[str, Any] | None], *,
+                 ttl_s: float = 60.0) -> None:
         self.store = store
         self.schedules = dict(schedules)
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, Facts]] = {}
 
     def __call__(self, site: str, now: float) -> Facts:
-        return facts(self.schedules.get(site), last_runs(self.store, site))
+        got = self._cache.get(site)
+        if got is not None and 0 <= now - got[0] < self.ttl_s:
+            return got[1]
+        f = facts(self.schedules.get(site), last_runs(self.store, site))
+        self._cache[site] = (now, f)
+        return f
 
 
 def due_by(f: Facts) -> float | None:

@@ -90,7 +90,8 @@ def ran(result: str, started: float, why: str | None = None) -> dict[str, Any]:
 class ExRig(Rig):
     def __init__(self, path: Path, schedule: dict[str, Any] | None = MONTHLY_TUE) -> None:
         super().__init__(path, shipped_config())
-        self.engine.exercise = exercise.FactsSource(self.store, {"are-kall": schedule})
+        # read the runs at every evaluation (the service's source reads them once a minute)
+        self.engine.exercise = exercise.FactsSource(self.store, {"are-kall": schedule}, ttl_s=0)
         self.n = 0
 
     def report(self, data: dict[str, Any], site: str = "are-kall") -> None:
@@ -197,3 +198,19 @@ def test_the_site_page_shows_last_next_and_history(tmp_path: Path):
     table = html.split('<table class="exercise">')[1].split("</table>")[0]
     assert table.count("<tr>") == 3 and "mode:manual" in table
 
+
+
+def test_the_engine_reads_the_runs_at_most_once_a_minute_per_site(tmp_path: Path):
+    r = ExRig(tmp_path / "c.sqlite3")
+    try:
+        src = exercise.FactsSource(r.store, {"are-kall": MONTHLY_TUE})
+        r.engine.exercise = src
+        r.state()
+        r.advance(30)
+        r.report(ran("fail", r.clock.t, "no_start"))
+        r.advance(59, step=1)  # the runs were read at the first round, 30 s in
+        assert "exercise_failed:are-kall" not in r.open_alerts()  # not read again yet
+        r.advance(2, step=1)
+        assert "exercise_failed:are-kall" in r.firing()
+    finally:
+        r.close()
