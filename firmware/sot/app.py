@@ -176,7 +176,6 @@ def run(cfg, boot, reset, health):
     if commands is not None:
         from sot.exercise import Exercise
 
-        commands.result_cb = session.event
         exercise = Exercise(cfg, flash, site, commands, session.event, log=log)
     gc.collect()  # the journal's scan of flash leaves garbage between the session's objects
     if health["safe"]:
