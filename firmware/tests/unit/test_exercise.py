@@ -246,3 +246,18 @@ def test_what_the_test_run_code_costs_in_heap():
     d = gc.mem_alloc()
     obj, run = (b - a) // 8, (d - b) // 8
     assert obj <= 256 and run <= 512, (obj, run)  # measured: 152 and 384 (unix), 76 and 224 (qemu)
+
+
+def test_a_real_outage_during_a_test_run_hands_the_set_over_without_a_stop():
+    site, c, ex, _, events = make()
+    step(site, c, ex, TUE_1000 + 1)
+    site.running()
+    step(site, c, ex, TUE_1000 + 5)
+    site.grid = "lost"  # the set now carries the site
+    step(site, c, ex, TUE_1000 + 30)
+    assert c.owner.made == [(4104, [35732, 0xFFFF - 35732])]  # no stop written
+    assert c.running is None
+    d = events[-1][1]
+    assert d["result"] == "pass" and d["why"] == "grid_lost" and d["start_s"] == 4, d
+    step(site, c, ex, TUE_1000 + 200)
+    assert len(events) == 1 and len(c.owner.made) == 1
