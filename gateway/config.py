@@ -182,7 +182,8 @@ class Profile:
     min_timeout_ms: int | None = None
     # [control]: the controller's remote-control registers (docs/commands.md): `register` gets
     # the function's key and, with `complement`, register + 1 gets 0xFFFF - key in one write;
-    # `start`/`stop`/`auto` are the keys. None: the device takes no commands.
+    # `start`/`stop`/`auto` are the keys. With `function` 5 `register` is a coil and start/stop
+    # its state (1/0). None: the device takes no commands.
     control: dict[str, int] | None = None
 
     def point(self, name: str) -> Point:
@@ -404,12 +405,19 @@ def load_profile(path: Path) -> Profile:
     control = None
     if "control" in top.table:
         cr = _Reader(path, "[control]", top.get("control", dict),
-                     {"register", "complement", "start", "stop", "auto", "source"})
+                     {"register", "complement", "start", "stop", "auto", "source", "function"})
         control = {"register": cr.get("register", int, lo=0, hi=65534),
                    "complement": int(cr.get("complement", bool, False))}
+        # function 16 (default): a key written to a register; 5: a coil whose state is the
+        # request (ComAp: on = run, off = stop), start/stop 1/0
+        function = cr.get("function", int, 16, choices=(5, 16))
         for k in ("start", "stop", "auto"):
             if k in cr.table:
-                control[k] = cr.get(k, int, lo=0, hi=65535)
+                control[k] = cr.get(k, int, lo=0, hi=65535 if function == 16 else 1)
+        if function == 5:
+            if control["complement"]:
+                raise cr.fail("complement", "a coil (function 5) has no complement")
+            control["function"] = 5
         cr.get("source", str)
     return Profile(
         id=pid,

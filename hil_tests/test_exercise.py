@@ -192,3 +192,40 @@ def test_a_flood_of_100_commands_a_second_leaves_the_poll_period_unchanged(keyed
 
 def _periods(ts: list[float]) -> list[float]:
     return [b - a for a, b in zip(ts, ts[1:], strict=False)]
+
+
+def test_comap_remote_start_and_stop_through_its_coil(broker: Broker, peer: Peer,
+                                                      tmp_path: Path):
+    """ComAp's equivalent of GenComm's control key: the remote start/stop coil (function 5),
+    its profile's [control]. The same site with an InteliLite 4 as its genset controller."""
+    import dataclasses
+
+    from gateway.config import Device, load_profiles, load_sites
+    from hil_tests.rig.sitesim import SimulatedSite
+
+    base = load_sites()[SITE]
+    comap = load_profiles()["comap-intelilite4"]
+    devices = tuple(Device(name=d.name, profile=comap, bus=d.bus, unit=d.unit)
+                    if d.name == "genset" else d for d in base.devices)
+    sim = SimulatedSite(dataclasses.replace(base, devices=devices), tmp_path,
+                        mqtt_host="127.0.0.1", mqtt_port=broker.port, heartbeat_s=5,
+                        keepalive_s=5, login={**broker.login(SITE), "cmd_key": KEY},
+                        physics={"start_delay_s": 1.0, "crank_s": 2.0, "cooldown_s": 2.0})
+    sim.start()
+    try:
+        wait_for(lambda: (s := peer.last(f"{ROOT}/state")) and s["genset"]["ready"], 30,
+                 "a ready ComAp-controlled generator")
+        peer.publish(f"{ROOT}/cmd/gen_start", json.dumps(commands.sign(SITE, "gen_start", KEY, 1)))
+        r = wait_for(lambda: len(x := of_type(peer, "cmd_result")) >= 2 and x, 30, "two results")
+        assert [x["result"] for x in r] == ["accepted", "done"], r
+        assert sim.plant.control_writes == [("genset", [1])]  # the coil on: run
+        assert sim.physics.engine_state == "running"
+        peer.publish(f"{ROOT}/cmd/gen_stop", json.dumps(commands.sign(SITE, "gen_stop", KEY, 2)))
+        r = wait_for(lambda: len(x := of_type(peer, "cmd_result")) >= 3 and x, 30, "the stop")
+        assert r[2]["result"] == "done" and sim.plant.control_writes[-1] == ("genset", [0])
+        wait_for(lambda: present(peer.last(f"{ROOT}/state"))["genset"]["state"] == "stopped",
+                 30, "the set stopped")
+    finally:
+        sim.stop()
+        if sim.firmware is not None:
+            print(sim.firmware.log()[-3000:])

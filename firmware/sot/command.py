@@ -327,7 +327,10 @@ class Commands:
         async def write(owner):
             # Run by the bus owner task between two polls (sot/bus.py): never a second writer.
             try:
-                await owner.write_registers(dev, ctl["register"], vals)
+                if ctl.get("function") == 5:  # a coil (ComAp): its state is the request
+                    await owner.write_coil(dev, ctl["register"], key != 0)
+                else:
+                    await owner.write_registers(dev, ctl["register"], vals)
                 err = None
             except NotVerified:
                 err = "unverified"
@@ -339,6 +342,10 @@ class Commands:
             done(err)
 
         owner.writes.append(write)
+
+    def _released(self, err):
+        if err is not None:
+            self.log("W cmd: run request not taken back:", err)
 
     def _written(self, cid, name, run, err):
         now = self.clock()
@@ -359,6 +366,13 @@ class Commands:
         self.running = None
         if name == "gen_test" and self.exercise is not None:
             self.exercise.end(now, why or result)  # a test run ends here only when it failed
+        ctl = self.control
+        if ctl and ctl.get("function") == 5 and why != "stopped_remotely" \
+                and (result == "failed" or why == "grid_lost"):
+            # A run request held as a coil's state would start the set again when someone
+            # turns it back to Auto: taken back (the set's own Auto logic still runs it in an
+            # outage). A key (DSE) is a one-off and leaves nothing to take back.
+            self._write(self.site.genset, ctl, ctl["stop"], self._released)
         d = {"id": cid, "name": name, "result": result}
         if why:
             d["why"] = why

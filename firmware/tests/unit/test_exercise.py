@@ -261,3 +261,40 @@ def test_a_real_outage_during_a_test_run_hands_the_set_over_without_a_stop():
     assert d["result"] == "pass" and d["why"] == "grid_lost" and d["start_s"] == 4, d
     step(site, c, ex, TUE_1000 + 200)
     assert len(events) == 1 and len(c.owner.made) == 1
+
+
+COIL = {"register": 4700, "complement": 0, "function": 5, "start": 1, "stop": 0}
+
+
+class _CoilOwner(_Owner):
+    async def write_coil(self, dev, address, on):
+        self.made.append((address, on))
+
+
+def coil_site():
+    site, c, ex, results, events = make(sched=None)
+    c.control = COIL
+    c.owner = _CoilOwner()
+    return site, c, ex, results, events
+
+
+def test_a_coil_control_holds_the_run_request_and_takes_it_back():
+    # ComAp: the remote start/stop coil's state is the request (on = run)
+    site, c, ex, _, events = coil_site()
+    assert c.test_run(TUE_1000, 1, False) is None
+    c.owner.run_queue()
+    assert c.owner.made == [(4700, True)]
+    site.running()
+    step(site, c, ex, TUE_1000 + 5)
+    step(site, c, ex, TUE_1000 + 65)
+    assert c.owner.made == [(4700, True), (4700, False)]  # the minutes are up
+    # local control wins, and the request is taken back so Auto does not restart it later
+    site2, c2, ex2, _, _ = coil_site()
+    c2.test_run(TUE_1000, 5, False)
+    c2.owner.run_queue()
+    site2.running()
+    step(site2, c2, ex2, TUE_1000 + 5)
+    site2.genset.values["control_mode"] = "manual"
+    step(site2, c2, ex2, TUE_1000 + 10)
+    assert c2.owner.made == [(4700, True), (4700, False)]
+    assert c2.running is None
