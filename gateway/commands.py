@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway.store import SqliteStore
+    from gateway.store import CommandStore
 
 NAMES = ("rebirth", "gen_start", "gen_stop", "gen_test")
 MAX_WINDOW_S = 300  # expires - issued, at most (the controller refuses more)
@@ -136,11 +136,11 @@ def status(rec: Mapping, now: float) -> tuple[str, str | None]:
     return "unknown", None
 
 
-def send(store: SqliteStore, publish: Callable[[str, str], object], site: str, name: str,
+def send(store: CommandStore, publish: Callable[[str, str], object], site: str, name: str,
          key_hex: str, actor: str, args: Args | None = None, *, now: float | None = None) -> dict:
     """Sign a command with the site's next counter, record it (with its audit entry), then
     `publish(topic, payload)`; returns the signed body. A store and a publish callable of the
-    gateway's kind (gateway.store.SqliteStore, paho's publish)."""
+    gateway's kind (gateway.store.CommandStore, paho's publish)."""
     t = time.time() if now is None else now
     counter = store.next_cmd_counter(site, t)
     body = sign(site, name, key_hex, counter, args, now=int(t))

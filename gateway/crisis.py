@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .store import CrisisStore
+
 MAX_TEXT = 280  # characters per language: firmware/sot/crisis.py MAX_TEXT
 MAX_FROM = 40  # firmware MAX_FROM
 MAX_ID = 32
@@ -160,7 +162,7 @@ def validate(form: dict[str, Any], now: float, *, msg_id: str | None = None,
     return msg
 
 
-def full_sites(store: Any, sites: list[str], msg_id: str, now: float) -> list[str]:
+def full_sites(store: CrisisStore, sites: list[str], msg_id: str, now: float) -> list[str]:
     """The sites that already hold MAX_MESSAGES other unexpired messages: a new one would not
     fit on their controller. Withdraw one there first."""
     out = []
@@ -188,7 +190,7 @@ def topic(site: str, msg_id: str) -> str:
 class CrisisSender:
     """Publishes through the gateway's own MQTT session and files what it sent."""
 
-    def __init__(self, store: Any, publisher: Publisher | None,
+    def __init__(self, store: CrisisStore, publisher: Publisher | None,
                  clock: Callable[[], float] = time.time,
                  on_change: Callable[[str], None] | None = None) -> None:
         self.store = store

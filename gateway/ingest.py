@@ -112,7 +112,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import fastjsonschema
 import paho.mqtt.client as mqtt
@@ -120,7 +120,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 
-from .store import Store
+from .store import AuditStore, TelemetryStore, Transactions
 
 log = logging.getLogger(__name__)
 
@@ -360,8 +360,15 @@ def _int_fields(msg: dict[str, Any]) -> None:
             msg[key] = int(msg[key])
 
 
+class IngestStore(TelemetryStore, AuditStore, Transactions, Protocol):
+    """What the ingest files into: telemetry, the audit log (command results), and the staff's
+    crisis acknowledgements, in group-commit transactions."""
+
+    def add_crisis_ack(self, site: str, msg: dict[str, Any], received: float) -> bool: ...
+
+
 class Ingest:
-    def __init__(self, store: Store, clock: Clock = time.time, *,
+    def __init__(self, store: IngestStore, clock: Clock = time.time, *,
                  validators: dict[str, Draft202012Validator] | None = None) -> None:
         self.store = store
         self.clock = clock

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from . import crisis as crisis_mod
 from .auth import check_login, role_at_least
+from .model import SiteSummary
 from .safetext import clean, dumps, json_response
 from .signage import KEEPALIVE_S, RECHECK_S, comparable, signage_view
 from .web import (
@@ -307,14 +308,14 @@ async def api_me(request: web.Request) -> web.Response:
 # --- overview: table and map -----------------------------------------------------------------
 
 
-def site_map(sites: list[dict[str, Any]], width: int = 560, height: int = 420) -> str:
+def site_map(sites: list[SiteSummary], width: int = 560, height: int = 420) -> str:
     """The sites placed by latitude/longitude on a plain SVG (no tiles, nothing fetched):
     equirectangular with longitude scaled by cos(mid latitude), which is true to shape over a
     county. Colour by mode; grey with a dashed ring when stale or lost."""
     if not sites:
         return ""
-    lats = [float(s["lat"]) for s in sites]
-    lons = [float(s["lon"]) for s in sites]
+    lats = [float(s.lat) for s in sites]
+    lons = [float(s.lon) for s in sites]
     kx = math.cos(math.radians(sum(lats) / len(lats)))
     pad = 0.15
     x0, x1 = min(lons) * kx, max(lons) * kx
@@ -330,23 +331,23 @@ def site_map(sites: list[dict[str, Any]], width: int = 560, height: int = 420) -
                "degraded": "#7b5ea7"}
     marks = []
     for s in sites:
-        x, y = xy(float(s["lat"]), float(s["lon"]))
-        current = s["mode"] is not None and not s["stale"] and s["status"] != "lost"
-        cls = MODES.get(s["mode"] or "", ("unknown", "", ""))[0]
+        x, y = xy(float(s.lat), float(s.lon))
+        current = s.mode is not None and not s.stale and s.status != "lost"
+        cls = MODES.get(s.mode or "", ("unknown", "", ""))[0]
         fill = colours.get(cls, "#999") if current else "#9e9e9e"
         ring = "" if current else \
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="17" fill="none" stroke="#555" ' \
             f'stroke-dasharray="4 3"/>'
         state = "" if current else " (inaktuell / stale)"
         marks.append(
-            f'<a href="/sites/{e(s["id"])}" class="mapsite" data-site="{e(s["id"])}">'
-            f'<title>{e(s["name"])}{state}</title>{ring}'
+            f'<a href="/sites/{e(s.id)}" class="mapsite" data-site="{e(s.id)}">'
+            f'<title>{e(s.name)}{state}</title>{ring}'
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="12" fill="{fill}" stroke="#fff" '
             f'stroke-width="2"/>'
             f'<text x="{x + 18:.1f}" y="{y + 5:.1f}" font-size="15" font-weight="600" '
-            f'fill="#1b1b1b">{e(s["name"])}</text>'
+            f'fill="#1b1b1b">{e(s.name)}</text>'
             f'<text x="{x + 18:.1f}" y="{y + 22:.1f}" font-size="12" fill="#555">'
-            f'{e(s["municipality"])}{e(state)}</text></a>')
+            f'{e(s.municipality)}{e(state)}</text></a>')
     # a graticule every 0.5 degrees, so distances can be judged
     grid = []
     lat_min, lat_max = cy - span / 2, cy + span / 2
@@ -377,7 +378,7 @@ def _fuel_for_sale(store: Any, site: str) -> str:
     return "<br>".join(f"{e(PRODUCTS.get(k, k))} {_num(v, 0)} l" for k, v in sorted(sale.items()))
 
 
-def overview_table(request: web.Request, sites: list[dict[str, Any]]) -> str:
+def overview_table(request: web.Request, sites: list[SiteSummary]) -> str:
     store = request.app[STORE]
     head = "".join(f"<th>{both(sv, en)}</th>" for sv, en in (
         ("Plats", "Site"), ("Kontakt", "Connection"), ("Läge", "Mode"),
@@ -387,10 +388,10 @@ def overview_table(request: web.Request, sites: list[dict[str, Any]]) -> str:
     rows = []
     for s in sites:
         row = _row(s)
-        link = f'<a href="/sites/{e(s["id"])}">{e(s["name"])}</a>'
-        row = row.replace(f'<span class="name">{e(s["name"])}</span>',
+        link = f'<a href="/sites/{e(s.id)}">{e(s.name)}</a>'
+        row = row.replace(f'<span class="name">{e(s.name)}</span>',
                           f'<span class="name">{link}</span>', 1)
-        row = row.replace("</tr>", f'<td class="sale">{_fuel_for_sale(store, s["id"])}</td></tr>')
+        row = row.replace("</tr>", f'<td class="sale">{_fuel_for_sale(store, s.id)}</td></tr>')
         rows.append(row)
     body = "\n".join(rows) or \
         f'<tr><td colspan="10">{both("Inga platser konfigurerade", "No sites configured")}' \
@@ -509,7 +510,7 @@ def delivery_table(request: web.Request, rows: list[dict[str, Any]], *,
     if not rows:
         return f'<p class="muted">{both("Inga meddelanden ute", "No messages out")}</p>'
     store = request.app[STORE]
-    names = {s["id"]: s["name"] for s in store.sites_overview(request.app[CLOCK]())}
+    names = {s.id: s.name for s in store.sites_overview(request.app[CLOCK]())}
     head = (f'<th>{both("Plats", "Site")}</th>'
             + (f'<th>{both("Meddelande", "Message")}</th>' if with_message else "")
             + f'<th>{both("Skickat", "Sent")}</th>'
@@ -619,7 +620,7 @@ async def site_page(request: web.Request) -> web.Response:
 {exercise_section(request, sid, now)}
 <h2>{both("Händelser", "Events")}</h2>
 <ol class="timeline">{ev_rows}</ol>"""
-    return layout(request, summary["name"], summary["municipality"], body)
+    return layout(request, summary.name, summary.municipality, body)
 
 
 async def api_history(request: web.Request) -> web.Response:
@@ -704,10 +705,10 @@ def _targets(request: web.Request, sites: list[str], municipalities: list[str]
              ) -> list[str]:
     """Site ids from the chosen sites and whole municipalities; only configured, active ones."""
     all_sites = request.app[STORE].sites_overview(request.app[CLOCK]())
-    known = {s["id"] for s in all_sites}
+    known = {s.id for s in all_sites}
     chosen = {s for s in sites if s in known}
     for m in municipalities:
-        chosen |= {s["id"] for s in all_sites if s["municipality"] == m}
+        chosen |= {s.id for s in all_sites if s.municipality == m}
     return sorted(chosen)
 
 
@@ -730,14 +731,14 @@ def compose_form(request: web.Request, *, msg: dict[str, Any] | None = None,
         for k, (sv, en) in SEVERITY_TEXT.items())
     if msg is None:
         picked = set(v.get("site", []))
-        munis: dict[str, list[dict[str, Any]]] = {}
+        munis: dict[str, list[SiteSummary]] = {}
         for s in all_sites:
-            munis.setdefault(s["municipality"], []).append(s)
+            munis.setdefault(s.municipality, []).append(s)
         groups = []
         for m, ss in sorted(munis.items()):
             boxes = "".join(
-                f'<label><input type="checkbox" name="site" value="{e(s["id"])}"'
-                f'{" checked" if s["id"] in picked else ""}> {e(s["name"])}</label>'
+                f'<label><input type="checkbox" name="site" value="{e(s.id)}"'
+                f'{" checked" if s.id in picked else ""}> {e(s.name)}</label>'
                 for s in ss)
             groups.append(f'<fieldset class="muni"><legend><label><input type="checkbox" '
                           f'name="municipality" value="{e(m)}"> {both(f"Hela {m}", f"All of {m}")}'

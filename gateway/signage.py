@@ -2,9 +2,10 @@
 
 `signage_view(store, site, now)` is everything the screen needs as one JSON object (also served
 at `/api/signage/<site>`): shop open, power source, fuel for sale per product, hours of backup
-left, the active crisis messages, when the site was last heard and whether that is stale (3
-missed heartbeats, or the controller's Will said `lost`). Stale values are sent with `stale:
-true` and shown greyed with their age, never as a current "all clear" (docs/alerts.md, A6).
+left, the active crisis messages, when the site was last heard and whether that is stale (the
+site's data is stale, or its link is lost: `gateway.model.site_status`, docs/mqtt.md "Site
+status", the same judgement as the dashboard and the alert rules). Stale values are sent with
+`stale: true` and shown greyed with their age, never as a current "all clear" (docs/alerts.md, A6).
 
 `SiteBus` wakes the server-sent-event streams when the ingest files something for a site or a
 crisis message is sent or withdrawn; each stream also re-checks every `RECHECK_S` so a site that
@@ -15,9 +16,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Any
+from typing import Any, Protocol
 
-from .store import STALE_HEARTBEATS, Store
+from .store import CrisisStore, TelemetryStore
+
+
+class SignageStore(TelemetryStore, CrisisStore, Protocol):
+    """What the signage reads: the site's summary and latest state, and its crisis messages."""
+
 
 RECHECK_S = 2.0
 KEEPALIVE_S = 15.0
@@ -66,7 +72,7 @@ class SiteBus:
         return self.version[site]
 
 
-def active_messages(store: Store, site: str, now: float) -> list[dict[str, Any]]:
+def active_messages(store: CrisisStore, site: str, now: float) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for d in store.crisis_delivery(site=site):
         m = store.crisis_message(d["crisis_id"])
@@ -81,25 +87,23 @@ def active_messages(store: Store, site: str, now: float) -> list[dict[str, Any]]
     return out
 
 
-def signage_view(store: Store, site: str, now: float) -> dict[str, Any] | None:
+def signage_view(store: SignageStore, site: str, now: float) -> dict[str, Any] | None:
     summary = store.site_overview(site, now)
     if summary is None:
         return None
     latest = store.latest(site) or {}
     state = latest.get("state") or {}
     cap = state.get("capability") or {}
-    lost = summary["status"] == "lost"
     return {
-        "site": {"id": summary["id"], "name": summary["name"],
-                 "municipality": summary["municipality"]},
+        "site": {"id": summary.id, "name": summary.name, "municipality": summary.municipality},
         "now": now,
-        "has_data": summary["mode"] is not None,
-        "updated_ts": summary["updated_ts"],
-        "age_s": summary["age_s"],
-        "stale": bool(summary["stale"]) or lost,
-        "lost": lost,
-        "stale_after_s": STALE_HEARTBEATS * int(summary["heartbeat_s"]),
-        "mode": summary["mode"],
+        "has_data": summary.has_data,
+        "updated_ts": summary.updated_ts,
+        "age_s": summary.age_s,
+        "stale": summary.stale or summary.lost,
+        "lost": summary.lost,
+        "stale_after_s": summary.stale_after_s,
+        "mode": summary.mode,
         "shop_open": cap.get("shop_open"),
         "info_point": cap.get("info_point"),
         "power": cap.get("power"),

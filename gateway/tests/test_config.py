@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config
+from gateway import checkconfig, config
+from gateway.tooling import compiler
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def test_shipped_config_is_valid():
-    lines = config.check_all()
+    lines = checkconfig.check_all()
     assert any("dse-gencomm.toml" in line for line in lines)
     sites = config.load_sites()
     assert {"are-kall", "harjedalen-hede", "krokom-follinge"} <= set(sites)
@@ -203,8 +204,8 @@ def test_profile_extensions_are_validated(cfgdir: Path, file, old, new, entry, k
 
 def test_compiled_site_is_small_and_wired():
     site = config.load_sites()["are-kall"]
-    compiled = config.compile_site(site, bus_ports={"rs485": "/dev/pts/9"}, mqtt={"port": 1999})
-    text = config.to_json(compiled)
+    compiled = compiler.compile_site(site, bus_ports={"rs485": "/dev/pts/9"}, mqtt={"port": 1999})
+    text = compiler.to_json(compiled)
     assert len(text.encode()) < 8192  # parsed from a stream at boot, but kept in a small heap
     assert compiled["buses"][0]["port"] == "/dev/pts/9"
     assert compiled["mqtt"]["port"] == 1999
@@ -214,7 +215,7 @@ def test_compiled_site_is_small_and_wired():
         "fuel_level",
         1,
         2,
-        config.TYPE_CODES["u16"],
+        compiler.TYPE_CODES["u16"],
         None,
         0,
         100,
@@ -230,9 +231,9 @@ def test_compiled_site_is_small_and_wired():
     assert state[8][3] == "running" and state[8][1] == "starting"
     meter = next(d for d in compiled["devices"] if d["name"] == "grid")
     v1 = next(p for p in meter["points"] if p[0] == "voltage_l1")
-    assert v1[3] == config.TYPE_CODES["f32"] and v1[7] is None  # SDM630 has no sentinel band
+    assert v1[3] == compiler.TYPE_CODES["f32"] and v1[7] is None  # SDM630 has no sentinel band
     # The wiring is not part of the config hash; the content is.
-    again = config.compile_site(site, bus_ports={"rs485": "/dev/pts/1"})
+    again = compiler.compile_site(site, bus_ports={"rs485": "/dev/pts/1"})
     assert again["hash"] == compiled["hash"]
 
 
@@ -253,7 +254,7 @@ FOLLINGE = "sites/krokom-follinge.toml"
 
 def test_board_section_compiles_into_the_controller_config():
     site = config.load_sites()["krokom-follinge"]
-    out = config.compile_site(site)
+    out = compiler.compile_site(site)
     b = out["board"]
     assert b["kind"] == "esp32"
     assert b["uart"]["uart1"] == {"id": 1, "tx": 4, "rx": 36, "de": 2, "de_active_low": False,
@@ -262,7 +263,7 @@ def test_board_section_compiles_into_the_controller_config():
     assert b["display"]["cs"] == 15 and b["display"]["madctl"] == 0x28
     assert b["network"]["kind"] == "lan" and b["network"]["mdc"] == 23
     # The pins are wiring: the simulator's compile leaves them out, and the hash is the same.
-    sim = config.compile_site(site, bus_ports={"rs485": "/dev/pts/9"})
+    sim = compiler.compile_site(site, bus_ports={"rs485": "/dev/pts/9"})
     assert "board" not in sim
     assert sim["hash"] == out["hash"]
 
@@ -331,7 +332,7 @@ ssid = "Butiken"
 password = "hemligt-losen"
 """
     path.write_text(text.replace('display = "color320"', 'display = "mono128"'))
-    b = config.compile_site(config.load_sites(cfgdir)["krokom-follinge"])["board"]
+    b = compiler.compile_site(config.load_sites(cfgdir)["krokom-follinge"])["board"]
     assert b["display"] == {"i2c": 1, "scl": 7, "sda": 6, "addr": 0x3C, "freq": 400000}
     assert b["network"] == {"kind": "wifi", "ssid": "Butiken", "password": "hemligt-losen"}
     assert b["uart"]["uart1"]["id"] == 0

@@ -435,8 +435,8 @@ def test_a_controller_whose_boot_counter_restarted_is_heard(ing: Ingest, db: Sql
 def test_a_birth_cannot_postpone_stale_or_silent(ing: Ingest, db: SqliteStore, clock: Clock):
     ing.handle(T("birth"), raw(birth(heartbeat_s=86400)))
     ing.handle(T("state"), raw(state()))
-    row = next(r for r in db.sites_overview(TS + 91) if r["id"] == "are-kall")
-    assert row["heartbeat_s"] == 30 and row["stale"] is True
+    row = next(r for r in db.sites_overview(TS + 91) if r.id == "are-kall")
+    assert row.heartbeat_s == 30 and row.stale is True
     assert db.snapshots("are-kall")[0].heartbeat_s == 30
     # A shorter heartbeat than configured is believed: stale sooner is on the safe side.
     ing.handle(T("birth"), raw(birth(seq=2, heartbeat_s=10)))
@@ -463,7 +463,7 @@ def test_sot_site_reset_forgets_the_order_and_is_audited(tmp_path: Path,
     store = SqliteStore(path)
     try:
         assert present(store.latest("are-kall"))["state"] is None
-        assert present(store.site_overview("are-kall", TS))["mode"] is None
+        assert present(store.site_overview("are-kall", TS)).mode is None
         ing = Ingest(store, clock)
         assert ing.handle(T("state"), raw(state(seq=19, ts=TS + 2))).outcome == "stored"
         assert ing.handle(T("birth"), raw(birth(ts=TS + 2))).outcome == "stored"

@@ -11,6 +11,7 @@ from gw_samples import SITES, TS, birth, event, present, state, status
 
 from gateway import store as store_mod
 from gateway.store import MIGRATIONS, SiteInfo, SqliteStore
+from gateway.store import telemetry as telemetry_mod
 
 
 @pytest.fixture
@@ -93,7 +94,8 @@ def test_latest_status_birth_state_with_received_time(db: SqliteStore):
 
 
 def overview(db: SqliteStore, now: float, site: str = "are-kall") -> dict:
-    return next(r for r in db.sites_overview(now) if r["id"] == site)
+    """The site's row as `GET /api/sites` gives it."""
+    return next(r.as_json() for r in db.sites_overview(now) if r.id == site)
 
 
 def test_staleness_follows_the_clock_passed_in(db: SqliteStore):
@@ -141,7 +143,7 @@ def test_overview_shape(db: SqliteStore):
         "devices": {"grid": "online", "genset": "online", "tank": "offline"},
         "updated_ts": TS, "age_s": 5.0, "stale": False,
     }
-    assert [r["id"] for r in db.sites_overview(TS)] == ["harjedalen-hede", "krokom-follinge",
+    assert [r.id for r in db.sites_overview(TS)] == ["harjedalen-hede", "krokom-follinge",
                                                          "are-kall"]  # by municipality
 
 
@@ -149,14 +151,14 @@ def test_sites_leaving_the_config_are_kept_but_inactive(db: SqliteStore):
     db.add_event("krokom-follinge", event(), "{}", TS)
     db.upsert_sites(SITES[:2])
     assert db.site_ids() == {"are-kall", "harjedalen-hede"}
-    assert [r["id"] for r in db.sites_overview(TS)] == ["harjedalen-hede", "are-kall"]
+    assert [r.id for r in db.sites_overview(TS)] == ["harjedalen-hede", "are-kall"]
     assert len(db.events("krokom-follinge")) == 1
     db.upsert_sites([SiteInfo("are-kall", "Kall by", "Åre", 63.0, 13.0)])
     assert overview(db, TS)["name"] == "Kall by"
 
 
 def test_rejected_rows_keep_an_excerpt_and_are_capped(db: SqliteStore, monkeypatch):
-    monkeypatch.setattr(store_mod, "REJECTED_KEEP", 50)
+    monkeypatch.setattr(telemetry_mod, "REJECTED_KEEP", 50)
     db.add_rejected(TS, "sot/v1/x/state", "unknown_site", "x", b"\xff" + b"a" * 500)
     row = db.rejected(1)[0]
     assert row["reason"] == "unknown_site" and row["payload"].startswith("\\xffaaa")

@@ -29,6 +29,7 @@ from typing import Any
 
 from gateway import commands, mqttauth
 from gateway import config as config_mod
+from gateway.model import SiteSummary
 from gateway.service import Gateway
 
 log = logging.getLogger("sot.demo")
@@ -57,15 +58,15 @@ def create_demo_user(gateway: Gateway) -> str:
     return password
 
 
-def _fmt(row: dict[str, Any]) -> str:
+def _fmt(row: SiteSummary) -> str:
     def num(v: Any, unit: str) -> str:
         return "–" if v is None else f"{v:.0f}{unit}" if unit == "%" else f"{v:.1f}{unit}"
 
-    link = "LOST" if row["status"] == "lost" else "stale" if row["stale"] else "ok"
+    link = "LOST" if row.status == "lost" else "stale" if row.stale else "ok"
     return (
-        f"  {row['id']:<17} {row['mode'] or '–':<14} grid={row['grid_state'] or '–':<8} "
-        f"gen={row['genset_state'] or '–':<8} fuel={num(row['fuel_pct'], '%'):>4} "
-        f"left={num(row['hours_left'], ' h'):>7}  link={link}"
+        f"  {row.id:<17} {row.mode or '–':<14} grid={row.grid_state or '–':<8} "
+        f"gen={row.genset_state or '–':<8} fuel={num(row.fuel_pct, '%'):>4} "
+        f"left={num(row.hours_left, ' h'):>7}  link={link}"
     )
 
 

@@ -1,0 +1,132 @@
+"""Crisis messages (gateway/crisis.py).
+
+- `crisis_sent`, `crisis_acks`: crisis messages the gateway sent to a site, and the staff's
+  acknowledgements from the panel, these once per (site, boot, seq).
+- `crisis_messages`: the text of each crisis message as last sent (JSON payload), who sent it,
+  and when it was withdrawn.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Protocol
+
+from .db import SqliteBase, _int64, _text
+
+
+class CrisisStore(Protocol):
+    def record_crisis_sent(self, site: str, crisis_id: str, ts: float,
+                           actor: str = "gateway") -> None: ...
+    def withdraw_crisis(self, site: str, crisis_id: str, ts: float,
+                        actor: str = "gateway") -> None: ...
+    def add_crisis_ack(self, site: str, msg: dict[str, Any], received: float) -> bool: ...
+    def save_crisis(self, payload: dict[str, Any], actor: str, now: float) -> None: ...
+    def mark_crisis_withdrawn(self, crisis_id: str, now: float) -> None: ...
+    def crisis_message(self, crisis_id: str) -> dict[str, Any] | None: ...
+    def crisis_messages(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def crisis_sites(self, crisis_id: str) -> list[str]: ...
+    def crisis_delivery(self, crisis_id: str | None = None,
+                        site: str | None = None) -> list[dict[str, Any]]: ...
+    def crisis_acks(self, site: str) -> list[dict[str, Any]]: ...
+
+
+class CrisisMixin(SqliteBase):
+    """`CrisisStore` on SQLite."""
+
+    # --- crisis messages ---------------------------------------------------------------------
+
+    def record_crisis_sent(self, site: str, crisis_id: str, ts: float,
+                           actor: str = "gateway") -> None:
+        """The crisis-message sender (issue 7) calls this once it has published the message; the
+        rule `crisis_ack_missing` waits for the site's acknowledgement from then on."""
+        with self._tx():
+            self._db.execute("INSERT INTO crisis_sent (site, crisis_id, ts) VALUES (?, ?, ?) "
+                             "ON CONFLICT (site, crisis_id) DO UPDATE SET ts = excluded.ts",
+                             (site, crisis_id, ts))
+            self._audit(ts, actor, "crisis_sent", f"{site}/{crisis_id}")
+
+    def withdraw_crisis(self, site: str, crisis_id: str, ts: float,
+                        actor: str = "gateway") -> None:
+        with self._tx():
+            self._db.execute("DELETE FROM crisis_sent WHERE site = ? AND crisis_id = ?",
+                             (site, crisis_id))
+            self._audit(ts, actor, "crisis_withdrawn", f"{site}/{crisis_id}")
+
+    def add_crisis_ack(self, site: str, msg: dict[str, Any], received: float) -> bool:
+        """File one acknowledgement from the panel; False when (site, boot, seq) is filed."""
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO crisis_acks (site, crisis_id, boot, seq, ts, by, received) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, boot, seq) DO NOTHING",
+                (site, _text(str(msg["id"])), _int64(msg["boot"]), _int64(msg["seq"]),
+                 _int64(msg["ts"]), None if msg.get("by") is None else _text(str(msg["by"])),
+                 received))
+        return cur.rowcount == 1
+
+    def save_crisis(self, payload: dict[str, Any], actor: str, now: float) -> None:
+        """The text of a message as last sent (a new one, or an update of the same id)."""
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO crisis_messages (id, payload, created_by, updated) VALUES "
+                "(?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET payload = excluded.payload, "
+                "updated = excluded.updated, withdrawn = NULL",
+                (payload["id"], json.dumps(payload, ensure_ascii=False), actor, now))
+
+    def mark_crisis_withdrawn(self, crisis_id: str, now: float) -> None:
+        with self._tx():
+            self._db.execute("UPDATE crisis_messages SET withdrawn = ? WHERE id = ?",
+                             (now, crisis_id))
+
+    def crisis_message(self, crisis_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM crisis_messages WHERE id = ?",
+                               (crisis_id,)).fetchone()
+        return None if row is None else _crisis_row(row)
+
+    def crisis_messages(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first, withdrawn ones included (with `withdrawn` set)."""
+        return [_crisis_row(r) for r in self._db.execute(
+            "SELECT * FROM crisis_messages ORDER BY updated DESC LIMIT ?", (int(limit),))]
+
+    def crisis_sites(self, crisis_id: str) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT site FROM crisis_sent WHERE crisis_id = ? ORDER BY site", (crisis_id,))]
+
+    def crisis_delivery(self, crisis_id: str | None = None,
+                        site: str | None = None) -> list[dict[str, Any]]:
+        """Per (site, message) still out there: when sent, and the staff's acknowledgement of
+        this version (an ack received before the last update acknowledged older text)."""
+        clauses, args = [], []
+        if crisis_id is not None:
+            clauses.append("c.crisis_id = ?")
+            args.append(crisis_id)
+        if site is not None:
+            clauses.append("c.site = ?")
+            args.append(site)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return [dict(r) for r in self._db.execute(
+            "SELECT c.site, c.crisis_id, c.ts AS sent, "
+            "(SELECT MIN(a.received) FROM crisis_acks a WHERE a.site = c.site "
+            " AND a.crisis_id = c.crisis_id AND a.received >= c.ts) AS acked, "
+            "(SELECT a.by FROM crisis_acks a WHERE a.site = c.site AND a.crisis_id = c.crisis_id "
+            " AND a.received >= c.ts ORDER BY a.id LIMIT 1) AS acked_by, "
+            # the controller's refusal of this version (a `crisis_refused` event naming the
+            # message's ts; docs/mqtt.md, "Crisis messages: sizes and refusals")
+            "r.why AS refused, r.received AS refused_at "
+            f"FROM crisis_sent c LEFT JOIN (SELECT v.site, json_extract(v.data, '$.id') AS id, "
+            " json_extract(v.data, '$.msg_ts') AS msg_ts, json_extract(v.data, '$.why') AS why, "
+            " MAX(v.received) AS received FROM events v WHERE v.type = 'crisis_refused' "
+            " GROUP BY v.site, id, msg_ts) r ON r.site = c.site AND r.id = c.crisis_id "
+            " AND (r.msg_ts = (SELECT json_extract(m.payload, '$.ts') FROM crisis_messages m "
+            "  WHERE m.id = c.crisis_id) OR (r.msg_ts IS NULL AND r.received >= c.ts)) "
+            f"{where} ORDER BY c.ts DESC, c.site", args)]
+
+    def crisis_acks(self, site: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute(
+            "SELECT crisis_id, boot, seq, ts, by, received FROM crisis_acks WHERE site = ? "
+            "ORDER BY id", (site,))]
+
+
+def _crisis_row(row: sqlite3.Row) -> dict[str, Any]:
+    return {**json.loads(row["payload"]), "created_by": row["created_by"],
+            "updated": row["updated"], "withdrawn": row["withdrawn"]}
