@@ -471,7 +471,7 @@ def exercise_overdue(rule: Rule, v: SiteView, now: float,
     late = due + rule.params["grace_h"] * 3600
     since = _when(f.last_pass) if f.last_pass is not None else \
         texts.Two(*texts.pair("alert.exercise_overdue.never"))
-    return {"": _obs(now > late, "alert.exercise_overdue.text", late, at=_at(v), since=since,
+    return {"": _obs(now > late, "alert.exercise_overdue.text", late, at=_at(v), last=since,
                      due=_when(due), data={"due": due, "last_pass": f.last_pass})}
 
 
