@@ -376,7 +376,7 @@ def _cmd_cmd(args: argparse.Namespace) -> int:
           f"expires {_when(body['expires'])}")
     deadline = time.time() + min(args.wait, body["expires"] - time.time() + 1)
     while True:
-        rec = next(r for r in store.commands(args.site) if r.id == body["id"])
+        rec = next(r for r in store.commands(args.site) if r["id"] == body["id"])
         state, why = commands.status(rec, time.time())
         if state not in ("sent", "accepted") or time.time() >= deadline:
             break

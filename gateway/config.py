@@ -77,7 +77,8 @@ class Profile:
     min_timeout_ms: int | None = None
     # [control]: the controller's remote-control registers (docs/commands.md): `register` gets
     # the function's key and, with `complement`, register + 1 gets 0xFFFF - key in one write;
-    # `start`/`stop`/`auto` are the keys. None: the device takes no commands.
+    # `start`/`stop`/`auto` are the keys. With `function` 5 `register` is a coil and start/stop
+    # its state (1/0). None: the device takes no commands.
     control: dict[str, int] | None = None
 
     def point(self, name: str) -> Point:
@@ -299,12 +300,19 @@ def load_profile(path: Path) -> Profile:
     control = None
     if "control" in top.table:
         cr = Reader(path, "[control]", top.get("control", dict),
-                    {"register", "complement", "start", "stop", "auto", "source"})
+                    {"register", "complement", "start", "stop", "auto", "source", "function"})
         control = {"register": cr.get("register", int, lo=0, hi=65534),
                    "complement": int(cr.get("complement", bool, False))}
+        # function 16 (default): a key written to a register; 5: a coil whose state is the
+        # request (ComAp: on = run, off = stop), start/stop 1/0
+        function = cr.get("function", int, 16, choices=(5, 16))
         for k in ("start", "stop", "auto"):
             if k in cr.table:
-                control[k] = cr.get(k, int, lo=0, hi=65535)
+                control[k] = cr.get(k, int, lo=0, hi=65535 if function == 16 else 1)
+        if function == 5:
+            if control["complement"]:
+                raise cr.fail("complement", "a coil (function 5) has no complement")
+            control["function"] = 5
         cr.get("source", str)
     return Profile(
         id=pid,
@@ -380,6 +388,7 @@ class Site:
     # municipality "2321" (Åre). None = not configured: only polygons and circles can match.
     county: str | None = None
     municipality_code: str | None = None
+    exercise: dict[str, Any] | None = None  # [exercise]: the test-run schedule (load_exercise)
 
     def device(self, name: str) -> Device:
         for d in self.devices:
@@ -493,7 +502,8 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         path,
         "file",
         data,
-        {"site", "mqtt", "bus", "device", "grid", "genset", "station", "panel", "board"},
+        {"site", "mqtt", "bus", "device", "grid", "genset", "station", "panel", "board",
+         "exercise"},
     )
     s = Reader(path, "[site]", top.get("site", dict),
                {"id", "name", "municipality", "lat", "lon", "county", "municipality_code"})
@@ -610,7 +620,32 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         board=_board(path, top, buses, panel),
         county=county,
         municipality_code=municipality_code,
+        exercise=load_exercise(path, top.get("exercise", dict, None)),
     )
+
+
+# --- [exercise]: the generator's test-run schedule (issue 14; docs/commands.md) ----------------
+EXERCISE_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def load_exercise(path: Path, table: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The site's [exercise] as the controller reads it (sot/exercise.py), or None without one:
+    every "week" | "month" (the first such weekday of the month), weekday "mon".."sun" -> 0..6,
+    time "HH:MM" Europe/Stockholm -> `at` minutes after local midnight, minutes 1..60, on_load
+    (the transfer switch allows a run on load)."""
+    if table is None:
+        return None
+    r = Reader(path, "[exercise]", table, {"every", "weekday", "time", "minutes", "on_load"})
+    every = r.get("every", str, "month", choices=("week", "month"))
+    weekday = r.get("weekday", str, choices=EXERCISE_WEEKDAYS)
+    hhmm = r.get("time", str)
+    hh, sep, mm = hhmm.partition(":")
+    if not (sep and len(hh) == 2 and len(mm) == 2 and hh.isdigit() and mm.isdigit()
+            and int(hh) < 24 and int(mm) < 60):
+        raise r.fail("time", f"must be local time HH:MM such as \"10:00\", got {hhmm!r}")
+    return {"every": every, "weekday": EXERCISE_WEEKDAYS.index(weekday),
+            "at": int(hh) * 60 + int(mm), "minutes": r.get("minutes", int, 15, lo=1, hi=60),
+            "on_load": r.get("on_load", bool, False)}
 
 
 # The boards the firmware has a HAL for (firmware/sot/hal/esp32.py, rp2.py) and what each allows.

@@ -540,6 +540,58 @@ def delivery_table(request: web.Request, rows: list[dict[str, Any]], *,
             f'<tbody>{"".join(out)}</tbody></table>')
 
 
+# The sites' test-run schedules (gateway/exercise.py), set by the service from the site configs.
+EXERCISE_SCHEDULES: web.AppKey[dict[str, Any]] = web.AppKey("exercise_schedules")
+
+
+def exercise_section(request: web.Request, sid: str, now: float) -> str:
+    """Generator test runs: the schedule, the last run, the next one and the history (the data
+    from gateway/exercise.py; this is only its rendering)."""
+    from . import exercise
+
+    sched = request.app.get(EXERCISE_SCHEDULES, {}).get(sid)
+    d = exercise.site_page(request.app[STORE], sched, sid, now)
+
+    def verdict(r: dict[str, Any]) -> str:
+        ok = r["result"] == "pass"
+        word = both("Godkänd", "Passed") if ok else both("Underkänd", "Failed")
+        why = f' ({e(str(r.get("why")))})' if r.get("why") else ""
+        return f'<span class="{"acked" if ok else "refused"}">{word}</span>{why}'
+
+    def num(v: Any, unit: str) -> str:
+        return "–" if v is None else e(f"{v:g} {unit}")
+
+    last = d["last"]
+    last_txt = (f'{e(_when(last.get("started") or last["ts"]))}: {verdict(last)}' if last
+                else both("Ingen rapporterad", "None reported"))
+    nxt = e(_when(d["next"])) if d["next"] is not None else "–"
+    late = (f' <strong class="refused">{both("Försenad", "Overdue")}</strong>'
+            if d["overdue"] else "")
+    rows = "".join(
+        f'<tr><td>{e(_when(r.get("started") or r["ts"]))}</td>'
+        f'<td>{e(str(r.get("trigger")))}</td><td>{verdict(r)}</td>'
+        f'<td>{num(r.get("start_s"), "s")}</td><td>{num(r.get("stable_s"), "s")}</td>'
+        f'<td>{num(r.get("v_min"), "")}–{num(r.get("v_max"), "V")}</td>'
+        f'<td>{num(r.get("f_min"), "")}–{num(r.get("f_max"), "Hz")}</td>'
+        f'<td>{num(r.get("load_kw"), "kW")}</td><td>{num(r.get("fuel_used_l"), "l")}</td>'
+        f'<td>{e(", ".join(str(a) for a in r.get("alarms") or []))}</td></tr>'
+        for r in d["history"])
+    head = "".join(f"<th>{both(sv, en)}</th>" for sv, en in (
+        ("Start", "Started"), ("Orsak", "Trigger"), ("Resultat", "Result"),
+        ("Starttid", "Time to start"), ("Stabil", "Stable"), ("Spänning", "Voltage"),
+        ("Frekvens", "Frequency"), ("Last", "Load"), ("Bränsle", "Fuel"), ("Larm", "Alarms")))
+    table = (f'<table class="exercise"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>'
+             f'</table>') if rows else ""
+    return f"""
+<h2>{both("Provkörning", "Generator test runs")}</h2>
+<dl class="exercise">
+<dt>{both("Schema", "Schedule")}</dt><dd>{both(d["schedule_sv"], d["schedule_en"])}</dd>
+<dt>{both("Senaste", "Last run")}</dt><dd data-exercise-last>{last_txt}{late}</dd>
+<dt>{both("Nästa", "Next run")}</dt><dd data-exercise-next>{nxt}</dd>
+</dl>
+{table}"""
+
+
 async def site_page(request: web.Request) -> web.Response:
     app, sid = request.app, request.match_info["id"]
     now = app[CLOCK]()
@@ -565,6 +617,7 @@ async def site_page(request: web.Request) -> web.Response:
 {delivery_table(request, app[STORE].crisis_delivery(site=sid), with_message=True)}
 <h2>{both("Öppna larm", "Open alerts")}</h2>
 <ul class="alerts">{al}</ul>
+{exercise_section(request, sid, now)}
 <h2>{both("Händelser", "Events")}</h2>
 <ol class="timeline">{ev_rows}</ol>"""
     return layout(request, summary.name, summary.municipality, body)

@@ -50,8 +50,10 @@ from .alerts.notify import EmailSender, FileSender, Sender, SmtpSettings, Webhoo
 from .auth import LoginThrottle
 from .config import REPO_ROOT, load_sites
 from .crisis import CrisisSender
+from .exercise import FactsSource
 from .httpguard import GuardedSite, Limits
 from .ingest import CRISIS_ACK, Ingest, MqttIngest
+from .pages import EXERCISE_SCHEDULES
 from .settings import DEFAULTS as DEFAULTS  # the schema lives in gateway/settings.py
 from .settings import LOOPBACK
 from .settings import with_defaults as with_defaults
@@ -166,6 +168,7 @@ class Gateway:
                        throttle=throttle, session_s=float(w["session_h"]) * 3600,
                        secure_cookie=secure_cookie(cfg), limits=limits,
                        trusted_proxies=frozenset(str(x) for x in w["trusted_proxies"]))
+        app[EXERCISE_SCHEDULES] = {s.id: s.exercise for s in sites.values()}
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = GuardedSite(self._runner, cfg["http"]["host"], int(cfg["http"]["port"]), limits)
@@ -178,7 +181,9 @@ class Gateway:
             base_url = a["base_url"] or f"http://{cfg['http']['host']}:{self.http_port}/"
             self.engine = engine = AlertEngine(self.store, alert_config, self.clock,
                                                senders=self.senders(), tick_s=float(a["tick_s"]),
-                                               base_url=base_url, name=a["cap_sender"])
+                                               base_url=base_url, name=a["cap_sender"],
+                                               exercise=FactsSource(self.store, {
+                                                   s.id: s.exercise for s in sites.values()}))
         bus = self.bus
 
         def on_stored(site: str, subtopic: str) -> None:

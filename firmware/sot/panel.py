@@ -686,6 +686,9 @@ class Panel:
         safe = view.get("safe_mode") is True
         y = self._row(y, self.t("safe_mode.label"), self.t("yes") if safe else self.t("no"),
                       LAMBER if safe else WHITE)
+        ex = view.get("exercise")
+        if isinstance(ex, (tuple, list)):  # a controller that runs test runs: the last one
+            y = self._exercise(y, ex)
         alarms = _get(gen, "alarms")
         if alarms is None and _num(_get(gen, "alarms_unknown")):
             y = self._row(y, self.t("alarms"), self.t("unknown"), LAMBER)
@@ -708,6 +711,16 @@ class Panel:
                     word = self.t("sev." + sev, sev)
                     self._right(y, word, LAMBER if sev == "warning" else LRED, 1, 8)
                 y += 10
+
+    def _exercise(self, y, ex):
+        # "12/11 godkänd": the local day of the last test run and its result (sot/exercise.py).
+        ts = _int(ex[0]) if len(ex) == 2 and _num(ex[0]) is not None else None
+        if ts is None or ts < 0 or ts >= 1 << 40:
+            return self._row(y, self.t("exercise"), self.t("ex.none"), LAMBER)
+        ok = ex[1] == "pass"
+        d = localtime.local(ts)
+        return self._row(y, self.t("exercise"), "%d/%d %s" % (d[2], d[1],
+                         self.t("ex.pass" if ok else "ex.fail")), LGREEN if ok else LRED)
 
     # -- mono 128x64: one compact page, 16 characters by 8 lines --------------------------
 

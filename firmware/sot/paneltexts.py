@@ -39,6 +39,10 @@ link_ok.mono|Kommun: ansluten|Council: linked
 link_down.mono|Kommun: BORTA|Council: LOST
 safe_mode|SÄKERT LÄGE|SAFE MODE
 safe_mode.label|Säkert läge|Safe mode
+exercise|Provkörning|Test run
+ex.pass|godkänd|passed
+ex.fail|UNDERKÄND|FAILED
+ex.none|ingen ännu|none yet
 hint|NÄSTA = byt sida|NEXT = next page
 ack_hint|OK = kvittera|OK = acknowledge
 ack_hint.mono|OK = kvittera|OK = acknowledge

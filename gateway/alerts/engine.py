@@ -33,6 +33,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from ..ingest import SYSTEMIC, safe_text
@@ -77,8 +78,11 @@ class AlertEngine:
     def __init__(self, store: EngineStore, config: AlertConfig,
                  clock: Callable[[], float] = time.time, *,
                  senders: dict[str, Sender] | None = None, tick_s: float = 5.0,
-                 base_url: str | None = None, name: str = "sot-gateway") -> None:
+                 base_url: str | None = None, name: str = "sot-gateway",
+                 exercise: Callable[[str, float], Any] | None = None) -> None:
         self.store = store
+        # site, now -> gateway.exercise.Facts: the test-run rules' input (None: they stay quiet)
+        self.exercise = exercise
         self.config = config
         self.clock = clock
         self.senders = senders or {}
@@ -138,6 +142,9 @@ class AlertEngine:
         for s in snaps:
             try:
                 views[s.info.id] = site_view(s, now, self.listening_since)
+                if self.exercise is not None:
+                    views[s.info.id] = replace(views[s.info.id],
+                                               exercise=self.exercise(s.info.id, now))
             except Exception as e:  # noqa: BLE001 - one site's data: that site only
                 failed[s.info.id] = e
         actions = evaluate(self.config, views, alerts, now, failed)

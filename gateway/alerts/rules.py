@@ -79,6 +79,9 @@ class SiteView:
     state_age_s: float | None
     silent_since: float | None  # the last state, or when the gateway began listening if later
     crisis_unacked: tuple[tuple[str, float], ...] = ()
+    # The site's generator test runs (gateway/exercise.py Facts), filled in by the engine when
+    # it has a source for them; None: the exercise rules know nothing.
+    exercise: Any = None
 
 
 def site_view(snap: SiteSnapshot, now: float, listening_since: float | None) -> SiteView:
@@ -425,6 +428,53 @@ def crisis_ack_missing(rule: Rule, v: SiteView, now: float,
             for cid, sent in v.crisis_unacked}
 
 
+def _run_why(why: Any) -> texts.Two:
+    """Why a test run failed, in words (`alert.exercise_failed.why.*`); the code itself for a
+    reason the catalogue has no words for."""
+    w = str(why or "")[:40]
+    head, _, rest = w.partition(":")
+    if head == "local" and rest.startswith("mode:"):
+        head, rest = "mode", rest[5:]
+    if head in ("mode", "alarm"):
+        return texts.Two(*texts.say(f"alert.exercise_failed.why.{head}", what=rest))
+    got = texts.pair(f"alert.exercise_failed.why.{w.replace(':', '_')}", (w, w))
+    return texts.Two(*got)
+
+
+def exercise_failed(rule: Rule, v: SiteView, now: float,
+                    open_: Mapping[str, AlertRecord]) -> Observed:
+    f = v.exercise
+    last = getattr(f, "last", None)
+    if f is None or last is None:
+        return None if f is None else {}  # no source: unknown; no run reported: nothing
+    started = _num(last.get("started"))
+    when = _when(started) if started is not None else \
+        texts.Two(*texts.pair("alert.common.unknown_time"))
+    return {"": _obs(last.get("result") == "fail", "alert.exercise_failed.text", started,
+                     at=_at(v), when=when, why=_run_why(last.get("why")),
+                     data={"started": started, "why": last.get("why"),
+                           "trigger": last.get("trigger")})}
+
+
+def exercise_overdue(rule: Rule, v: SiteView, now: float,
+                     open_: Mapping[str, AlertRecord]) -> Observed:
+    from ..exercise import due_by
+
+    f = v.exercise
+    if f is None:
+        return None
+    if f.schedule is None:
+        return {}  # no schedule: nothing can be late
+    due = due_by(f)
+    if due is None:
+        return None  # no run reported yet: nothing to count from
+    late = due + rule.params["grace_h"] * 3600
+    since = _when(f.last_pass) if f.last_pass is not None else \
+        texts.Two(*texts.pair("alert.exercise_overdue.never"))
+    return {"": _obs(now > late, "alert.exercise_overdue.text", late, at=_at(v), last=since,
+                     due=_when(due), data={"due": due, "last_pass": f.last_pass})}
+
+
 # --- the registry of rule kinds ---------------------------------------------------------------
 
 
@@ -469,6 +519,10 @@ KINDS: dict[str, Kind] = registry(
         Param("heartbeats", int, 3, lo=1, hi=100,
               doc="missed heartbeats before a site counts as silent"),)),
     Kind("crisis_ack_missing", crisis_ack_missing),
+    Kind("exercise_failed", exercise_failed),
+    Kind("exercise_overdue", exercise_overdue, (
+        Param("grace_h", float, 24.0, lo=0, hi=24 * 62,
+              doc="hours after a scheduled start without a passed test run before the alert"),)),
 )
 
 

@@ -48,6 +48,8 @@ class TelemetryStore(Protocol):
     def sites_overview(self, now: float) -> list[SiteSummary]: ...
     def site_overview(self, site: str, now: float) -> SiteSummary | None: ...
     def events(self, site: str, limit: int = 50) -> list[dict[str, Any]]: ...
+    def events_of_type(self, site: str, etype: str,
+                       limit: int = 50) -> list[dict[str, Any]]: ...
     def rejected(self, limit: int = 50) -> list[dict[str, Any]]: ...
     def stats(self) -> dict[str, Any]: ...
     def reset_site(self, site: str, actor: str, now: float) -> bool: ...
@@ -187,6 +189,17 @@ class TelemetryMixin(StoreBase):
         rows = self._db.execute(
             "SELECT boot, seq, ts, type, data, hist, received FROM events WHERE site = ? "
             "ORDER BY ts DESC, boot DESC, seq DESC LIMIT ?", (site, limit))
+        return [{"boot": r["boot"], "seq": r["seq"], "ts": r["ts"], "type": r["type"],
+                 "data": json.loads(r["data"]), "hist": bool(r["hist"]),
+                 "received": r["received"]} for r in rows]
+
+    def events_of_type(self, site: str, etype: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Like events(), only those of one type (the test runs of gateway/exercise.py, which a
+        busy site's other events must not push out of reach)."""
+        limit = max(1, min(int(limit), MAX_EVENTS_LIMIT))
+        rows = self._db.execute(
+            "SELECT boot, seq, ts, type, data, hist, received FROM events WHERE site = ? "
+            "AND type = ? ORDER BY ts DESC, boot DESC, seq DESC LIMIT ?", (site, etype, limit))
         return [{"boot": r["boot"], "seq": r["seq"], "ts": r["ts"], "type": r["type"],
                  "data": json.loads(r["data"]), "hist": bool(r["hist"]),
                  "received": r["received"]} for r in rows]

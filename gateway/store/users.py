@@ -3,7 +3,7 @@
 - `users`: dashboard users with role and scrypt hash (`gateway/auth.py`); never in git.
 - `audit`: who did what (acknowledgements, crisis messages sent, commands, site resets,
   notifications given up). The other aggregates write their audit rows inside their own
-  transaction (`SqliteBase._audit`).
+  transaction (`StoreBase._audit`).
 """
 
 from __future__ import annotations

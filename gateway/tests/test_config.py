@@ -81,6 +81,14 @@ def test_shipped_config_is_valid():
             "point 'fuel_level'",
             "range",
         ),
+        # the test-run schedule (docs/commands.md, "Provkörning")
+        ("sites/are-kall.toml", 'weekday = "tue"', 'weekday = "tis"', "[exercise]", "weekday"),
+        ("sites/are-kall.toml", 'time = "10:00"', 'time = "25:00"', "[exercise]", "time"),
+        ("sites/are-kall.toml", 'time = "10:00"', 'time = "10.00"', "[exercise]", "time"),
+        ("sites/are-kall.toml", "minutes = 15", "minutes = 90", "[exercise]", "minutes"),
+        ("sites/are-kall.toml", 'every = "month"', 'every = "day"', "[exercise]", "every"),
+        ("sites/are-kall.toml", "on_load = false", "on_load = false\nload = 1", "[exercise]",
+         "load"),
     ],
 )
 def test_errors_name_file_entry_and_key(
@@ -179,6 +187,12 @@ def test_comap_reads_never_span_unmapped_registers():
             "point 'manufacturer'",
             "poll",
         ),
+        # a coil (ComAp's remote start/stop) has no complement and only the states 1 and 0
+        ("devices/comap-intelilite4.toml", "function = 5\n", "function = 5\ncomplement = true\n",
+         "[control]", "complement"),
+        ("devices/comap-intelilite4.toml", "start = 1\n", "start = 2\n", "[control]", "start"),
+        ("devices/comap-intelilite4.toml", "function = 5\n", "function = 6\n", "[control]",
+         "function"),
     ],
 )
 def test_profile_extensions_are_validated(cfgdir: Path, file, old, new, entry, key):

@@ -97,6 +97,8 @@ def test_events_newest_first_with_limit(db: Store):
     assert evs[-1]["hist"] is True and evs[0]["hist"] is False
     assert evs[0]["data"] == {"after_s": 9.5}
     assert [e["seq"] for e in db.events("are-kall", limit=2)] == [22, 21]
+    assert [(e["type"], e["seq"]) for e in db.events_of_type("are-kall", "grid_lost")] == \
+        [("grid_lost", 20)]
 
 
 def test_latest_status_birth_state_with_received_time(db: Store):

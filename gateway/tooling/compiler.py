@@ -119,6 +119,8 @@ def compile_site(
     # rig wires to ptys (bus_ports) runs on the unix port, which takes no pins.
     if site.board is not None and not bus_ports:
         out["board"] = site.board
+    if site.exercise is not None:
+        out["exercise"] = site.exercise  # the test-run schedule (firmware/sot/exercise.py)
     out["hash"] = config_hash(out)
     return out
 
