@@ -300,12 +300,17 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
 
 def _open_store(args: argparse.Namespace, create: bool = False) -> Any:
     from gateway import service, settings
-    from gateway.store import SqliteStore
+    from gateway.store import SqliteStore, StoreUnavailable, open_store
 
     if args.db:
         path = Path(args.db)
     else:
         cfg = settings.load(args.config)
+        if cfg["store"]["url"]:
+            try:
+                return open_store(cfg["store"], config.REPO_ROOT)
+            except StoreUnavailable as e:
+                raise SystemExit(f"sot: {e}") from None
         path = service._resolve(cfg["store"]["path"], config.REPO_ROOT)
     if not path.exists() and not create:
         raise SystemExit(f"sot: no database at {path} (is the gateway running? --db PATH)")

@@ -6,7 +6,8 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
             certificate from `sot pki init`: TLS, verifying the broker against it; without it
             the connection is plaintext, which the project's brokers refuse)
     [http]  host, port (0 = any free port; the port taken is `Gateway.http_port`)
-    [store] path (relative paths are taken from the repository root)
+    [store] path (SQLite; relative paths are taken from the repository root), or
+            url = "postgresql://..." (PostgreSQL; docs/deploy.md)
     [sites] dir  (the `config/sites` folder; device profiles are read from `devices/` beside it)
     [alerts] enabled (true), rules, contacts (default: alerts.toml and contacts.toml beside
             `sites/`), tick_s (5: how often every site is evaluated, for the dead-man and the
@@ -57,7 +58,7 @@ from .settings import DEFAULTS as DEFAULTS  # the schema lives in gateway/settin
 from .settings import LOOPBACK
 from .settings import with_defaults as with_defaults
 from .signage import SiteBus
-from .store import SiteInfo, SqliteStore
+from .store import SiteInfo, Store, open_store
 from .validate import load_toml
 from .web import make_app
 
@@ -95,7 +96,7 @@ class Gateway:
         self.clock = clock
         self.base_dir = base_dir
         self.config_dir = config_dir
-        self.store: SqliteStore | None = None
+        self.store: Store | None = None
         self.ingest: Ingest | None = None
         self.mqtt: MqttIngest | None = None
         self.http_port: int | None = None
@@ -141,7 +142,7 @@ class Gateway:
         cfg = self.config
         config_dir = self.config_dir or _resolve(cfg["sites"]["dir"], self.base_dir).parent
         sites = load_sites(config_dir)
-        self.store = SqliteStore(_resolve(cfg["store"]["path"], self.base_dir))
+        self.store = open_store(cfg["store"], self.base_dir)
         self.store.upsert_sites(
             SiteInfo(id=s.id, name=s.name, municipality=s.municipality, lat=s.lat, lon=s.lon,
                      heartbeat_s=s.mqtt.get("heartbeat_s")) for s in sites.values())

