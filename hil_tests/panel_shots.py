@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gateway import firmware
+from gateway.tooling import firmware
 from hil_tests.rig import png
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import compile_site
 from gateway.mqttauth import GATEWAY_USER
+from gateway.tooling.compiler import compile_site
 from hil_tests.conftest import wait_for
 from hil_tests.rig.broker import Broker
 from hil_tests.rig.mqttpeer import Peer

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import deploy
-from gateway.config import compile_site, load_sites
+from gateway.config import load_sites
+from gateway.tooling import deploy
+from gateway.tooling.compiler import compile_site
 from hil_tests.rig.boarddut import BoardFirmware
 from hil_tests.rig.fakeboard import FakeBoard
 

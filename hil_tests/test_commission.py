@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import commission
 from gateway.config import load_sites
 from gateway.mqttauth import GATEWAY_USER
+from gateway.tooling import commission
 from hil_tests.rig.broker import Broker
 
 pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus", "network", "panel")]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config, deploy
 from gateway.config import load_sites
+from gateway.tooling import compiler, deploy
 from hil_tests.rig.fakeboard import FakeBoard
 
 pytestmark = [pytest.mark.hil]
@@ -34,7 +34,7 @@ def test_deploy_copies_firmware_and_config_checks_the_hash_and_boots(board: Fake
     site = load_sites()[SITE]
     res = deploy.deploy(site, board.path, credentials={SITE: "s3cret"},
                         workdir=tmp_path / "work", log=lambda *a: None)
-    expected = config.compile_site(site, mqtt={"user": SITE, "password": "s3cret"})["hash"]
+    expected = compiler.compile_site(site, mqtt={"user": SITE, "password": "s3cret"})["hash"]
     assert res.ok and res.board_hash == expected and not res.frozen
     on_board = json.loads((board.flash / "config.json").read_text())
     assert on_board["hash"] == expected and on_board["mqtt"]["password"] == "s3cret"
@@ -78,14 +78,14 @@ def test_cli_deploy_reports_the_boot_line(board: FakeBoard, capsys):
 @pytest.mark.needs("qemu")
 def test_deploy_to_the_frozen_qemu_board_copies_only_the_config_and_it_outlives_a_soft_reset(
         tmp_path: Path):
-    # The 32-bit image (gateway/firmware.py build_qemu) has the firmware frozen in and its flash
-    # as littlefs in RAM at /flash: deploy must ask the board where the config goes, copy only
+    # The 32-bit image (gateway/tooling/firmware.py build_qemu) has the firmware frozen in and its
+    # flash as littlefs in RAM at /flash: deploy must ask the board where the config goes, copy only
     # that with mpremote, check the hash there and reset the board without losing its flash.
-    from gateway import firmware
+    from gateway.tooling import firmware
     from hil_tests.rig.qemu import QemuBoard
 
     site = load_sites()[SITE]
-    expected = config.compile_site(site, mqtt={"user": SITE, "password": "s3cret"})["hash"]
+    expected = compiler.compile_site(site, mqtt={"user": SITE, "password": "s3cret"})["hash"]
     with QemuBoard(firmware.build_qemu(), log=tmp_path / "console.log") as board:
         res = deploy.deploy(site, board.ptys[0], credentials={SITE: "s3cret"},
                             workdir=tmp_path / "work", boot_timeout=10, log=lambda *a: None)
@@ -109,7 +109,8 @@ def test_deploy_to_the_frozen_qemu_board_copies_only_the_config_and_it_outlives_
 def test_cli_deploy_to_the_qemu_board_says_it_waits_at_its_repl(capsys):
     # No main.py runs on the qemu board: the technician is told how to start the firmware
     # instead of being told that no boot line came.
-    from gateway import cli, firmware
+    from gateway import cli
+    from gateway.tooling import firmware
     from hil_tests.rig.qemu import QemuBoard
 
     with QemuBoard(firmware.build_qemu()) as board:

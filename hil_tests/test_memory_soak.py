@@ -1,4 +1,4 @@
-"""RELIABILITY P4, short version: a compressed storm day through the whole firmware in its heap
+"""Fault scenario P4, short version: a compressed storm day through the whole firmware in its heap
 budget. `make bench` runs the full 24 simulated hours and writes the figures to
 docs/benchmarks.md; this run is 8 simulated hours in about 40 s."""
 

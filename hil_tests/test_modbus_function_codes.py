@@ -31,7 +31,7 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from gateway import firmware
+from gateway.tooling import firmware
 from hil_tests.rig.links import PtyLink
 from hil_tests.rig.loopthread import LoopThread
 

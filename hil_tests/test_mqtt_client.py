@@ -22,7 +22,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway import firmware
+from gateway.tooling import firmware
 from hil_tests.rig.broker import Broker
 
 pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "network")]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import firmware
+from gateway.tooling import firmware
 from hil_tests.rig.qemu import QemuBoard
 
 pytestmark = [pytest.mark.hil, pytest.mark.needs("qemu", "bus", "network")]

@@ -35,12 +35,15 @@ ROOT = f"sot/v1/{SITE}"
 
 def make_site(tmp_path: Path, port: int, *, genset: dict[str, Any] | None = None,
               watchdog: bool = False, login: dict[str, str] | None = None,
-              physics: dict[str, Any] | None = None) -> SimulatedSite:
-    site = load_sites()[SITE]
+              physics: dict[str, Any] | None = None,
+              exercise: dict[str, Any] | None = None) -> SimulatedSite:
+    # No test-run schedule unless the test gives one (SimulatedSite drops the shipped one).
+    site = dataclasses.replace(load_sites()[SITE], exercise=exercise)
     if genset:
         site = dataclasses.replace(site, genset={**site.genset, **genset})
     return SimulatedSite(site, tmp_path, mqtt_host="127.0.0.1", mqtt_port=port, heartbeat_s=5,
                          keepalive_s=5, watchdog=watchdog, login=login,
+                         exercise=exercise is not None,
                          physics={"start_delay_s": 1.0, "crank_s": 2.0, "cooldown_s": 2.0,
                                   **(physics or {})})
 

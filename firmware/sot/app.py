@@ -46,7 +46,7 @@ class Heap:
         log("I heap live", used, "peak", self.peak, "free", gc.mem_free())
 
 
-async def site_loop(site, session, site_id, sup, heap):
+async def site_loop(site, session, site_id, sup, heap, commands=None, exercise=None):
     last = None
     while True:
         sup.alive("site")
@@ -54,8 +54,10 @@ async def site_loop(site, session, site_id, sup, heap):
         for etype, data in site.update(now):
             log("I", site_id, "event", etype, data)
             session.event(now, etype, data)
-        if session.commands is not None:
-            session.commands.tick(now)  # a remote run: local control wins, a test run ends
+        if exercise is not None:
+            exercise.tick(now)  # measure a test run (before it may end below), or the schedule
+        if commands is not None:
+            commands.tick(now)  # a remote run: local control wins, a test run ends
         d = site.discrete()
         if d != last:
             last = d
@@ -68,9 +70,10 @@ class PanelTask:
     """Owns the display and the buttons: ack (the crisis message), shop (open/closed), next
     (page). Runs without any network: everything it shows comes from the site and flash."""
 
-    def __init__(self, cfg, site, session, crisis, flash, sup, health):
+    def __init__(self, cfg, site, session, crisis, flash, sup, health, exercise=None):
         from sot.panel import Panel
 
+        self.exercise = exercise  # the last test run on the details page
         self.site = site
         self.session = session
         self.crisis = crisis
@@ -120,7 +123,8 @@ class PanelTask:
         snap = site.snapshot(now) if site.mode is not None and want else None
         return {"now": now, "page": self.page, "link": "ok" if self.session.connected else "down",
                 "safe_mode": self.safe, "shop_open": site.shop_open, "snap": snap,
-                "crisis": self.crisis.view(cur), "crisis_count": len(self.crisis.active(now))}
+                "crisis": self.crisis.view(cur), "crisis_count": len(self.crisis.active(now)),
+                "exercise": None if self.exercise is None else (self.exercise.last or ())}
 
     async def run(self):
         while True:
@@ -136,7 +140,8 @@ class PanelTask:
             # Redraw when something the clerk sees changes (the clock shows minutes).
             key = (self.page, self.session.connected, self.site.shop_open, self.site.discrete(),
                    None if cur is None else (cur["id"], cur["ts"], cur["acked"]),
-                   len(self.crisis.msgs), None if fuel.pct is None else int(fuel.pct), now // 60)
+                   len(self.crisis.msgs), None if fuel.pct is None else int(fuel.pct), now // 60,
+                   None if self.exercise is None else self.exercise.last)
             if key != self.key:
                 self.key = key
                 if not self.panel.render(self.view(now)) and self.panel.error != self.error:
@@ -157,14 +162,21 @@ def run(cfg, boot, reset, health):
     site.safe_mode = health["safe"]
     crisis = Crisis(flash, log=log)
     commands = None
-    if cfg["mqtt"].get("cmd_key"):
-        # Only a controller given a command key loads the command code (docs/commands.md):
-        # on the unix port the module's bytecode sits in the heap.
+    exercise = None
+    keyed = bool(cfg["mqtt"].get("cmd_key"))
+    if keyed or cfg.get("exercise"):
+        # Only a controller given a command key or a test-run schedule loads the command and
+        # test-run code (docs/commands.md): on the unix port the modules' bytecode sits in the
+        # heap. Without a key it takes no commands: only its own schedule starts the set.
         from sot.command import Commands
 
         commands = Commands(cfg, flash, site, log=log)
     session = Session(cfg, hal, boot, reset, site, log=log, crisis=crisis, health=health,
-                      commands=commands)
+                      commands=commands if keyed else None)
+    if commands is not None:
+        from sot.exercise import Exercise
+
+        exercise = Exercise(cfg, flash, site, commands, session.event, log=log)
     gc.collect()  # the journal's scan of flash leaves garbage between the session's objects
     if health["safe"]:
         log("W supervisor: SAFE MODE after", health["resets"], "watchdog resets; hung:",
@@ -185,15 +197,15 @@ def run(cfg, boot, reset, health):
         owners.append(BusOwner(b, on_bus, uart, log=log))
         if commands is not None and site.genset in on_bus:
             commands.owner = owners[-1]  # the genset's bus owner makes the command's writes
-    panel = PanelTask(cfg, site, session, crisis, flash, sup, health)
+    panel = PanelTask(cfg, site, session, crisis, flash, sup, health, exercise)
 
     async def main():
         for o in owners:
             name = "bus:" + o.name
             o.checkin = _checkin(sup, name)
             sup.start(name, o.run, LIMIT_MS["bus"])
-        sup.start("site", lambda: site_loop(site, session, cfg["site"], sup, heap),
-                  LIMIT_MS["site"])
+        sup.start("site", lambda: site_loop(site, session, cfg["site"], sup, heap, commands,
+                                            exercise), LIMIT_MS["site"])
         sup.start("panel", panel.run, LIMIT_MS["panel"])
         if "telemetry" not in health["skip"]:
             session.checkin = _checkin(sup, "telemetry")

@@ -168,6 +168,12 @@ class BusOwner:
             raise NotVerified(dev.name)
         return await self.master.write_registers(dev.unit, start, values, dev.tmin)
 
+    async def write_coil(self, dev, address, on):
+        """A coil, the same way: only to a device whose identity was confirmed."""
+        if not (dev.online and dev.verified):
+            raise NotVerified(dev.name)
+        return await self.master.write_coil(dev.unit, address, on, dev.tmin)
+
     async def run(self):
         while True:
             self.checkin()

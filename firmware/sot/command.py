@@ -28,6 +28,7 @@ REFUSALS_PER_MIN = 4
 COUNTER_FILE = "cmdctr"
 NAMES = ("rebirth", "gen_start", "gen_stop", "gen_test")
 MAX_TEST_MIN = 120
+SCHEDULED = ""  # the command id of a scheduled test run (a real one is never empty)
 WRITES_MAX = 2  # queued on a bus owner at once
 START_TIMEOUT_S = 120  # a remote start that has not reached running by then failed
 
@@ -102,6 +103,14 @@ def canonical(site, name, cid, issued, expires, counter, cargs):
                                                cargs)).encode()
 
 
+def _latched(dev):
+    """`alarm:<name>` of the genset's first shutdown or trip alarm: why it cannot start."""
+    for p in dev.points:
+        if p[0].startswith("alarm_") and dev.get(p[0]) in ("shutdown", "trip"):
+            return "alarm:" + p[0][6:]
+    return None
+
+
 def _int(v, lo, hi):
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
@@ -131,6 +140,9 @@ class Commands:
         self.owner = None  # the BusOwner of the genset's bus (set by the app): the only writer
         # the genset's remote-control registers (its profile's [control]), or None
         self.control = None
+        self.exercise = None  # sot.exercise.Exercise: told when a test run begins and ends
+        # a test run on load only where the site's config says the transfer switch allows it
+        self.load_ok = bool((cfg.get("exercise") or {}).get("on_load"))
         g = site.genset if site is not None else None
         for d in cfg.get("devices", ()):
             if g is not None and d["name"] == g.name:
@@ -144,6 +156,8 @@ class Commands:
             return 0  # unreadable: it was never written whole (write-new-then-rename)
 
     def _result(self, now, data):
+        if data["id"] == SCHEDULED:
+            return  # a scheduled test run: its record is the exercise_done event, no command's
         if self.result_cb is not None:
             self.result_cb(now, "cmd_result", data)
 
@@ -248,12 +262,12 @@ class Commands:
         if dev.get("can_remote_start") == 0:
             return "capability"
         if not s.ready:
-            return "not_ready"
+            return _latched(dev) or "not_ready"
         if name == "gen_test":
             m = args.get("minutes")
             if not _int(m, 1, MAX_TEST_MIN):
                 return "minutes"
-            if args.get("load") and not s.gen_cfg.get("test_on_load"):
+            if args.get("load") and not (s.gen_cfg.get("test_on_load") or self.load_ok):
                 return "load_not_allowed"
         return None
 
@@ -282,8 +296,26 @@ class Commands:
             minutes = args.get("minutes") if name == "gen_test" else None
             run = [cid, name, now, minutes, False]
             self.running = run
+            if name == "gen_test" and self.exercise is not None:
+                self.exercise.begin(now, "command", cid, minutes, bool(args.get("load")))
         self._write(dev, ctl, key, lambda err: self._written(cid, name, run, err))
         return "accepted"
+
+    def test_run(self, now, minutes, load):
+        """A scheduled test run (sot/exercise.py): the gen_test path without a command, so the
+        same preconditions and the same watch. None when started, else why not."""
+        args = {"minutes": minutes, "load": load}
+        why = self._gen_why("gen_test", args)
+        if why is None and self.running is not None:
+            why = "busy"
+        ctl = self.control
+        if why is None and (ctl is None or ctl.get("start") is None or self.owner is None):
+            why = "no_control"
+        if why is None:
+            self.running = run = [SCHEDULED, "gen_test", now, minutes, False]
+            self._write(self.site.genset, ctl, ctl["start"],
+                        lambda err: self._written(SCHEDULED, "gen_test", run, err))
+        return why
 
     def _write(self, dev, ctl, key, done):
         vals = [key, 0xFFFF - key] if ctl.get("complement") else [key]
@@ -295,7 +327,10 @@ class Commands:
         async def write(owner):
             # Run by the bus owner task between two polls (sot/bus.py): never a second writer.
             try:
-                await owner.write_registers(dev, ctl["register"], vals)
+                if ctl.get("function") == 5:  # a coil (ComAp): its state is the request
+                    await owner.write_coil(dev, ctl["register"], key != 0)
+                else:
+                    await owner.write_registers(dev, ctl["register"], vals)
                 err = None
             except NotVerified:
                 err = "unverified"
@@ -308,8 +343,15 @@ class Commands:
 
         owner.writes.append(write)
 
+    def _released(self, err):
+        if err is not None:
+            self.log("W cmd: run request not taken back:", err)
+
     def _written(self, cid, name, run, err):
         now = self.clock()
+        ex = self.exercise
+        if ex is not None and name == "gen_test" and (run is None or err is not None):
+            ex.end(now, None if err is None else "write:" + err)  # stopped after its minutes
         if err is not None:
             if run is not None and self.running is run:
                 self.running = None
@@ -322,6 +364,15 @@ class Commands:
     def _end(self, now, result, why=None):
         cid, name = self.running[0], self.running[1]
         self.running = None
+        if name == "gen_test" and self.exercise is not None:
+            self.exercise.end(now, why or result)  # a test run ends here only when it failed
+        ctl = self.control
+        if ctl and ctl.get("function") == 5 and why != "stopped_remotely" \
+                and (result == "failed" or why == "grid_lost"):
+            # A run request held as a coil's state would start the set again when someone
+            # turns it back to Auto: taken back (the set's own Auto logic still runs it in an
+            # outage). A key (DSE) is a one-off and leaves nothing to take back.
+            self._write(self.site.genset, ctl, ctl["stop"], self._released)
         d = {"id": cid, "name": name, "result": result}
         if why:
             d["why"] = why
@@ -354,6 +405,11 @@ class Commands:
             return
         if not ran and now - t0 > START_TIMEOUT_S:
             self._end(now, "failed", "no_start")
+            return
+        if name == "gen_test" and ran and self.site.grid in ("lost", "rejected"):
+            # A real outage during a test run: the set carries the site now, under its own Auto
+            # logic. The test ends here and no stop is written.
+            self._end(now, "done", "grid_lost")
             return
         if name == "gen_test" and ran and now - t0 >= minutes * 60:
             ctl = self.control

@@ -1,6 +1,6 @@
-# The controller's configuration: the compiled site JSON that `sot firmware config` (host side,
-# gateway/config.py) writes to flash as config.json. The host has already validated it; this
-# only checks that the pieces the firmware depends on are there, so a truncated or foreign file
+# The controller's configuration: the compiled site JSON that `sot config compile` (host side,
+# gateway/tooling/compiler.py) writes to flash as config.json. The host has already validated it;
+# this only checks that the pieces the firmware depends on are there, so a truncated or foreign file
 # fails at boot with a clear message instead of deep inside a task.
 import json
 

@@ -15,6 +15,10 @@ from micropython import const
 
 from sot import font, localtime
 
+# Every user-facing string, "key|svenska|English" per line, generated from config/texts.toml
+# (`sot texts panel`, docs/texts.md): one constant string that stays in flash when frozen.
+from sot.paneltexts import STRINGS as _STRINGS
+
 # Palette indices (4 bits per pixel). PALETTE below gives their colours; the panel hands it to
 # the display at construction.
 BLACK = const(0)
@@ -46,119 +50,6 @@ _WARN_H = const(20)
 _BANNER_Y = const(170)
 _FOOT_Y = const(212)
 
-# Every user-facing string, "key|svenska|English" per line. One constant string rather than a
-# dict: it stays in flash with the module instead of becoming heap objects at import.
-_STRINGS = """
-normal|NÄTSTRÖM|GRID POWER
-normal.sub|Allt fungerar|All is well
-grid_lost|STRÖMAVBROTT|POWER CUT
-grid_lost.sub|Väntar på elverket|Waiting for the generator
-on_backup|RESERVKRAFT|BACKUP POWER
-on_backup.sub|Elverket går|Generator running
-backup_failed|ELVERKET STARTAR INTE|BACKUP FAILED
-backup_failed.mono|EJ RESERVKRAFT|BACKUP FAILED
-backup_failed.sub|Ring tekniker|Call the technician
-degraded|STÖRNING|FAULT
-degraded.sub|Kontrollera utrustningen|Check the equipment
-starting|STARTAR|STARTING
-starting.sub|Läser av utrustningen|Reading the equipment
-nodata|INGEN DATA|NO DATA
-nodata.sub|No data|Ingen data
-not_answering|svarar inte|not answering
-fuel|Bränsle|Fuel
-unknown|okänt|unknown
-refuel_by|tanka före|refuel by
-pumps|Pumpar|Pumps
-of|av|of
-pumps_down|Pumpar ur drift|Pumps out of order
-shop_open|Butiken ÖPPEN|Shop OPEN
-shop_closed|Butiken STÄNGD|Shop CLOSED
-shop_open.mono|Butik ÖPPEN|Shop OPEN
-shop_closed.mono|Butik STÄNGD|Shop CLOSED
-diesel|Diesel|Diesel
-petrol|Bensin|Petrol
-link_ok|Kommunen: ansluten|Council: connected
-link_down|Kommunen: ingen kontakt|Council: no contact
-link_ok.mono|Kommun: ansluten|Council: linked
-link_down.mono|Kommun: BORTA|Council: LOST
-safe_mode|SÄKERT LÄGE|SAFE MODE
-safe_mode.label|Säkert läge|Safe mode
-hint|NÄSTA = byt sida|NEXT = next page
-ack_hint|OK = kvittera|OK = acknowledge
-ack_hint.mono|OK = kvittera|OK = acknowledge
-acked|Kvitterat|Acknowledged
-more|till|more
-message|MEDDELANDE|MESSAGE
-no_message|Inget meddelande|No message
-from|Från|From
-empty_message|(meddelandet saknar text)|(the message has no text)
-severe|ALLVARLIGT|SEVERE
-warning|VARNING|WARNING
-info|INFORMATION|INFORMATION
-details|DETALJER|DETAILS
-dev.grid|Elmätare|Grid meter
-dev.genset|Elverk|Generator
-dev.tank|Tankmätare|Tank gauge
-dev.pumps|Pumpstyrning|Pump controller
-the.grid|Elmätaren|The grid meter
-the.genset|Elverket|The generator
-the.tank|Tankmätaren|The tank gauge
-the.pumps|Pumpstyrningen|The pump controller
-st.online|ansluten|online
-st.offline|svarar inte|not answering
-st.mismatch|fel enhet|wrong device
-st.unknown|okänd|unknown
-grid|Nät|Grid
-gen_state|Elverkets läge|Generator state
-no_reading|ingen mätning|no reading
-gen.stopped|stoppat|stopped
-gen.starting|startar|starting
-gen.running|går|running
-gen.cooling|kyler|cooling down
-gen.fault|fel|fault
-gen.unknown|okänt|unknown
-mode.auto|AUTO|AUTO
-mode.manual|MANUELL|MANUAL
-mode.off|AV|OFF
-mode.test|TEST|TEST
-mode.config|INSTÄLLNING|SETUP
-battery|Startbatteri|Start battery
-run_hours|Drifttimmar|Run hours
-alarms|Larm|Alarms
-none|inga|none
-shown|visas|shown
-confidence|Bränslemätning|Fuel reading
-conf.high|säker|reliable
-conf.medium|ganska säker|fair
-conf.low|osäker|uncertain
-yes|JA|YES
-no|nej|no
-gen_in|Elverket i|Generator in
-turn_auto|vrid till AUTO|turn to AUTO
-turn_auto.mono|Vrid till AUTO|Turn to AUTO
-not_ready|Elverket ej startklart|Generator cannot start
-not_ready.alarm|Elverket har larm – ring tekniker|Generator alarm – call technician
-not_ready.mono|Ring tekniker|Call technician
-sev.warning|varning|warning
-sev.shutdown|avstängning|shutdown
-sev.trip|utlösning|trip
-al.battery_high_voltage|Hög batterispänning|Battery voltage high
-al.battery_low_voltage|Låg batterispänning|Battery voltage low
-al.charge_alt_failure|Laddgenerator fel|Charge alternator fail
-al.emergency_stop|Nödstopp|Emergency stop
-al.fail_to_start|Startfel|Failed to start
-al.fail_to_stop|Stoppfel|Failed to stop
-al.gen_fail_to_close|Brytaren slår inte till|Breaker fails to close
-al.gen_high_voltage|Hög spänning|Voltage high
-al.gen_low_voltage|Låg spänning|Voltage low
-al.gen_over_frequency|Hög frekvens|Frequency high
-al.gen_under_frequency|Låg frekvens|Frequency low
-al.high_coolant_temp|Hög kylvattentemp.|Coolant temp. high
-al.low_coolant_temp|Låg kylvattentemp.|Coolant temp. low
-al.low_oil_pressure|Lågt oljetryck|Low oil pressure
-al.over_speed|Övervarv|Overspeed
-al.under_speed|Undervarv|Underspeed
-"""
 
 _MODES = ("normal", "grid_lost", "on_backup", "backup_failed", "degraded")
 _DEVICES = ("grid", "genset", "tank", "pumps")
@@ -795,6 +686,9 @@ class Panel:
         safe = view.get("safe_mode") is True
         y = self._row(y, self.t("safe_mode.label"), self.t("yes") if safe else self.t("no"),
                       LAMBER if safe else WHITE)
+        ex = view.get("exercise")
+        if isinstance(ex, (tuple, list)):  # a controller that runs test runs: the last one
+            y = self._exercise(y, ex)
         alarms = _get(gen, "alarms")
         if alarms is None and _num(_get(gen, "alarms_unknown")):
             y = self._row(y, self.t("alarms"), self.t("unknown"), LAMBER)
@@ -817,6 +711,16 @@ class Panel:
                     word = self.t("sev." + sev, sev)
                     self._right(y, word, LAMBER if sev == "warning" else LRED, 1, 8)
                 y += 10
+
+    def _exercise(self, y, ex):
+        # "12/11 godkänd": the local day of the last test run and its result (sot/exercise.py).
+        ts = _int(ex[0]) if len(ex) == 2 and _num(ex[0]) is not None else None
+        if ts is None or ts < 0 or ts >= 1 << 40:
+            return self._row(y, self.t("exercise"), self.t("ex.none"), LAMBER)
+        ok = ex[1] == "pass"
+        d = localtime.local(ts)
+        return self._row(y, self.t("exercise"), "%d/%d %s" % (d[2], d[1],
+                         self.t("ex.pass" if ok else "ex.fail")), LGREEN if ok else LRED)
 
     # -- mono 128x64: one compact page, 16 characters by 8 lines --------------------------
 

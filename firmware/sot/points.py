@@ -1,6 +1,6 @@
 # Turn a block of register bytes into point values. A point is the tuple that
-# gateway/config.py compiles (a tuple, not a dict: the controller keeps every point of every
-# device in RAM, and on a 64 KiB heap each saved object counts):
+# gateway/tooling/compiler.py compiles (a tuple, not a dict: the controller keeps every point of
+# every device in RAM, and on a 64 KiB heap each saved object counts):
 #
 #   (name, block, offset, type, scale, rmin, rmax, inv, enum, extra)
 #     block   index into the device's read blocks; offset: register offset inside that block

@@ -7,7 +7,7 @@
 # stops feeding: the watchdog then resets the board within its timeout. A task that blocks the
 # whole event loop stops the supervisor too, and the watchdog bites just the same, with no name.
 #
-# Repeated resets must not become a reset loop (RELIABILITY P3). `boot_health()` counts watchdog
+# Repeated resets must not become a reset loop (fault scenario P3). `boot_health()` counts watchdog
 # resets in a row; from SAFE_AFTER of them the controller starts in safe mode: the panel and the
 # polling keep running, the task that hung is left out when it is not one of them (when the
 # culprit is unknown, the network session, the usual suspect, is left out), and a task that

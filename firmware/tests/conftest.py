@@ -10,9 +10,9 @@ of the test module sits in that heap; the whole-firmware memory budget is measur
 and `make bench`, not here.
 
 Each test runs a second time as `name[qemu]` on the 32-bit build: the qemu board's image has the
-firmware and these modules frozen in (gateway/firmware.py, build_qemu(); built once, cached in
-build/), and `runner.py` is started through the board's console as mpremote would, one soft
-reset per module (docs/firmware-build.md). There the floats are single precision, the heap is
+firmware and these modules frozen in (gateway/tooling/firmware.py, build_qemu(); built once,
+cached in build/), and `runner.py` is started through the board's console as mpremote would, one
+soft reset per module (docs/firmware-build.md). There the floats are single precision, the heap is
 64 KiB of 4-byte words and the journal writes to littlefs.
 """
 
@@ -44,7 +44,7 @@ def firmware_build() -> Path:
     sources at import would spend most of the 64 KiB heap on the compiler, not on the test."""
     global _built
     if _built is None:
-        from gateway import firmware
+        from gateway.tooling import firmware
 
         _built = firmware.build()
     return _built
@@ -58,7 +58,7 @@ def tests_build() -> Path:
     would spend the heap the firmware under test needs."""
     global _tests_built
     if _tests_built is None:
-        from gateway import firmware
+        from gateway.tooling import firmware
 
         _tests_built = firmware.compile_tree(UNIT, "*.py", firmware.BUILD_DIR.parent / "unit-tests")
     return _tests_built
@@ -87,7 +87,7 @@ def qemu_board():
     image the first time takes minutes, then it is cached)."""
     global _board
     if _board is None or not _board.alive():
-        from gateway import firmware
+        from gateway.tooling import firmware
         from hil_tests.rig.qemu import QemuBoard
 
         _board = QemuBoard(firmware.build_qemu()).start()

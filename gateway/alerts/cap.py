@@ -122,7 +122,8 @@ def cap_alert(a: AlertRecord, *, sender: str, base_url: str | None = None,
     _sub(root, "scope", "Public")
     if a.status == "acknowledged":
         when = f", {cap_time(a.acked_at)}" if a.acked_at else ""
-        _sub(root, "note", f"Kvitterat av samordnare / acknowledged by a coordinator{when}")
+        ack_sv, ack_en = texts.pair("cap.acknowledged")
+        _sub(root, "note", f"{ack_sv} / {ack_en}{when}")
     if version is not None and v.earlier:
         _sub(root, "references", " ".join(
             f"{sender},{identifier(sender, a, i + 1)},{cap_time(t)}"
@@ -158,7 +159,7 @@ def cap_alert(a: AlertRecord, *, sender: str, base_url: str | None = None,
             _sub(info, "web", base_url.rstrip("/") + "/")
         for name, point in zip(sites, points, strict=False):
             area = _sub(info, "area")
-            muni = "kommun" if idx == 0 else "municipality"
+            muni = texts.pair("cap.municipality")[idx]
             _sub(area, "areaDesc", f"{name}, {a.municipality} {muni}")
             if isinstance(point, list) and len(point) == 2 and all(
                     isinstance(x, int | float) for x in point):
@@ -178,7 +179,7 @@ def atom_feed(alerts: Sequence[AlertRecord], *, sender: str, now: float, base_ur
     base = base_url.rstrip("/")
     feed = ET.Element(f"{{{ATOM_NS}}}feed")
     _sub(feed, "id", f"urn:sot-punkt:{sender}:cap", ATOM_NS)
-    _sub(feed, "title", "SOT-punkter: aktiva larm / active alerts", ATOM_NS)
+    _sub(feed, "title", " / ".join(texts.pair("cap.feed_title")), ATOM_NS)
     _sub(feed, "updated", datetime.fromtimestamp(int(now), UTC).isoformat(), ATOM_NS)
     author = _sub(feed, "author", None, ATOM_NS)
     _sub(author, "name", sender, ATOM_NS)

@@ -10,8 +10,10 @@ how often is data here):
     [grouping]              regional incidents (one message for many sites of a municipality)
     rules, window_s, min_sites, interval_s, severity, repeat_s, escalate_s
     [rule.<kind>]           one table per rule kind; `enabled = false` turns one off
-    (+ kind-specific keys: fuel_low.thresholds and .clear_margin_h, gen_max_runtime.max_runtime_h,
-     remote_start_not_ready.modes, fuel_for_sale.min_litres, site_silent.heartbeats)
+    (+ the kind's own keys, declared with their type, range and default by its entry in the
+     registry `gateway.alerts.rules.KINDS`: fuel_low.thresholds and .clear_margin_h,
+     gen_max_runtime.max_runtime_h, remote_start_not_ready.modes, fuel_for_sale.min_litres,
+     site_silent.heartbeats)
 
 Contacts, per municipality, in escalation order: for each role in an alert's audience the first
 contact with that role is told first, the next one after the rule's `escalate_s` without an
@@ -34,52 +36,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import CONFIG_DIR, ConfigError, _load_toml, _Reader
+from ..validate import CONFIG_DIR, ConfigError, Reader, load_toml
+from .kinds import INCIDENT_RULE, INHERIT, SEVERITIES, Kind, Param, Rule, Threshold
+from .rules import KINDS
 
-SEVERITIES = ("info", "warning", "critical")
-KINDS = ("grid_lost", "backup_failed", "gen_failed_to_start", "remote_start_not_ready",
-         "gen_max_runtime", "fuel_low", "fuel_for_sale", "device_offline", "site_silent",
-         "crisis_ack_missing")
-INCIDENT_RULE = "regional_grid_lost"
+__all__ = ["INCIDENT_RULE", "KINDS", "SEVERITIES", "AlertConfig", "Contact", "Grouping", "Rule",
+           "Threshold", "default_rules", "load_alert_config", "load_contacts", "load_rules"]
+
 ROLES = ("coordinator", "technician", "crisis_system")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 COMMON_KEYS = {"enabled", "hold_s", "clear_s", "severity", "audience", "recovery", "repeat_s",
                "escalate_s", "inhibited_by"}
-EXTRA_KEYS: dict[str, set[str]] = {
-    "fuel_low": {"thresholds", "clear_margin_h"},
-    "gen_max_runtime": {"max_runtime_h"},
-    "remote_start_not_ready": {"modes"},
-    "fuel_for_sale": {"min_litres"},
-    "site_silent": {"heartbeats"},
-}
-
-
-@dataclass(frozen=True)
-class Threshold:
-    hours: float
-    severity: str
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    hold_s: float = 60.0
-    clear_s: float = 120.0
-    severity: str = "warning"
-    audience: tuple[str, ...] = ("coordinator",)
-    recovery: bool = True
-    repeat_s: float = 14400.0
-    escalate_s: float = 0.0
-    inhibited_by: tuple[str, ...] = ()
-    enabled: bool = True
-    # kind-specific
-    thresholds: tuple[Threshold, ...] = ()  # fuel_low, most hours first
-    clear_margin_h: float = 2.0
-    max_runtime_h: float = 24.0
-    modes: tuple[str, ...] = ("manual", "off", "config")
-    min_litres: float = 0.0
-    heartbeats: int = 3
 
 
 @dataclass(frozen=True)
@@ -143,10 +111,42 @@ class AlertConfig:
 
 def default_rules() -> dict[str, Rule]:
     """The shipped behaviour, also what a missing `[rule.<kind>]` table gets."""
-    return {k: Rule(k) for k in KINDS}
+    return {k: Rule(k, params=kind.defaults()) for k, kind in KINDS.items()}
 
 
-def _rule(r: _Reader, base: Rule, kind: str) -> Rule:
+def _param(r: Reader, p: Param, rule: Rule) -> Any:
+    """The value of `p` in the table `r` reads, checked as `p` declares."""
+    if p.default is INHERIT:
+        default = getattr(rule, p.name)
+    else:
+        default = list(p.default) if isinstance(p.default, tuple) and not p.fields else p.default
+    if p.fields and p.name not in r.table:
+        return p.default
+    value = r.get(p.name, p.type, default, lo=p.lo, hi=p.hi,
+                  choices=p.choices if p.type is not list else None)
+    if p.type is list:
+        if p.fields:
+            items = []
+            for i, raw in enumerate(value):
+                fr = Reader(r.path, f"{r.entry} {p.name} #{i + 1}", raw,
+                             {f.name for f in p.fields})
+                got = {f.name: _param(fr, f, rule) for f in p.fields}
+                items.append(p.make(**got) if p.make else got)
+            value = items
+        elif p.choices is not None:
+            for i, item in enumerate(value):
+                if item not in p.choices:
+                    raise r.fail(p.name, f"item {i + 1}: must be one of "
+                                 f"{', '.join(p.choices)}, got {item!r}")
+        value = tuple(value)
+    if p.check is not None:
+        problem = p.check(value)
+        if problem:
+            raise r.fail(p.name, problem)
+    return value
+
+
+def _rule(r: Reader, base: Rule, kind: str) -> Rule:
     def get(key: str, kind_: type | tuple[type, ...], default: Any, **kw: Any) -> Any:
         return r.get(key, kind_, default, **kw)
 
@@ -172,56 +172,28 @@ def _rule(r: _Reader, base: Rule, kind: str) -> Rule:
         escalate_s=get("escalate_s", float, base.escalate_s, lo=0, hi=7 * 86400),
         inhibited_by=tuple(inhibited),
     )
-    if kind == "fuel_low":
-        raw = get("thresholds", list, [{"hours": 24, "severity": "warning"},
-                                       {"hours": 12, "severity": "critical"},
-                                       {"hours": 6, "severity": "critical"}])
-        if not raw:
-            raise r.fail("thresholds", "needs at least one threshold")
-        ths = []
-        for i, t in enumerate(raw):
-            tr = _Reader(r.path, f"{r.entry} threshold #{i + 1}", t, {"hours", "severity"})
-            ths.append(Threshold(tr.get("hours", float, lo=0.1, hi=10000),
-                                 tr.get("severity", str, out.severity, choices=SEVERITIES)))
-        hours = [t.hours for t in ths]
-        if hours != sorted(hours, reverse=True) or len(set(hours)) != len(hours):
-            raise r.fail("thresholds", f"hours must fall from one threshold to the next, "
-                         f"got {hours}")
-        out = replace(out, thresholds=tuple(ths),
-                      clear_margin_h=get("clear_margin_h", float, 2.0, lo=0, hi=1000))
-    elif kind == "gen_max_runtime":
-        out = replace(out, max_runtime_h=get("max_runtime_h", float, 24.0, lo=0.1, hi=10000))
-    elif kind == "remote_start_not_ready":
-        modes = get("modes", list, list(base.modes))
-        allowed = ("manual", "off", "test", "config")
-        for i, m in enumerate(modes):
-            if m not in allowed:
-                raise r.fail("modes", f"item {i + 1}: must be one of {', '.join(allowed)}, "
-                             f"got {m!r}")
-        out = replace(out, modes=tuple(modes))
-    elif kind == "fuel_for_sale":
-        out = replace(out, min_litres=get("min_litres", float, 0.0, lo=0, hi=1e6))
-    elif kind == "site_silent":
-        out = replace(out, heartbeats=get("heartbeats", int, 3, lo=1, hi=100))
+    k: Kind | None = KINDS.get(kind)
+    if k is not None:
+        out = replace(out, params={p.name: _param(r, p, out) for p in k.params})
     return out
 
 
 def load_rules(path: Path) -> tuple[dict[str, Rule], Grouping]:
-    data = _load_toml(path)
-    top = _Reader(path, "file", data, {"defaults", "grouping", "rule"})
-    d = _Reader(path, "[defaults]", top.get("defaults", dict, {}), COMMON_KEYS - {"enabled"})
+    data = load_toml(path)
+    top = Reader(path, "file", data, {"defaults", "grouping", "rule"})
+    d = Reader(path, "[defaults]", top.get("defaults", dict, {}), COMMON_KEYS - {"enabled"})
     base = _rule(d, Rule("defaults"), "defaults")
     rules_t = top.get("rule", dict, {})
     unknown = sorted(set(rules_t) - set(KINDS))
     if unknown:
-        raise ConfigError(path, f"[rule.{unknown[0]}]", None,
-                          f"no such rule (known: {', '.join(KINDS)})")
+        raise ConfigError(path, "[rule]", unknown[0],
+                          f"no such kind of rule (known: {', '.join(KINDS)})")
     rules: dict[str, Rule] = {}
-    for kind in KINDS:
-        r = _Reader(path, f"[rule.{kind}]", rules_t.get(kind, {}),
-                    COMMON_KEYS | EXTRA_KEYS.get(kind, set()))
+    for kind, k in KINDS.items():
+        r = Reader(path, f"[rule.{kind}]", rules_t.get(kind, {}),
+                    COMMON_KEYS | {p.name for p in k.params})
         rules[kind] = _rule(r, base, kind)
-    g = _Reader(path, "[grouping]", top.get("grouping", dict, {}),
+    g = Reader(path, "[grouping]", top.get("grouping", dict, {}),
                 {"rules", "window_s", "min_sites", "interval_s", "severity", "repeat_s",
                  "escalate_s", "audience"})
     grouped = g.get("rules", list, ["grid_lost"])
@@ -243,18 +215,18 @@ def load_rules(path: Path) -> tuple[dict[str, Rule], Grouping]:
 
 
 def load_contacts(path: Path) -> dict[str, tuple[Contact, ...]]:
-    data = _load_toml(path)
-    top = _Reader(path, "file", data, {"municipality"})
+    data = load_toml(path)
+    top = Reader(path, "file", data, {"municipality"})
     out: dict[str, tuple[Contact, ...]] = {}
     for i, raw in enumerate(top.get("municipality", list, [])):
-        m = _Reader(path, f"municipality #{i + 1}", raw, {"name", "contact"})
+        m = Reader(path, f"municipality #{i + 1}", raw, {"name", "contact"})
         name = m.get("name", str)
         m.entry = f"municipality '{name}'"
         if name in out:
             raise m.fail("name", "listed twice")
         contacts = []
         for j, c_raw in enumerate(m.get("contact", list, [])):
-            c = _Reader(path, f"municipality '{name}' contact #{j + 1}", c_raw,
+            c = Reader(path, f"municipality '{name}' contact #{j + 1}", c_raw,
                         {"name", "roles", "email", "webhook", "file", "always"})
             cname = c.get("name", str)
             c.entry = f"municipality '{name}' contact '{cname}'"

@@ -16,17 +16,17 @@ repeat; the regional grouping and the fuel clock are this product's own):
 - Each alert has a de-duplication key `rule:site[:detail]` (detail: the device, the fuel
   product, the crisis message id). At most one alert per key is open.
 - A condition a rule cannot decide (no state, a stale state, a field the controller does not
-  send yet) is *unknown*: it neither fires nor clears anything (RELIABILITY A6: stale is never
+  send yet) is *unknown*: it neither fires nor clears anything (fault scenario A6: stale is never
   "all clear"). Only `site_silent` speaks about a site that says nothing.
 - Notifications: the first when an alert fires (or, for a grouped rule, when its group window
   closes), then escalation to the next contact after `escalate_s` and repeats every `repeat_s`
   while unacknowledged. An alert fires again within `repeat_s` of its key's last notification
   (a flapping grid or link) without a new notification until that window has passed
-  (RELIABILITY A2). An alert is not notified while an alert of a rule in its `inhibited_by` is
+  (fault scenario A2). An alert is not notified while an alert of a rule in its `inhibited_by` is
   open for the same site (a site without power is one message, not three).
 - Regional grouping: grid losses of one municipality that fire within `window_s` of each other
   become one incident listing the sites once `min_sites` are reached; later losses join it and
-  are announced at most every `interval_s` (RELIABILITY A3).
+  are announced at most every `interval_s` (fault scenario A3; docs/fault-scenarios.md).
 - fuel_low is one alert per site whose step rises as hours left fall below each threshold
   (24/12/6 h shipped); each new step is a notification (and un-acknowledges it), a lower step
   is taken back only `clear_margin_h` above its threshold.
@@ -34,13 +34,17 @@ repeat; the regional grouping and the fuel clock are this product's own):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import AlertRecord, SiteSnapshot, site_status
-from .config import INCIDENT_RULE, SEVERITIES, AlertConfig, Rule
+from . import texts
+from .kinds import INCIDENT_RULE, INHERIT, SEVERITIES, Kind, Param, Rule, Threshold, registry
+
+if TYPE_CHECKING:
+    from .config import AlertConfig
 
 
 def _tz() -> tzinfo:
@@ -52,7 +56,6 @@ def _tz() -> tzinfo:
 
 
 TZ = _tz()
-WEEKDAYS_SV = ("mån", "tis", "ons", "tors", "fre", "lör", "sön")
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -76,6 +79,9 @@ class SiteView:
     state_age_s: float | None
     silent_since: float | None  # the last state, or when the gateway began listening if later
     crisis_unacked: tuple[tuple[str, float], ...] = ()
+    # The site's generator test runs (gateway/exercise.py Facts), filled in by the engine when
+    # it has a source for them; None: the exercise rules know nothing.
+    exercise: Any = None
 
 
 def site_view(snap: SiteSnapshot, now: float, listening_since: float | None) -> SiteView:
@@ -191,7 +197,6 @@ class Obs:
 # None: the rule cannot tell (unknown). A dict: detail -> Obs for every detail it can tell about;
 # an open alert whose detail is missing from the dict has cleared.
 Observed = dict[str, Obs] | None
-Condition = Callable[[Rule, SiteView, float, Mapping[str, AlertRecord]], Observed]
 
 
 def _section(state: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
@@ -210,23 +215,30 @@ def _date(ts: float) -> datetime | None:
         return None  # a time no calendar holds: say so rather than fail the rule
 
 
-def _when(ts: float) -> str:
-    d = _date(ts)
-    return f"{WEEKDAYS_SV[d.weekday()]} {d:%d/%m %H:%M}" if d else "okänd tid"
+def _when(ts: float) -> texts.Two:
+    return texts.when(_date(ts))
 
 
-def _when_en(ts: float) -> str:
-    d = _date(ts)
-    return d.strftime("%a %d %b %H:%M") if d else "unknown time"
-
-
-def _hours(h: float) -> tuple[str, str]:
+def _hours(h: float) -> texts.Two:
     text = f"{h:.1f}" if h < 10 else f"{h:.0f}"
-    return text.replace(".", ","), text
+    return texts.Two(text.replace(".", ","), text)
 
 
-def _at(v: SiteView) -> tuple[str, str]:
-    return f"{v.name} ({v.municipality})", f"{v.name} ({v.municipality})"
+def _at(v: SiteView) -> texts.Two:
+    return texts.Two(*texts.say("alert.common.at", name=v.name, municipality=v.municipality))
+
+
+def _unknown(value: Any) -> texts.Two:
+    """`value`, or "okänt / unknown" when the site did not say."""
+    return texts.Two(value, value) if value else texts.Two(*texts.pair("alert.common.unknown"))
+
+
+def _obs(active: bool, key: str, since: float | None = None, **kw: Any) -> Obs:
+    """An observation whose words are the catalogue entry `key` filled with `kw` (and `data`,
+    `severity`, `step` passed on to the Obs)."""
+    extra = {k: kw.pop(k) for k in ("data", "severity", "step") if k in kw}
+    sv, en = texts.say(key, **kw)
+    return Obs(active, since, sv=sv, en=en, **extra)
 
 
 def grid_lost(rule: Rule, v: SiteView, now: float, open_: Mapping[str, AlertRecord]) -> Observed:
@@ -235,18 +247,12 @@ def grid_lost(rule: Rule, v: SiteView, now: float, open_: Mapping[str, AlertReco
     if st not in ("ok", "lost", "rejected"):
         return None  # unknown meter: not a loss, not a return
     since = _num(grid.get("since")) if grid else None
-    sv_at, en_at = _at(v)
-    what_sv = "nätström borta" if st == "lost" else "nätspänning utanför gränsvärden"
-    what_en = "grid lost" if st == "lost" else "grid out of limits"
+    what = texts.pair("alert.grid_lost.lost" if st == "lost" else "alert.grid_lost.rejected")
     mode = v.state.get("mode") if v.state else None
-    backup_sv = {"on_backup": "Reservkraften är i drift.",
-                 "grid_lost": "Väntar på att reservkraften ska starta.",
-                 "backup_failed": "Reservkraften har INTE startat."}.get(str(mode), "")
-    backup_en = {"on_backup": "Backup power is running.",
-                 "grid_lost": "Waiting for the backup power to start.",
-                 "backup_failed": "Backup power has NOT started."}.get(str(mode), "")
-    return {"": Obs(st != "ok", since, sv=f"{sv_at}: {what_sv}. {backup_sv}".strip(),
-                    en=f"{en_at}: {what_en}. {backup_en}".strip(), data={"grid": st})}
+    backup = texts.pair(f"alert.grid_lost.backup.{mode}", ("", ""))
+    sv, en = texts.say("alert.grid_lost.text", at=_at(v), what=texts.Two(*what),
+                       backup=texts.Two(*backup))
+    return {"": Obs(st != "ok", since, sv=sv.strip(), en=en.strip(), data={"grid": st})}
 
 
 def backup_failed(rule: Rule, v: SiteView, now: float,
@@ -260,14 +266,13 @@ def backup_failed(rule: Rule, v: SiteView, now: float,
     alarms_raw = genset.get("alarms")
     alarms = alarms_raw if isinstance(alarms_raw, list) else []
     names = ", ".join(str(a[0]) for a in alarms if isinstance(a, list) and a)[:200]
-    sv_at, en_at = _at(v)
-    extra_sv = f" Larm i elverket: {names}." if names else ""
-    extra_en = f" Generator alarms: {names}." if names else ""
-    return {"": Obs(v.state.get("mode") == "backup_failed",
-                    sv=f"{sv_at}: ingen ström – nätet är borta och reservkraften har inte "
-                       f"startat (elverk: {genset.get('state', 'okänt')}).{extra_sv}",
-                    en=f"{en_at}: no power – the grid is gone and the backup generator has not "
-                       f"started (generator: {genset.get('state', 'unknown')}).{extra_en}",
+    state = genset.get("state")
+    sv, en = texts.say("alert.backup_failed.text", at=_at(v),
+                       genset=_unknown(state) if "state" not in genset else texts.Two(state, state))
+    if names:
+        extra_sv, extra_en = texts.say("alert.backup_failed.alarms", names=names)
+        sv, en = f"{sv} {extra_sv}", f"{en} {extra_en}"
+    return {"": Obs(v.state.get("mode") == "backup_failed", sv=sv, en=en,
                     data={"genset": genset.get("state"), "alarms": names})}
 
 
@@ -278,13 +283,8 @@ def gen_failed_to_start(rule: Rule, v: SiteView, now: float,
     if st in (None, "unknown"):
         return None
     since = _num(genset.get("since")) if genset else None
-    sv_at, en_at = _at(v)
-    return {"": Obs(st == "fault", since,
-                    sv=f"{sv_at}: elverket har inte startat eller står i fel. "
-                       "Det startar inte om nätet går.",
-                    en=f"{en_at}: the generator failed to start or is in fault. "
-                       "It will not start if the grid fails.",
-                    data={"genset": st})}
+    return {"": _obs(st == "fault", "alert.gen_failed_to_start.text", since, at=_at(v),
+                     data={"genset": st})}
 
 
 def remote_start_not_ready(rule: Rule, v: SiteView, now: float,
@@ -295,15 +295,9 @@ def remote_start_not_ready(rule: Rule, v: SiteView, now: float,
     mode, ready = genset.get("mode"), genset.get("ready")
     if mode is None and not isinstance(ready, bool):
         return None
-    not_ready = mode in rule.modes or ready is False
-    sv_at, en_at = _at(v)
-    return {"": Obs(not_ready,
-                    sv=f"{sv_at}: elverket kan inte startas automatiskt "
-                       f"(läge: {mode or 'okänt'}). Det startar inte av sig själv om nätet går.",
-                    en=f"{en_at}: the generator cannot start automatically "
-                       f"(mode: {mode or 'unknown'}). It will not start by itself if the grid "
-                       "fails.",
-                    data={"mode": mode, "ready": ready})}
+    not_ready = mode in rule.params["modes"] or ready is False
+    return {"": _obs(not_ready, "alert.remote_start_not_ready.text", at=_at(v),
+                     mode=_unknown(mode), data={"mode": mode, "ready": ready})}
 
 
 def gen_max_runtime(rule: Rule, v: SiteView, now: float,
@@ -322,14 +316,8 @@ def gen_max_runtime(rule: Rule, v: SiteView, now: float,
     if run_s is None:
         return None
     h = run_s / 3600
-    sv_h, en_h = _hours(h)
-    sv_at, en_at = _at(v)
-    return {"": Obs(h >= rule.max_runtime_h,
-                    sv=f"{sv_at}: elverket har gått i {sv_h} timmar i sträck. Kontrollera olja, "
-                       "kylvätska och bränslefilter.",
-                    en=f"{en_at}: the generator has run for {en_h} hours without a stop. Check "
-                       "oil, coolant and fuel filter.",
-                    data={"run_h": round(h, 1)})}
+    return {"": _obs(h >= rule.params["max_runtime_h"], "alert.gen_max_runtime.text", at=_at(v),
+                     hours=_hours(h), data={"run_h": round(h, 1)})}
 
 
 def fuel_low(rule: Rule, v: SiteView, now: float, open_: Mapping[str, AlertRecord]) -> Observed:
@@ -340,24 +328,25 @@ def fuel_low(rule: Rule, v: SiteView, now: float, open_: Mapping[str, AlertRecor
     prev = open_.get("")
     prev_step = int(prev.data.get("step", 0)) if prev else 0
     step = 0
-    for i, t in enumerate(rule.thresholds):  # most hours first
-        if hours < t.hours or (i < prev_step and hours < t.hours + rule.clear_margin_h):
+    thresholds: tuple[Threshold, ...] = rule.params["thresholds"]
+    margin = rule.params["clear_margin_h"]
+    for i, t in enumerate(thresholds):  # most hours first
+        if hours < t.hours or (i < prev_step and hours < t.hours + margin):
             step = i + 1
     if step == 0:
         return {"": Obs(False)}
-    th = rule.thresholds[step - 1]
+    th = thresholds[step - 1]
     refuel_by = _num(fuel.get("refuel_by")) if fuel else None
     conf = fuel.get("confidence") if fuel else None
-    sv_h, en_h = _hours(hours)
-    sv_at, en_at = _at(v)
-    sv = f"{sv_at}: bränsle för {sv_h} timmar kvar (under {th.hours:g} h)."
-    en = f"{en_at}: fuel for {en_h} hours left (below {th.hours:g} h)."
+    sv, en = texts.say("alert.fuel_low.text", at=_at(v), hours=_hours(hours),
+                       threshold=th.hours)
+    more = []
     if refuel_by is not None:
-        sv += f" Tanka senast {_when(refuel_by)}."
-        en += f" Refuel by {_when_en(refuel_by)}."
+        more.append(texts.say("alert.fuel_low.refuel_by", when=_when(refuel_by)))
     if conf == "low":
-        sv += " Osäker mätning."
-        en += " Low confidence in the reading."
+        more.append(texts.pair("alert.fuel_low.low_confidence"))
+    for m_sv, m_en in more:
+        sv, en = f"{sv} {m_sv}", f"{en} {m_en}"
     return {"": Obs(True, severity=th.severity, step=step, sv=sv, en=en,
                     data={"step": step, "threshold_h": th.hours, "hours_left": round(hours, 1),
                           "refuel_by": refuel_by})}
@@ -371,13 +360,13 @@ def fuel_for_sale(rule: Rule, v: SiteView, now: float,
     sale = cap.get("fuel_for_sale") if cap else None
     pumps = _section(v.state, "pumps")
     out: dict[str, Obs] = {}
-    sv_at, en_at = _at(v)
+    at = _at(v)
     known = False
     if isinstance(sale, bool):
         known = True
         if not sale:
-            out["all"] = Obs(True, sv=f"{sv_at}: inget bränsle kan säljas.",
-                             en=f"{en_at}: no fuel can be sold.", data={"product": "all"})
+            out["all"] = _obs(True, "alert.fuel_for_sale.all.text", at=at,
+                              data={"product": "all"})
     elif isinstance(sale, Mapping):
         for product, litres in sale.items():
             n = _num(litres)
@@ -386,18 +375,17 @@ def fuel_for_sale(rule: Rule, v: SiteView, now: float,
                     return None  # a product we alerted on went unknown: keep every alert
                 continue
             known = True
-            if n <= rule.min_litres:
-                out[f"product:{product}"] = Obs(
-                    True, sv=f"{sv_at}: {product} slut för försäljning ({n:.0f} l kvar).",
-                    en=f"{en_at}: {product} exhausted for sale ({n:.0f} l left).",
+            if n <= rule.params["min_litres"]:
+                out[f"product:{product}"] = _obs(
+                    True, "alert.fuel_for_sale.product.text", at=at, product=product, litres=n,
                     data={"product": product, "litres": n})
     if pumps is not None:
         avail, total = _num(pumps.get("available")), _num(pumps.get("total"))
         if avail is not None and total:
             known = True
             if avail <= 0:
-                out["pumps"] = Obs(True, sv=f"{sv_at}: ingen pump kan sälja bränsle.",
-                                   en=f"{en_at}: no pump can sell fuel.", data={"pumps": 0})
+                out["pumps"] = _obs(True, "alert.fuel_for_sale.pumps.text", at=at,
+                                    data={"pumps": 0})
     return out if known else None
 
 
@@ -406,71 +394,136 @@ def device_offline(rule: Rule, v: SiteView, now: float,
     devices = _section(v.state, "devices") if v.state else None
     if devices is None:
         return None
-    sv_at, en_at = _at(v)
-    out = {}
-    for name, st in devices.items():
-        if st == "offline":
-            out[str(name)] = Obs(True, sv=f"{sv_at}: enheten '{name}' svarar inte.",
-                                 en=f"{en_at}: device '{name}' does not answer.",
-                                 data={"device": name, "state": st})
-        elif st == "mismatch":
-            out[str(name)] = Obs(True, sv=f"{sv_at}: enheten '{name}' är inte den som "
-                                          "konfigurerats (fel enhet på adressen).",
-                                 en=f"{en_at}: device '{name}' is not the configured device "
-                                    "(wrong device at its address).",
-                                 data={"device": name, "state": st})
-    return out
+    at = _at(v)
+    return {str(name): _obs(True, f"alert.device_offline.{st}.text", at=at, device=name,
+                            data={"device": name, "state": st})
+            for name, st in devices.items() if st in ("offline", "mismatch")}
 
 
 def site_silent(rule: Rule, v: SiteView, now: float,
                 open_: Mapping[str, AlertRecord]) -> Observed:
     if v.silent_since is None:
         return None  # the gateway is not connected to the broker: silence means nothing
-    limit = rule.heartbeats * v.heartbeat_s
-    sv_at, en_at = _at(v)
+    limit = rule.params["heartbeats"] * v.heartbeat_s
     if v.status == "lost" and v.status_since is not None:
-        return {"": Obs(True, v.status_since,
-                        sv=f"{sv_at}: kontakten med styrenheten är bruten.",
-                        en=f"{en_at}: the connection to the controller is lost.",
-                        data={"why": "lost"})}
+        return {"": _obs(True, "alert.site_silent.lost.text", v.status_since, at=_at(v),
+                         data={"why": "lost"})}
     silent = now - v.silent_since
     if silent <= limit and v.state is None and "" in open_:
         # Quiet for less than the limit only because the gateway just (re)started listening:
         # that is no evidence the site is back. Only a fresh state clears it.
         return None
     minutes = max(1, int(silent // 60))
-    return {"": Obs(silent > limit, v.silent_since + limit,
-                    sv=f"{sv_at}: inga data på {minutes} min (väntat var {v.heartbeat_s}:e s). "
-                       "Läget på platsen är okänt.",
-                    en=f"{en_at}: no data for {minutes} min (expected every {v.heartbeat_s} s). "
-                       "The site's situation is unknown.",
-                    data={"why": "silent"})}
+    return {"": _obs(silent > limit, "alert.site_silent.silent.text", v.silent_since + limit,
+                     at=_at(v), minutes=minutes, heartbeat_s=v.heartbeat_s,
+                     data={"why": "silent"})}
 
 
 def crisis_ack_missing(rule: Rule, v: SiteView, now: float,
                        open_: Mapping[str, AlertRecord]) -> Observed:
-    sv_at, en_at = _at(v)
-    return {f"crisis:{cid}": Obs(True, sent,
-                                 sv=f"{sv_at}: personalen har inte kvitterat krismeddelandet "
-                                    f"'{cid}' (skickat {_when(sent)}).",
-                                 en=f"{en_at}: staff have not acknowledged crisis message "
-                                    f"'{cid}' (sent {_when_en(sent)}).",
-                                 data={"crisis_id": cid, "sent": sent})
+    at = _at(v)
+    return {f"crisis:{cid}": _obs(True, "alert.crisis_ack_missing.text", sent, at=at,
+                                  crisis_id=cid, when=_when(sent),
+                                  data={"crisis_id": cid, "sent": sent})
             for cid, sent in v.crisis_unacked}
 
 
-CONDITIONS: dict[str, Condition] = {
-    "grid_lost": grid_lost,
-    "backup_failed": backup_failed,
-    "gen_failed_to_start": gen_failed_to_start,
-    "remote_start_not_ready": remote_start_not_ready,
-    "gen_max_runtime": gen_max_runtime,
-    "fuel_low": fuel_low,
-    "fuel_for_sale": fuel_for_sale,
-    "device_offline": device_offline,
-    "site_silent": site_silent,
-    "crisis_ack_missing": crisis_ack_missing,
-}
+def _run_why(why: Any) -> texts.Two:
+    """Why a test run failed, in words (`alert.exercise_failed.why.*`); the code itself for a
+    reason the catalogue has no words for."""
+    w = str(why or "")[:40]
+    head, _, rest = w.partition(":")
+    if head == "local" and rest.startswith("mode:"):
+        head, rest = "mode", rest[5:]
+    if head in ("mode", "alarm"):
+        return texts.Two(*texts.say(f"alert.exercise_failed.why.{head}", what=rest))
+    got = texts.pair(f"alert.exercise_failed.why.{w.replace(':', '_')}", (w, w))
+    return texts.Two(*got)
+
+
+def exercise_failed(rule: Rule, v: SiteView, now: float,
+                    open_: Mapping[str, AlertRecord]) -> Observed:
+    f = v.exercise
+    last = getattr(f, "last", None)
+    if f is None or last is None:
+        return None if f is None else {}  # no source: unknown; no run reported: nothing
+    started = _num(last.get("started"))
+    when = _when(started) if started is not None else \
+        texts.Two(*texts.pair("alert.common.unknown_time"))
+    return {"": _obs(last.get("result") == "fail", "alert.exercise_failed.text", started,
+                     at=_at(v), when=when, why=_run_why(last.get("why")),
+                     data={"started": started, "why": last.get("why"),
+                           "trigger": last.get("trigger")})}
+
+
+def exercise_overdue(rule: Rule, v: SiteView, now: float,
+                     open_: Mapping[str, AlertRecord]) -> Observed:
+    from ..exercise import due_by
+
+    f = v.exercise
+    if f is None:
+        return None
+    if f.schedule is None:
+        return {}  # no schedule: nothing can be late
+    due = due_by(f)
+    if due is None:
+        return None  # no run reported yet: nothing to count from
+    late = due + rule.params["grace_h"] * 3600
+    since = _when(f.last_pass) if f.last_pass is not None else \
+        texts.Two(*texts.pair("alert.exercise_overdue.never"))
+    return {"": _obs(now > late, "alert.exercise_overdue.text", late, at=_at(v), last=since,
+                     due=_when(due), data={"due": due, "last_pass": f.last_pass})}
+
+
+# --- the registry of rule kinds ---------------------------------------------------------------
+
+
+def _falling(thresholds: tuple[Threshold, ...]) -> str | None:
+    hours = [t.hours for t in thresholds]
+    if not hours:
+        return "needs at least one threshold"
+    if hours != sorted(hours, reverse=True) or len(set(hours)) != len(hours):
+        return f"hours must fall from one threshold to the next, got {hours}"
+    return None
+
+
+# Every kind of alert rule, in the order they are evaluated. A new kind is one entry here (its
+# condition above, its own settings as Params) plus its words `alert.<kind>.title`, `.do` and
+# `.text` in config/texts.toml, and a `[rule.<kind>]` table in config/alerts.toml if its
+# defaults need tuning (docs/texts.md).
+KINDS: dict[str, Kind] = registry(
+    Kind("grid_lost", grid_lost),
+    Kind("backup_failed", backup_failed),
+    Kind("gen_failed_to_start", gen_failed_to_start),
+    Kind("remote_start_not_ready", remote_start_not_ready, (
+        Param("modes", list, ("manual", "off", "config"),
+              choices=("manual", "off", "test", "config"),
+              doc="generator modes in which it cannot start by itself"),)),
+    Kind("gen_max_runtime", gen_max_runtime, (
+        Param("max_runtime_h", float, 24.0, lo=0.1, hi=10000,
+              doc="hours of running without a stop before the alert"),)),
+    Kind("fuel_low", fuel_low, (
+        Param("thresholds", list,
+              (Threshold(24, "warning"), Threshold(12, "critical"), Threshold(6, "critical")),
+              fields=(Param("hours", float, ..., lo=0.1, hi=10000),
+                      Param("severity", str, INHERIT, choices=SEVERITIES)),
+              make=Threshold, check=_falling,
+              doc="steps of hours left, most hours first; each step is a new notification"),
+        Param("clear_margin_h", float, 2.0, lo=0, hi=1000,
+              doc="a step is taken back only this many hours above its threshold"))),
+    Kind("fuel_for_sale", fuel_for_sale, (
+        Param("min_litres", float, 0.0, lo=0, hi=1e6,
+              doc="a product with this many litres or fewer counts as exhausted"),)),
+    Kind("device_offline", device_offline),
+    Kind("site_silent", site_silent, (
+        Param("heartbeats", int, 3, lo=1, hi=100,
+              doc="missed heartbeats before a site counts as silent"),)),
+    Kind("crisis_ack_missing", crisis_ack_missing),
+    Kind("exercise_failed", exercise_failed),
+    Kind("exercise_overdue", exercise_overdue, (
+        Param("grace_h", float, 24.0, lo=0, hi=24 * 62,
+              doc="hours after a scheduled start without a passed test run before the alert"),)),
+)
 
 
 def alert_key(rule: str, site: str, detail: str = "") -> str:
@@ -545,7 +598,7 @@ def _evaluate_site(config: AlertConfig, v: SiteView, open_by_key: Mapping[str, A
         mine = {a.detail: a for k, a in open_by_key.items()
                 if a.rule == rule.id and a.site == v.site and
                 (k == prefix or k.startswith(prefix + ":"))}
-        observed = CONDITIONS[rule.id](rule, v, now, mine)
+        observed = KINDS[rule.id].evaluate(rule, v, now, mine)
         if observed is None:
             continue
         for detail in sorted(set(observed) | set(mine)):
@@ -686,13 +739,12 @@ def _group(config: AlertConfig, live: Mapping[str, _Live], now: float) -> list[A
 def _incident_text(muni: str, members: Sequence[_Live],
                    new: Sequence[_Live]) -> tuple[str, str]:
     names = ", ".join(str(x.rec.data.get("site_name") or x.rec.site) for x in members)
-    n = len(members)
-    sv = f"{muni}: nätström borta vid {n} SOT-punkter: {names}."
-    en = f"{muni}: grid lost at {n} SOT sites: {names}."
+    sv, en = texts.say("alert.regional_grid_lost.text", municipality=muni, n=len(members),
+                       names=names)
     if new:
         added = ", ".join(str(x.rec.data.get("site_name") or x.rec.site) for x in new)
-        sv += f" Nya sedan förra meddelandet: {added}."
-        en += f" New since the last message: {added}."
+        more_sv, more_en = texts.say("alert.regional_grid_lost.new_since", added=added)
+        sv, en = f"{sv} {more_sv}", f"{en} {more_en}"
     return sv, en
 
 

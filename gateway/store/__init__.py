@@ -1,7 +1,7 @@
 """Where the gateway keeps what the controllers told it, split by aggregate.
 
 Each aggregate is a protocol that declares what its callers use, and a mixin that implements it
-on the one SQLite connection (`db.SqliteBase`):
+once, on either database's connection (`db.StoreBase`):
 
     telemetry.py  TelemetryStore  sites, latest status/birth/state, events, rejected, state
                                   history, the overview and the alert rules' snapshots
@@ -10,12 +10,14 @@ on the one SQLite connection (`db.SqliteBase`):
     commands.py   CommandStore    signed commands and their counters
     users.py      UserStore       dashboard users
                   AuditStore      the audit log
-    db.py         Transactions    batch() and savepoint(); the migrations and value guards
+    db.py         Transactions    batch() and savepoint(); the migrations and value guards;
+                                  the SQLite connection
+    pg.py                         the PostgreSQL connection (placeholders, column types)
 
 `Store` is all of them (what the web layer uses); `SqliteStore` implements `Store` on one
-SQLite file, so a PostgreSQL store can follow without touching the layers above. Callers type
-against the narrowest protocol they need (the ingest, the alert engine, crisis messages,
-commands, the signage).
+SQLite file, `PgStore` on a PostgreSQL database, with the same SQL and migrations;
+`open_store` picks one from the `[store]` settings. Callers type against the narrowest protocol
+they need (the ingest, the alert engine, crisis messages, commands, the signage).
 
 The domain types (`SiteInfo`, `SiteSnapshot`, `AlertRecord`, `Notification`, `SiteSummary`) and
 the one judgement of a site's link and staleness (`site_status`) live in `gateway/model.py`
@@ -25,7 +27,10 @@ keeps working.
 
 from __future__ import annotations
 
-from typing import Protocol
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 from ..model import (
     ALERT_FIELDS,
@@ -46,6 +51,7 @@ from .alerts import AlertMixin, AlertStore
 from .commands import CommandMixin, CommandStore
 from .crisis import CrisisMixin, CrisisStore
 from .db import MIGRATIONS, SqliteBase, Transactions
+from .pg import PgBase, StoreFailed, StoreUnavailable
 from .telemetry import (
     EXCERPT_BYTES,
     HISTORY_EVERY_S,
@@ -56,21 +62,50 @@ from .telemetry import (
 )
 from .users import AuditMixin, AuditStore, UserMixin, UserStore
 
-__all__ = ["ALERT_FIELDS", "DEFAULT_HEARTBEAT_S", "EXCERPT_BYTES", "HISTORY_EVERY_S",
-           "MAX_EVENTS_LIMIT", "MIGRATIONS", "OPEN", "REJECTED_KEEP", "STALE_HEARTBEATS",
-           "AlertRecord", "AlertStore", "AuditStore", "CommandStore", "CrisisStore",
-           "Notification", "SiteInfo", "SiteSnapshot", "SiteStatus", "SiteSummary", "SqliteStore",
-           "Store", "TelemetryStore", "Transactions", "UserStore", "effective_heartbeat",
-           "site_status", "site_summary"]
+__all__ = ["ALERT_FIELDS", "AlertRecord", "AlertStore", "AuditStore", "CommandStore", "CrisisStore",
+           "DEFAULT_HEARTBEAT_S", "EXCERPT_BYTES", "HISTORY_EVERY_S", "MAX_EVENTS_LIMIT",
+           "MIGRATIONS", "Notification", "OPEN", "PgStore", "REJECTED_KEEP", "STALE_HEARTBEATS",
+           "SYSTEMIC", "SiteInfo", "SiteSnapshot", "SiteStatus", "SiteSummary", "SqliteStore",
+           "Store", "StoreFailed", "StoreUnavailable", "TelemetryStore", "Transactions",
+           "UserStore", "effective_heartbeat", "open_store", "site_status", "site_summary"]
 
 
 class Store(TelemetryStore, AlertStore, CrisisStore, CommandStore, UserStore, AuditStore,
             Transactions, Protocol):
     """Everything the gateway keeps: what the web layer and the CLI use."""
 
+    @property
+    def schema_version(self) -> int: ...
+    def integrity_check(self) -> str: ...
     def close(self) -> None: ...
 
 
 class SqliteStore(TelemetryMixin, AlertMixin, CrisisMixin, CommandMixin, UserMixin, AuditMixin,
                   SqliteBase):
     """`Store` on one SQLite file (see the modules for each aggregate's tables)."""
+
+
+class PgStore(TelemetryMixin, AlertMixin, CrisisMixin, CommandMixin, UserMixin, AuditMixin,
+              PgBase):
+    """`Store` on a PostgreSQL database (`gateway/store/pg.py`)."""
+
+
+# Exceptions that say the database as a whole failed (disk full, I/O error, locked, connection
+# lost), not the one message being filed: the ingest leaves such a message unacknowledged.
+SYSTEMIC: tuple[type[BaseException], ...] = (sqlite3.OperationalError, StoreFailed)
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def open_store(settings: Mapping[str, Any], base_dir: Path) -> Store:
+    """The store the `[store]` settings name: PostgreSQL when `url` is a postgresql:// URL,
+    else SQLite at `path` (relative to `base_dir`)."""
+    url = str(settings.get("url") or "")
+    if url:
+        if not url.startswith(POSTGRES_SCHEMES):
+            raise ValueError(f"[store] url: only postgresql:// URLs are known, not "
+                             f"{url.split(':', 1)[0]!r} (leave url out for SQLite at path)")
+        return PgStore(url)
+    path = Path(str(settings["path"]))
+    return SqliteStore(path if path.is_absolute() else base_dir / path)
+

@@ -13,12 +13,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ..model import ALERT_FIELDS, AlertRecord, Notification
-from .db import SqliteBase
+from .db import StoreBase
 
 
 class AlertStore(Protocol):
@@ -42,8 +41,8 @@ class AlertStore(Protocol):
     def cap_versions(self, alert_id: int, digest: str, now: float) -> list[tuple[int, float]]: ...
 
 
-class AlertMixin(SqliteBase):
-    """`AlertStore` on SQLite."""
+class AlertMixin(StoreBase):
+    """`AlertStore` on either database."""
 
     # --- alerts ------------------------------------------------------------------------------
 
@@ -85,10 +84,10 @@ class AlertMixin(SqliteBase):
         values = [getattr(rec, f) for f in ALERT_FIELDS]
         values[-1] = json.dumps(rec.data, ensure_ascii=False, separators=(",", ":"))
         with self._tx():
-            cur = self._db.execute(
+            return self._insert_id(
                 f"INSERT INTO alerts ({', '.join(ALERT_FIELDS)}) VALUES "
-                f"({', '.join('?' * len(ALERT_FIELDS))}) ON CONFLICT DO NOTHING", values)
-        return cur.lastrowid if cur.rowcount == 1 else None
+                f"({', '.join('?' * len(ALERT_FIELDS))}) ON CONFLICT DO NOTHING RETURNING id",
+                values)
 
     def update_alert(self, alert_id: int, expect: tuple[str, ...], **changes: Any) -> bool:
         """Change fields of an alert if its status is still one of `expect`; False if not (an
@@ -135,14 +134,15 @@ class AlertMixin(SqliteBase):
         ids = []
         with self._tx():
             for j in jobs:
-                cur = self._db.execute(
+                nid = self._insert_id(
                     "INSERT INTO notifications (alert_id, kind, contact, channel, target, "
                     "subject, body, idem, status, attempts, next_at, created) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?) ON CONFLICT (idem) DO NOTHING",
+                    "(?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?) ON CONFLICT (idem) DO NOTHING "
+                    "RETURNING id",
                     (j.alert_id, j.kind, j.contact, j.channel, j.target, j.subject, j.body,
                      j.idem, j.next_at or now, now))
-                if cur.rowcount == 1 and cur.lastrowid is not None:
-                    ids.append(cur.lastrowid)
+                if nid is not None:
+                    ids.append(nid)
         return ids
 
     def due_notifications(self, now: float, limit: int = 50) -> list[Notification]:
@@ -208,7 +208,7 @@ class AlertMixin(SqliteBase):
             "SELECT n, sent FROM cap_versions WHERE alert_id = ? ORDER BY n", (alert_id,))]
 
 
-def _alert(row: sqlite3.Row) -> AlertRecord:
+def _alert(row: Any) -> AlertRecord:
     values = {f: row[f] for f in ALERT_FIELDS}
     values["data"] = json.loads(row["data"] or "{}")
     return AlertRecord(id=row["id"], **values)

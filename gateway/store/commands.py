@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from .db import SqliteBase, _escaped
+from .db import StoreBase, _escaped
 
 
 class CommandStore(Protocol):
@@ -15,8 +15,8 @@ class CommandStore(Protocol):
     def commands(self, site: str, limit: int = 50) -> list[dict[str, Any]]: ...
 
 
-class CommandMixin(SqliteBase):
-    """`CommandStore` on SQLite."""
+class CommandMixin(StoreBase):
+    """`CommandStore` on either database."""
 
     # --- signed commands ---------------------------------------------------------------------
 
@@ -50,10 +50,11 @@ class CommandMixin(SqliteBase):
         rows = [dict(r) for r in self._db.execute(
             "SELECT id, site, name, args, issued, expires, counter, actor FROM commands "
             "WHERE site = ? ORDER BY issued DESC, counter DESC LIMIT ?", (site, int(limit)))]
+        same_id = f"{self.dialect.json_text('data', 'id')} = ?"
         for r in rows:
             r["args"] = json.loads(r["args"])
             r["results"] = [json.loads(x["data"]) for x in self._db.execute(
                 "SELECT data FROM events WHERE site = ? AND type = 'cmd_result' "
-                "AND json_extract(data, '$.id') = ? ORDER BY received, boot, seq",
+                f"AND {same_id} ORDER BY received, boot, seq",
                 (site, r["id"]))]
         return rows

@@ -9,11 +9,10 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from .db import SqliteBase, _int64, _text
+from .db import StoreBase, _int64, _text
 
 
 class CrisisStore(Protocol):
@@ -34,8 +33,8 @@ class CrisisStore(Protocol):
     def crisis_acks(self, site: str) -> list[dict[str, Any]]: ...
 
 
-class CrisisMixin(SqliteBase):
-    """`CrisisStore` on SQLite."""
+class CrisisMixin(StoreBase):
+    """`CrisisStore` on either database."""
 
     # --- crisis messages ---------------------------------------------------------------------
 
@@ -123,6 +122,7 @@ class CrisisMixin(SqliteBase):
             clauses.append("c.site = ?")
             args.append(site)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        jv = self.dialect.json_value
         return [dict(r) for r in self._db.execute(
             "SELECT c.site, c.crisis_id, c.ts AS sent, "
             "(SELECT MIN(a.received) FROM crisis_acks a WHERE a.site = c.site "
@@ -132,13 +132,22 @@ class CrisisMixin(SqliteBase):
             # the controller's refusal of this version (a `crisis_refused` event naming the
             # message's ts; docs/mqtt.md, "Crisis messages: sizes and refusals")
             "r.why AS refused, r.received AS refused_at "
-            f"FROM crisis_sent c LEFT JOIN (SELECT v.site, json_extract(v.data, '$.id') AS id, "
-            " json_extract(v.data, '$.msg_ts') AS msg_ts, json_extract(v.data, '$.why') AS why, "
-            " MAX(v.received) AS received FROM events v WHERE v.type = 'crisis_refused' "
-            " GROUP BY v.site, id, msg_ts) r ON r.site = c.site AND r.id = c.crisis_id "
-            " AND (r.msg_ts = (SELECT json_extract(m.payload, '$.ts') FROM crisis_messages m "
+            f"FROM crisis_sent c LEFT JOIN ({self._refusals()}) r "
+            "ON r.site = c.site AND r.id = c.crisis_id "
+            f"AND (r.msg_ts = (SELECT {jv('m.payload', 'ts')} FROM crisis_messages m "
             "  WHERE m.id = c.crisis_id) OR (r.msg_ts IS NULL AND r.received >= c.ts)) "
             f"{where} ORDER BY c.ts DESC, c.site", args)]
+
+    def _refusals(self) -> str:
+        """The latest `crisis_refused` event per (site, message id, message ts) as rows (site,
+        id, msg_ts, why, received)."""
+        jt, jv = self.dialect.json_text, self.dialect.json_value
+        return (f"SELECT site, id, msg_ts, why, received FROM (SELECT v.site, "
+                f"{jt('v.data', 'id')} AS id, {jv('v.data', 'msg_ts')} AS msg_ts, "
+                f"{jt('v.data', 'why')} AS why, v.received, ROW_NUMBER() OVER (PARTITION BY "
+                f"v.site, {jt('v.data', 'id')}, {jv('v.data', 'msg_ts')} "
+                "ORDER BY v.received DESC, v.id DESC) AS k "
+                "FROM events v WHERE v.type = 'crisis_refused') x WHERE k = 1")
 
     def crisis_acks(self, site: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute(
@@ -146,6 +155,6 @@ class CrisisMixin(SqliteBase):
             "ORDER BY id", (site,))]
 
 
-def _crisis_row(row: sqlite3.Row) -> dict[str, Any]:
+def _crisis_row(row: Any) -> dict[str, Any]:
     return {**json.loads(row["payload"]), "created_by": row["created_by"],
             "updated": row["updated"], "withdrawn": row["withdrawn"]}

@@ -1,16 +1,23 @@
-"""The SQLite connection every part of the store shares: schema migrations, transactions and
-savepoints, and the guards on what a write may bind.
+"""The database connection every part of the store shares (SQLite or PostgreSQL): schema
+migrations, transactions and savepoints, and the guards on what a write may bind.
 
-Durability: WAL journal with `synchronous=FULL`, so a message is on disk when its call returns
-(the MQTT ingest acknowledges a message to the broker only after that). One connection, used
-from one thread: sqlite3's same-thread check is left on to catch mistakes.
+The aggregates' mixins hold their SQL once, written in the subset both databases speak: `?`
+placeholders (the PostgreSQL connection turns them into psycopg's `%s`), `ON CONFLICT ...`
+upserts, `RETURNING id` for a new row's id. What still differs lives in the base classes:
+`SqliteBase` (this module) and `PgBase` (`gateway/store/pg.py`) open the connection, run the
+migrations and say how a transaction begins; `Dialect` spells the one function that differs in
+queries, reading a field of JSON text.
+
+SQLite durability: WAL journal with `synchronous=FULL`, so a message is on disk when its call
+returns (the MQTT ingest acknowledges a message to the broker only after that). One connection,
+used from one thread: sqlite3's same-thread check is left on to catch mistakes.
 
 Every write fed by a site checks what it binds: text must be storable (`_text`: no lone
-surrogate), integers must fit SQLite's 64 bits (`_int64`), REAL columns take finite floats only
-(`_real`). A failure is a ValueError for that one message (the ingest refuses it, reason
-`store`), never an exception that aborts a batch. The store's own records of hostile input
-(`rejected`, `audit`) escape what they cannot hold instead (`_escaped`), so filing a refusal
-cannot fail on the refused text.
+surrogate, no NUL, which PostgreSQL's text cannot hold), integers must fit 64 bits (`_int64`),
+REAL columns take finite floats only (`_real`). A failure is a ValueError for that one message
+(the ingest refuses it, reason `store`), never an exception that aborts a batch. The store's own
+records of hostile input (`rejected`, `audit`) escape what they cannot hold instead
+(`_escaped`), so filing a refusal cannot fail on the refused text.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,8 +39,10 @@ class Transactions(Protocol):
     def savepoint(self) -> AbstractContextManager[None]: ...
 
 
-# Each entry moves the schema one version up; `PRAGMA user_version` records how many ran.
-# Never edit an entry that has shipped: append a new one.
+# Each entry moves the schema one version up; `PRAGMA user_version` (SQLite) or the table
+# `sot_schema` (PostgreSQL) records how many ran. Written with SQLite's column types; `pg.pg_ddl`
+# gives PostgreSQL its own (so an entry uses INTEGER, REAL, TEXT and `INTEGER PRIMARY KEY`
+# only, and SQL both databases take). Never edit an entry that has shipped: append a new one.
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE sites (
@@ -238,52 +248,68 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 
-class SqliteBase:
-    """The connection and its transactions; the aggregates' mixins (telemetry, alerts, crisis,
-    commands, users, audit) add their tables' methods on top (`SqliteStore`)."""
+@dataclass(frozen=True)
+class Dialect:
+    """What the shared SQL cannot say the same way in both databases."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: every write below states its own transaction.
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
+    name: str
+    begin: str  # the statement that opens a write transaction
+    # (column of JSON text, field) -> an SQL expression: the field as text (`json_text`), or as
+    # a value that compares equal for equal JSON numbers, strings, ... (`json_value`); SQL NULL
+    # when the field is missing or JSON null.
+    json_text: Callable[[str, str], str]
+    json_value: Callable[[str, str], str]
+
+
+def _json_extract(col: str, field: str) -> str:
+    return f"json_extract({col}, '$.{field}')"
+
+
+SQLITE = Dialect("sqlite", "BEGIN IMMEDIATE", _json_extract, _json_extract)
+
+
+class Conn(Protocol):
+    """The part of a DB-API connection the store uses (sqlite3's, or `pg._PgConn`)."""
+
+    def execute(self, sql: str, args: Any = (), /) -> Any: ...
+    def executemany(self, sql: str, rows: Any, /) -> Any: ...
+
+
+class StoreBase:
+    """The connection and its transactions, whatever the database; the aggregates' mixins
+    (telemetry, alerts, crisis, commands, users, audit) add their tables' methods on top, and
+    `SqliteBase` or `pg.PgBase` open the connection (`SqliteStore`, `PgStore`)."""
+
+    _db: Conn
+    dialect: Dialect
+
+    def __init__(self) -> None:
         self._rejected_since_prune = 0
         self._depth = 0  # open `batch()`/transaction nesting: only the outermost commits
         self._savepoints = 0  # open savepoints, for their names
         # telemetry's cache of each site's last history row; cleared on every rollback
         self._history_last: dict[str, tuple[float, str | None, str | None]] = {}
-        self.migrate()
 
-    # --- schema ------------------------------------------------------------------------------
+    # --- schema (per database) ---------------------------------------------------------------
 
     @property
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
-
-    def migrate(self) -> None:
-        version = self.schema_version
-        if version > len(MIGRATIONS):
-            raise RuntimeError(f"{self.path}: schema version {version} is newer than this gateway "
-                               f"knows ({len(MIGRATIONS)}); upgrade the gateway")
-        for n in range(version, len(MIGRATIONS)):
-            # user_version lives in the database header and commits with the migration.
-            self._db.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[n]}\n"
-                                   f"PRAGMA user_version = {n + 1};\nCOMMIT;")
+        raise NotImplementedError
 
     def integrity_check(self) -> str:
-        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+        raise NotImplementedError
 
     def close(self) -> None:
-        self._db.close()
+        raise NotImplementedError
 
     def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         return self._db.execute(sql, args).fetchone()[0]
+
+    def _insert_id(self, sql: str, args: Any) -> int | None:
+        """Run an INSERT ... RETURNING id; the new row's id, or None when it inserted nothing
+        (ON CONFLICT DO NOTHING)."""
+        rows = self._db.execute(sql, args).fetchall()
+        return int(rows[0][0]) if rows else None
 
     def _audit(self, ts: float, actor: str, action: str, target: str, detail: str = "") -> None:
         """One audit row, inside the caller's transaction (`AuditMixin.add_audit` for one of its
@@ -293,7 +319,7 @@ class SqliteBase:
                          (ts, _escaped(actor[:128]), _escaped(action[:64]),
                           _escaped(target[:256]), _escaped(detail[:1024])))
 
-    # --- helpers -----------------------------------------------------------------------------
+    # --- transactions ------------------------------------------------------------------------
 
     def batch(self) -> AbstractContextManager[None]:
         """One transaction around several calls: everything inside commits together."""
@@ -307,8 +333,8 @@ class SqliteBase:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises. Nested uses join the
-        outermost transaction."""
+        """BEGIN ... COMMIT, or ROLLBACK when the block raises. Nested uses join the outermost
+        transaction."""
         if self._depth:
             self._depth += 1
             try:
@@ -316,26 +342,70 @@ class SqliteBase:
             finally:
                 self._depth -= 1
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute(self.dialect.begin)
         self._depth = 1
         try:
             yield
         except BaseException:
             self._depth = 0
-            self._db.execute("ROLLBACK")
+            self._rollback()
             self._history_last.clear()  # the cache may hold rows that were rolled back
             raise
         self._depth = 0
         self._db.execute("COMMIT")
 
+    def _rollback(self) -> None:
+        self._db.execute("ROLLBACK")
+
+
+class SqliteBase(StoreBase):
+    """The store on one SQLite file (`SqliteStore`)."""
+
+    dialect = SQLITE
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: every write below states its own transaction.
+        db = sqlite3.connect(self.path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        self._sqlite = db
+        self._db = db
+        self.migrate()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._one("PRAGMA user_version"))
+
+    def migrate(self) -> None:
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"{self.path}: schema version {version} is newer than this gateway "
+                               f"knows ({len(MIGRATIONS)}); upgrade the gateway")
+        for n in range(version, len(MIGRATIONS)):
+            # user_version lives in the database header and commits with the migration.
+            self._sqlite.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[n]}\n"
+                                       f"PRAGMA user_version = {n + 1};\nCOMMIT;")
+
+    def integrity_check(self) -> str:
+        return str(self._one("PRAGMA integrity_check"))
+
+    def close(self) -> None:
+        self._sqlite.close()
 
 
 class _Savepoint:
-    """`SqliteBase.savepoint()`. A class rather than a generator: it runs for every message."""
+    """`StoreBase.savepoint()`. A class rather than a generator: it runs for every message."""
 
     __slots__ = ("_store", "_outer", "_name")
 
-    def __init__(self, store: SqliteBase) -> None:
+    def __init__(self, store: StoreBase) -> None:
         self._store = store
         self._outer: AbstractContextManager[None] | None = None
         self._name = ""
@@ -358,9 +428,9 @@ class _Savepoint:
         s._depth -= 1
         s._savepoints -= 1
         if kind is not None:
-            s._db.execute("ROLLBACK TO " + self._name)
+            s._db.execute("ROLLBACK TO SAVEPOINT " + self._name)
             s._history_last.clear()  # the cache may hold rows that were rolled back
-        s._db.execute("RELEASE " + self._name)
+        s._db.execute("RELEASE SAVEPOINT " + self._name)
         return False
 
 
@@ -368,7 +438,8 @@ INT64 = 2**63 - 1
 
 
 def _int64(v: Any) -> int:
-    """An integer SQLite can hold, or ValueError (never an OverflowError mid-transaction)."""
+    """An integer both databases can hold (64 bits), or ValueError (never an OverflowError
+    mid-transaction)."""
     try:
         n = int(v)
     except OverflowError:
@@ -391,13 +462,16 @@ def _real(v: Any) -> float | None:
 
 
 def _text(v: str) -> str:
-    """Text SQLite can store (UTF-8: no lone surrogate), or ValueError naming the character.
-    The ingest's text policy refuses such strings first; this is the store's own guard."""
+    """Text both databases can store (UTF-8: no lone surrogate; no NUL, which PostgreSQL's
+    text cannot hold), or ValueError naming the character. The ingest's text policy refuses
+    such strings first; this is the store's own guard."""
     try:
         v.encode("utf-8")
     except UnicodeEncodeError as e:
         raise ValueError(f"text not storable: U+{ord(v[e.start]):04X} at character "
                          f"{e.start}") from None
+    if "\x00" in v:
+        raise ValueError(f"text not storable: U+0000 at character {v.index(chr(0))}")
     return v
 
 

@@ -22,12 +22,11 @@ The overview (`sites_overview`, `site_overview`) and the alert rules' input (`sn
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ..model import SiteInfo, SiteSnapshot, SiteSummary, site_summary
-from .db import SqliteBase, _escaped, _int64, _real, _text
+from .db import StoreBase, _escaped, _int64, _real, _text
 
 REJECTED_KEEP = 10_000
 EXCERPT_BYTES = 200
@@ -50,6 +49,8 @@ class TelemetryStore(Protocol):
     def sites_overview(self, now: float) -> list[SiteSummary]: ...
     def site_overview(self, site: str, now: float) -> SiteSummary | None: ...
     def events(self, site: str, limit: int = 50) -> list[dict[str, Any]]: ...
+    def events_of_type(self, site: str, etype: str,
+                       limit: int = 50) -> list[dict[str, Any]]: ...
     def rejected(self, limit: int = 50) -> list[dict[str, Any]]: ...
     def stats(self) -> dict[str, Any]: ...
     def reset_site(self, site: str, actor: str, now: float) -> bool: ...
@@ -58,8 +59,8 @@ class TelemetryStore(Protocol):
     def snapshots(self, site: str | None = None) -> list[SiteSnapshot]: ...
 
 
-class TelemetryMixin(SqliteBase):
-    """`TelemetryStore` on SQLite."""
+class TelemetryMixin(StoreBase):
+    """`TelemetryStore` on either database."""
 
     # --- sites -------------------------------------------------------------------------------
 
@@ -200,6 +201,17 @@ class TelemetryMixin(SqliteBase):
                  "data": json.loads(r["data"]), "hist": bool(r["hist"]),
                  "received": r["received"]} for r in rows]
 
+    def events_of_type(self, site: str, etype: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Like events(), only those of one type (the test runs of gateway/exercise.py, which a
+        busy site's other events must not push out of reach)."""
+        limit = max(1, min(int(limit), MAX_EVENTS_LIMIT))
+        rows = self._db.execute(
+            "SELECT boot, seq, ts, type, data, hist, received FROM events WHERE site = ? "
+            "AND type = ? ORDER BY ts DESC, boot DESC, seq DESC LIMIT ?", (site, etype, limit))
+        return [{"boot": r["boot"], "seq": r["seq"], "ts": r["ts"], "type": r["type"],
+                 "data": json.loads(r["data"]), "hist": bool(r["hist"]),
+                 "received": r["received"]} for r in rows]
+
     # --- rejected ----------------------------------------------------------------------------
 
     def add_rejected(self, received: float, topic: str, reason: str, detail: str,
@@ -297,11 +309,11 @@ def _payload(raw: str | None, received: float | None) -> dict[str, Any] | None:
     return doc
 
 
-def _summary(row: sqlite3.Row, now: float) -> SiteSummary:
+def _summary(row: Any, now: float) -> SiteSummary:
     return site_summary(_overview_snapshot(row), now)
 
 
-def _overview_snapshot(row: sqlite3.Row) -> SiteSnapshot:
+def _overview_snapshot(row: Any) -> SiteSnapshot:
     return SiteSnapshot(
         info=SiteInfo(row["id"], row["name"], row["municipality"], row["lat"], row["lon"],
                       row["heartbeat_s"]),

@@ -3,14 +3,14 @@
 - `users`: dashboard users with role and scrypt hash (`gateway/auth.py`); never in git.
 - `audit`: who did what (acknowledgements, crisis messages sent, commands, site resets,
   notifications given up). The other aggregates write their audit rows inside their own
-  transaction (`SqliteBase._audit`).
+  transaction (`StoreBase._audit`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .db import SqliteBase
+from .db import StoreBase
 
 
 class UserStore(Protocol):
@@ -26,8 +26,8 @@ class AuditStore(Protocol):
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
 
-class UserMixin(SqliteBase):
-    """`UserStore` on SQLite."""
+class UserMixin(StoreBase):
+    """`UserStore` on either database."""
 
     # --- users -------------------------------------------------------------------------------
 
@@ -53,8 +53,8 @@ class UserMixin(SqliteBase):
         return cur.rowcount == 1
 
 
-class AuditMixin(SqliteBase):
-    """`AuditStore` on SQLite."""
+class AuditMixin(StoreBase):
+    """`AuditStore` on either database."""
 
     # --- audit -------------------------------------------------------------------------------
 

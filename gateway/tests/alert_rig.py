@@ -9,6 +9,7 @@ read back from there: nothing is sent.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from gateway.alerts.config import AlertConfig, Contact, load_rules
 from gateway.alerts.engine import AlertEngine
 from gateway.config import CONFIG_DIR
 from gateway.ingest import Ingest
-from gateway.store import AlertRecord, SiteInfo, SqliteStore
+from gateway.store import AlertRecord, PgStore, SiteInfo, SqliteStore
 
 # Two more sites in Åre, so a regional grid loss has sites to group.
 MORE_SITES = [
@@ -66,11 +67,12 @@ def normal_state(**over: Any) -> dict[str, Any]:
 
 
 class Rig:
-    def __init__(self, path: Path, config: AlertConfig | None = None,
-                 clock: Clock | None = None) -> None:
+    def __init__(self, path: Path | Callable[[], SqliteStore | PgStore],
+                 config: AlertConfig | None = None, clock: Clock | None = None) -> None:
+        """`path`: a SQLite file, or what opens a store (`pg_cluster.Backend.open`)."""
         self.path = path
         self.clock = clock or Clock(TS)
-        self.store = SqliteStore(path)
+        self.store: SqliteStore | PgStore = SqliteStore(path) if isinstance(path, Path) else path()
         self.store.upsert_sites(ALL_SITES)
         self.ingest = Ingest(self.store, self.clock)
         self.config = config or shipped_config()

@@ -93,6 +93,11 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "shop_opened": {},
     "shop_closed": {},
     "safe_mode": {"resets": 3, "hung": "telemetry"},
+    "exercise_done": {"trigger": "schedule", "cmd": None, "minutes": 15, "on_load": False,
+                      "started": 1795424400, "start_s": 6, "stable_s": 8, "v_min": 228.4,
+                      "v_max": 232.1, "f_min": 49.9, "f_max": 50.1, "load_kw": 0.0,
+                      "fuel_used_l": 0.9, "alarms": ["battery_low_voltage"], "result": "pass",
+                      "why": None},
 }
 
 

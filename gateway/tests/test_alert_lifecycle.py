@@ -4,12 +4,12 @@ and acknowledgement (A4), restart (A5), duplicate deliveries (N6), fuzzed states
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from alert_rig import HEARTBEAT_S, Rig, normal_state, shipped_config
 from gw_samples import raw
+from pg_cluster import Backend, backend_fixture, pg_cluster_fixture, store_fixture  # noqa: F401
 
 CFG = shipped_config()
 LOST: dict[str, Any] = {"mode": "on_backup", "grid": {"state": "lost", "v": 0.0, "f": 0.0},
@@ -19,8 +19,8 @@ FAILED: dict[str, Any] = {"mode": "backup_failed", "grid": {"state": "lost"},
 
 
 @pytest.fixture
-def rig(tmp_path: Path):
-    r = Rig(tmp_path / "sot.sqlite3")
+def rig(backend: Backend):
+    r = Rig(backend.open)
     yield r
     r.close()
 
@@ -102,10 +102,10 @@ def test_a_site_joining_an_open_incident_is_announced_once_per_interval(rig: Rig
 
 
 def test_unacknowledged_critical_alert_escalates_and_an_ack_stops_it_across_restart(
-        tmp_path: Path):
+        backend: Backend):
     """A4: backup failed at Kall; nobody acknowledges; Bo is told after escalate_s. Bo
     acknowledges; the gateway restarts; nobody is told anything more until it resolves."""
-    db = tmp_path / "sot.sqlite3"
+    db = backend.open
     rig = Rig(db)
     key = "backup_failed:are-kall"
     esc = CFG.rules["backup_failed"].escalate_s
@@ -137,9 +137,9 @@ def test_unacknowledged_critical_alert_escalates_and_an_ack_stops_it_across_rest
     rig.close()
 
 
-def test_a_restart_with_open_alerts_notifies_nothing_again(tmp_path: Path):
+def test_a_restart_with_open_alerts_notifies_nothing_again(backend: Backend):
     """A5."""
-    db = tmp_path / "sot.sqlite3"
+    db = backend.open
     rig = Rig(db)
     rig.state(**LOST)
     rig.state("krokom-follinge", **FAILED)

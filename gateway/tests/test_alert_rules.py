@@ -5,12 +5,12 @@ time and sends one recovery notice."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from alert_rig import HEARTBEAT_S, Rig, normal_state, shipped_config
 from gw_samples import TS, present
+from pg_cluster import Backend, backend_fixture, pg_cluster_fixture, store_fixture  # noqa: F401
 
 from gateway.alerts.config import AlertConfig
 from gateway.alerts.rules import Obs, SiteView, evaluate, fuel_for_sale, site_view
@@ -43,8 +43,8 @@ CASES: list[tuple[str, dict[str, Any], str, set[str]]] = [
 
 
 @pytest.fixture
-def rig(tmp_path: Path):
-    r = Rig(tmp_path / "sot.sqlite3")
+def rig(backend: Backend):
+    r = Rig(backend.open)
     yield r
     r.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from web_login import PASSWORD, add_user, login
 
 from gateway import auth
 from gateway.crisis import CrisisSender
-from gateway.store import SqliteStore
+from gateway.store import PgStore, SqliteStore
 from gateway.web import make_app
 
 
@@ -78,9 +78,12 @@ class FakeBroker:
 
 
 @contextlib.asynccontextmanager
-async def app_at(tmp_path: Path, clock: Clock, **kw: Any
-                 ) -> AsyncIterator[tuple[str, SqliteStore, FakeBroker]]:
-    db = SqliteStore(tmp_path / "sot.sqlite3")
+async def app_at(tmp_path: Path, clock: Clock, *,
+                 store: Callable[[], SqliteStore | PgStore] | None = None, **kw: Any
+                 ) -> AsyncIterator[tuple[str, SqliteStore | PgStore, FakeBroker]]:
+    """The web app on 127.0.0.1 over a SQLite store in `tmp_path`, or over what `store` opens
+    (`pg_cluster.Backend.open`)."""
+    db = store() if store is not None else SqliteStore(tmp_path / "sot.sqlite3")
     db.upsert_sites(SITES)
     add_user(db, "anna", "viewer")
     add_user(db, "kim", "coordinator")

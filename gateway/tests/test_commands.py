@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from pg_cluster import Backend, backend_fixture, pg_cluster_fixture  # noqa: F401
 
 from gateway import cli, commands
 
@@ -93,13 +94,11 @@ def test_the_controllers_results_pass_the_contract_and_nonsense_does_not() -> No
         assert list(v.iter_errors(event("cmd_result", data=data))), data
 
 
-def test_a_result_is_filed_once_with_one_audit_entry(tmp_path: Path) -> None:
+def test_a_result_is_filed_once_with_one_audit_entry(backend: Backend) -> None:
     from gw_samples import SITES, Clock, event, raw
 
     from gateway.ingest import Ingest, Result
-    from gateway.store import SqliteStore
-
-    db = SqliteStore(tmp_path / "sot.sqlite3")
+    db = backend.open()
     try:
         db.upsert_sites(SITES)
         ing = Ingest(db, Clock())
@@ -116,12 +115,10 @@ def test_a_result_is_filed_once_with_one_audit_entry(tmp_path: Path) -> None:
 
 
 def test_counter_only_grows_and_a_command_without_result_is_unknown_after_expiry(
-        tmp_path: Path) -> None:
+        backend: Backend) -> None:
     from gw_samples import SITES
 
-    from gateway.store import SqliteStore
-
-    db = SqliteStore(tmp_path / "sot.sqlite3")
+    db = backend.open()
     try:
         db.upsert_sites(SITES)
         a = db.next_cmd_counter("are-kall", NOW)

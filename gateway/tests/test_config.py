@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config
+from gateway import checkconfig, config
+from gateway.tooling import compiler
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def test_shipped_config_is_valid():
-    lines = config.check_all()
+    lines = checkconfig.check_all()
     assert any("dse-gencomm.toml" in line for line in lines)
     sites = config.load_sites()
     assert {"are-kall", "harjedalen-hede", "krokom-follinge"} <= set(sites)
@@ -80,6 +81,14 @@ def test_shipped_config_is_valid():
             "point 'fuel_level'",
             "range",
         ),
+        # the test-run schedule (docs/commands.md, "Provkörning")
+        ("sites/are-kall.toml", 'weekday = "tue"', 'weekday = "tis"', "[exercise]", "weekday"),
+        ("sites/are-kall.toml", 'time = "10:00"', 'time = "25:00"', "[exercise]", "time"),
+        ("sites/are-kall.toml", 'time = "10:00"', 'time = "10.00"', "[exercise]", "time"),
+        ("sites/are-kall.toml", "minutes = 15", "minutes = 90", "[exercise]", "minutes"),
+        ("sites/are-kall.toml", 'every = "month"', 'every = "day"', "[exercise]", "every"),
+        ("sites/are-kall.toml", "on_load = false", "on_load = false\nload = 1", "[exercise]",
+         "load"),
     ],
 )
 def test_errors_name_file_entry_and_key(
@@ -178,6 +187,12 @@ def test_comap_reads_never_span_unmapped_registers():
             "point 'manufacturer'",
             "poll",
         ),
+        # a coil (ComAp's remote start/stop) has no complement and only the states 1 and 0
+        ("devices/comap-intelilite4.toml", "function = 5\n", "function = 5\ncomplement = true\n",
+         "[control]", "complement"),
+        ("devices/comap-intelilite4.toml", "start = 1\n", "start = 2\n", "[control]", "start"),
+        ("devices/comap-intelilite4.toml", "function = 5\n", "function = 6\n", "[control]",
+         "function"),
     ],
 )
 def test_profile_extensions_are_validated(cfgdir: Path, file, old, new, entry, key):
@@ -189,8 +204,8 @@ def test_profile_extensions_are_validated(cfgdir: Path, file, old, new, entry, k
 
 def test_compiled_site_is_small_and_wired():
     site = config.load_sites()["are-kall"]
-    compiled = config.compile_site(site, bus_ports={"rs485": "/dev/pts/9"}, mqtt={"port": 1999})
-    text = config.to_json(compiled)
+    compiled = compiler.compile_site(site, bus_ports={"rs485": "/dev/pts/9"}, mqtt={"port": 1999})
+    text = compiler.to_json(compiled)
     assert len(text.encode()) < 8192  # parsed from a stream at boot, but kept in a small heap
     assert compiled["buses"][0]["port"] == "/dev/pts/9"
     assert compiled["mqtt"]["port"] == 1999
@@ -200,7 +215,7 @@ def test_compiled_site_is_small_and_wired():
         "fuel_level",
         1,
         2,
-        config.TYPE_CODES["u16"],
+        compiler.TYPE_CODES["u16"],
         None,
         0,
         100,
@@ -216,9 +231,9 @@ def test_compiled_site_is_small_and_wired():
     assert state[8][3] == "running" and state[8][1] == "starting"
     meter = next(d for d in compiled["devices"] if d["name"] == "grid")
     v1 = next(p for p in meter["points"] if p[0] == "voltage_l1")
-    assert v1[3] == config.TYPE_CODES["f32"] and v1[7] is None  # SDM630 has no sentinel band
+    assert v1[3] == compiler.TYPE_CODES["f32"] and v1[7] is None  # SDM630 has no sentinel band
     # The wiring is not part of the config hash; the content is.
-    again = config.compile_site(site, bus_ports={"rs485": "/dev/pts/1"})
+    again = compiler.compile_site(site, bus_ports={"rs485": "/dev/pts/1"})
     assert again["hash"] == compiled["hash"]
 
 
@@ -239,7 +254,7 @@ FOLLINGE = "sites/krokom-follinge.toml"
 
 def test_board_section_compiles_into_the_controller_config():
     site = config.load_sites()["krokom-follinge"]
-    out = config.compile_site(site)
+    out = compiler.compile_site(site)
     b = out["board"]
     assert b["kind"] == "esp32"
     assert b["uart"]["uart1"] == {"id": 1, "tx": 4, "rx": 36, "de": 2, "de_active_low": False,
@@ -248,7 +263,7 @@ def test_board_section_compiles_into_the_controller_config():
     assert b["display"]["cs"] == 15 and b["display"]["madctl"] == 0x28
     assert b["network"]["kind"] == "lan" and b["network"]["mdc"] == 23
     # The pins are wiring: the simulator's compile leaves them out, and the hash is the same.
-    sim = config.compile_site(site, bus_ports={"rs485": "/dev/pts/9"})
+    sim = compiler.compile_site(site, bus_ports={"rs485": "/dev/pts/9"})
     assert "board" not in sim
     assert sim["hash"] == out["hash"]
 
@@ -317,7 +332,7 @@ ssid = "Butiken"
 password = "hemligt-losen"
 """
     path.write_text(text.replace('display = "color320"', 'display = "mono128"'))
-    b = config.compile_site(config.load_sites(cfgdir)["krokom-follinge"])["board"]
+    b = compiler.compile_site(config.load_sites(cfgdir)["krokom-follinge"])["board"]
     assert b["display"] == {"i2c": 1, "scl": 7, "sda": 6, "addr": 0x3C, "freq": 400000}
     assert b["network"] == {"kind": "wifi", "ssid": "Butiken", "password": "hemligt-losen"}
     assert b["uart"]["uart1"]["id"] == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from gw_samples import Clock
+from pg_cluster import Backend, backend_fixture, pg_cluster_fixture  # noqa: F401
 from test_auth import FakeBroker, app_at, client
 from web_login import login
 
@@ -57,12 +58,13 @@ def test_control_characters_become_spaces_and_html_stays_text():
     assert crisis.validate(OK, NOW, msg_id="k1", previous_ts=int(NOW)).ts == int(NOW) + 1
 
 
-def test_send_update_ack_withdraw_through_the_api(tmp_path: Path):
+def test_send_update_ack_withdraw_through_the_api(tmp_path: Path, backend: Backend):
     clock = Clock()
     clock.t = NOW
 
     async def main() -> None:
-        async with app_at(tmp_path, clock) as (base, db, broker), client() as s:
+        async with app_at(tmp_path, clock, store=backend.open) as (base, db, broker), \
+                client() as s:
             assert isinstance(broker, FakeBroker)
             csrf = await login(s, base, "kim")
             h = {"X-CSRF-Token": csrf}
@@ -163,12 +165,14 @@ def test_decomposed_characters_are_sent_composed():
     assert crisis.validate({**OK, "sv": "a\u0308" * 280}, NOW).sv == "ä" * 280
 
 
-def test_a_full_site_is_refused_before_sending_and_a_controllers_refusal_is_shown(tmp_path: Path):
+def test_a_full_site_is_refused_before_sending_and_a_controllers_refusal_is_shown(
+        tmp_path: Path, backend: Backend):
     clock = Clock()
     clock.t = NOW
 
     async def main() -> None:
-        async with app_at(tmp_path, clock) as (base, db, broker), client() as s:
+        async with app_at(tmp_path, clock, store=backend.open) as (base, db, broker), \
+                client() as s:
             assert isinstance(broker, FakeBroker)
             csrf = await login(s, base, "kim")
             h = {"X-CSRF-Token": csrf}

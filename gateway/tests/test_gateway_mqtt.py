@@ -1,4 +1,5 @@
-"""The whole gateway against a real Mosquitto: MQTT in, SQLite and HTTP out."""
+"""The whole gateway against a real Mosquitto: MQTT in, the store (SQLite; one test on
+PostgreSQL) and HTTP out."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import aiohttp
 import paho.mqtt.client as mqtt
 import pytest
 from gw_samples import TS, birth, event, present, raw, state, status
+from pg_cluster import Cluster, pg_cluster_fixture  # noqa: F401 - fixture
 from web_login import add_user, login
 
 from gateway.service import Gateway
+from gateway.store import PgStore
 from hil_tests.rig.broker import Broker
 
 pytestmark = pytest.mark.hil
@@ -315,3 +318,40 @@ def test_one_bad_message_costs_only_itself_and_intake_goes_on(tmp_path: Path):
             ctrl_a.close()
             ctrl_b.close()
             observer.close()
+
+
+def test_gateway_on_postgresql_files_a_state_and_raises_an_alert(tmp_path: Path,
+                                                                  pg_cluster: Cluster):
+    """`[store] url = "postgresql://..."`: the same gateway on PostgreSQL, end to end (MQTT in,
+    the alert engine, HTTP out)."""
+    url = pg_cluster.new_database()
+    with Broker() as broker:
+        ctrl = Peer(broker, "ctrl-are-kall")
+
+        async def main() -> None:
+            cfg = gateway_config(broker, tmp_path / "unused.sqlite3")
+            cfg["store"] = {"url": url}
+            gw = Gateway(cfg, clock)
+            await gw.start()
+            try:
+                assert isinstance(gw.store, PgStore)
+                ctrl.publish("sot/v1/are-kall/birth", raw(birth()), retain=True)
+                ctrl.publish("sot/v1/are-kall/state", raw(state(
+                    seq=17, mode="backup_failed", genset={"state": "fault"},
+                    capability={"power": "none"})), retain=True)
+                row = await until_site(gw, lambda s: s["mode"] == "backup_failed", "state")
+                assert row["fw"] == "0.1.0" and row["stale"] is False
+                alerts = await until(lambda: [a for a in present(gw.store).alerts()
+                                              if a.key == "backup_failed:are-kall"],
+                                     what="the backup_failed alert")
+                assert alerts[0].status == "firing"
+                shown = await api(gw, "/api/alerts")
+                assert "backup_failed:are-kall" in json.dumps(shown)
+            finally:
+                await gw.stop()
+
+        try:
+            asyncio.run(asyncio.wait_for(main(), 60))
+        finally:
+            ctrl.close()
+    assert not (tmp_path / "unused.sqlite3").exists()

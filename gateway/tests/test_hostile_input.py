@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from alert_rig import Rig, normal_state
 from gw_samples import SITES, TS, Clock, birth, event, present, raw, state, status
+from pg_cluster import backend_fixture, one, pg_cluster_fixture, store_fixture  # noqa: F401
 
 from gateway import ingest as ingest_mod
 from gateway.cli import main as cli_main
 from gateway.ingest import MAX_FUTURE_S, Ingest
-from gateway.store import SqliteStore
+from gateway.store import SqliteStore, Store
 
 
 @pytest.fixture
@@ -26,15 +27,14 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def db(tmp_path: Path):
-    s = SqliteStore(tmp_path / "sot.sqlite3")
-    s.upsert_sites(SITES)
-    yield s
-    s.close()
+def db(store: Store) -> Store:
+    """The store tests here run on SQLite and on PostgreSQL (`pg_cluster.py`)."""
+    store.upsert_sites(SITES)
+    return store
 
 
 @pytest.fixture
-def ing(db: SqliteStore, clock: Clock) -> Ingest:
+def ing(db: Store, clock: Clock) -> Ingest:
     return Ingest(db, clock)
 
 
@@ -95,7 +95,7 @@ CASES = [(f"{name} in {where}", topic, payload)
 
 @pytest.mark.parametrize("what, topic, payload", CASES, ids=[c[0] for c in CASES])
 def test_text_outside_the_policy_is_refused_and_costs_only_its_message(
-        ing: Ingest, db: SqliteStore, what: str, topic: str, payload: bytes):
+        ing: Ingest, db: Store, what: str, topic: str, payload: bytes):
     assert b"\\" in payload  # written as a JSON escape
     with db.batch():  # as the MQTT ingest files it: inside a group commit with others
         ing.handle(T("event", "krokom-follinge"), raw(event(seq=0)))
@@ -132,7 +132,7 @@ def test_a_refused_event_is_acknowledged_to_the_site(ing: Ingest):
     assert ing.progress() == ([("are-kall", 4, 2)], [])
 
 
-def test_allowed_text_is_filed_in_nfc(ing: Ingest, db: SqliteStore):
+def test_allowed_text_is_filed_in_nfc(ing: Ingest, db: Store):
     # "Ga" + combining diaeresis, and the same escaped: both filed as the one character ä.
     assert ing.handle(T("birth"), raw(birth(name="Ga\u0308rdsbutiken", seq=1))).outcome \
         == "stored"
@@ -156,7 +156,7 @@ def test_keys_that_collide_once_normalised_are_refused(ing: Ingest):
     assert ing.handle(T("state"), payload).reason == "bad_text"
 
 
-def test_the_store_refuses_unstorable_text_itself(db: SqliteStore):
+def test_the_store_refuses_unstorable_text_itself(db: Store):
     """The store's own guard, below the ingest: a ValueError for that write, never a failed
     batch; its records of hostile input never fail."""
     with db.batch():
@@ -180,7 +180,7 @@ def test_the_store_refuses_unstorable_text_itself(db: SqliteStore):
 # --- one store failure costs one message ----------------------------------------------------
 
 def test_a_store_failure_refuses_that_message_and_the_batch_commits(
-        ing: Ingest, db: SqliteStore, monkeypatch: pytest.MonkeyPatch,
+        ing: Ingest, db: Store, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture):
     """Not a text problem: the database refuses one row (a constraint). Only that message is
     refused, with reason `store`; the others of the batch, both sites, are filed."""
@@ -189,9 +189,9 @@ def test_a_store_failure_refuses_that_message_and_the_batch_commits(
     def add_event(site: str, msg: dict[str, Any], raw_: str, received: float) -> bool:
         if site == "are-kall" and msg["seq"] == 1:
             real(site, msg, raw_, received)  # a real row first, then a real constraint error
-            db._db.execute("INSERT INTO events (id, site, boot, seq, ts, type, data, hist, "
-                           "received) SELECT id, site, boot, seq, ts, type, data, hist, "
-                           "received FROM events LIMIT 1")
+            one(db, "INSERT INTO events (id, site, boot, seq, ts, type, data, hist, "
+                    "received) SELECT id, site, boot, seq, ts, type, data, hist, "
+                    "received FROM events LIMIT 1 RETURNING id")
         return real(site, msg, raw_, received)
 
     monkeypatch.setattr(db, "add_event", add_event)
@@ -201,7 +201,9 @@ def test_a_store_failure_refuses_that_message_and_the_batch_commits(
         ing.handle(T("state"), raw(state(seq=30)))
     assert [r.outcome for r in results] == ["stored"] * 2 + ["rejected", "stored"] + \
         ["stored"] * 2
-    assert results[2].reason == "store" and "IntegrityError" in results[2].detail
+    # the driver's name for a constraint error: sqlite3's, or psycopg's for PostgreSQL's
+    error = "IntegrityError" if isinstance(db, SqliteStore) else "UniqueViolation"
+    assert results[2].reason == "store" and error in results[2].detail
     assert [e["seq"] for e in db.events("are-kall")] == [2, 0]
     assert len(db.events("krokom-follinge")) == 3
     assert present(db.latest("are-kall"))["state"]["seq"] == 30
@@ -213,7 +215,7 @@ def test_a_store_failure_refuses_that_message_and_the_batch_commits(
 
 
 def test_a_failure_of_the_database_itself_is_not_blamed_on_a_message(
-        ing: Ingest, db: SqliteStore, monkeypatch: pytest.MonkeyPatch):
+        ing: Ingest, db: Store, monkeypatch: pytest.MonkeyPatch):
     def add_event(*a: Any) -> bool:
         raise sqlite3.OperationalError("database or disk is full")
 
@@ -397,7 +399,7 @@ def test_a_refuel_time_past_any_calendar_does_not_break_the_fuel_rule(tmp_path: 
 
 # --- time and order a site claims -----------------------------------------------------------
 
-def test_a_time_ahead_of_the_gateways_clock_is_refused(ing: Ingest, db: SqliteStore,
+def test_a_time_ahead_of_the_gateways_clock_is_refused(ing: Ingest, db: Store,
                                                         clock: Clock):
     for sub, make in (("state", state), ("birth", birth), ("status", status),
                       ("event", lambda **k: event(seq=0, **k))):
@@ -407,7 +409,7 @@ def test_a_time_ahead_of_the_gateways_clock_is_refused(ing: Ingest, db: SqliteSt
     assert ing.handle(T("state"), raw(state(ts=TS + MAX_FUTURE_S))).outcome == "stored"
 
 
-def test_a_site_cannot_pin_its_latest_state(ing: Ingest, db: SqliteStore, clock: Clock):
+def test_a_site_cannot_pin_its_latest_state(ing: Ingest, db: Store, clock: Clock):
     """Boot 2^32-1 and seq 2^32-1 with the latest time the gateway takes: the real messages
     after it are taken as soon as their time is later; a 2100 date never gets in."""
     assert ing.handle(T("state"), raw(state(boot=2**32 - 1, seq=2**32 - 1,
@@ -424,7 +426,7 @@ def test_a_site_cannot_pin_its_latest_state(ing: Ingest, db: SqliteStore, clock:
     assert present(db.latest("are-kall"))["birth"]["name"] == "Kall"
 
 
-def test_a_controller_whose_boot_counter_restarted_is_heard(ing: Ingest, db: SqliteStore):
+def test_a_controller_whose_boot_counter_restarted_is_heard(ing: Ingest, db: Store):
     ing.handle(T("state"), raw(state(boot=812, seq=40)))
     # flash wiped or controller replaced: boot 0, seq 0, a later time
     assert ing.handle(T("state"), raw(state(boot=0, seq=0, ts=TS + 5))).outcome == "stored"
@@ -432,7 +434,7 @@ def test_a_controller_whose_boot_counter_restarted_is_heard(ing: Ingest, db: Sql
     assert ing.handle(T("state"), raw(state(boot=812, seq=40))).outcome == "outdated"
 
 
-def test_a_birth_cannot_postpone_stale_or_silent(ing: Ingest, db: SqliteStore, clock: Clock):
+def test_a_birth_cannot_postpone_stale_or_silent(ing: Ingest, db: Store, clock: Clock):
     ing.handle(T("birth"), raw(birth(heartbeat_s=86400)))
     ing.handle(T("state"), raw(state()))
     row = next(r for r in db.sites_overview(TS + 91) if r.id == "are-kall")
@@ -496,7 +498,7 @@ def test_silence_after_a_reset_counts_from_the_reset(tmp_path: Path):
 @pytest.mark.parametrize("error, acked_bad", [(sqlite3.IntegrityError, True),
                                               (sqlite3.OperationalError, False)])
 def test_a_failed_group_commit_files_its_messages_one_by_one(
-        ing: Ingest, db: SqliteStore, monkeypatch: pytest.MonkeyPatch, error: type,
+        ing: Ingest, db: Store, monkeypatch: pytest.MonkeyPatch, error: type,
         acked_bad: bool):
     """The batch's COMMIT fails (forced by a stand-in for `Store.batch`): every message is
     filed again on its own. The one whose own commit fails too is refused and acknowledged,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import random
-from pathlib import Path
 
 import pytest
 from gw_samples import SITES, TS, Clock, birth, event, present, raw, state, status, will
+from pg_cluster import backend_fixture, pg_cluster_fixture, store_fixture  # noqa: F401
 
 from gateway import ingest as ingest_mod
 from gateway.ingest import Ingest, Result, is_newer
-from gateway.store import SqliteStore
+from gateway.store import Store
 
 
 @pytest.fixture
@@ -21,15 +21,14 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def db(tmp_path: Path):
-    s = SqliteStore(tmp_path / "sot.sqlite3")
-    s.upsert_sites(SITES)
-    yield s
-    s.close()
+def db(store: Store) -> Store:
+    """Every test here runs on SQLite and on PostgreSQL (`pg_cluster.py`)."""
+    store.upsert_sites(SITES)
+    return store
 
 
 @pytest.fixture
-def ing(db: SqliteStore, clock: Clock) -> Ingest:
+def ing(db: Store, clock: Clock) -> Ingest:
     return Ingest(db, clock)
 
 
@@ -37,7 +36,7 @@ def T(sub: str, site: str = "are-kall") -> str:
     return f"sot/v1/{site}/{sub}"
 
 
-def test_valid_messages_are_filed(ing: Ingest, db: SqliteStore):
+def test_valid_messages_are_filed(ing: Ingest, db: Store):
     for sub, doc in (("status", status()), ("birth", birth()), ("state", state()),
                      ("event", event())):
         r = ing.handle(T(sub), raw(doc))
@@ -50,7 +49,7 @@ def test_valid_messages_are_filed(ing: Ingest, db: SqliteStore):
     assert st["accepted_by_topic"] == {"status": 1, "birth": 1, "state": 1, "event": 1}
 
 
-def test_duplicates_and_outdated_messages_do_not_replace_the_latest(ing: Ingest, db: SqliteStore):
+def test_duplicates_and_outdated_messages_do_not_replace_the_latest(ing: Ingest, db: Store):
     assert ing.handle(T("state"), raw(state(seq=17))).outcome == "stored"
     assert ing.handle(T("state"), raw(state(seq=17))).outcome == "duplicate"
     assert ing.handle(T("state"), raw(state(seq=16, mode="normal"))).outcome == "outdated"
@@ -63,7 +62,7 @@ def test_duplicates_and_outdated_messages_do_not_replace_the_latest(ing: Ingest,
 
 
 def test_a_late_will_of_an_older_session_does_not_mark_a_live_site_lost(ing: Ingest,
-                                                                         db: SqliteStore):
+                                                                         db: Store):
     ing.handle(T("status"), raw(status(bdseq=2, seq=0)))
     assert ing.handle(T("status"), raw(will(bdseq=1))).outcome == "outdated"
     assert present(db.latest("are-kall"))["status"]["state"] == "online"
@@ -72,7 +71,7 @@ def test_a_late_will_of_an_older_session_does_not_mark_a_live_site_lost(ing: Ing
     assert ing.handle(T("status"), raw(status(bdseq=3, seq=0))).outcome == "stored"
 
 
-def test_a_controller_whose_boot_counter_went_back_is_heard_again(ing: Ingest, db: SqliteStore):
+def test_a_controller_whose_boot_counter_went_back_is_heard_again(ing: Ingest, db: Store):
     ing.handle(T("state"), raw(state(boot=40, seq=5)))
     # a retained state from an older boot, replayed by the broker: older ts, not newer
     assert ing.handle(T("state"), raw(state(boot=3, seq=9, ts=TS - 60))).outcome == "outdated"
@@ -89,7 +88,7 @@ def test_is_newer_orders_by_boot_then_seq():
     assert is_newer("birth", birth(seq=1), birth(seq=2)) is False
 
 
-def test_integral_floats_are_filed_as_integers(ing: Ingest, db: SqliteStore):
+def test_integral_floats_are_filed_as_integers(ing: Ingest, db: Store):
     doc = event(seq=21)
     doc["seq"] = 21.0
     assert ing.handle(T("event"), raw(doc)).outcome == "stored"
@@ -128,7 +127,7 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("what, topic, payload, reason", MALFORMED, ids=[m[0] for m in MALFORMED])
-def test_malformed_is_counted_filed_as_rejected_and_never_stored(ing: Ingest, db: SqliteStore,
+def test_malformed_is_counted_filed_as_rejected_and_never_stored(ing: Ingest, db: Store,
                                                                   what, topic, payload, reason):
     r = ing.handle(topic, payload)
     assert r.outcome == "rejected" and r.reason == reason, (what, r)
@@ -141,7 +140,7 @@ def test_malformed_is_counted_filed_as_rejected_and_never_stored(ing: Ingest, db
     assert len(rows) == 1 and rows[0]["reason"] == reason and rows[0]["topic"] == topic[:256]
 
 
-def test_a_reject_never_touches_the_latest_state(ing: Ingest, db: SqliteStore):
+def test_a_reject_never_touches_the_latest_state(ing: Ingest, db: Store):
     ing.handle(T("state"), raw(state(seq=17)))
     ing.handle(T("state"), raw(state(seq=18, mode="chaos")))
     ing.handle(T("state"), b"\x00" * 2000)
@@ -169,7 +168,7 @@ def test_rejects_are_logged_once_a_minute_per_site_and_reason(ing: Ingest, clock
     assert ing.stats()["rejected_by_reason"] == {"not_json": 51, "unknown_site": 50}
 
 
-def test_a_reject_flood_files_a_bounded_number_of_rows(ing: Ingest, db: SqliteStore,
+def test_a_reject_flood_files_a_bounded_number_of_rows(ing: Ingest, db: Store,
                                                         clock: Clock):
     for _ in range(ingest_mod.REJECTS_FILED_PER_MIN + 50):
         ing.handle(T("state"), b"nope")
@@ -180,7 +179,7 @@ def test_a_reject_flood_files_a_bounded_number_of_rows(ing: Ingest, db: SqliteSt
     assert ing.stats()["rejected"] == ingest_mod.REJECTS_FILED_PER_MIN + 51
 
 
-def test_sites_are_reloaded_from_the_store(ing: Ingest, db: SqliteStore):
+def test_sites_are_reloaded_from_the_store(ing: Ingest, db: Store):
     assert ing.handle(T("state", "are-kall"), raw(state())).accepted
     db.upsert_sites(SITES[1:])
     ing.reload_sites()
@@ -205,7 +204,7 @@ def _mutations(rng: random.Random, seed_payloads: list[bytes], n: int):
         yield bytes(p)
 
 
-def test_mutated_payloads_never_crash_and_only_valid_ones_are_filed(ing: Ingest, db: SqliteStore):
+def test_mutated_payloads_never_crash_and_only_valid_ones_are_filed(ing: Ingest, db: Store):
     rng = random.Random(20261123)
     seeds = {"state": raw(state()), "event": raw(event()), "birth": raw(birth()),
              "status": raw(status())}
@@ -221,7 +220,7 @@ def test_mutated_payloads_never_crash_and_only_valid_ones_are_filed(ing: Ingest,
     assert st["rejected"] > 1000
 
 
-def test_hypothesis_fuzz_never_crashes(db: SqliteStore, clock: Clock):
+def test_hypothesis_fuzz_never_crashes(db: Store, clock: Clock):
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
     ing = Ingest(db, clock)

@@ -1,5 +1,6 @@
-"""RELIABILITY A8: the gateway killed (SIGKILL) in the middle of writing. The database opens,
-passes PRAGMA integrity_check, and every message the gateway had acknowledged is in it.
+"""Fault scenario A8 (docs/fault-scenarios.md): the gateway killed (SIGKILL) in the middle of
+writing. The database opens, passes PRAGMA integrity_check, and every message the gateway had
+acknowledged is in it.
 
 The child is the gateway's own write path without the network: `Ingest.handle` (what MQTT
 delivery calls before it sends the PUBACK) plus the alert engine evaluating after every

@@ -104,6 +104,14 @@ def test_additional_fields_are_allowed_for_later_issues():
     ("event", event("device_offline", data={"name": "tank"}), "device event without device"),
     ("event", event("mode_changed", data={"from": "normal", "to": "chaos"}), "mode enum in data"),
     ("event", event("grid_lost", data={"v": 0, "f": 0, "state": "gone"}), "grid state in data"),
+    ("event", event("exercise_done", data={**EVENT_DATA["exercise_done"], "result": "ok"}),
+     "test-run result enum"),
+    ("event", event("exercise_done", data={**EVENT_DATA["exercise_done"], "v_max": 5000}),
+     "test-run voltage out of range"),
+    ("event", event("exercise_done", data={**EVENT_DATA["exercise_done"], "started": 0}),
+     "test run started on a clock never set"),
+    ("event", event("exercise_done", data={k: v for k, v in EVENT_DATA["exercise_done"].items()
+                                           if k != "why"}), "test run without why"),
 ])
 def test_invalid_payloads_fail(topic: str, doc: dict[str, Any], why: str):
     assert not ok(topic, doc), why

@@ -22,7 +22,7 @@ def test_shipped_gateway_toml_is_complete_and_valid():
 
 
 def test_unknown_config_keys_are_named():
-    with pytest.raises(ValueError, match=r"\[http\]: unknown key 'prot'"):
+    with pytest.raises(ValueError, match=r"\[http\]: key 'prot': unknown key"):
         with_defaults({"http": {"prot": 80}})
     with pytest.raises(ValueError, match=r"unknown section \[htp\]"):
         with_defaults({"htp": {}})

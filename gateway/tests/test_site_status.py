@@ -7,31 +7,30 @@ same moment: a site the alert engine takes as online must not be lost on the pub
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from gw_samples import SITES, TS, birth, present, state, status, will
+from pg_cluster import backend_fixture, pg_cluster_fixture, store_fixture  # noqa: F401
 
 from gateway.alerts.rules import SiteView, site_view
 from gateway.model import SiteInfo, SiteSnapshot, SiteSummary, site_status
 from gateway.signage import signage_view
-from gateway.store import SqliteStore
+from gateway.store import Store
 
 HB = 30  # the sites' configured heartbeat (gw_samples.SITES)
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "sot.sqlite3")
-    s.upsert_sites(SITES)
-    yield s
-    s.close()
+def db(store: Store) -> Store:
+    """Every test here runs on SQLite and on PostgreSQL (`pg_cluster.py`)."""
+    store.upsert_sites(SITES)
+    return store
 
 
-def put(db: SqliteStore, kind: str, doc: dict[str, Any], received: float) -> None:
+def put(db: Store, kind: str, doc: dict[str, Any], received: float) -> None:
     getattr(db, f"put_{kind}")("are-kall", doc, json.dumps(doc), received)
 
 
@@ -45,20 +44,20 @@ class Seen:
     rules: SiteView
 
 
-def seen(db: SqliteStore, now: float) -> Seen:
+def seen(db: Store, now: float) -> Seen:
     summary = present(db.site_overview("are-kall", now))
     return Seen(dashboard=summary, api=summary.as_json(),
                 signage=present(signage_view(db, "are-kall", now)),
                 rules=site_view(db.snapshots("are-kall")[0], now, listening_since=TS - 600))
 
 
-def online_with_state(db: SqliteStore, at: float = TS) -> None:
+def online_with_state(db: Store, at: float = TS) -> None:
     put(db, "status", status(ts=int(at)), at)
     put(db, "birth", birth(ts=int(at)), at)
     put(db, "state", state(ts=int(at)), at)
 
 
-def test_a_fresh_state_is_online_and_current_everywhere(db: SqliteStore):
+def test_a_fresh_state_is_online_and_current_everywhere(db: Store):
     online_with_state(db)
     s = seen(db, TS + 5)
     assert s.dashboard.link == "online" and s.dashboard.current
@@ -68,7 +67,7 @@ def test_a_fresh_state_is_online_and_current_everywhere(db: SqliteStore):
     assert s.rules.status == "online" and s.rules.state is not None
 
 
-def test_silent_past_three_heartbeats_is_stale_everywhere(db: SqliteStore):
+def test_silent_past_three_heartbeats_is_stale_everywhere(db: Store):
     online_with_state(db)
     before = seen(db, TS + 3 * HB - 1)
     assert before.dashboard.stale is False and before.signage["stale"] is False
@@ -84,7 +83,7 @@ def test_silent_past_three_heartbeats_is_stale_everywhere(db: SqliteStore):
     assert after.rules.state is None and after.rules.state_age_s == 3 * HB + 1
 
 
-def test_a_will_newer_than_the_state_is_lost_everywhere(db: SqliteStore):
+def test_a_will_newer_than_the_state_is_lost_everywhere(db: Store):
     online_with_state(db)
     put(db, "status", will(), TS + 10)  # the broker published the controller's Will
     s = seen(db, TS + 12)  # the data is only 12 s old, but the link is gone
@@ -94,7 +93,7 @@ def test_a_will_newer_than_the_state_is_lost_everywhere(db: SqliteStore):
     assert s.rules.status == "lost" and s.rules.status_since == TS + 10
 
 
-def test_a_will_older_than_the_latest_state_is_online_everywhere(db: SqliteStore):
+def test_a_will_older_than_the_latest_state_is_online_everywhere(db: Store):
     """The site has spoken since its Will (a state arrived after it): it is online, on the
     dashboard and the public screen as for the alert rules. Before site_status the screen
     showed such a site as lost while the alert engine took it as online."""
@@ -108,7 +107,7 @@ def test_a_will_older_than_the_latest_state_is_online_everywhere(db: SqliteStore
     assert s.rules.status == "online" and s.rules.state is not None
 
 
-def test_a_birth_may_shorten_the_heartbeat_never_lengthen_it(db: SqliteStore):
+def test_a_birth_may_shorten_the_heartbeat_never_lengthen_it(db: Store):
     put(db, "status", status(), TS)
     put(db, "birth", birth(heartbeat_s=10), TS)
     put(db, "state", state(), TS)
@@ -124,7 +123,7 @@ def test_a_birth_may_shorten_the_heartbeat_never_lengthen_it(db: SqliteStore):
     assert s.dashboard.stale and s.signage["stale"] and s.rules.state is None
 
 
-def test_a_site_never_heard_is_unknown_and_stale_everywhere(db: SqliteStore):
+def test_a_site_never_heard_is_unknown_and_stale_everywhere(db: Store):
     s = seen(db, TS)
     assert s.dashboard.link == "unknown" and s.dashboard.last_heard is None
     assert s.dashboard.stale and not s.dashboard.lost and not s.dashboard.has_data
@@ -134,7 +133,7 @@ def test_a_site_never_heard_is_unknown_and_stale_everywhere(db: SqliteStore):
     assert s.rules.status is None and s.rules.state is None and s.rules.state_age_s is None
 
 
-def test_the_state_age_is_taken_from_the_older_of_ts_and_receive_time(db: SqliteStore):
+def test_the_state_age_is_taken_from_the_older_of_ts_and_receive_time(db: Store):
     """A retained state replayed by the broker keeps its old ts: it is as old as its ts says."""
     put(db, "status", status(), TS + 200)
     put(db, "state", state(ts=TS), TS + 200)
@@ -161,7 +160,7 @@ STORIES: dict[str, list[tuple[str, dict[str, Any], float]]] = {
 
 @pytest.mark.parametrize("story", STORIES)
 @pytest.mark.parametrize("later", [1, 14, 16, 89, 91, 600])
-def test_dashboard_signage_and_rules_agree(db: SqliteStore, story: str, later: float):
+def test_dashboard_signage_and_rules_agree(db: Store, story: str, later: float):
     for kind, doc, received in STORIES[story]:
         put(db, kind, doc, received)
     now = TS + 20 + later
@@ -193,7 +192,7 @@ def test_site_status_is_a_pure_function_of_the_snapshot():
     assert site_status(lost, TS + 5).lost and not site_status(lost, TS + 5).stale
 
 
-def test_the_api_row_has_exactly_the_documented_fields(db: SqliteStore):
+def test_the_api_row_has_exactly_the_documented_fields(db: Store):
     """`SiteSummary.as_json()` is what `GET /api/sites` returns: the fields gateway/web/openapi.json
     documents, no more (the model's extra attributes stay out of the API)."""
     doc = json.loads((Path(__file__).parents[1] / "web" / "openapi.json").read_text())

@@ -1,46 +1,67 @@
-"""SqliteStore: migrations, durability settings, duplicates, staleness with a moved clock."""
+"""The store on SQLite and on PostgreSQL (every test runs against both, `pg_cluster.py`):
+migrations, durability settings, duplicates, staleness with a moved clock."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gw_samples import SITES, TS, birth, event, present, state, status
+from pg_cluster import (  # noqa: F401 - fixtures
+    Backend,
+    Cluster,
+    backend_fixture,
+    one,
+    pg_cluster_fixture,
+    store_fixture,
+)
 
 from gateway import store as store_mod
-from gateway.store import MIGRATIONS, SiteInfo, SqliteStore
+from gateway.store import (
+    MIGRATIONS,
+    PgStore,
+    SiteInfo,
+    SqliteStore,
+    Store,
+    StoreFailed,
+    StoreUnavailable,
+    open_store,
+)
 from gateway.store import telemetry as telemetry_mod
 
 
 @pytest.fixture
-def db(tmp_path: Path):
-    s = SqliteStore(tmp_path / "var" / "sot.sqlite3")
-    s.upsert_sites(SITES)
-    yield s
-    s.close()
+def db(store: Store) -> Iterator[Store]:
+    store.upsert_sites(SITES)
+    yield store
 
 
-def put(s: SqliteStore, kind: str, doc: dict, received: float) -> None:
+def put(s: Store, kind: str, doc: dict, received: float) -> None:
     getattr(s, f"put_{kind}")("are-kall", doc, json.dumps(doc), received)
 
 
-def test_fresh_database_is_migrated_wal_full_and_intact(db: SqliteStore):
+def test_fresh_database_is_migrated_durable_and_intact(db: Store, backend: Backend):
     assert db.schema_version == len(MIGRATIONS)
-    assert db._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    if backend.name == "sqlite":
+        assert one(db, "PRAGMA journal_mode") == "wal"
+        assert one(db, "PRAGMA synchronous") == 2  # FULL
+    else:
+        # a COMMIT returns once the WAL is flushed (the session turns it on if the server
+        # has it off)
+        assert one(db, "SHOW synchronous_commit") == "on"
     assert db.integrity_check() == "ok"
 
 
-def test_reopen_keeps_data_and_runs_no_migration_twice(tmp_path: Path):
-    path = tmp_path / "sot.sqlite3"
-    s = SqliteStore(path)
+def test_reopen_keeps_data_and_runs_no_migration_twice(backend: Backend):
+    s = backend.open()
     s.upsert_sites(SITES)
     assert s.add_event("are-kall", event(), "{}", TS)
     s.close()
     for _ in range(2):
-        s = SqliteStore(path)
+        s = backend.open()
         assert s.schema_version == len(MIGRATIONS)
         assert s.integrity_check() == "ok"
         assert s.site_ids() == {x.id for x in SITES}
@@ -48,16 +69,14 @@ def test_reopen_keeps_data_and_runs_no_migration_twice(tmp_path: Path):
         s.close()
 
 
-def test_database_from_a_newer_gateway_is_refused(tmp_path: Path):
-    path = tmp_path / "sot.sqlite3"
-    SqliteStore(path).close()
-    with sqlite3.connect(path) as c:
-        c.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+def test_database_from_a_newer_gateway_is_refused(backend: Backend):
+    backend.open().close()
+    backend.set_schema_version(len(MIGRATIONS) + 1)
     with pytest.raises(RuntimeError, match="newer"):
-        SqliteStore(path)
+        backend.open()
 
 
-def test_event_duplicate_is_ignored_and_reported(db: SqliteStore):
+def test_event_duplicate_is_ignored_and_reported(db: Store):
     assert db.add_event("are-kall", event(seq=20), "{}", TS) is True
     assert db.add_event("are-kall", event(seq=20, type="gen_running",
                                           data={"after_s": 1}), "{}", TS + 5) is False
@@ -68,7 +87,7 @@ def test_event_duplicate_is_ignored_and_reported(db: SqliteStore):
     assert all(e["type"] == "grid_lost" for e in evs)  # the first one filed stays
 
 
-def test_events_newest_first_with_limit(db: SqliteStore):
+def test_events_newest_first_with_limit(db: Store):
     for i, t in enumerate(["grid_lost", "mode_changed", "gen_running"]):
         db.add_event("are-kall", event(t, seq=20 + i, ts=TS + i), "{}", TS + i)
     db.add_event("are-kall", event("device_offline", seq=30, ts=TS - 100, hist=True), "{}", TS + 9)
@@ -78,9 +97,11 @@ def test_events_newest_first_with_limit(db: SqliteStore):
     assert evs[-1]["hist"] is True and evs[0]["hist"] is False
     assert evs[0]["data"] == {"after_s": 9.5}
     assert [e["seq"] for e in db.events("are-kall", limit=2)] == [22, 21]
+    assert [(e["type"], e["seq"]) for e in db.events_of_type("are-kall", "grid_lost")] == \
+        [("grid_lost", 20)]
 
 
-def test_latest_status_birth_state_with_received_time(db: SqliteStore):
+def test_latest_status_birth_state_with_received_time(db: Store):
     assert db.latest("are-kall") is None
     put(db, "status", status(), TS + 1)
     put(db, "birth", birth(), TS + 2)
@@ -93,12 +114,12 @@ def test_latest_status_birth_state_with_received_time(db: SqliteStore):
     assert present(db.latest("are-kall"))["state"]["mode"] == "normal"
 
 
-def overview(db: SqliteStore, now: float, site: str = "are-kall") -> dict:
+def overview(db: Store, now: float, site: str = "are-kall") -> dict:
     """The site's row as `GET /api/sites` gives it."""
     return next(r.as_json() for r in db.sites_overview(now) if r.id == site)
 
 
-def test_staleness_follows_the_clock_passed_in(db: SqliteStore):
+def test_staleness_follows_the_clock_passed_in(db: Store):
     row = overview(db, TS)
     assert row["stale"] is True and row["age_s"] is None and row["mode"] is None
     put(db, "state", state(), TS)
@@ -114,16 +135,15 @@ def test_staleness_follows_the_clock_passed_in(db: SqliteStore):
     assert overview(db, TS + 31)["stale"] is False
 
 
-def test_heartbeat_default_when_neither_birth_nor_config_has_one(tmp_path: Path):
-    s = SqliteStore(tmp_path / "x.sqlite3")
+def test_heartbeat_default_when_neither_birth_nor_config_has_one(store: Store):
+    s = store
     s.upsert_sites([SiteInfo("are-kall", "Kall", "Åre", 63.0, 13.0)])
     put(s, "state", state(), TS)
     assert overview(s, TS + 3 * store_mod.DEFAULT_HEARTBEAT_S - 1)["stale"] is False
     assert overview(s, TS + 3 * store_mod.DEFAULT_HEARTBEAT_S + 1)["stale"] is True
-    s.close()
 
 
-def test_age_uses_the_older_of_controller_ts_and_receive_time(db: SqliteStore):
+def test_age_uses_the_older_of_controller_ts_and_receive_time(db: Store):
     # Retained state replayed long after it was made: its ts says how old it is.
     put(db, "state", state(ts=TS - 1000), TS)
     assert overview(db, TS)["stale"] is True
@@ -132,7 +152,7 @@ def test_age_uses_the_older_of_controller_ts_and_receive_time(db: SqliteStore):
     assert overview(db, TS + 100)["stale"] is True
 
 
-def test_overview_shape(db: SqliteStore):
+def test_overview_shape(db: Store):
     put(db, "status", status(), TS)
     put(db, "state", state(), TS)
     row = overview(db, TS + 5)
@@ -147,7 +167,7 @@ def test_overview_shape(db: SqliteStore):
                                                          "are-kall"]  # by municipality
 
 
-def test_sites_leaving_the_config_are_kept_but_inactive(db: SqliteStore):
+def test_sites_leaving_the_config_are_kept_but_inactive(db: Store):
     db.add_event("krokom-follinge", event(), "{}", TS)
     db.upsert_sites(SITES[:2])
     assert db.site_ids() == {"are-kall", "harjedalen-hede"}
@@ -157,7 +177,7 @@ def test_sites_leaving_the_config_are_kept_but_inactive(db: SqliteStore):
     assert overview(db, TS)["name"] == "Kall by"
 
 
-def test_rejected_rows_keep_an_excerpt_and_are_capped(db: SqliteStore, monkeypatch):
+def test_rejected_rows_keep_an_excerpt_and_are_capped(db: Store, monkeypatch):
     monkeypatch.setattr(telemetry_mod, "REJECTED_KEEP", 50)
     db.add_rejected(TS, "sot/v1/x/state", "unknown_site", "x", b"\xff" + b"a" * 500)
     row = db.rejected(1)[0]
@@ -165,13 +185,96 @@ def test_rejected_rows_keep_an_excerpt_and_are_capped(db: SqliteStore, monkeypat
     assert row["payload"].endswith("(501 bytes)")
     for i in range(250):
         db.add_rejected(TS + i, "t", "not_json", "", b"{")
-    kept = db._db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
+    kept = one(db, "SELECT COUNT(*) FROM rejected")
     assert 50 <= kept <= 150
     assert db.stats()["rejected_kept"]["not_json"] == kept
     assert db.integrity_check() == "ok"
 
 
-def test_stats(db: SqliteStore):
+def test_stats(db: Store):
     db.add_event("are-kall", event(), "{}", TS)
     st = db.stats()
     assert st["sites"] == 3 and st["events"] == 1 and st["schema_version"] == len(MIGRATIONS)
+
+
+def test_a_failed_write_in_a_savepoint_leaves_the_batch_whole(db: Store):
+    """What the ingest's group commit relies on: a statement the database refuses (here a CHECK
+    constraint) costs its savepoint, and the rest of the transaction still commits (PostgreSQL
+    would otherwise refuse every later statement of the transaction)."""
+    rec = store_mod.AlertRecord(id=0, key="k", rule="grid_lost", site="are-kall",
+                                municipality="Åre", detail="",
+                                severity="warning", status="firing", started=TS)
+    aid = db.open_alert(rec)
+    assert aid is not None
+    with db.batch():
+        with pytest.raises(Exception, match="(?i)check"):
+            with db.savepoint():
+                db.add_event("are-kall", event(seq=1), "{}", TS)
+                db.update_alert(aid, ("firing",), status="bogus")
+        assert db.add_event("are-kall", event(seq=2), "{}", TS)
+    assert [e["seq"] for e in db.events("are-kall")] == [2]
+    assert db.alert(aid).status == "firing"  # type: ignore[union-attr]
+    assert db.open_alert(rec) is None  # one open alert per key
+    with pytest.raises(ValueError, match="U\\+0000"):  # text neither database may refuse later
+        db.add_event("are-kall", event(seq=3, type="grid\x00lost"), "{}", TS)
+
+
+def test_open_store_follows_the_store_settings(tmp_path: Path, pg_cluster: Cluster):
+    s = open_store({"path": "var/x.sqlite3", "url": ""}, tmp_path)
+    assert isinstance(s, SqliteStore) and (tmp_path / "var" / "x.sqlite3").exists()
+    s.close()
+    url = pg_cluster.new_database()
+    p = open_store({"path": "var/x.sqlite3", "url": url}, tmp_path)
+    assert isinstance(p, PgStore) and p.schema_version == len(MIGRATIONS)
+    p.close()
+    with pytest.raises(ValueError, match="postgresql://"):
+        open_store({"path": "x", "url": "mysql://localhost/sot"}, tmp_path)
+
+
+def test_an_unreachable_postgres_is_a_clear_error_without_the_password(pg_cluster: Cluster):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with pytest.raises(StoreUnavailable, match=f"cannot connect to PostgreSQL at "
+                           f"sot@127.0.0.1:{port}/sot") as e:
+            PgStore(f"postgresql://sot:hemligt@127.0.0.1:{port}/sot")
+    assert "hemligt" not in str(e.value)
+
+
+def _drop_connection(cluster: Cluster, s: Store) -> None:
+    """What a PostgreSQL restart does to the store's connection."""
+    import psycopg
+
+    with psycopg.connect(cluster.url("sot"), autocommit=True) as c:
+        c.execute("SELECT pg_terminate_backend(%s)", (one(s, "SELECT pg_backend_pid()"),))
+
+
+def test_a_connection_the_server_dropped_is_opened_again(pg_cluster: Cluster):
+    """Between transactions (a PostgreSQL restart, an idle timeout): the next call reconnects."""
+    s = PgStore(pg_cluster.new_database())
+    s.upsert_sites(SITES)
+    pid = one(s, "SELECT pg_backend_pid()")
+    _drop_connection(pg_cluster, s)
+    assert s.site_ids() == {x.id for x in SITES}
+    assert one(s, "SELECT pg_backend_pid()") != pid
+    assert s.add_event("are-kall", event(), "{}", TS)
+    s.close()
+
+
+def test_a_connection_lost_inside_a_transaction_fails_it_as_the_database(pg_cluster: Cluster):
+    """Not the message's fault: the error is one the ingest counts as the database failing
+    (`SYSTEMIC`: the messages stay unacknowledged and come again), nothing of the transaction
+    is kept, and the store works again at the next call."""
+    s = PgStore(pg_cluster.new_database())
+    s.upsert_sites(SITES)
+    with pytest.raises(StoreFailed) as e:
+        with s.batch():
+            assert s.add_event("are-kall", event(seq=1), "{}", TS)
+            _drop_connection(pg_cluster, s)
+            with s.savepoint():
+                s.add_event("are-kall", event(seq=2), "{}", TS)
+    assert isinstance(e.value, store_mod.SYSTEMIC)
+    assert "127.0.0.1" in str(e.value)
+    assert s.events("are-kall") == []
+    assert s.add_event("are-kall", event(seq=1), "{}", TS)
+    s.close()

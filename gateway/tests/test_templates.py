@@ -47,6 +47,9 @@ def hostile_contexts() -> dict[str, dict[str, Any]]:
            "expires": 1.0e9 + 60, "withdrawn": None}
     form_values = {"sv": H, "en": H, "from": H, "expires_min": H, "severity": H, "site": [H]}
     alert = AlertRecord(1, H, H, H, H, H, H, "firing", 1.0e9, sv=H, en=H, acked_by=H)
+    run = {"ts": 1.0e9, "started": 1.0e9, "trigger": H, "result": "fail", "why": H,
+           "start_s": 8.5, "stable_s": None, "v_min": 228.0, "v_max": 231.0, "f_min": 49.9,
+           "f_max": 50.1, "load_kw": None, "fuel_used_l": 0.4, "alarms": [H]}
     base = {"title": Text(H, H), "nav": views.nav("/", H, H, H, admin=True), "refresh": 5,
             "csrf": H}
     return {
@@ -60,7 +63,10 @@ def hostile_contexts() -> dict[str, dict[str, Any]]:
                       "delivery": views.delivery_rows(delivery, {H: H}, {H: msg}),
                       "alerts": [{"severity": H, "text": Text(H, H), "status": H}],
                       "events": views.event_items([{"ts": 1.0e9, "type": H, "data": {H: H},
-                                                    "hist": True}])},
+                                                    "hist": True}]),
+                      "exercise": views.exercise_view({
+                          "schedule_sv": H, "schedule_en": H, "next": 1.0e9, "overdue": True,
+                          "last": run, "history": [run, {**run, "result": "pass"}]})},
         "alerts.html": {**base, "rows": views.alert_rows([alert], can_ack=True)
                         + views.alert_rows([alert], can_ack=False)},
         "crisis.html": {**base, "form": views.compose_form(

@@ -28,3 +28,42 @@ def test_missing_language_names_file_entry_and_key(tmp_path: Path) -> None:
 def test_unknown_key_is_named(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="mode.nonsense"):
         texts.load()["mode.nonsense"]
+
+
+def test_the_panels_table_is_generated_from_the_catalogue() -> None:
+    """firmware/sot/paneltexts.py is what `sot texts panel` writes from config/texts.toml: a text
+    changed in the catalogue reaches the panel only once the table is regenerated."""
+    from gateway import paneltexts
+
+    assert paneltexts.is_current(), "firmware/sot/paneltexts.py is stale: run `sot texts panel`"
+    ns: dict[str, str] = {}
+    exec(paneltexts.PANEL_FILE.read_text(encoding="utf-8"), ns)
+    lines = ns["STRINGS"].strip("\n").split("\n")
+    cat = texts.load()
+    assert lines == [f"{k}|{t.sv}|{t.en}" for k, t in cat.section("panel").items()]
+    assert "on_backup|RESERVKRAFT|BACKUP POWER" in lines
+
+
+def test_a_panel_text_the_table_cannot_carry_is_refused(tmp_path: Path) -> None:
+    from gateway import paneltexts
+
+    bad = tmp_path / "texts.toml"
+    bad.write_text('[panel.fuel]\nsv = "Bränsle|diesel"\nen = "Fuel"\n', encoding="utf-8")
+    with pytest.raises(texts.TextError) as exc:
+        paneltexts.render(texts.load(bad))
+    assert str(bad) in str(exc.value) and "[panel.fuel]" in str(exc.value)
+
+
+def test_sot_texts_panel_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway import paneltexts
+    from gateway.cli import main
+
+    assert main(["texts", "panel", "--check"]) == 0
+    assert "matches" in capsys.readouterr().out
+    # a table older than the catalogue is found out, and writing it brings it up to date
+    stale = tmp_path / "paneltexts.py"
+    stale.write_text(paneltexts.PANEL_FILE.read_text(encoding="utf-8")
+                     .replace("RESERVKRAFT|", "RESERV|"), encoding="utf-8")
+    assert not paneltexts.is_current(stale)
+    assert paneltexts.write(stale) and paneltexts.is_current(stale)
+    assert not paneltexts.write(stale)

@@ -37,6 +37,6 @@ A stale or lost site still shows its last known values, greyed and labelled, nev
 """
 
 from .app import make_app
-from .guard import parse_id, role_of, safe_next
+from .guard import EXERCISE_SCHEDULES, parse_id, role_of, safe_next
 
-__all__ = ["make_app", "parse_id", "role_of", "safe_next"]
+__all__ = ["EXERCISE_SCHEDULES", "make_app", "parse_id", "role_of", "safe_next"]

@@ -39,6 +39,8 @@ CRISIS = web.AppKey("crisis", CrisisSender)
 SECURE_COOKIE = web.AppKey("secure_cookie", bool)
 LIMITS = web.AppKey("limits", Limits)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", frozenset[str])
+# The sites' test-run schedules (gateway/exercise.py), set by the service from the site configs.
+EXERCISE_SCHEDULES: web.AppKey[dict[str, Any]] = web.AppKey("exercise_schedules")
 
 SESSION = web.RequestKey("session", Session)
 SESSION_COOKIE = "sot_session"

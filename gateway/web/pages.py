@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import crisis as crisis_mod
+from .. import exercise
 from ..model import SiteSummary
 from ..safetext import dumps, json_response
 from ..signage import signage_view
@@ -18,6 +19,7 @@ from . import actions, views
 from .fmt import tz_name, when
 from .guard import (
     CLOCK,
+    EXERCISE_SCHEDULES,
     REFRESH_S,
     SESSION_COOKIE,
     SESSIONS,
@@ -120,6 +122,8 @@ async def site_page(request: web.Request) -> web.Response:
                                      messages),
         alerts=[{"severity": a.severity, "text": Text(a.sv, a.en), "status": a.status}
                 for a in store.alerts(site=sid)],
+        exercise=views.exercise_view(exercise.site_page(
+            store, app.get(EXERCISE_SCHEDULES, {}).get(sid), sid, now)),
         events=views.event_items(store.events(sid, 100)))
 
 

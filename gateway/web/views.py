@@ -285,6 +285,58 @@ def event_items(events: Iterable[dict[str, Any]]) -> list[EventItem]:
     return out
 
 
+# --- generator test runs (the site page) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExerciseRun:
+    started: str
+    trigger: str
+    passed: bool
+    why: str | None
+    start_s: str
+    stable_s: str
+    volts: str
+    hertz: str
+    load: str
+    fuel: str
+    alarms: str
+
+
+@dataclass(frozen=True)
+class ExerciseView:
+    schedule: Text
+    last: ExerciseRun | None
+    next: str
+    overdue: bool
+    history: list[ExerciseRun]
+
+
+def _measured(v: Any, unit: str) -> str:
+    return "–" if v is None else f"{v:g} {unit}"
+
+
+def exercise_run(r: Mapping[str, Any]) -> ExerciseRun:
+    why = r.get("why")
+    return ExerciseRun(
+        started=when(r.get("started") or r["ts"]), trigger=str(r.get("trigger")),
+        passed=r["result"] == "pass", why=None if not why else str(why),
+        start_s=_measured(r.get("start_s"), "s"), stable_s=_measured(r.get("stable_s"), "s"),
+        volts=f'{_measured(r.get("v_min"), "")}–{_measured(r.get("v_max"), "V")}',
+        hertz=f'{_measured(r.get("f_min"), "")}–{_measured(r.get("f_max"), "Hz")}',
+        load=_measured(r.get("load_kw"), "kW"), fuel=_measured(r.get("fuel_used_l"), "l"),
+        alarms=", ".join(str(a) for a in r.get("alarms") or []))
+
+
+def exercise_view(d: Mapping[str, Any]) -> ExerciseView:
+    """The test-run section from gateway/exercise.site_page's plain values."""
+    return ExerciseView(
+        schedule=Text(d["schedule_sv"], d["schedule_en"]),
+        last=None if not d["last"] else exercise_run(d["last"]),
+        next="–" if d["next"] is None else when(d["next"]), overdue=bool(d["overdue"]),
+        history=[exercise_run(r) for r in d["history"]])
+
+
 # --- alerts ------------------------------------------------------------------------------------
 
 

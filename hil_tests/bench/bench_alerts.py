@@ -47,7 +47,7 @@ from gateway import config as config_mod
 from gateway.alerts.config import AlertConfig, Contact, load_rules
 from gateway.alerts.engine import AlertEngine
 from gateway.ingest import Ingest, MqttIngest
-from gateway.store import SiteInfo, SqliteStore
+from gateway.store import PgStore, SiteInfo, SqliteStore
 from hil_tests.rig.broker import Broker, client_tls, rig_pki
 
 DOC = config_mod.REPO_ROOT / "docs" / "benchmarks.md"
@@ -200,14 +200,16 @@ def bare_rate(port: int, n_sites: int, count: int) -> float:
 
 
 class GatewayUnderTest:
-    def __init__(self, port: int, workdir: Path, n_sites: int) -> None:
+    def __init__(self, port: int, workdir: Path, n_sites: int,
+                 store_url: str | None = None) -> None:
         self.port = port
+        self.store_url = store_url
         self.workdir = workdir
         self.n_sites = n_sites
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.store: SqliteStore | None = None
+        self.store: SqliteStore | PgStore | None = None
         self.ingest: Ingest | None = None
         self.engine: AlertEngine | None = None
         self.mqtt: MqttIngest | None = None
@@ -220,7 +222,9 @@ class GatewayUnderTest:
 
     def start(self) -> None:
         def build() -> None:
-            store = SqliteStore(self.workdir / "sot.sqlite3")
+            store: SqliteStore | PgStore = (
+                PgStore(self.store_url) if self.store_url
+                else SqliteStore(self.workdir / "sot.sqlite3"))
             store.upsert_sites(SiteInfo(s, s, f"Kommun {i // 20:03d}", 63.0, 14.0, 30)
                                for i, s in enumerate(site_ids(self.n_sites)))
             rules, grouping = load_rules(config_mod.CONFIG_DIR / "alerts.toml")
@@ -258,8 +262,9 @@ class GatewayUnderTest:
         self.thread.join(10)
 
 
-def gateway_rate(port: int, workdir: Path, n_sites: int, count: int) -> float:
-    gw = GatewayUnderTest(port, workdir, n_sites)
+def gateway_rate(port: int, workdir: Path, n_sites: int, count: int,
+                 store_url: str | None = None) -> float:
+    gw = GatewayUnderTest(port, workdir, n_sites, store_url)
     gw.start()
     assert gw.mqtt is not None
     gw.mqtt.connected.wait(10)
@@ -278,8 +283,8 @@ def gateway_rate(port: int, workdir: Path, n_sites: int, count: int) -> float:
 
 
 def sustained(port: int, workdir: Path, n_sites: int, rate: float, duration: float,
-              triggers: float) -> dict[str, Any]:
-    gw = GatewayUnderTest(port, workdir, n_sites)
+              triggers: float, store_url: str | None = None) -> dict[str, Any]:
+    gw = GatewayUnderTest(port, workdir, n_sites, store_url)
     gw.start()
     assert gw.mqtt is not None
     gw.mqtt.connected.wait(10)
@@ -358,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="sites switched to backup_failed per second during the load")
     ap.add_argument("--burst", type=int, default=20000)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--store-url", default=None,
+                    help="the gateway's store on PostgreSQL (postgresql://...; an empty database "
+                         "or schema) instead of SQLite; implies --no-write")
     args = ap.parse_args(argv)
     if args.loadgen:
         p, n, r, d, t, out = args.loadgen
@@ -372,13 +380,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sustained: {args.sites} sites x {args.rate:g}/s for {args.duration:g} s",
                   flush=True)
             s = sustained(b.port, work / "g1", args.sites, args.rate, args.duration,
-                          args.trigger_rate)
+                          args.trigger_rate, args.store_url)
             print(json.dumps(s, indent=1), flush=True)
         with Broker(workdir=work / "b2", extra_conf=conf) as b:
             bare = bare_rate(b.port, args.sites, args.burst)
             print(f"bare paho subscriber: {bare:.0f} msg/s", flush=True)
         with Broker(workdir=work / "b3", extra_conf=conf) as b:
-            gw = gateway_rate(b.port, work / "g2", args.sites, args.burst)
+            gw = gateway_rate(b.port, work / "g2", args.sites, args.burst, args.store_url)
             print(f"gateway: {gw:.0f} msg/s, ratio {gw / bare:.2f}", flush=True)
     load = os.getloadavg()[0]
     offered = args.sites * args.rate
@@ -423,7 +431,7 @@ session, then drained by the consumer):
 | ratio | **{gw / bare:.2f}** (goal ≥ 0.5: {"met" if gw / bare >= 0.5 else "not met"}) |
 """
     print(text)
-    if not args.no_write:
+    if not args.no_write and not args.store_url:
         write_doc(text)
         print(f"wrote section '{SECTION}' of {DOC}")
     return 0

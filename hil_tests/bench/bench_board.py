@@ -20,7 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gateway import config, firmware
+from gateway import config
+from gateway.tooling import firmware
 from hil_tests.bench import report
 from hil_tests.rig import soak
 

@@ -1,4 +1,4 @@
-"""Firmware memory through a compressed day (RELIABILITY P4, issue 4): peak live heap.
+"""Firmware memory through a compressed day (fault scenario P4, issue 4): peak live heap.
 
     python -m hil_tests.bench.bench_memory [--hours 24] [--time-scale 120] [--no-write]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pymodbus
 
-from gateway import config, firmware
+from gateway import config
+from gateway.tooling import firmware
 
 DOC = config.REPO_ROOT / "docs" / "benchmarks.md"
 

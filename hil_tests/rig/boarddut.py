@@ -10,7 +10,7 @@ broker) to the board's flash through the raw REPL and hard-resets it into the fi
 `needs("power_cut")`, which a board target lacks.
 
 Untested: this machine has no board. The raw REPL client is the one `sot firmware deploy` uses
-(gateway/deploy.py), tested against hil_tests/rig/fakeboard.py.
+(gateway/tooling/deploy.py), tested against hil_tests/rig/fakeboard.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config
-from gateway.deploy import RawRepl
+from gateway.tooling import compiler
+from gateway.tooling.deploy import RawRepl
 
 from .plant import Plant, PlantThread
 from .scenario import PlantPhysics
@@ -52,10 +53,10 @@ class BoardFirmware:
         self.resets = 0
 
     def start(self) -> BoardFirmware:
-        compiled = config.compile_site(self.site, mqtt=self.mqtt)
+        compiled = compiler.compile_site(self.site, mqtt=self.mqtt)
         self.repl = RawRepl(self.port)
         self.repl.enter()
-        text = config.to_json(compiled)
+        text = compiler.to_json(compiled)
         self.repl.exec("f = open('config.json', 'w')")
         for i in range(0, len(text), 200):
             self.repl.exec(f"f.write({json.dumps(text[i:i + 200])})")

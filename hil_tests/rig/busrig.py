@@ -35,8 +35,8 @@ from typing import Any
 
 from pymodbus.framer.rtu import FramerRTU
 
-from gateway import config, firmware
 from gateway.config import Site
+from gateway.tooling import compiler, firmware
 
 from . import dut
 from .links import TO_PLANT, PtyLink
@@ -401,10 +401,10 @@ class BusRig:
         self.plant_thread = PlantThread(self.plant).start()
         if self.setup is not None:
             self.setup(self.plant)
-        self.compiled = config.compile_site(self.site, bus_ports=self.plant.ports())
+        self.compiled = compiler.compile_site(self.site, bus_ports=self.plant.ports())
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.workdir / "bus-config.json"
-        cfg_path.write_text(config.to_json(self.compiled))
+        cfg_path.write_text(compiler.to_json(self.compiled))
         # The heap the firmware runs with (dut.py): the board's budget in 64-bit terms plus the
         # image, which the probe loads as .mpy files into the heap instead of mapping it.
         heap = dut.BOARD_HEAP_KIB * 1024 * dut.WORD_FACTOR + image_size

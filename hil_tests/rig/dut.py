@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway import config, firmware
+from gateway import config
+from gateway.tooling import compiler, firmware
 
 from .proc import stop_process
 
@@ -87,7 +88,7 @@ class Firmware:
 
     def _spawn(self) -> None:
         image = firmware.build_image()
-        compiled = config.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
+        compiled = compiler.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
         firmware.write_config(self.flash_dir, {**compiled, **self.extra_config})
         heap = self.heap_budget_base() + image.stat().st_size
         self.tls = bool(compiled["mqtt"].get("ca"))

@@ -25,7 +25,7 @@ import time
 import tty
 from pathlib import Path
 
-from gateway import firmware
+from gateway.tooling import firmware
 
 from .proc import stop_process
 

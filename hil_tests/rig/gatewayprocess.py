@@ -1,5 +1,5 @@
 """The gateway as its own process (`sot gateway --config FILE`), for tests that kill it with
-`kill -9` (RELIABILITY N7). Stopped or killed by its process id."""
+`kill -9` (fault scenario N7). Stopped or killed by its process id."""
 
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ profile may use both):
   profiles describe read-only measurements; except a function-16 write of a profile's
   `[control]` registers (the system control key and its complement, docs/commands.md), which
   is served, recorded in `control_writes` and handed to the `on_control` listeners (the
-  scenario physics starts or stops the set) when the complement matches.
+  scenario physics starts or stops the set) when the complement matches; or, for a `[control]`
+  of function 5 (ComAp's remote start/stop coil), a function-5 write of that coil (1 or 0).
 
 The register values live in the plant (`set`, `get`, `set_raw`, `get_raw`), not in pymodbus:
 the `SimDevice.action` hook copies the requested registers into pymodbus' block before each
@@ -160,7 +161,9 @@ class SimulatedDevice:
         self.powered = True
         self.blocks = device.profile.blocks()
         ctl = device.profile.control
-        if ctl:  # the remote-control registers: written, never polled
+        # the remote-control registers: written, never polled (a coil of function 5 instead)
+        self.coil = ctl["register"] if ctl and ctl.get("function") == 5 else None
+        if ctl and self.coil is None:
             self.blocks.append((3, ctl["register"], 2 if ctl["complement"] else 1, 0))
         self.base: dict[int, int] = {}
         self.image: dict[int, list[int]] = {}
@@ -180,18 +183,19 @@ class SimulatedDevice:
         registers: dict[int, list[SimData]] = {fc: [] for fc in REGISTER_FUNCTIONS}
         for fc, start, count, _slow in self.blocks:
             registers[fc].append(SimData(address=start, count=count, datatype=DataType.REGISTERS))
-        return SimDevice(id=self.device.unit, simdata=_tables(registers[3], registers[4]),
-                         action=action)
+        return SimDevice(id=self.device.unit, simdata=_tables(registers[3], registers[4],
+                                                              self.coil), action=action)
 
 
-def _tables(holding: list[SimData], inputs: list[SimData]
+def _tables(holding: list[SimData], inputs: list[SimData], coil: int | None = None
             ) -> tuple[list[SimData], list[SimData], list[SimData], list[SimData]]:
     """The four separate tables (coils, discrete inputs, holding, input registers).
 
     pymodbus needs at least one entry in each table and bit tables of DataType.BITS: an empty
     table gets a placeholder (one INVALID register, or 16 bits that the action refuses).
+    `coil`: a remote-control coil (a profile's [control] of function 5) to serve.
     """
-    return ([SimData(address=0, datatype=DataType.BITS)],
+    return ([SimData(address=0 if coil is None else coil, datatype=DataType.BITS)],
             [SimData(address=0, datatype=DataType.BITS)],
             holding or [SimData(address=0, datatype=DataType.INVALID)],
             inputs or [SimData(address=0, datatype=DataType.INVALID)])
@@ -398,6 +402,10 @@ class Plant:
         """
         if set_values is not None and function_code == 16:
             return self._control_write(sd, address, [int(v) for v in set_values])
+        if function_code == 5 and sd.coil is not None and address == sd.coil:
+            # pymodbus asks twice: with the value to write, then (None) for its echo
+            return None if set_values is None else \
+                self._control_write(sd, address, [1 if set_values[0] else 0])
         if set_values is not None or function_code not in REGISTER_FUNCTIONS:
             return ExcCodes.ILLEGAL_FUNCTION
         off = address - sd.base[function_code]

@@ -4,9 +4,9 @@ serial console the way mpremote drives a board (docs/firmware-build.md).
     with QemuBoard(image) as board:
         board.exec("import gc; print(gc.mem_free())")
 
-The image is `gateway.firmware.build_qemu()`'s: ports/qemu for the MPS2-AN385 with the firmware
-and its unit tests frozen in. qemu puts the console (UART0) on a pty; `exec()` uses the raw REPL
-on it: Ctrl-A enters it, the code is sent and Ctrl-D runs it, and the board answers
+The image is `gateway.tooling.firmware.build_qemu()`'s: ports/qemu for the MPS2-AN385 with the
+firmware and its unit tests frozen in. qemu puts the console (UART0) on a pty; `exec()` uses the raw
+REPL on it: Ctrl-A enters it, the code is sent and Ctrl-D runs it, and the board answers
 "OK", the output, Ctrl-D, the error text, Ctrl-D, ">". More serial lines (UART1..3) can be
 given to qemu as chardev specs (a host tty path, `tcp:127.0.0.1:PORT,reconnect=1`, `pty`).
 qemu is stopped by its pid.
@@ -255,15 +255,15 @@ class QemuFirmware:
         self._stop = threading.Event()
 
     def start(self) -> QemuFirmware:
-        from gateway import config, firmware
+        from gateway.tooling import compiler, firmware
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        compiled = config.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
+        compiled = compiler.compile_site(self.site, bus_ports=self.bus_ports, mqtt=self.mqtt)
         # No TLS on this board: the bridge's upstream leg does it, holding the CA (a modem
         # that does TLS, hal/qemu.py), so the board's own config goes without it.
         ca = self.mqtt.get("ca")
         compiled["mqtt"].pop("ca", None)
-        text = config.to_json({**compiled, **self.extra_config}).encode()
+        text = compiler.to_json({**compiled, **self.extra_config}).encode()
         bus = next(iter(self.bus_ports.values()))
         self.bridge = BrokerBridge(self.mqtt["host"], self.mqtt["port"], ca)
         self.board = QemuBoard(firmware.build_qemu(), serials=(bus, self.bridge.serial, "pty"))
@@ -303,7 +303,7 @@ class QemuFirmware:
         return int(not self.alive() or "Fault" in text or "\x04" in text)
 
     def heap_budget(self) -> int:
-        from gateway import firmware
+        from gateway.tooling import firmware
 
         return firmware.QEMU_HEAP
 

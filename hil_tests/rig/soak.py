@@ -1,4 +1,4 @@
-"""The memory soak (RELIABILITY P4): the whole firmware through a compressed day of a SOT-punkt.
+"""The memory soak (fault scenario P4): the whole firmware through a compressed day of a SOT-punkt.
 
 One simulated site (plant + real firmware in its 64 KiB budget, see dut.py) runs through
 `hours` simulated hours at `time_scale` (the plant's clock: fuel burns and the storm script run

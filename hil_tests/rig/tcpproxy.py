@@ -1,5 +1,5 @@
 """A TCP forwarder on 127.0.0.1 that can freeze: both directions stop moving while the sockets
-stay open - a half-open link as a dead router or a stuck LTE modem leaves it (RELIABILITY N5).
+stay open - a half-open link as a dead router or a stuck LTE modem leaves it (fault scenario N5).
 Threads, one pair per connection; `close()` ends them all."""
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ _BAUD = {9600: termios.B9600, 57600: termios.B57600, 115200: termios.B115200}
 _flash_root = "flash"
 # Heap bytes that are not RAM on a board: the ROMFS image unix_boot.py had to read into the heap.
 RESERVED = 0
-# What `sot firmware deploy` asks (gateway/deploy.py): may it reset the board with machine.reset()?
+# What `sot firmware deploy` asks (gateway/tooling/deploy.py): may machine.reset() reset the board?
 HARD_RESET_KEEPS_FLASH = True
 
 

@@ -41,6 +41,7 @@ class _Site:
         self.ready = ready
         self.gen_cfg = {}
         self.gen = "stopped"
+        self.grid = "ok"
 
     def controlled(self):
         """A bus owner that records (the genset's control registers come with the config)."""

@@ -1,7 +1,7 @@
 # The event journal under MicroPython, on the board's flash files: the unix HAL's folder, or
 # littlefs on the qemu board (a file's appends are seen only by handles opened after a flush,
 # and a file must never be left open to the garbage collector): contiguous seq per boot,
-# acknowledgement, torn tails after a power cut, the flash budget (RELIABILITY P1/P2, N4).
+# acknowledgement, torn tails after a power cut, the flash budget (fault scenarios P1/P2, N4).
 import json
 
 from fakes import fresh_flash

@@ -208,6 +208,22 @@ def test_details_page_devices_measurements_and_alarms():
     inside(p, v)
 
 
+def test_details_page_shows_the_last_test_run():
+    s = snap()
+    d, p, ok = show(view(s, page=2, exercise=(NOW - 3 * 86400, "pass")))
+    assert ok and "Provkörning" in d.texts and "28/6 godkänd" in d.texts, d.texts
+    d, p, ok = show(view(s, page=2, exercise=(NOW, "fail")))
+    assert "1/7 UNDERKÄND" in d.texts, d.texts
+    d, p, ok = show(view(s, page=2, exercise=(NOW, "fail")), lang="en")
+    assert "Test run" in d.texts and "1/7 FAILED" in d.texts, d.texts
+    d, p, ok = show(view(s, page=2, exercise=()))  # runs test runs, none yet
+    assert "ingen ännu" in d.texts, d.texts
+    d, p, ok = show(view(s, page=2, exercise=("soon", None)))
+    assert ok and "ingen ännu" in d.texts
+    d, p, ok = show(view(s, page=2))  # no schedule and no command key: no such line
+    assert "Provkörning" not in d.texts
+
+
 def test_odd_input_never_blanks_the_panel():
     nan = float("nan")
     odd = [

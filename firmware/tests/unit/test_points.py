@@ -1,6 +1,6 @@
-# Point decoding (sot.points). Points are built in the compiled tuple form gateway/config.py
-# emits; the DSE ones mirror the compiled dse-gencomm profile. f32 bit patterns were checked
-# with CPython's struct.
+# Point decoding (sot.points). Points are built in the compiled tuple form
+# gateway/tooling/compiler.py emits; the DSE ones mirror the compiled dse-gencomm profile. f32 bit
+# patterns were checked with CPython's struct.
 import struct
 
 from sot import points

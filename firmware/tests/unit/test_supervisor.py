@@ -1,5 +1,5 @@
 # The supervisor under MicroPython: watchdog feeds only while every task checks in; the reset
-# streak and safe mode at the next boot (RELIABILITY P3).
+# streak and safe mode at the next boot (fault scenario P3).
 import asyncio
 import json
 import time

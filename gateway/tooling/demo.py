@@ -5,6 +5,9 @@ MicroPython unix port; one private Mosquitto; the gateway with its SQLite databa
 and a scripted storm:
 
     t = STORM_AT      the grid drops at Kall and Hede; Hede's generator will fail to start
+                      (its controller latches the fail-to-start alarm, as a DSE module does)
+    t = COMMAND_AT    a coordinator sends Hede a signed remote start; the controller refuses
+                      it and its result says why (the latched alarm)
     t = RETURN_AT     the grid comes back at both
     throughout        generators burn fuel at `time_scale` times real time
 
@@ -24,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway import commands, mqttauth
 from gateway import config as config_mod
-from gateway import mqttauth
 from gateway.model import SiteSummary
 from gateway.service import Gateway
 
@@ -33,6 +36,7 @@ log = logging.getLogger("sot.demo")
 
 STORM_AT = 20.0
 RETURN_AT = 110.0
+COMMAND_AT = STORM_AT + 45  # after the site reported its failed start (start_timeout_s 30)
 STORM_SITES = ("are-kall", "harjedalen-hede")
 FAILING_SITE = "harjedalen-hede"
 STATUS_EVERY = 5.0
@@ -69,9 +73,12 @@ def _fmt(row: SiteSummary) -> str:
 class Storm:
     """The scripted sequence, stepped once a second."""
 
-    def __init__(self, sims: dict[str, Any]) -> None:
+    def __init__(self, sims: dict[str, Any], command: Any = None) -> None:
         self.sims = sims
         self.done: set[str] = set()
+        # command(site, name) -> the signed body: a coordinator's remote start (docs/commands.md)
+        self.command = command
+        self.sent: dict[str, Any] | None = None
 
     def step(self, t: float) -> None:
         if t >= STORM_AT and "storm" not in self.done:
@@ -86,12 +93,28 @@ class Storm:
                 f"{FAILING_SITE}'s generator will fail to start",
                 flush=True,
             )
+        failing = self.sims.get(FAILING_SITE)
+        if failing is not None and t >= STORM_AT + 8 and "latch" not in self.done:
+            self.done.add("latch")  # the start has failed by now (2 s delay, 3 s cranking)
+            if failing.plant.has_point("genset", "alarm_fail_to_start"):
+                failing.plant.set("genset", "alarm_fail_to_start", "shutdown")
+        if failing is not None and self.command is not None and t >= COMMAND_AT \
+                and "command" not in self.done:
+            self.done.add("command")
+            self.sent = self.command(FAILING_SITE, "gen_start")
+            print(f"[{t:5.0f} s] samordnaren fjärrstartar / a coordinator remote-starts "
+                  f"{FAILING_SITE} (command {self.sent['id']})", flush=True)
         if t >= RETURN_AT and "return" not in self.done:
             self.done.add("return")
             for sid in STORM_SITES:
                 if sid in self.sims:
                     self.sims[sid].physics.grid_restored()
             print(f"[{t:5.0f} s] storm over: grid back at {', '.join(STORM_SITES)}", flush=True)
+            if failing is not None and "latch" in self.done \
+                    and failing.plant.has_point("genset", "alarm_fail_to_start"):
+                failing.plant.set("genset", "alarm_fail_to_start", "inactive")
+                print(f"[{t:5.0f} s] a technician resets {FAILING_SITE}'s fail-to-start alarm",
+                      flush=True)
 
 
 async def run(
@@ -116,8 +139,10 @@ async def run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    # Per-site accounts and ACLs as in production (docs/mqtt.md, "Credentials and ACLs").
+    # Per-site accounts and ACLs as in production (docs/mqtt.md, "Credentials and ACLs"), and
+    # per-site command keys (docs/commands.md).
     logins = mqttauth.passwords(sites, workdir / "mqtt-passwords.json")
+    keys = commands.cmd_keys(sites, workdir / "cmd-keys.json")
     broker = Broker(mqtt_port, workdir=workdir / "broker", auth=logins)
     gateway: Gateway | None = None
     sims: dict[str, SimulatedSite] = {}
@@ -144,7 +169,8 @@ async def run(
                 mqtt_port=broker.port,
                 time_scale=time_scale,
                 heartbeat_s=HEARTBEAT_S,
-                login=broker.login(sid),
+                login={**broker.login(sid), "cmd_key": keys[sid]},
+                exercise=True,  # the site's test-run schedule, as shipped
             )
             await asyncio.to_thread(sim.start)
             sims[sid] = sim
@@ -171,7 +197,16 @@ Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scal
             flush=True,
         )
 
-        storm = Storm(sims)
+        gw = gateway
+
+        def command(site: str, name: str) -> dict[str, Any]:
+            assert gw.store is not None and gw.mqtt is not None
+            mqtt = gw.mqtt
+            return commands.send(gw.store, lambda topic, body: mqtt.publish(
+                topic, body.encode(), retain=False), site, name, keys[site], DEMO_USER)
+
+        storm = Storm(sims, command)
+        told = False
         t0 = time.monotonic()
         next_status = 0.0
         while not stop.is_set():
@@ -179,6 +214,15 @@ Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scal
             if duration is not None and t >= duration:
                 break
             storm.step(t)
+            if storm.sent is not None and not told and gateway.store is not None:
+                recs = [r for r in gateway.store.commands(FAILING_SITE, 5)
+                        if r["id"] == storm.sent["id"]]
+                state, why = commands.status(recs[0], time.time()) if recs else ("sent", None)
+                if state not in ("sent", "accepted"):
+                    told = True
+                    print(f"[{t:5.0f} s] fjärrstart / remote start {FAILING_SITE}: "
+                          f"{commands.LABELS[state]}" + (f" ({why})" if why else ""),
+                          flush=True)
             for sid, sim in sims.items():
                 fw = sim.firmware
                 if fw is not None and not fw.alive():

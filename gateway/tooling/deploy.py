@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config
+from gateway.tooling import compiler
 
 MAIN_PY = "import sot.main\n"
 # The frozen firmware's own start-up (the HAL mounts the flash where the board has it).
@@ -182,12 +183,12 @@ def deploy(site: config.Site, port: str, *, credentials: dict[str, str] | None =
         if site.id not in credentials:
             raise DeployError(f"no MQTT password for site '{site.id}' in the credentials file")
         mqtt = {"user": site.id, "password": credentials[site.id]}
-    compiled = config.compile_site(site, mqtt=mqtt)
+    compiled = compiler.compile_site(site, mqtt=mqtt)
     res = Result(port, site.id, compiled["hash"])
     work = Path(workdir or tempfile.mkdtemp(prefix=f"sot-deploy-{site.id}-"))
     work.mkdir(parents=True, exist_ok=True)
     cfg = work / "config.json"
-    cfg.write_text(config.to_json(compiled))
+    cfg.write_text(compiler.to_json(compiled))
 
     probe = re.search(r"SOTFW (\S+) (\S+)", _mpremote(port, "exec", PROBE))
     if probe is None:
@@ -206,10 +207,10 @@ def deploy(site: config.Site, port: str, *, credentials: dict[str, str] | None =
         start = START  # mpremote soft-resets on connect: mount the flash again first
     copies: list[tuple[str, str]] = []
     if not res.frozen:
-        from gateway import firmware
+        from gateway.tooling import firmware
 
-        # The board's own architecture (gateway/firmware.py BOARDS), keyed by board so that one
-        # board's native files are never reused for another.
+        # The board's own architecture (gateway/tooling/firmware.py BOARDS), keyed by board so that
+        # one board's native files are never reused for another.
         kind = (site.board or {}).get("kind") or "unix"
         out = firmware.build_board(kind, work / f"firmware-{kind}")
         main = work / "main.py"

@@ -15,8 +15,9 @@ Targets:
   and frequency off the genset controller's display.
 
 Each check ends `pass`, `fail` or `not_checked`, with what was measured and a plain-language
-reason in Swedish and English. The report is HTML (gateway/templates/commission.html, every value
-escaped) and PDF (printed by headless Chromium). docs/commissioning.md is the technician's guide.
+reason in Swedish and English. The report is HTML (gateway/tooling/templates/commission.html,
+every value escaped) and PDF (printed by headless Chromium). docs/commissioning.md is the
+technician's guide.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from string import Template
 from typing import Any
 
 from gateway import config
+from gateway.tooling import compiler
 
 TEMPLATE = Path(__file__).parent / "templates" / "commission.html"
 FIRMWARE_VERSION_FILE = config.REPO_ROOT / "firmware" / "sot" / "__init__.py"
@@ -627,7 +629,7 @@ def run(site: config.Site, target: Any, *, mqtt_host: str, mqtt_port: int,
     who = answers.get("technician", "Teknikerns namn / Technician's name:", default="–")
     report = Report(site, target.name, who or "–", time.time())
     report.checks = new_checks(site)
-    expect_hash = config.compile_site(site)["hash"]
+    expect_hash = compiler.compile_site(site)["hash"]
     obs = Observer(site.id, mqtt_host, mqtt_port, **(mqtt_login or {}))
     try:
         target.start()
