@@ -28,11 +28,14 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def text(key: str, **fmt: Any) -> texts.Text:
-    """The catalogue's text for `key`, with `{name}` placeholders filled from `fmt`."""
+    """The catalogue's text for `key`, with `{name}` placeholders filled from `fmt` in both
+    languages; a value that differs by language (an age: "4 tim" / "4 h") is given as a Text."""
     t = texts.catalogue()[key]
     if not fmt:
         return t
-    return texts.Text(t.sv.format(**fmt), t.en.format(**fmt))
+    sv = {k: v.sv if isinstance(v, texts.Text) else v for k, v in fmt.items()}
+    en = {k: v.en if isinstance(v, texts.Text) else v for k, v in fmt.items()}
+    return texts.Text(t.sv.format(**sv), t.en.format(**en))
 
 
 def pair(sv: str, en: str = "") -> texts.Text:

@@ -98,8 +98,7 @@ def site_row(site: SiteSummary, state: Mapping[str, Any] | None) -> SiteRow:
     updated_ts = site.updated_ts
     ago = None
     if updated_ts is not None and site.age_s is not None:
-        a_sv, a_en = age(site.age_s)
-        ago = text("page.ago", sv=a_sv, en=a_en)
+        ago = text("page.ago", age=Text(*age(site.age_s)))
     return SiteRow(
         id=site.id, name=site.name, municipality=site.municipality,
         current=current, contact=contact, mode=mode_cell(site.mode),
