@@ -131,13 +131,20 @@ class MicroPythonModule(pytest.File):
         self._board_result: subprocess.CompletedProcess[str] | None = None
         names = re.findall(r"^(?:async\s+)?def\s+(test_\w+)\s*\(", self.path.read_text(), re.M)
         for name in sorted(set(names)):
-            yield MicroPythonTest.from_parent(self, name=name)
+            yield self._item(name)
         if self.path.stem.startswith("test_board_"):
             # The ESP32/RP2040 HALs against fake `machine`/`network` modules: the qemu board has
             # its own built-in `machine`, which no frozen fake may shadow, so these run on unix.
             return
         for name in sorted(set(names)):
-            yield MicroPythonTest.from_parent(self, name=f"{name}[qemu]")
+            yield self._item(f"{name}[qemu]")
+
+    def _item(self, name: str) -> MicroPythonTest:
+        # `firmware`: runs a MicroPython process (or the qemu board), so `make check-fast`
+        # leaves it out (docs/testing.md, "Tiers").
+        item = MicroPythonTest.from_parent(self, name=name)
+        item.add_marker(pytest.mark.firmware)
+        return item
 
     def result(self, board: bool = False) -> subprocess.CompletedProcess[str]:
         if board:

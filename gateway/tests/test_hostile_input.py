@@ -19,23 +19,7 @@ from gateway.cli import main as cli_main
 from gateway.ingest import MAX_FUTURE_S, Ingest
 from gateway.store import SqliteStore
 
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def db(tmp_path: Path):
-    s = SqliteStore(tmp_path / "sot.sqlite3")
-    s.upsert_sites(SITES)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def ing(db: SqliteStore, clock: Clock) -> Ingest:
-    return Ingest(db, clock)
+# clock, db (a store with the sample sites) and ing: gateway/tests/conftest.py
 
 
 def T(sub: str, site: str = "are-kall") -> str:

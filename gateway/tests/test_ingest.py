@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-from pathlib import Path
 
 import pytest
 from gw_samples import SITES, TS, Clock, birth, event, present, raw, state, status, will
@@ -14,23 +13,7 @@ from gateway import ingest as ingest_mod
 from gateway.ingest import Ingest, Result, is_newer
 from gateway.store import SqliteStore
 
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def db(tmp_path: Path):
-    s = SqliteStore(tmp_path / "sot.sqlite3")
-    s.upsert_sites(SITES)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def ing(db: SqliteStore, clock: Clock) -> Ingest:
-    return Ingest(db, clock)
+# clock, db (a store with the sample sites) and ing: gateway/tests/conftest.py
 
 
 def T(sub: str, site: str = "are-kall") -> str:
