@@ -30,8 +30,11 @@ class SimulatedSite:
         watchdog: bool = False,
         extra_config: dict[str, Any] | None = None,
         login: dict[str, str] | None = None,
+        clock_scale: float = 1.0,
     ) -> None:
-        """login: {"user", "password"} of the site's MQTT account (Broker.login(site.id))."""
+        """login: {"user", "password"} of the site's MQTT account (Broker.login(site.id)).
+        time_scale speeds up the plant's physics (fuel, run hours); clock_scale the firmware's
+        monotonic clock (Firmware, docs/testing.md "A faster clock")."""
         self.site = site
         self.workdir = Path(workdir) / site.id
         self.mqtt: dict[str, Any] = {"host": mqtt_host, "port": mqtt_port, **(login or {})}
@@ -45,6 +48,7 @@ class SimulatedSite:
         self.firmware: Firmware | None = None
         self.watchdog = watchdog
         self.extra_config = extra_config
+        self.clock_scale = clock_scale
 
     def start(self) -> SimulatedSite:
         self.thread.start()
@@ -54,7 +58,7 @@ class SimulatedSite:
     def start_firmware(self) -> Firmware:
         self.firmware = Firmware(
             self.site, self.workdir / "flash", bus_ports=self.plant.ports(), mqtt=self.mqtt,
-            watchdog=self.watchdog, extra_config=self.extra_config,
+            watchdog=self.watchdog, extra_config=self.extra_config, clock_scale=self.clock_scale,
         )
         return self.firmware.start()
 
