@@ -31,9 +31,8 @@ def storm_days(request: pytest.FixtureRequest,
     """The storm day on each target whose test is selected (and not skipped), both started at
     once; a test waits for its own with `.result()`."""
     here = Path(__file__)
-    targets = {TESTS[i.originalname] for i in request.session.items
-               if i.path == here and i.originalname in TESTS
-               and i.get_closest_marker("skip") is None}
+    targets = {TESTS[i.name] for i in request.session.items
+               if i.path == here and i.name in TESTS and i.get_closest_marker("skip") is None}
     # What the two threads would otherwise both make at their start: the rig's CA and the images.
     rig_pki()
     firmware.build_image()
