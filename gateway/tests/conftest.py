@@ -4,6 +4,9 @@ Each test gets its own SQLite file under its own tmp_path (a store costs a few m
 nothing leaks between tests. Test modules that need another set-up (other sites, a user, a
 store in a subfolder) keep their own fixture of the same name, which overrides these.
 
+Markers: the modules in SLOW are marked `slow` here (each test waits out real server timeouts or
+kills a writer process), so that `make check-fast` leaves them to `make test`.
+
 Logins: web_login.add_user stores the test password's hash once per run; docs/testing.md
 explains why that hash is made with a cheaper scrypt cost than the product's.
 """
@@ -18,6 +21,14 @@ from gw_samples import SITES, Clock
 
 from gateway.ingest import Ingest
 from gateway.store import SqliteStore
+
+SLOW = {"test_slow_clients.py", "test_kill_during_writes.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW and item.path.parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
