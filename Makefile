@@ -15,6 +15,7 @@ demo: setup
 # The firmware's unit tests and a storm day also run on the 32-bit qemu board (--board: the ARM
 # toolchain and qemu; the image is built once and cached in build/, docs/firmware-build.md).
 # Lint and type checks are tests too (gateway/tests/test_lint.py): a finding fails make test.
+# Tiers, fixtures, the firmware's faster clock and where the time goes: docs/testing.md.
 test:
 	@scripts/bootstrap.sh --browser --board
 	$(BIN)/python -m pytest $(ARGS)
