@@ -188,7 +188,7 @@ class Watchdog:
         # "<timeout> <feeds>": the rig reads the timeout from the file and watches it change.
         with open(self._path, "w") as f:
             # the timeout in host milliseconds: the rig's watchdog runs on the host's clock
-            f.write("%d %d" % (self.timeout_ms / _SCALE, self.feeds))
+            f.write("%d %d" % (int(self.timeout_ms / _SCALE), self.feeds))
 
 
 def reset_cause():

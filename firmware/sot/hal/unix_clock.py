@@ -31,15 +31,15 @@ def install(scale):
     for name in dir(_time):
         if not name.startswith("__"):
             setattr(t, name, getattr(_time, name))
-    ms_period = _time.ticks_add(0, -1) + 1
+    period = _time.ticks_add(0, -1) + 1
     ms0 = _time.ticks_ms()
     us0 = _time.ticks_us()
 
     def ticks_ms():
-        return (ms0 + int(_time.ticks_diff(_time.ticks_ms(), ms0) * scale)) % ms_period
+        return (ms0 + int(_time.ticks_diff(_time.ticks_ms(), ms0) * scale)) % period
 
     def ticks_us():
-        return (us0 + int(_time.ticks_diff(_time.ticks_us(), us0) * scale)) % ms_period
+        return (us0 + int(_time.ticks_diff(_time.ticks_us(), us0) * scale)) % period
 
     t.ticks_ms = ticks_ms
     t.ticks_us = ticks_us
