@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway import firmware
 from hil_tests.rig import soak
 from hil_tests.rig.broker import rig_pki
 
@@ -33,11 +32,9 @@ def storm_days(request: pytest.FixtureRequest,
     here = Path(__file__)
     targets = {TESTS[i.name] for i in request.session.items
                if i.path == here and i.name in TESTS and i.get_closest_marker("skip") is None}
-    # What the two threads would otherwise both make at their start: the rig's CA and the images.
+    # The rig's CA, made once per process: both threads would otherwise make one at their start.
+    # (Each builds its own image: the unix port's in build/firmware/unix, the board's in qemu.)
     rig_pki()
-    firmware.build_image()
-    if "qemu" in targets:
-        firmware.build_qemu()
     with ThreadPoolExecutor(max_workers=2) as pool:
         yield {t: pool.submit(soak.run, tmp_path_factory.mktemp(f"soak-{t}"), target=t, **STORM)
                for t in sorted(targets)}
