@@ -1,0 +1,77 @@
+"""How the suite is spread over pytest-xdist workers (`make test` runs `-n 3 --dist loadgroup`;
+docs/testing.md, "In parallel").
+
+Every test is a unit of its own, sent to whichever worker is free, except the groups below, each
+run whole on one worker, one test after another:
+
+- `qemu-board`: everything that boots the qemu board (the firmware's `[qemu]` unit items, the
+  HIL scenarios' `[qemu]` runs, hil_tests/test_qemu_board.py, the board's storm day). Idle at its
+  REPL the board spins a whole core: one board at a time leaves the other core to the rest.
+- `timing`: the scenarios that assert how fast something happens in real time (a poll period
+  within 10 %, a device offline within 5 s, a frozen broker noticed within the keepalive, a
+  backlog drained within its budget, the paced 9600-baud link's wire time). They never run
+  beside each other, only beside ordinary tests.
+- `fw:<module>`: one firmware unit module's items under the unix port: the module runs once in
+  one MicroPython process and its items read that one result.
+- `<file>::<fixture>`: the tests that share one of a module's costly module-scoped fixtures
+  (a compressed storm day, a silent-device run, a panel render), so that it is made once.
+
+Without `--dist loadgroup` (a serial run, `-n 0`) the marks change nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+QEMU = "qemu-board"
+TIMING = "timing"
+
+# Module-scoped fixtures that take seconds to make (a firmware run, a render); tests sharing one
+# go together. Cheap ones (a site's configuration, the compiled firmware's path) are left out:
+# each worker makes its own.
+SHARED_FIXTURES = {
+    ("test_fieldbus_faults.py", "silent"): TIMING,  # M1: offline within 5 s, poll rate +-10 %
+    ("test_fieldbus_faults.py", "exceptions"): None,
+    ("test_modbus_function_codes.py", "run"): None,
+    ("test_panel_png.py", "shots"): None,
+    ("test_memory_soak.py", "storm_days"): QEMU,  # both storm days start at once, one on qemu
+}
+
+# Scenarios whose assertions are real-time limits (file, test function).
+TIMING_TESTS = {
+    ("test_exercise.py", "test_a_flood_of_100_commands_a_second_leaves_the_poll_period_unchanged"),
+    ("test_site_panel.py", "test_flood_of_crisis_messages_is_survived_and_polling_keeps_its_pace"),
+    # clock scale 4: the site's Modbus timeout is 250 ms of host time
+    ("test_site_panel.py", "test_hung_controller_is_reset_by_the_watchdog_and_ends_in_safe_mode"),
+    ("test_fieldbus_faults.py", "test_m6_slow_slave"),
+    ("test_mqtt_client.py", "test_frozen_broker_is_noticed_by_keepalive"),
+    ("test_session_faults.py",
+     "test_n4_long_outage_backlog_drains_within_budget_and_live_events_follow"),
+    ("test_session_faults.py", "test_n5_half_open_link_is_detected_and_the_site_shown_lost"),
+    ("test_plant.py", "test_paced_link_takes_wire_time"),
+}
+
+
+def group_of(item: pytest.Item) -> str | None:
+    """The xdist group `item` belongs to, or None (a unit of its own)."""
+    file = item.path.name
+    func = getattr(item, "originalname", None) or item.name.split("[", 1)[0]
+    if item.path.parent.name == "unit" and item.path.parent.parent.name == "tests" \
+            and item.path.parent.parent.parent.name == "firmware":
+        return QEMU if item.name.endswith("[qemu]") else f"fw:{item.path.stem}"
+    if (file, func) in TIMING_TESTS:
+        return TIMING
+    for name in getattr(item, "fixturenames", ()):
+        if (file, name) in SHARED_FIXTURES:
+            return SHARED_FIXTURES[(file, name)] or f"{file}::{name}"
+    if file == "test_qemu_board.py" or "qemu" in item.name:
+        return QEMU
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = group_of(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
