@@ -221,7 +221,7 @@ Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scal
                 if state not in ("sent", "accepted"):
                     told = True
                     print(f"[{t:5.0f} s] fjärrstart / remote start {FAILING_SITE}: "
-                          f"{commands.LABELS[state]}" + (f" ({why})" if why else ""),
+                          f"{commands.label(state)}" + (f" ({why})" if why else ""),
                           flush=True)
             for sid, sim in sims.items():
                 fw = sim.firmware
