@@ -185,3 +185,39 @@ def send(store: CommandStore, publish: Callable[[str, str], object], site: str, 
     store.add_command(site, name, body, actor)
     publish(f"sot/v1/{site}/cmd/{name}", json.dumps(body, separators=(",", ":")))
     return body
+
+
+class CommandSender:
+    """The dashboard's sender: the sites' command keys and the gateway's own MQTT session
+    (`publish(topic, payload)`, raising OSError when the broker did not take it; None: no
+    broker, nothing can be sent). The keys come from `sot mqtt-auth`'s cmd-keys.json."""
+
+    def __init__(self, store: CommandStore, publish: Callable[[str, str], object] | None,
+                 keys: Mapping[str, str], clock: Callable[[], float] = time.time,
+                 connected: Callable[[], bool] = lambda: True) -> None:
+        self.store = store
+        self.publish = publish
+        self.keys = dict(keys)
+        self.clock = clock
+        self._connected = connected
+
+    def key(self, site: str) -> str | None:
+        return self.keys.get(site)
+
+    def connected(self) -> bool:
+        return self.publish is not None and self._connected()
+
+    def send(self, site: str, name: str, actor: str, args: Args | None = None) -> dict:
+        key = self.keys.get(site)
+        if key is None or self.publish is None:
+            raise ValueError(f"no command key for {site!r} or no broker")
+        return send(self.store, self.publish, site, name, key, actor, args, now=self.clock())
+
+
+def load_keys(path: Path) -> dict[str, str]:
+    """The command keys file (`sot mqtt-auth`), {} when there is none: no site can then be
+    commanded from the dashboard, and its page says why."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
