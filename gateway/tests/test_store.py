@@ -219,6 +219,46 @@ def test_a_failed_write_in_a_savepoint_leaves_the_batch_whole(db: Store):
         db.add_event("are-kall", event(seq=3, type="grid\x00lost"), "{}", TS)
 
 
+def test_latest_states_gives_every_site_with_a_state_in_one_call(db: Store):
+    """The overview's batch read: each site's latest state with its receive time; a site
+    without a state is left out; the last one put is the one given (the ingest decides what is
+    newer before it puts)."""
+    assert db.latest_states() == {}
+    put(db, "state", state(seq=16, ts=TS - 30, fuel={"pct": 70.0}), TS)
+    put(db, "state", state(seq=17, ts=TS, fuel={"pct": 62.0}), TS + 1)
+    doc = state(seq=5, ts=TS, mode="normal")
+    db.put_state("krokom-follinge", doc, json.dumps(doc), TS + 3)
+    got = db.latest_states()
+    assert set(got) == {"are-kall", "krokom-follinge"}  # Hede has none
+    assert got["are-kall"]["fuel"]["pct"] == 62.0 and got["are-kall"]["received"] == TS + 1
+    assert got["krokom-follinge"]["mode"] == "normal"
+    assert got["are-kall"] == db.latest("are-kall")["state"]  # type: ignore[index]
+
+
+def test_crisis_batch_reads_match_the_one_at_a_time_reads(db: Store):
+    """`crisis_messages_by_id` and `crisis_deliveries` (one query each, for the pages) give what
+    `crisis_message` and `crisis_delivery` give one message at a time."""
+    assert db.crisis_messages_by_id([]) == {} and db.crisis_deliveries() == {}
+    for n, sites in ((1, ["are-kall", "harjedalen-hede"]), (2, ["are-kall"])):
+        mid = f"m{n}"
+        db.save_crisis({"id": mid, "ts": TS + n, "severity": "info", "sv": f"Text {n} å",
+                        "en": f"Text {n}", "from": "Åre kommun", "expires": TS + 3600},
+                       "kim", TS + n)
+        for site in sites:
+            db.record_crisis_sent(site, mid, TS + n, actor="kim")
+    db.add_crisis_ack("are-kall", {"id": "m1", "boot": 4, "seq": 3, "ts": TS + 5, "by": "shop"},
+                      TS + 5)
+    got = db.crisis_messages_by_id(["m2", "m1", "m1", "nope"])
+    assert set(got) == {"m1", "m2"}
+    assert got["m1"] == db.crisis_message("m1") and got["m1"]["sv"] == "Text 1 å"
+    deliveries = db.crisis_deliveries()
+    assert set(deliveries) == {"m1", "m2"}
+    for mid in ("m1", "m2"):
+        assert sorted(deliveries[mid], key=lambda d: d["site"]) == \
+            sorted(db.crisis_delivery(crisis_id=mid), key=lambda d: d["site"])
+    assert sorted(d["site"] for d in deliveries["m1"]) == ["are-kall", "harjedalen-hede"]
+
+
 def test_open_store_follows_the_store_settings(tmp_path: Path, pg_cluster: Cluster):
     s = open_store({"path": "var/x.sqlite3", "url": ""}, tmp_path)
     assert isinstance(s, SqliteStore) and (tmp_path / "var" / "x.sqlite3").exists()
