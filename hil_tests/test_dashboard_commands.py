@@ -96,8 +96,8 @@ def test_coordinator_runs_a_test_run_from_the_site_page_and_sees_it_done(
         page.click("button[data-cmd=gen_test]")
         page.wait_for_selector("p[data-confirm]")
         question = page.inner_text("p[data-confirm]")
-        assert "Skicka Provkörning (1 minuter, utan last) till Kall (are-kall)?" in question
-        assert "Send Test run (1 minutes, off load) to Kall (are-kall)?" in question
+        assert "Skicka Provkörning (1 min, utan last) till Kall (are-kall)?" in question
+        assert "Send Test run (1 min, off load) to Kall (are-kall)?" in question
         page.screenshot(path=shot(tmp_path, "dashboard-command-confirm.png"), full_page=False)
         assert sim.plant.control_writes == []  # the button alone sent nothing
         page.click("button[data-confirm-send]")
