@@ -151,6 +151,8 @@ async def run(
         gateway = Gateway(
             {
                 "mqtt": {"host": broker.host, "port": broker.port,
+                         # the dashboard's commands sign with the keys the sites were given
+                         "cmd_keys": str(workdir / "cmd-keys.json"),
                          **broker.login(mqttauth.GATEWAY_USER)},
                 "http": {"host": "127.0.0.1", "port": http_port},
                 "store": {"path": str(workdir / "sot.sqlite3")},
