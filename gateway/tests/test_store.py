@@ -259,6 +259,31 @@ def test_crisis_batch_reads_match_the_one_at_a_time_reads(db: Store):
     assert sorted(d["site"] for d in deliveries["m1"]) == ["are-kall", "harjedalen-hede"]
 
 
+def test_commands_come_with_their_own_results_oldest_first(db: Store):
+    """`commands(site)` (the site page's list) attaches each command's `cmd_result` events, read
+    in one query, to the right command only."""
+    from gateway import commands
+
+    key = "5e" * 32
+    a = commands.sign("are-kall", "gen_test", key, 1, {"minutes": 5, "load": False}, now=TS)
+    b = commands.sign("are-kall", "rebirth", key, 2, now=TS + 1)
+    db.add_command("are-kall", "gen_test", a, "kim")
+    db.add_command("are-kall", "rebirth", b, "kim")
+    for seq, cid, name, result in ((30, a["id"], "gen_test", "accepted"),
+                                   (31, b["id"], "rebirth", "done"),
+                                   (32, a["id"], "gen_test", "done")):
+        db.add_event("are-kall", event("cmd_result", seq=seq, data={
+            "id": cid, "name": name, "result": result}), "{}", TS + seq)
+    db.add_event("harjedalen-hede", event("cmd_result", seq=33, data={
+        "id": a["id"], "name": "gen_test", "result": "failed"}), "{}", TS + 33)  # another site
+    got = {r["id"]: r for r in db.commands("are-kall")}
+    assert [r["id"] for r in db.commands("are-kall")] == [b["id"], a["id"]]  # newest first
+    assert [x["result"] for x in got[a["id"]]["results"]] == ["accepted", "done"]
+    assert [x["result"] for x in got[b["id"]]["results"]] == ["done"]
+    assert got[a["id"]]["args"] == {"load": False, "minutes": 5}
+    assert db.commands("krokom-follinge") == []
+
+
 def test_open_store_follows_the_store_settings(tmp_path: Path, pg_cluster: Cluster):
     s = open_store({"path": "var/x.sqlite3", "url": ""}, tmp_path)
     assert isinstance(s, SqliteStore) and (tmp_path / "var" / "x.sqlite3").exists()
