@@ -113,6 +113,7 @@ async def site_page(request: web.Request) -> web.Response:
     state = (store.latest(sid) or {}).get("state")
     delivery = store.crisis_delivery(site=sid)
     messages = store.crisis_messages_by_id(d["crisis_id"] for d in delivery)
+    test_minutes, test_on_load = actions.test_defaults(request, sid)
     return show(
         request, "site.html",
         Text(summary.name, summary.municipality),
@@ -126,9 +127,7 @@ async def site_page(request: web.Request) -> web.Response:
             store, app.get(EXERCISE_SCHEDULES, {}).get(sid), sid, now)),
         remote=views.remote_view(
             coordinator=may(request, "coordinator"), why_not=actions.command_why_not(request, sid),
-            minutes=actions.test_defaults(request, sid)[0],
-            on_load=actions.test_defaults(request, sid)[1], recs=store.commands(sid, 20),
-            now=now),
+            minutes=test_minutes, on_load=test_on_load, recs=store.commands(sid, 20), now=now),
         events=views.event_items(store.events(sid, 100)))
 
 
