@@ -381,7 +381,7 @@ def _cmd_cmd(args: argparse.Namespace) -> int:
         if state not in ("sent", "accepted") or time.time() >= deadline:
             break
         time.sleep(0.5)
-    print(f"{body['id']}: {commands.LABELS[state]}" + (f" ({why})" if why else ""))
+    print(f"{body['id']}: {commands.label(state)}" + (f" ({why})" if why else ""))
     return 0 if state == "done" else 1
 
 

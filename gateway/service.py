@@ -5,6 +5,8 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
     [mqtt]  host, port, client_id, keepalive_s (30), user, password (optional), ca (the CA
             certificate from `sot pki init`: TLS, verifying the broker against it; without it
             the connection is plaintext, which the project's brokers refuse)
+            cmd_keys (the sites' command keys from `sot mqtt-auth`, default
+            var/mqtt/cmd-keys.json: the dashboard's signed commands; none, no commands)
     [http]  host, port (0 = any free port; the port taken is `Gateway.http_port`)
     [store] path (SQLite; relative paths are taken from the repository root), or
             url = "postgresql://..." (PostgreSQL; docs/deploy.md)
@@ -48,6 +50,7 @@ from .alerts.config import AlertConfig, default_rules, load_alert_config, load_r
 from .alerts.engine import AlertEngine
 from .alerts.notify import EmailSender, FileSender, Sender, SmtpSettings, WebhookSender
 from .auth import LoginThrottle
+from .commands import CommandSender, load_keys
 from .config import REPO_ROOT, load_sites
 from .crisis import CrisisSender
 from .exercise import FactsSource
@@ -153,6 +156,15 @@ class Gateway:
         # The sender publishes through the MQTT session created below (`self.mqtt`).
         self.crisis = CrisisSender(self.store, _MqttRef(self), self.clock,
                                    on_change=self.bus.notify)
+        ref = _MqttRef(self)
+
+        def publish_cmd(topic: str, payload: str) -> None:
+            if not ref.publish(topic, payload.encode(), retain=False):
+                raise OSError("broker not connected")
+
+        commands = CommandSender(self.store, publish_cmd,
+                                 load_keys(_resolve(cfg["mqtt"]["cmd_keys"], self.base_dir)),
+                                 self.clock, connected=ref.is_connected)
         throttle = LoginThrottle(self.clock, window_s=float(w["login_window_s"]),
                                  free_pair=int(w["login_free_pair"]),
                                  free_addr=int(w["login_free_addr"]),
@@ -163,7 +175,8 @@ class Gateway:
                         idle_s=float(w["idle_s"]), per_addr=int(w["max_conns_per_addr"]),
                         max_conns=int(w["max_conns"]))
         app = make_app(self.store, self.clock, self._stats, cap_sender=a["cap_sender"],
-                       base_url=a["base_url"] or "", crisis=self.crisis, bus=self.bus,
+                       base_url=a["base_url"] or "", crisis=self.crisis, commands=commands,
+                       bus=self.bus,
                        throttle=throttle, session_s=float(w["session_h"]) * 3600,
                        secure_cookie=secure_cookie(cfg), limits=limits,
                        trusted_proxies=frozenset(str(x) for x in w["trusted_proxies"]))

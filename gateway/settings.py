@@ -28,6 +28,8 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("user", str, None),
         Key("password", str, None),
         Key("ca", PATH, None, doc="the CA certificate from `sot pki init`: TLS"),
+        Key("cmd_keys", PATH, "var/mqtt/cmd-keys.json",
+            doc="the sites' command keys from `sot mqtt-auth` (dashboard commands)"),
     ),
     "http": (
         Key("host", str, "127.0.0.1"),

@@ -50,6 +50,8 @@ def hostile_contexts() -> dict[str, dict[str, Any]]:
     run = {"ts": 1.0e9, "started": 1.0e9, "trigger": H, "result": "fail", "why": H,
            "start_s": 8.5, "stable_s": None, "v_min": 228.0, "v_max": 231.0, "f_min": 49.9,
            "f_max": 50.1, "load_kw": None, "fuel_used_l": 0.4, "alarms": [H]}
+    cmd = {"id": H, "name": "gen_test", "args": {"minutes": 5, "load": False},
+           "issued": 1.0e9, "expires": 1.0e9 + 120, "counter": 1, "actor": H, "results": []}
     base = {"title": Text(H, H), "nav": views.nav("/", H, H, H, admin=True), "refresh": 5,
             "csrf": H}
     return {
@@ -66,7 +68,15 @@ def hostile_contexts() -> dict[str, dict[str, Any]]:
                                                     "hist": True}]),
                       "exercise": views.exercise_view({
                           "schedule_sv": H, "schedule_en": H, "next": 1.0e9, "overdue": True,
-                          "last": run, "history": [run, {**run, "result": "pass"}]})},
+                          "last": run, "history": [run, {**run, "result": "pass"}]}),
+                      "remote": views.remote_view(
+                          coordinator=True, why_not=None, minutes=15, on_load=True,
+                          recs=[{**cmd, "results": [{"result": "refused", "why": "mode:" + H}]},
+                                {**cmd, "name": H, "args": {}}], now=1.0e9)},
+        "command_confirm.html": {**base, "site_id": H, "site_name": H, "name": H,
+                                 "action": views.command_action("gen_test",
+                                                                {"minutes": 5, "load": False}),
+                                 "args": {H: H}},
         "alerts.html": {**base, "rows": views.alert_rows([alert], can_ack=True)
                         + views.alert_rows([alert], can_ack=False)},
         "crisis.html": {**base, "form": views.compose_form(

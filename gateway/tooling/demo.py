@@ -151,6 +151,8 @@ async def run(
         gateway = Gateway(
             {
                 "mqtt": {"host": broker.host, "port": broker.port,
+                         # the dashboard's commands sign with the keys the sites were given
+                         "cmd_keys": str(workdir / "cmd-keys.json"),
                          **broker.login(mqttauth.GATEWAY_USER)},
                 "http": {"host": "127.0.0.1", "port": http_port},
                 "store": {"path": str(workdir / "sot.sqlite3")},
@@ -221,7 +223,7 @@ Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scal
                 if state not in ("sent", "accepted"):
                     told = True
                     print(f"[{t:5.0f} s] fjärrstart / remote start {FAILING_SITE}: "
-                          f"{commands.LABELS[state]}" + (f" ({why})" if why else ""),
+                          f"{commands.label(state)}" + (f" ({why})" if why else ""),
                           flush=True)
             for sid, sim in sims.items():
                 fw = sim.firmware
