@@ -17,8 +17,8 @@ where the policy would make a new alert wait: what was approved once is approved
 authority's later versions of it. A site it no longer applies to has it withdrawn. A Cancel or
 expiry withdraws it everywhere.
 
-Not started by the gateway yet: the service will own one FeedPoller per `[[feeds]]`, the
-AlertSet and this publisher (docs/feeds.md, "Not wired yet").
+The running gateway owns one publisher, with one FeedPoller per `[[feeds]]` and the AlertSet
+(gateway/feeds/run.py).
 
 The panel holds at most crisis.MAX_TEXT characters per language, and the official text is never
 edited: the message is the headline, then the instruction and then the description, each added
