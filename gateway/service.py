@@ -216,6 +216,8 @@ class Gateway:
         # catches up on anything that came while it was not connected yet).
         self.feeds = Feeds(load_feeds(cfg["feeds"]), load_policy(cfg["feed_policy"]),
                            self.crisis, self.store, sites, self.clock)
+        if self.engine is not None:
+            self.engine.feeds = self.feeds.health  # the feed_failed rule (gateway scope)
         self.feeds.start()
         log.info("gateway: %d sites, web on http://%s:%d/, MQTT %s:%d", len(sites),
                  cfg["http"]["host"], self.http_port, m["host"], m["port"])
