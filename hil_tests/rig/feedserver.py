@@ -44,6 +44,26 @@ def retimed(doc: bytes, now: float | None = None, *, base: datetime = FIXTURE_NO
     return _ISO.sub(move, doc)
 
 
+_PROLOGUE = re.compile(rb"<\?xml[^>]*\?>|<!--.*?-->", re.S)
+
+
+def atom(*caps: bytes, now: float | None = None) -> bytes:
+    """An Atom feed (RFC 4287) carrying the CAP documents inline, one entry each; no documents:
+    an empty feed (a feed with nothing to say, not a failure)."""
+    stamp = datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S+00:00")
+    entries = []
+    for i, doc in enumerate(caps):
+        body = _PROLOGUE.sub(b"", doc).strip()
+        entries.append(b"  <entry>\n    <id>urn:sot-demo:entry:%d</id>\n    <title>CAP</title>\n"
+                       b"    <updated>%s</updated>\n    <content type=\"application/cap+xml\">\n"
+                       b"%s\n    </content>\n  </entry>\n" % (i, stamp.encode(), body))
+    return (b'<?xml version="1.0" encoding="UTF-8"?>\n'
+            b'<feed xmlns="http://www.w3.org/2005/Atom">\n  <id>urn:sot-demo:feed</id>\n'
+            b"  <title>SOT-punkt demo: officiella larm</title>\n  <updated>%s</updated>\n"
+            % stamp.encode() + b"".join(entries) + b"</feed>\n")
+
+
 class FeedServer:
     """`start()`, `set(path, body)`, `url(path)`, `stop()`; usable from sync and async code."""
 
