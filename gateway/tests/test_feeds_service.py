@@ -104,3 +104,70 @@ def test_the_gateway_polls_its_feeds_counts_bad_input_and_survives(tmp_path: Pat
     assert feeds_stats["counts"]["xml"] >= 1 and feeds_stats["alerts"] == 1
     # No broker: the VMA could not go out yet; it is not lost (Feeds.resend).
     assert feeds_stats["published"].get("sent", 0) == 0
+
+
+class Broker:
+    """The MQTT session as the crisis sender sees it, up or down."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.sent: list[tuple[str, bytes]] = []
+
+    def is_connected(self) -> bool:
+        return self.up
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool) -> bool:
+        if not self.up:
+            return False
+        self.sent.append((topic, payload))
+        return True
+
+
+def _feeds(tmp_path: Path, broker: Broker):
+    from feeds_fixtures import NOW, demo_sites
+    from gw_samples import SITES
+
+    from gateway import crisis
+    from gateway.feeds.policy import load_policy
+    from gateway.feeds.poller import FeedConfig
+    from gateway.feeds.run import Feeds
+    from gateway.store import SqliteStore
+
+    store = SqliteStore(tmp_path / "sot.sqlite3")
+    store.upsert_sites(SITES)
+    sender = crisis.CrisisSender(store, broker, lambda: NOW)
+    return Feeds([FeedConfig("vma", "cap", "http://127.0.0.1:9/x.xml")],
+                 load_policy({"default": "auto"}), sender, store, demo_sites(), lambda: NOW)
+
+
+def test_a_cancel_for_nothing_is_counted_and_logged_once(tmp_path: Path, caplog):
+    from gateway.feeds import parse_cap
+    from gateway.feeds.poller import PollResult
+
+    feeds = _feeds(tmp_path, Broker())
+    unknown = parse_cap(fixture("vma-cancel-unknown.xml"), feed="vma")
+    for _ in range(3):  # the feed lists it on every poll
+        feeds.handle("vma", PollResult(alerts=[unknown]))
+    assert feeds.stats()["feeds"]["vma"]["counts"]["cancel_unknown"] == 1
+    assert len([r for r in caplog.records if "changed nothing" in r.message]) == 1
+    assert feeds.alerts() == [] and not feeds.publisher.published
+
+
+def test_what_came_while_the_broker_was_down_goes_out_once_it_is_up(tmp_path: Path):
+    from gateway.feeds import parse_cap
+    from gateway.feeds.poller import PollResult
+
+    broker = Broker()
+    broker.up = False
+    feeds = _feeds(tmp_path, broker)
+    actual = parse_cap(fixture("vma-are-actual.xml"), feed="vma")
+    feeds.handle("vma", PollResult(alerts=[actual]))
+    assert broker.sent == [] and len(feeds.alerts()) == 1
+    feeds.handle("vma", PollResult(not_modified=True))  # still down
+    assert broker.sent == []
+    broker.up = True
+    feeds.handle("vma", PollResult(not_modified=True))  # the next poll: up again
+    assert all("/are-kall/" in t for t, _ in broker.sent)
+    assert len(broker.sent) == 1 and feeds.publisher.counts["sent"] == 1
+    feeds.handle("vma", PollResult(alerts=[actual]))  # a repeat: nothing more
+    assert len(broker.sent) == 1
