@@ -140,6 +140,11 @@ class Feeds:
             await self._session.close()
             self._session = None
 
+    def approve(self, key: str, actor: str, note: str | None = None) -> list[str]:
+        """A coordinator approves a pending alert (publish.FeedPublisher.approve: NoteTooLong
+        when the note does not fit beside the official text)."""
+        return self.publisher.approve(key, actor, note)
+
     # --- what the pages, the alert rules and /api/stats read -----------------------------
 
     def health(self, now: float | None = None) -> list[FeedHealth]:

@@ -123,7 +123,7 @@ class Broker:
         return True
 
 
-def _feeds(tmp_path: Path, broker: Broker):
+def _feeds(tmp_path: Path, broker: Broker, policy: str = "auto"):
     from feeds_fixtures import NOW, demo_sites
     from gw_samples import SITES
 
@@ -137,7 +137,7 @@ def _feeds(tmp_path: Path, broker: Broker):
     store.upsert_sites(SITES)
     sender = crisis.CrisisSender(store, broker, lambda: NOW)
     return Feeds([FeedConfig("vma", "cap", "http://127.0.0.1:9/x.xml")],
-                 load_policy({"default": "auto"}), sender, store, demo_sites(), lambda: NOW)
+                 load_policy({"default": policy}), sender, store, demo_sites(), lambda: NOW)
 
 
 def test_a_cancel_for_nothing_is_counted_and_logged_once(tmp_path: Path, caplog):
@@ -171,3 +171,27 @@ def test_what_came_while_the_broker_was_down_goes_out_once_it_is_up(tmp_path: Pa
     assert len(broker.sent) == 1 and feeds.publisher.counts["sent"] == 1
     feeds.handle("vma", PollResult(alerts=[actual]))  # a repeat: nothing more
     assert len(broker.sent) == 1
+
+
+def test_the_feeds_page_lists_real_and_test_alerts_and_what_awaits_approval(tmp_path: Path):
+    from feeds_fixtures import NOW
+
+    from gateway.feeds import parse_cap
+    from gateway.feeds.poller import PollResult
+    from gateway.feeds.view import feeds_page
+
+    broker = Broker()
+    feeds = _feeds(tmp_path, broker, "approve")
+    actual = parse_cap(fixture("vma-are-actual.xml"), feed="vma")
+    test = parse_cap(fixture("vma-are-test.xml"), feed="vma")
+    feeds.handle("vma", PollResult(alerts=[actual, test]))
+    page = feeds_page(feeds, NOW, {})
+    rows = {r.status: r for r in page.alerts}
+    assert set(rows) == {"Actual", "Test"} and rows["Actual"].real and not rows["Test"].real
+    assert rows["Actual"].headline.sv.startswith("VMA: Storm och långvarigt elavbrott")
+    assert rows["Actual"].origin == "Räddningstjänsten Jämtland"
+    assert rows["Actual"].sites == ("are-kall",) and rows["Actual"].awaiting == ("are-kall",)
+    assert rows["Test"].awaiting == () and [r.key for r in page.pending] == [actual.key]
+    assert [(f.name, f.ok) for f in page.feeds] == [("vma", False)]  # not polled yet
+    assert feeds.approve(actual.key, "anna") == ["are-kall"]
+    assert feeds_page(feeds, NOW, {}).pending == [] and len(broker.sent) == 1
