@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: demo test soak check lint bench bench-memory bench-board bench-alerts bench-crisis bench-feeds bench-journal firmware firmware-qemu clean setup
+.PHONY: demo test check-fast soak check lint bench bench-memory bench-board bench-alerts bench-crisis bench-feeds bench-journal firmware firmware-qemu clean setup
 
 setup:
 	@scripts/bootstrap.sh
@@ -15,12 +15,20 @@ demo: setup
 # The firmware's unit tests and a storm day also run on the 32-bit qemu board (--board: the ARM
 # toolchain and qemu; the image is built once and cached in build/, docs/firmware-build.md).
 # Lint and type checks are tests too (gateway/tests/test_lint.py): a finding fails make test.
+# Tiers, fixtures, the firmware's faster clock and where the time goes: docs/testing.md.
 test:
 	@scripts/bootstrap.sh --browser --board
 	$(BIN)/python -m pytest $(ARGS)
 
-# The fault scenarios of hil_tests/test_session_faults.py at full length (docs/fault-scenarios.md) (N1: 3
-# sites, 20 broker restarts over 10 minutes; N3: broker absent 90 s; P1: 100 power cuts; ...).
+# The fast tier, under a minute: ruff, mypy, the HAL boundary and the firmware's type check (as
+# the tests they are in make test) and every unit test that needs no broker, browser or firmware
+# process (markers hil, browser, firmware, slow; docs/testing.md, "Tiers"). make test runs all.
+check-fast: setup
+	$(BIN)/python -m pytest -q -m "not hil and not browser and not firmware and not slow" \
+		firmware/tests gateway/tests $(ARGS)
+
+# The fault scenarios of hil_tests/test_session_faults.py at full length (docs/fault-scenarios.md;
+# N1: 3 sites, 20 broker restarts over 10 minutes; N3: broker absent 90 s; P1: 100 power cuts; ...).
 soak: setup
 	SOT_SOAK=1 $(BIN)/python -m pytest hil_tests/test_session_faults.py --timeout 0 $(ARGS)
 

@@ -387,7 +387,7 @@ def _cmd_cmd(args: argparse.Namespace) -> int:
 
 
 def _when(ts: float | None) -> str:
-    from gateway.web import _when as when
+    from gateway.web.fmt import when
 
     return "–" if ts is None else when(ts)
 

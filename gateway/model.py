@@ -166,7 +166,8 @@ class SiteSummary:
     lost: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        """The dict `GET /api/sites` returns for the site (gateway/openapi.json, `SiteSummary`)."""
+        """The dict `GET /api/sites` returns for the site (`SiteSummary` in
+        gateway/web/openapi.json)."""
         return {k: getattr(self, k) for k in SUMMARY_JSON_FIELDS}
 
     @property

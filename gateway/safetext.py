@@ -10,7 +10,7 @@ line feed and carriage return; lone surrogates; U+FFFE and U+FFFF) with U+FFFD, 
 character, so a reader sees that something was there. What is left encodes as UTF-8 and is
 allowed in HTML, JSON and XML. Each output kind uses it at one place:
 
-    HTML  `gateway.pages.html_response` cleans the whole page
+    HTML  `gateway.web.render.render` cleans the whole page
     JSON  `json_response` / `dumps` below (the API and the signage event stream)
     XML   `gateway.alerts.cap` cleans every element text and attribute it writes
 """

@@ -59,14 +59,13 @@ from .feeds.poller import load_feeds
 from .feeds.run import Feeds
 from .httpguard import GuardedSite, Limits
 from .ingest import CRISIS_ACK, Ingest, MqttIngest
-from .pages import EXERCISE_SCHEDULES
 from .settings import DEFAULTS as DEFAULTS  # the schema lives in gateway/settings.py
 from .settings import LOOPBACK
 from .settings import with_defaults as with_defaults
 from .signage import SiteBus
 from .store import SiteInfo, Store, open_store
 from .validate import load_toml
-from .web import make_app
+from .web import EXERCISE_SCHEDULES, make_app
 
 log = logging.getLogger(__name__)
 

@@ -74,8 +74,10 @@ class SiteBus:
 
 def active_messages(store: CrisisStore, site: str, now: float) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for d in store.crisis_delivery(site=site):
-        m = store.crisis_message(d["crisis_id"])
+    delivery = store.crisis_delivery(site=site)
+    messages = store.crisis_messages_by_id(d["crisis_id"] for d in delivery)  # one query
+    for d in delivery:
+        m = messages.get(d["crisis_id"])
         if m is None or m.get("withdrawn"):
             continue
         if m.get("expires") is not None and m["expires"] <= now:

@@ -196,10 +196,19 @@ def gateway(broker: Broker, tmp_path: Path) -> Iterator[GatewayThread]:
         gw.stop()
 
 
+FIRST_POLL_S = 0.02
+
+
 def wait_for(check: Callable[..., Any], timeout: float, what: str, every: float = 0.25) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout` s."""
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout` s.
+
+    The pause between checks starts at FIRST_POLL_S and grows by half each time up to `every`:
+    a condition that is met within a moment is seen within a moment (most waits of the suite
+    are short, and a fixed `every` cost each of them about half of it), while a long wait
+    still checks only every `every` s. docs/testing.md, "Waiting"."""
     deadline = time.monotonic() + timeout
     last: Any = None
+    pause = min(FIRST_POLL_S, every)
     while time.monotonic() < deadline:
         try:
             last = check()
@@ -207,5 +216,6 @@ def wait_for(check: Callable[..., Any], timeout: float, what: str, every: float 
             last = e
         if last and not isinstance(last, Exception):
             return last
-        time.sleep(every)
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 1.5, every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")

@@ -94,11 +94,23 @@ def qemu_board():
     return _board
 
 
-def pytest_sessionfinish(session, exitstatus):
+def _stop_board() -> None:
     global _board
     if _board is not None:
         _board.stop()
         _board = None
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    # The qemu board spins a whole core while it waits at its REPL (about 1 s of CPU a second,
+    # measured): stop it as soon as the firmware's unit tests are done, rather than at the end
+    # of the session, so that it does not take a core from the gateway and HIL tests after them.
+    if _board is not None and not isinstance(nextitem, MicroPythonTest):
+        _stop_board()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _stop_board()
 
 
 def run_on_board(module: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -131,13 +143,20 @@ class MicroPythonModule(pytest.File):
         self._board_result: subprocess.CompletedProcess[str] | None = None
         names = re.findall(r"^(?:async\s+)?def\s+(test_\w+)\s*\(", self.path.read_text(), re.M)
         for name in sorted(set(names)):
-            yield MicroPythonTest.from_parent(self, name=name)
+            yield self._item(name)
         if self.path.stem.startswith("test_board_"):
             # The ESP32/RP2040 HALs against fake `machine`/`network` modules: the qemu board has
             # its own built-in `machine`, which no frozen fake may shadow, so these run on unix.
             return
         for name in sorted(set(names)):
-            yield MicroPythonTest.from_parent(self, name=f"{name}[qemu]")
+            yield self._item(f"{name}[qemu]")
+
+    def _item(self, name: str) -> MicroPythonTest:
+        # `firmware`: runs a MicroPython process (or the qemu board), so `make check-fast`
+        # leaves it out (docs/testing.md, "Tiers").
+        item = MicroPythonTest.from_parent(self, name=name)
+        item.add_marker(pytest.mark.firmware)
+        return item
 
     def result(self, board: bool = False) -> subprocess.CompletedProcess[str]:
         if board:

@@ -1,6 +1,8 @@
 // The public screen at a shop (/signage/<site>). Renders the view the gateway sends over
 // server-sent events; every text goes in with textContent, never as HTML. When the gateway
 // cannot be reached the last view stays up with its age ticking and a note that it is old.
+// Its words come from the text catalogue (config/texts.toml, `signage.*`, `product.*`), which
+// the page hands over in data-texts: [Swedish, English] per key, {name} filled in here.
 "use strict";
 (function () {
   var body = document.body;
@@ -8,8 +10,23 @@
   var view = null;
   var offset = 0; // server clock minus this screen's clock, seconds
   var connected = true;
-  var PRODUCTS = { diesel: ["Diesel", "Diesel"], petrol: ["Bensin", "Petrol"],
-                   hvo: ["HVO", "HVO"], e85: ["E85", "E85"] };
+  var T = {};
+  try { T = JSON.parse(body.getAttribute("data-texts")) || {}; } catch (err) { T = {}; }
+  var PRODUCTS = T.product || {};
+  var UNIT = T.unit || {};
+
+  // [Swedish, English] for `key`, with {name} placeholders filled from `vals` (per language
+  // where a value is itself a pair)
+  function tx(key, vals) {
+    var pair = T[key] || [key, key];
+    return [0, 1].map(function (i) {
+      return pair[i].replace(/\{(\w+)\}/g, function (m, name) {
+        if (!vals || !(name in vals)) return m;
+        var v = vals[name];
+        return Array.isArray(v) ? v[i] : v;
+      });
+    });
+  }
 
   function $(sel) { return document.querySelector(sel); }
   function now() { return Date.now() / 1000 + offset; }
@@ -29,8 +46,9 @@
     s = Math.max(0, Math.round(s));
     if (s < 120) return [s + " s", s + " s"];
     if (s < 7200) return [Math.floor(s / 60) + " min", Math.floor(s / 60) + " min"];
-    if (s < 172800) return [Math.floor(s / 3600) + " tim", Math.floor(s / 3600) + " h"];
-    return [Math.floor(s / 86400) + " dygn", Math.floor(s / 86400) + " days"];
+    var h = UNIT.hours || ["h", "h"], d = UNIT.days || ["d", "d"];
+    if (s < 172800) return [Math.floor(s / 3600) + " " + h[0], Math.floor(s / 3600) + " " + h[1]];
+    return [Math.floor(s / 86400) + " " + d[0], Math.floor(s / 86400) + " " + d[1]];
   }
   function num(v) {
     return Math.round(v).toString().replace(/\B(?=(\d{3})+(?!\d))/g, "\u00a0");
@@ -46,10 +64,11 @@
       el.appendChild(s);
     }
   }
-  function tile(id, cls, sv, en) {
+  function putText(el, pair) { put(el, pair[0], pair[1]); }
+  function tile(id, cls, pair) {
     var t = document.getElementById(id);
     t.className = "tile " + (cls || "");
-    put(t.querySelector(".v"), sv, en);
+    putText(t.querySelector(".v"), pair);
   }
 
   function isStale() {
@@ -62,32 +81,29 @@
     var up = $("#updated");
     var stale = $("#stale");
     if (!view || !view.has_data) {
-      put(up, "Ingen data ännu", "No data yet");
+      putText(up, tx("no_data_yet"));
     } else {
-      var a = age(now() - view.updated_ts);
-      put(up, "Senast uppdaterad " + when(view.updated_ts) + " (för " + a[0] + " sedan)",
-          "Last updated " + a[1] + " ago");
+      putText(up, tx("updated", { when: when(view.updated_ts), age: age(now() - view.updated_ts) }));
     }
     var st = isStale();
     body.classList.toggle("stale", st);
     stale.hidden = !st;
     if (st) {
       if (!view || !view.has_data) {
-        put(stale, "INGEN KONTAKT med butikens system \u2013 läget är okänt.",
-            "NO CONTACT with the shop's system \u2013 status unknown.");
+        putText(stale, tx("no_contact"));
       } else {
-        var b = age(now() - view.updated_ts);
-        put(stale, "INAKTUELLT \u2013 ingen kontakt med butikens system på " + b[0] +
-            ". Uppgifterna nedan är senast kända, inte nuläge.",
-            "STALE \u2013 no contact with the shop's system for " + b[1] +
-            ". Figures below are the last known, not current.");
+        putText(stale, tx("stale", { age: age(now() - view.updated_ts) }));
       }
     }
     var c = $("#conn");
     c.className = connected ? "" : "down";
     if (connected) c.textContent = "";
-    else put(c, "Ingen kontakt med servern \u2013 visar senast kända läge",
-             "No connection to the server \u2013 showing last known state");
+    else putText(c, tx("server_down"));
+  }
+
+  function source(m) {
+    var from = tx("from");
+    return from[0] + " / " + from[1] + ": " + m.from + " \u00b7 " + when(m.ts);
   }
 
   function renderMessages(msgs) {
@@ -101,11 +117,10 @@
     var t = $("#takeover");
     t.hidden = !severe;
     if (severe) {
-      put(t.querySelector(".label"), "VIKTIGT MEDDELANDE", "IMPORTANT MESSAGE");
+      putText(t.querySelector(".label"), tx("important"));
       t.querySelector(".msg-sv").textContent = severe.sv;
       t.querySelector(".msg-en").textContent = severe.en || "";
-      t.querySelector(".src").textContent = "Från / From: " + severe.from + " \u00b7 " +
-        when(severe.ts);
+      t.querySelector(".src").textContent = source(severe);
       t.setAttribute("data-crisis", severe.id);
     }
     var b = $("#banner");
@@ -114,8 +129,7 @@
       b.className = lesser.severity;
       b.querySelector(".msg-sv").textContent = lesser.sv;
       b.querySelector(".msg-en").textContent = lesser.en || "";
-      b.querySelector(".src").textContent = "Från / From: " + lesser.from + " \u00b7 " +
-        when(lesser.ts);
+      b.querySelector(".src").textContent = source(lesser);
       b.setAttribute("data-crisis", lesser.id);
     }
   }
@@ -123,18 +137,17 @@
   function render(v) {
     view = v;
     offset = v.now - Date.now() / 1000;
-    if (v.shop_open === true) tile("shop", "good", "ÖPPEN", "Open");
-    else if (v.shop_open === false) tile("shop", "bad", "STÄNGD", "Closed");
-    else tile("shop", "", "Okänt", "Unknown");
-    if (v.power === "grid") tile("power", "good", "Nätström", "Grid power");
-    else if (v.power === "backup") tile("power", "warn", "Reservkraft", "Backup power");
-    else if (v.power === "none") tile("power", "bad", "Ingen ström", "No power");
-    else tile("power", "", "Okänt", "Unknown");
+    if (v.shop_open === true) tile("shop", "good", tx("open"));
+    else if (v.shop_open === false) tile("shop", "bad", tx("closed"));
+    else tile("shop", "", tx("unknown"));
+    var POWER_CLASS = { grid: "good", backup: "warn", none: "bad" };
+    if (POWER_CLASS[v.power]) tile("power", POWER_CLASS[v.power], tx("power." + v.power));
+    else tile("power", "", tx("unknown"));
     if (typeof v.hours_left === "number") {
       var h = v.hours_left < 10 ? v.hours_left.toFixed(1).replace(".", ",") : num(v.hours_left);
-      tile("hours", v.hours_left < 24 ? "warn" : "good", h + " timmar", h + " hours");
+      tile("hours", v.hours_left < 24 ? "warn" : "good", tx("hours", { h: h }));
     } else {
-      tile("hours", "", "Okänt", "Unknown");
+      tile("hours", "", tx("unknown"));
     }
     var ul = document.querySelector("#fuel .v");
     ul.textContent = "";
@@ -146,15 +159,15 @@
       var litres = v.fuel_for_sale[k];
       if (typeof litres === "number" && litres > 0) {
         any = true;
-        put(li, names[0] + ": " + num(litres) + " liter", names[1] + " available");
+        putText(li, tx("fuel_left", { name: names, litres: num(litres) }));
       } else {
-        put(li, names[0] + ": slut", names[1] + ": none for sale");
+        putText(li, tx("fuel_none", { name: names }));
       }
       ul.appendChild(li);
     });
     if (!keys.length) {
       var li = document.createElement("li");
-      put(li, "Okänt", "Unknown");
+      putText(li, tx("unknown"));
       ul.appendChild(li);
     }
     document.getElementById("fuel").className = "tile " + (keys.length ? (any ? "good" : "bad") : "");

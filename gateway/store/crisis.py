@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from .db import StoreBase, _int64, _text
@@ -25,6 +26,8 @@ class CrisisStore(Protocol):
     def crisis_message(self, crisis_id: str) -> dict[str, Any] | None: ...
     def crisis_messages(self, limit: int = 100) -> list[dict[str, Any]]: ...
     def crisis_sites(self, crisis_id: str) -> list[str]: ...
+    def crisis_messages_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
+    def crisis_deliveries(self) -> dict[str, list[dict[str, Any]]]: ...
     def crisis_delivery(self, crisis_id: str | None = None,
                         site: str | None = None) -> list[dict[str, Any]]: ...
     def crisis_acks(self, site: str) -> list[dict[str, Any]]: ...
@@ -86,6 +89,22 @@ class CrisisMixin(StoreBase):
         """Newest first, withdrawn ones included (with `withdrawn` set)."""
         return [_crisis_row(r) for r in self._db.execute(
             "SELECT * FROM crisis_messages ORDER BY updated DESC LIMIT ?", (int(limit),))]
+
+    def crisis_messages_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The messages with these ids, in one query (unknown ids are left out)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        rows = self._db.execute(f"SELECT * FROM crisis_messages WHERE id IN ({marks})", wanted)
+        return {r["id"]: _crisis_row(r) for r in rows}
+
+    def crisis_deliveries(self) -> dict[str, list[dict[str, Any]]]:
+        """`crisis_delivery()` for every message at once (one query), by message id."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for d in self.crisis_delivery():
+            out.setdefault(d["crisis_id"], []).append(d)
+        return out
 
     def crisis_sites(self, crisis_id: str) -> list[str]:
         return [r[0] for r in self._db.execute(

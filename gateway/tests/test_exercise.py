@@ -171,8 +171,7 @@ def test_the_site_page_shows_last_next_and_history(tmp_path: Path):
     from test_web import feed, get, run, serving
     from web_login import add_user
 
-    from gateway.pages import EXERCISE_SCHEDULES
-    from gateway.web import make_app
+    from gateway.web import EXERCISE_SCHEDULES, make_app
 
     r = ExRig(tmp_path / "w.sqlite3")
     try:

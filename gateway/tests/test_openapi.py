@@ -1,4 +1,4 @@
-"""gateway/openapi.json and the app's routes are the same set, with the same access rules."""
+"""gateway/web/openapi.json and the app's routes are the same set, with the same access rules."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_every_route_is_documented_and_every_documented_route_exists():
     assert doc["openapi"].startswith("3.")
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     app_routes = routes()
-    assert set(app_routes) - documented == set(), "routes missing from gateway/openapi.json"
+    assert set(app_routes) - documented == set(), "routes missing from gateway/web/openapi.json"
     assert documented - set(app_routes) == set(), "documented routes the app does not have"
 
 
@@ -36,7 +36,7 @@ def test_documented_roles_are_the_enforced_ones():
     doc = json.loads(DOC.read_text())
     for (method, path), handler in routes().items():
         op = doc["paths"][path][method]
-        enforced = gw_web._ROLE.get(handler, "viewer")
+        enforced = gw_web.role_of(handler)
         assert op["x-role"] == enforced, (method, path)
         assert (op.get("security") == []) == (enforced == "public"), (method, path)
 

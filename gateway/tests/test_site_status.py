@@ -193,9 +193,9 @@ def test_site_status_is_a_pure_function_of_the_snapshot():
 
 
 def test_the_api_row_has_exactly_the_documented_fields(db: Store):
-    """`SiteSummary.as_json()` is what `GET /api/sites` returns: the fields gateway/openapi.json
+    """`SiteSummary.as_json()` is what `GET /api/sites` returns: the fields gateway/web/openapi.json
     documents, no more (the model's extra attributes stay out of the API)."""
-    doc = json.loads((Path(__file__).parents[1] / "openapi.json").read_text())
+    doc = json.loads((Path(__file__).parents[1] / "web" / "openapi.json").read_text())
     documented = set(doc["components"]["schemas"]["SiteSummary"]["properties"])
     online_with_state(db)
     assert set(seen(db, TS).api) == documented

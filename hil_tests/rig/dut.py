@@ -61,7 +61,10 @@ class Firmware:
         board_heap_kib: int = BOARD_HEAP_KIB,
         watchdog: bool = False,
         extra_config: dict[str, Any] | None = None,
+        clock_scale: float = 1.0,
     ) -> None:
+        """clock_scale: the firmware's monotonic clock and sleeps run this many times faster
+        than the host's (SOT_TIME_SCALE, firmware/sot/hal/unix_clock.py; docs/testing.md)."""
         self.site = site
         self.flash_dir = Path(flash_dir)
         self.bus_ports = bus_ports
@@ -71,6 +74,7 @@ class Firmware:
         self.log_path = self.flash_dir.parent / f"{site.id}-firmware.log"
         self.watchdog = watchdog
         self.extra_config = extra_config or {}  # rig-only knobs, e.g. heap_log_ms for the soak
+        self.clock_scale = clock_scale
         self.tls = False  # set at start from the compiled config (mqtt.ca)
         self.resets = 0
         self._wd_thread: threading.Thread | None = None
@@ -95,6 +99,9 @@ class Firmware:
         if self.tls:
             heap += TLS_HEAP_KIB * 1024
         env = dict(os.environ, MICROPYPATH=".frozen")
+        env.pop("SOT_TIME_SCALE", None)
+        if self.clock_scale != 1:
+            env["SOT_TIME_SCALE"] = repr(float(self.clock_scale))
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [

@@ -5,8 +5,9 @@ The console is a pty; behind it is the real MicroPython unix interpreter with a 
 in for the board's flash as its working directory. The part of a board that the unix port lacks
 is played here, in Python: MicroPython's raw REPL protocol (Ctrl-A enters it; code then Ctrl-D
 runs it and the board answers "OK", the output, Ctrl-D, the error text, Ctrl-D, ">"; Ctrl-D at
-an empty prompt is a soft reset; Ctrl-B leaves it; raw-paste mode is answered "R\\x00", not
-supported, as older firmware does), and `machine.reset()`: a hard reset that runs the board's
+an empty prompt is a soft reset; Ctrl-B leaves it; raw-paste mode, Ctrl-E "A" Ctrl-A, as
+MicroPython 1.14 and later offer it: "R\\x01", the window size, \\x01 per window taken, \\x04 at
+the end of the code), and `machine.reset()`: a hard reset that runs the board's
 `main.py` the way a board boots, for `boot_s` seconds with its output on the console, then stops
 it (by pid) and goes back to the prompt. The code a tool sends runs in one interpreter process
 that keeps its globals until a reset, as on a board (mpremote's `fs cp` relies on that).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import select
+import struct
 import subprocess
 import threading
 import time
@@ -31,6 +33,9 @@ from .proc import stop_process
 
 BANNER = b"MicroPython (fake board: unix port behind a pty)\r\n"
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
+# Raw-paste mode (what mpremote uses when the board offers it): the board grants the code in
+# windows of this many bytes, sending \x01 each time it has taken one in.
+PASTE_WINDOW = 512
 RESET_CODE = 42
 
 # Runs inside MicroPython: executes length-prefixed code blocks in one set of globals and frames
@@ -140,18 +145,36 @@ class FakeBoard:
 
     def _serve(self) -> None:
         raw = False
+        paste = False  # in raw-paste mode, reading the code up to its \x04
         buf = bytearray()
-        pending = b""
+        taken = 0  # code bytes read in raw-paste mode since the last window was granted
         while not self._stop.is_set():
             r, _, _ = select.select([self.master], [], [], 0.1)
             if not r:
                 continue
             try:
-                pending += os.read(self.master, 4096)
+                data = os.read(self.master, 4096)
             except OSError:
                 return
-            while pending:
-                ch, pending = pending[:1], pending[1:]
+            i = 0
+            while i < len(data):
+                if paste:
+                    end = data.find(b"\x04", i)
+                    chunk = data[i:] if end < 0 else data[i:end]
+                    buf += chunk
+                    taken += len(chunk)
+                    while taken >= PASTE_WINDOW:  # room for another window of code
+                        taken -= PASTE_WINDOW
+                        self._write(b"\x01")
+                    if end < 0:
+                        break
+                    i, paste = end + 1, False
+                    self._write(b"\x04")  # end of code acknowledged; it runs
+                    self._run(bytes(buf))
+                    buf = bytearray()
+                    continue
+                ch = data[i:i + 1]
+                i += 1
                 if not raw:
                     if ch == b"\x01":
                         raw, buf = True, bytearray()
@@ -167,9 +190,10 @@ class FakeBoard:
                     self._write(RAW_PROMPT)
                 elif ch == b"\x03":
                     buf = bytearray()
-                elif ch == b"\x05" and pending.startswith(b"A\x01"):
-                    pending = pending[2:]
-                    self._write(b"R\x00")  # raw-paste mode understood, not supported
+                elif ch == b"\x05" and data[i:i + 2] == b"A\x01":
+                    i += 2
+                    paste, buf, taken = True, bytearray(), 0
+                    self._write(b"R\x01" + struct.pack("<H", PASTE_WINDOW))
                 elif ch == b"\x04":
                     if not buf:
                         self._soft_reset(raw=True)

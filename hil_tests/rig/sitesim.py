@@ -32,8 +32,11 @@ class SimulatedSite:
         extra_config: dict[str, Any] | None = None,
         login: dict[str, str] | None = None,
         exercise: bool = False,
+        clock_scale: float = 1.0,
     ) -> None:
         """login: {"user", "password"} of the site's MQTT account (Broker.login(site.id)).
+        time_scale speeds up the plant's physics (fuel, run hours); clock_scale the firmware's
+        monotonic clock (Firmware, docs/testing.md "A faster clock").
         exercise: keep the site's test-run schedule ([exercise]); without it the controller
         runs none, so a test that happens to run at the scheduled hour sees no generator start
         it did not ask for."""
@@ -52,6 +55,7 @@ class SimulatedSite:
         self.firmware: Firmware | None = None
         self.watchdog = watchdog
         self.extra_config = extra_config
+        self.clock_scale = clock_scale
 
     def start(self) -> SimulatedSite:
         self.thread.start()
@@ -61,7 +65,7 @@ class SimulatedSite:
     def start_firmware(self) -> Firmware:
         self.firmware = Firmware(
             self.site, self.workdir / "flash", bus_ports=self.plant.ports(), mqtt=self.mqtt,
-            watchdog=self.watchdog, extra_config=self.extra_config,
+            watchdog=self.watchdog, extra_config=self.extra_config, clock_scale=self.clock_scale,
         )
         return self.firmware.start()
 

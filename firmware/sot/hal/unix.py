@@ -2,17 +2,27 @@
 #   UART    -> a pty (or a real tty) in raw mode; the HIL rig puts a pymodbus plant on the other end
 #   flash   -> a folder
 #   network -> the host's TCP stack
-#   clock   -> the host clock (UTC epoch seconds)
+#   clock   -> the host clock (UTC epoch seconds); the monotonic clock (ticks, asyncio sleeps)
+#              runs SOT_TIME_SCALE times faster when the rig sets it (hal/unix_clock.py)
 #   watchdog-> each feed rewrites `wdt` in the flash folder; the HIL rig plays the watchdog
 #              peripheral (hil_tests/rig/dut.py): no feed within the timeout and it kills the
 #              process and starts it again with the reset cause "wdt"
 #   display -> panel.png (+ panel.txt, the texts drawn) in the flash folder (unix_display.py)
 #   buttons -> lines appended to `buttons` in the flash folder ("ack", "shop", "next")
-import asyncio
-import gc
 import os
-import termios
-import time
+
+# SOT_TIME_SCALE=k (set by the HIL rig for a few scenarios): the firmware's monotonic clock and
+# its asyncio sleeps run k times faster (hal/unix_clock.py). Before `asyncio` is imported.
+_SCALE = float(os.getenv("SOT_TIME_SCALE") or 1)
+if _SCALE != 1:
+    from sot.hal import unix_clock
+
+    unix_clock.install(_SCALE)
+
+import asyncio  # noqa: E402 -- after the clock (above)
+import gc  # noqa: E402
+import termios  # noqa: E402
+import time  # noqa: E402
 
 NAME = "unix"
 
@@ -177,7 +187,8 @@ class Watchdog:
         self.feeds += 1
         # "<timeout> <feeds>": the rig reads the timeout from the file and watches it change.
         with open(self._path, "w") as f:
-            f.write("%d %d" % (self.timeout_ms, self.feeds))
+            # the timeout in host milliseconds: the rig's watchdog runs on the host's clock
+            f.write("%d %d" % (int(self.timeout_ms / _SCALE), self.feeds))
 
 
 def reset_cause():
