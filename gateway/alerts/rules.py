@@ -684,10 +684,11 @@ def _lifecycle(rule: Rule, v: SiteView, key: str, detail: str, obs: Obs, a: Aler
         if a is None:
             since = obs.since if obs.since is not None and obs.since <= now else now
             status = "firing" if now - since >= rule.hold_s else "pending"
-            site = None if KINDS[rule.id].scope == "gateway" else v.site
-            op = Open(key, rule.id, site, v.municipality, detail, severity, status, since,
-                      obs.sv, obs.en, {**obs.data, "site_name": v.name, "lat": v.lat,
-                                       "lon": v.lon, "step": obs.step})
+            gw = KINDS[rule.id].scope == "gateway"  # no site, no place
+            op = Open(key, rule.id, None if gw else v.site, v.municipality, detail, severity,
+                      status, since, obs.sv, obs.en,
+                      {**obs.data, "site_name": v.name, "lat": None if gw else v.lat,
+                       "lon": None if gw else v.lon, "step": obs.step})
             opened[key] = op
             return [op]
         out: list[Action] = []

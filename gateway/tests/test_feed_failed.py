@@ -66,6 +66,16 @@ def test_a_failing_feed_alerts_the_coordinators_once_and_clears(rig: FeedRig) ->
     assert rig.told("feed_failed:gateway:vma", "recovery")
 
 
+def test_the_gateways_own_alert_has_no_place_and_stays_out_of_the_cap_feed(rig: FeedRig) -> None:
+    from gateway.alerts.cap import feed_alerts
+
+    rig.feeds = [health(stale=True, last_attempt=rig.clock.t)]
+    rig.advance(30)
+    a = rig.open_alerts()["feed_failed:gateway:vma"]
+    assert a.data["lat"] is None and a.data["lon"] is None  # not at 0° N 0° E
+    assert feed_alerts([a]) == []
+
+
 def test_a_stale_feed_alerts_and_a_removed_feed_clears(rig: FeedRig) -> None:
     rig.feeds = [health(stale=True, last_attempt=rig.clock.t), health("kris")]
     rig.advance(30)
