@@ -66,6 +66,7 @@ from .signage import SiteBus
 from .store import SiteInfo, Store, open_store
 from .validate import load_toml
 from .web import EXERCISE_SCHEDULES, make_app
+from .web.feeds import FEEDS
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class Gateway:
                        secure_cookie=secure_cookie(cfg), limits=limits,
                        trusted_proxies=frozenset(str(x) for x in w["trusted_proxies"]))
         app[EXERCISE_SCHEDULES] = {s.id: s.exercise for s in sites.values()}
+        app[FEEDS] = lambda: self.feeds  # started below, after MQTT
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = GuardedSite(self._runner, cfg["http"]["host"], int(cfg["http"]["port"]), limits)
