@@ -235,6 +235,7 @@ SOT-punkt demo: {len(sims)} sites, Mosquitto on 127.0.0.1:{broker.port}
     logga in / log in as "{DEMO_USER}" with password {demo_password}
     (a coordinator made for this demo only; a new password each run)
   Krismeddelanden / crisis messages: {url}crisis
+  Officiella larm / official alerts (VMA): {url}feeds
   Skylt / signage:      {url}signage/are-kall  (public, no login)
   JSON API:             {url}api/sites
   CAP feed of active alerts: {url}cap.atom    alerts as JSON: {url}api/alerts
