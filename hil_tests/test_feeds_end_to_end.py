@@ -7,7 +7,9 @@ One scenario, in the order that makes each step observable: the VMA as Test firs
 coordinators have it, no panel or screen does; were the real one on show already, the test's
 identical headline could not be told apart), then the same VMA Actual (Kall's panel and signage
 show it, Hede's signage does not: Hede is in Härjedalen, not Åre), then its Cancel (gone from
-the panel and the signage). The feed is polled every 10 s, the shortest interval allowed.
+the panel and the signage). The coordinators' page /feeds shows each step: the test alert
+marked, the real one shown at Kall. The feed is polled every 10 s, the shortest interval
+allowed.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def test_a_vma_reaches_kall_only_as_actual_and_leaves_when_cancelled(
         feed_gateway: GatewayThread, sim: SimulatedSite, feed: FeedServer, tmp_path: Path):
     gw = feed_gateway
     base = gw.url
+    gw.add_user("kim", "coordinator", "kris-samordnare-1")
     wait_for(lambda: "NÄTSTRÖM" in sim.panel_text(), 30, "Kall's panel")
     with browser.browser() as b:
         kall = b.new_context(viewport={"width": 1280, "height": 720}).new_page()
@@ -99,6 +102,8 @@ def test_a_vma_reaches_kall_only_as_actual_and_leaves_when_cancelled(
         hede = b.new_context(viewport={"width": 1280, "height": 720}).new_page()
         hede.goto(f"{base}/signage/{OTHER}")
         hede.wait_for_selector("#takeover", state="attached", timeout=20_000)
+        dash = b.new_page(viewport={"width": 1280, "height": 900})
+        browser.login(dash, base, "kim", "kris-samordnare-1")
 
         # 1. The VMA as Test: the gateway has it (coordinators see it, marked), nothing public.
         wait_for(lambda: ("TEST-VMA-2026-1205-T01", "Test") in official(gw), POLL_WAIT,
@@ -107,6 +112,10 @@ def test_a_vma_reaches_kall_only_as_actual_and_leaves_when_cancelled(
         assert "VMA" not in sim_text, sim_text
         assert kall.locator("#takeover").is_hidden() and kall.locator("#banner").is_hidden()
         assert gw.get("/api/stats")["feeds"]["published"].get("sent", 0) == 0
+        dash.goto(base + "/feeds")  # the coordinators see it, marked as test
+        row = dash.locator('tr[data-status="Test"]')
+        assert "TEST, visas inte publikt" in row.inner_text()
+        assert "visas på" not in row.inner_text()
 
         # 2. The same VMA, Actual: Kall's panel and signage show it, Hede's signage does not.
         feed.set("/vma.xml", retimed(fixture("vma-are-actual.xml")))
@@ -119,6 +128,8 @@ def test_a_vma_reaches_kall_only_as_actual_and_leaves_when_cancelled(
         kall.screenshot(path=str(tmp_path / "signage-vma.png"))
         assert hede.locator("#takeover").is_hidden() and hede.locator("#banner").is_hidden()
         assert "VMA" not in hede.inner_text("body")
+        dash.goto(base + "/feeds")
+        assert f"visas på / shown at: {SITE}" in dash.inner_text('tr[data-status="Actual"]')
 
         # 3. The Cancel: withdrawn from the panel and the signage.
         feed.set("/vma.xml", retimed(fixture("vma-are-cancel-first.xml")))
