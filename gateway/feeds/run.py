@@ -65,7 +65,7 @@ class Feeds:
             return
         self._session = aiohttp.ClientSession()
         for p in self.pollers:
-            p._session, p._own_session = self._session, False
+            p.use_session(self._session)
             self._tasks.append(asyncio.create_task(self._run(p), name=f"feed:{p.cfg.name}"))
 
     async def _run(self, p: FeedPoller) -> None:
