@@ -14,7 +14,7 @@ from ..crisis import CrisisSender
 from ..httpguard import Limits
 from ..signage import SiteBus
 from ..store import Store
-from . import api, pages
+from . import api, feeds, pages
 from .guard import (
     BASE_URL,
     BUS,
@@ -51,6 +51,8 @@ ROUTES: list[tuple[str, str, Any]] = [
     (GET, "/crisis/{id}", pages.crisis_detail_page),
     (POST, "/crisis/{id}", pages.crisis_update_post),
     (POST, "/crisis/{id}/withdraw", pages.crisis_withdraw_post),
+    (GET, "/feeds", feeds.feeds_page_get),
+    (POST, "/feeds/approve", feeds.feeds_approve_post),
     (GET, "/audit", pages.audit_page),
     (GET, "/signage/{id}", pages.signage_page),
     # the signage stream, static files, the CAP feed
@@ -114,6 +116,7 @@ def make_app(store: Store, clock: Callable[[], float] = time.time,
     app[CRISIS] = crisis or CrisisSender(store, None, clock)
     app[COMMANDS] = commands or CommandSender(store, None, {}, clock)
     app[SECURE_COOKIE] = secure_cookie
+    app[feeds.FEEDS] = lambda: None  # the service sets its running feeds (gateway/feeds/run.py)
     for method, path, handler in ROUTES:
         if method == GET:
             app.router.add_get(path, handler)  # and HEAD, as for any GET

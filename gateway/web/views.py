@@ -603,7 +603,7 @@ class Nav:
 
 def nav(path: str, user: str, role: str, csrf: str, admin: bool) -> Nav:
     links = [("/", "page.nav.overview"), ("/alerts", "page.nav.alerts"),
-             ("/crisis", "page.nav.crisis")]
+             ("/crisis", "page.nav.crisis"), ("/feeds", "page.nav.feeds")]
     if admin:
         links.append(("/audit", "page.nav.audit"))
     return Nav([NavLink(h, text(k), path == h) for h, k in links], user, role, csrf)
