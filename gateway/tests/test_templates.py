@@ -12,6 +12,7 @@ import pytest
 from jinja2 import nodes
 
 from gateway import texts
+from gateway.feeds.view import AlertRow, FeedRow, FeedsPage
 from gateway.model import AlertRecord, SiteSummary
 from gateway.texts import Text
 from gateway.web import pages, render, views
@@ -94,6 +95,16 @@ def hostile_contexts() -> dict[str, dict[str, Any]]:
         "signage.html": {**base, "site_id": H, "name": H, "municipality": H, "initial": H,
                          "script_texts": H},
         "signage_missing.html": {**base},
+        "feeds.html": {**base, "can_approve": True, "error": Text(H, H),
+                       "fmt": lambda ts: H if ts is not None else "-",
+                       "view": FeedsPage(
+                           alerts=[AlertRow(key=H, real=real, status=H, msg_type=H, level=H,
+                                            headline=Text(H, H), origin=H, feed=H, sent=1.0e9,
+                                            expires=1.0e9 + 60, areas=H, sites=(H,),
+                                            shown=(H,), awaiting=(H,), note_room=40, web=H)
+                                   for real in (True, False)],
+                           feeds=[FeedRow(name=H, url=H, ok=False, stale=True, failures=3,
+                                          last_error=H, last_success=1.0e9, counts={H: 2})])},
     }
 
 
