@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: demo test check-fast soak check lint bench bench-memory bench-board bench-alerts bench-crisis bench-journal firmware firmware-qemu clean setup
+.PHONY: demo test check-fast soak check lint bench bench-memory bench-board bench-alerts bench-crisis bench-feeds bench-journal firmware firmware-qemu clean setup
 
 setup:
 	@scripts/bootstrap.sh
@@ -43,6 +43,7 @@ bench: setup
 	$(BIN)/python -m hil_tests.bench.bench_board
 	$(BIN)/python -m hil_tests.bench.bench_alerts
 	$(BIN)/python -m hil_tests.bench.bench_crisis
+	$(BIN)/python -m hil_tests.bench.bench_feeds
 	$(BIN)/python -m hil_tests.bench.bench_journal
 
 bench-memory: setup
@@ -58,6 +59,9 @@ bench-alerts: setup
 
 bench-crisis: setup
 	$(BIN)/python -m hil_tests.bench.bench_crisis $(ARGS)
+
+bench-feeds: setup
+	$(BIN)/python -m hil_tests.bench.bench_feeds $(ARGS)
 
 bench-journal: setup
 	$(BIN)/python -m hil_tests.bench.bench_journal $(ARGS)

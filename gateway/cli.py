@@ -1,6 +1,7 @@
 """`sot` — the command line of the SOT-punkt gateway and tooling.
 
 sot demo [--duration S] [--mqtt-port P] [--http-port P]   simulated municipality, end to end
+         [--feed URL]...                                  another feed of official alerts
 sot gateway --config config/gateway.toml                  the gateway for production use
 sot config check                                          validate every file in config/
 sot config compile SITE [--out FILE] [--credentials F] [--ca CA]
@@ -381,7 +382,7 @@ def _cmd_cmd(args: argparse.Namespace) -> int:
         if state not in ("sent", "accepted") or time.time() >= deadline:
             break
         time.sleep(0.5)
-    print(f"{body['id']}: {commands.LABELS[state]}" + (f" ({why})" if why else ""))
+    print(f"{body['id']}: {commands.label(state)}" + (f" ({why})" if why else ""))
     return 0 if state == "done" else 1
 
 
@@ -534,6 +535,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             http_port=args.http_port,
             time_scale=args.time_scale,
             workdir=Path(args.workdir) if args.workdir else None,
+            feeds=args.feed or (),
         )
     )
 
@@ -562,6 +564,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--workdir", default=None, help="folder for the database, logs and flash folders"
+    )
+    p.add_argument(
+        "--feed", action="append", metavar="URL",
+        help="another feed of official alerts, besides the demo's own VMA feed (repeatable); "
+        "CAP or Atom/RSS of CAP, or krisinformation:URL for Krisinformation API v3",
     )
     p.set_defaults(func=_cmd_demo)
 

@@ -22,9 +22,11 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .texts import Text, catalogue
 
 if TYPE_CHECKING:
     from gateway.store import CommandStore
@@ -113,15 +115,51 @@ def verify(site: str, name: str, key_hex: str, body: Mapping) -> bool:
 
 # What the dashboard and `sot cmd` show for a command (docs/commands.md): the final result if
 # one arrived; "sent" while it may still come; "unknown" once the command expired without one.
-# Never "done" without the controller saying so.
-LABELS = {
-    "done": "utfört / done",
-    "failed": "misslyckades / failed",
-    "refused": "vägrat / refused",
-    "accepted": "mottaget / accepted",
-    "sent": "skickat / sent",
-    "unknown": "okänt / unknown",
-}
+# Never "done" without the controller saying so. The words are the catalogue's
+# (config/texts.toml: `command.state.*`, `command.name.*`, `command.why.*`).
+STATES = ("done", "failed", "refused", "accepted", "sent", "unknown")
+
+
+def state_text(state: str) -> Text:
+    """A state's words in both languages (an unknown state: its own name)."""
+    t = catalogue().get(f"command.state.{state}")
+    return t if t is not None else Text(state, state)
+
+
+def label(state: str) -> str:
+    """"okänt / unknown": a state as `sot cmd` and the demo print it."""
+    t = state_text(state)
+    return f"{t.sv} / {t.en}"
+
+
+def name_text(name: str) -> Text:
+    """A command's name for people ("Provkörning" / "Test run"); an unknown one: itself."""
+    t = catalogue().get(f"command.name.{name}")
+    return t if t is not None else Text(name, name)
+
+
+def why_text(why: str) -> Text | None:
+    """What a refusal's or failure's reason code means (`mode:manual` -> the text for `mode`),
+    None for a code the catalogue does not explain (the code alone is shown then)."""
+    return catalogue().get(f"command.why.{why.split(':')[0]}")
+
+
+class _Labels(Mapping[str, str]):
+    """`LABELS[state]`: `label(state)` for each of STATES."""
+
+    def __getitem__(self, state: str) -> str:
+        if state not in STATES:
+            raise KeyError(state)
+        return label(state)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(STATES)
+
+    def __len__(self) -> int:
+        return len(STATES)
+
+
+LABELS: Mapping[str, str] = _Labels()
 
 
 def status(rec: Mapping, now: float) -> tuple[str, str | None]:
@@ -147,3 +185,39 @@ def send(store: CommandStore, publish: Callable[[str, str], object], site: str, 
     store.add_command(site, name, body, actor)
     publish(f"sot/v1/{site}/cmd/{name}", json.dumps(body, separators=(",", ":")))
     return body
+
+
+class CommandSender:
+    """The dashboard's sender: the sites' command keys and the gateway's own MQTT session
+    (`publish(topic, payload)`, raising OSError when the broker did not take it; None: no
+    broker, nothing can be sent). The keys come from `sot mqtt-auth`'s cmd-keys.json."""
+
+    def __init__(self, store: CommandStore, publish: Callable[[str, str], object] | None,
+                 keys: Mapping[str, str], clock: Callable[[], float] = time.time,
+                 connected: Callable[[], bool] = lambda: True) -> None:
+        self.store = store
+        self.publish = publish
+        self.keys = dict(keys)
+        self.clock = clock
+        self._connected = connected
+
+    def key(self, site: str) -> str | None:
+        return self.keys.get(site)
+
+    def connected(self) -> bool:
+        return self.publish is not None and self._connected()
+
+    def send(self, site: str, name: str, actor: str, args: Args | None = None) -> dict:
+        key = self.keys.get(site)
+        if key is None or self.publish is None:
+            raise ValueError(f"no command key for {site!r} or no broker")
+        return send(self.store, self.publish, site, name, key, actor, args, now=self.clock())
+
+
+def load_keys(path: Path) -> dict[str, str]:
+    """The command keys file (`sot mqtt-auth`), {} when there is none: no site can then be
+    commanded from the dashboard, and its page says why."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}

@@ -5,6 +5,8 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
     [mqtt]  host, port, client_id, keepalive_s (30), user, password (optional), ca (the CA
             certificate from `sot pki init`: TLS, verifying the broker against it; without it
             the connection is plaintext, which the project's brokers refuse)
+            cmd_keys (the sites' command keys from `sot mqtt-auth`, default
+            var/mqtt/cmd-keys.json: the dashboard's signed commands; none, no commands)
     [http]  host, port (0 = any free port; the port taken is `Gateway.http_port`)
     [store] path (SQLite; relative paths are taken from the repository root), or
             url = "postgresql://..." (PostgreSQL; docs/deploy.md)
@@ -15,6 +17,9 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
             base_url (link in notifications and CAP; default the web site's own address),
             cap_sender (CAP <sender> and identifier prefix)
     [smtp]  host, port, sender, starttls, user, password: the e-mail notifier's server
+    [[feeds]], [feed_policy]: official alerts (VMA, Krisinformation) polled and published to the
+            panels and signage of the sites they apply to (gateway/feeds/run.py, docs/feeds.md);
+            a failing feed never stops the gateway
     [web]   session_h (12: a login lasts this long, unless the user is removed, demoted or
             given a new password first); secure_cookie ("auto": Secure unless [http] host is a
             loopback address; true behind a TLS proxy; false is refused on any other host);
@@ -48,9 +53,13 @@ from .alerts.config import AlertConfig, default_rules, load_alert_config, load_r
 from .alerts.engine import AlertEngine
 from .alerts.notify import EmailSender, FileSender, Sender, SmtpSettings, WebhookSender
 from .auth import LoginThrottle
+from .commands import CommandSender, load_keys
 from .config import REPO_ROOT, load_sites
 from .crisis import CrisisSender
 from .exercise import FactsSource
+from .feeds.policy import load_policy
+from .feeds.poller import load_feeds
+from .feeds.run import Feeds
 from .httpguard import GuardedSite, Limits
 from .ingest import CRISIS_ACK, Ingest, MqttIngest
 from .settings import DEFAULTS as DEFAULTS  # the schema lives in gateway/settings.py
@@ -60,10 +69,11 @@ from .signage import SiteBus
 from .store import SiteInfo, Store, open_store
 from .validate import load_toml
 from .web import EXERCISE_SCHEDULES, make_app
+from .web.feeds import FEEDS
 
 log = logging.getLogger(__name__)
 
-def secure_cookie(config: dict[str, dict[str, Any]]) -> bool:
+def secure_cookie(config: dict[str, Any]) -> bool:
     """Whether the session cookie is Secure (sent over HTTPS only). "auto": yes unless the web
     listens on a loopback address only (the demo, tests, or a proxy on the same machine, which
     should set true). Plain HTTP on any other address is refused by `with_defaults`: passwords
@@ -104,6 +114,7 @@ class Gateway:
         self._site: GuardedSite | None = None
         self.bus = SiteBus()
         self.crisis: CrisisSender | None = None
+        self.feeds: Feeds | None = None
 
     def alert_config(self, config_dir: Path) -> AlertConfig:
         a = self.config["alerts"]
@@ -153,6 +164,15 @@ class Gateway:
         # The sender publishes through the MQTT session created below (`self.mqtt`).
         self.crisis = CrisisSender(self.store, _MqttRef(self), self.clock,
                                    on_change=self.bus.notify)
+        ref = _MqttRef(self)
+
+        def publish_cmd(topic: str, payload: str) -> None:
+            if not ref.publish(topic, payload.encode(), retain=False):
+                raise OSError("broker not connected")
+
+        commands = CommandSender(self.store, publish_cmd,
+                                 load_keys(_resolve(cfg["mqtt"]["cmd_keys"], self.base_dir)),
+                                 self.clock, connected=ref.is_connected)
         throttle = LoginThrottle(self.clock, window_s=float(w["login_window_s"]),
                                  free_pair=int(w["login_free_pair"]),
                                  free_addr=int(w["login_free_addr"]),
@@ -163,11 +183,13 @@ class Gateway:
                         idle_s=float(w["idle_s"]), per_addr=int(w["max_conns_per_addr"]),
                         max_conns=int(w["max_conns"]))
         app = make_app(self.store, self.clock, self._stats, cap_sender=a["cap_sender"],
-                       base_url=a["base_url"] or "", crisis=self.crisis, bus=self.bus,
+                       base_url=a["base_url"] or "", crisis=self.crisis, commands=commands,
+                       bus=self.bus,
                        throttle=throttle, session_s=float(w["session_h"]) * 3600,
                        secure_cookie=secure_cookie(cfg), limits=limits,
                        trusted_proxies=frozenset(str(x) for x in w["trusted_proxies"]))
         app[EXERCISE_SCHEDULES] = {s.id: s.exercise for s in sites.values()}
+        app[FEEDS] = lambda: self.feeds  # started below, after MQTT
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = GuardedSite(self._runner, cfg["http"]["host"], int(cfg["http"]["port"]), limits)
@@ -204,10 +226,20 @@ class Gateway:
         if self.engine is not None:
             self.mqtt.on_listening = self.engine.listening
         self.mqtt.start()
+        # After MQTT: what a first poll publishes goes through the session (Feeds.resend
+        # catches up on anything that came while it was not connected yet).
+        self.feeds = Feeds(load_feeds(cfg["feeds"]), load_policy(cfg["feed_policy"]),
+                           self.crisis, self.store, sites, self.clock)
+        if self.engine is not None:
+            self.engine.feeds = self.feeds.health  # the feed_failed rule (gateway scope)
+        self.feeds.start()
         log.info("gateway: %d sites, web on http://%s:%d/, MQTT %s:%d", len(sites),
                  cfg["http"]["host"], self.http_port, m["host"], m["port"])
 
     async def stop(self) -> None:
+        if self.feeds is not None:
+            await self.feeds.stop()
+            self.feeds = None
         if self.mqtt is not None:
             await asyncio.to_thread(self.mqtt.stop)
             self.mqtt = None
@@ -229,6 +261,8 @@ class Gateway:
             out["alerts"] = self.engine.stats()
         if self._site is not None:
             out["web"] = self._site.stats()
+        if self.feeds is not None:
+            out["feeds"] = self.feeds.stats()
         return out
 
     async def __aenter__(self) -> Gateway:

@@ -9,9 +9,13 @@ setting does; `DEFAULTS` is what a missing key gets.
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 from typing import Any
 
+from .feeds.policy import load_policy
+from .feeds.poller import load_feeds
 from .validate import PATH, ConfigError, Key, Reader, load_toml
 
 # What the errors name when the settings come from Python (tests, the demo), not from a file.
@@ -28,6 +32,8 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("user", str, None),
         Key("password", str, None),
         Key("ca", PATH, None, doc="the CA certificate from `sot pki init`: TLS"),
+        Key("cmd_keys", PATH, "var/mqtt/cmd-keys.json",
+            doc="the sites' command keys from `sot mqtt-auth` (dashboard commands)"),
     ),
     "http": (
         Key("host", str, "127.0.0.1"),
@@ -73,26 +79,57 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
     ),
 }
 
-DEFAULTS: dict[str, dict[str, Any]] = {
+# The official-alert sections have their schema in the feeds package (gateway/feeds/:
+# `load_feeds`, `load_policy`, docs/feeds.md); they are checked here and kept as written, so the
+# service reads them with the same functions. `[[feeds]]` is an array of tables.
+FEED_SECTIONS = ("feeds", "feed_policy")
+
+DEFAULTS: dict[str, Any] = {
     section: {k.name: k.default for k in keys} for section, keys in SCHEMA.items()
 }
+DEFAULTS["feeds"] = []
+DEFAULTS["feed_policy"] = {"default": "approve", "municipalities": {}}
+
+_FEED_WHERE = re.compile(r"(\[\[feeds\]\](?: #\d+| '[^']*')?|\[feed_policy\]):? "
+                         r"(?:key '([\w.]+)' )?(.*)", re.S)
+
+
+def _feed_error(path: Path | str, e: ValueError) -> ConfigError:
+    """The feeds package's error ("[[feeds]] 'vma': key 'url' must be ...") as a ConfigError
+    naming the file, the entry and the key."""
+    m = _FEED_WHERE.match(str(e))
+    if m is None:
+        return ConfigError(path, "[[feeds]]", None, str(e))
+    return ConfigError(path, m.group(1), m.group(2), m.group(3))
+
+
+def _feed_sections(config: dict[str, Any], path: Path | str) -> dict[str, Any]:
+    feeds, policy = config.get("feeds"), config.get("feed_policy")
+    try:
+        load_feeds(feeds)
+        load_policy(policy)
+    except ValueError as e:
+        raise _feed_error(path, e) from None
+    return {"feeds": copy.deepcopy(feeds) if feeds is not None else [],
+            "feed_policy": copy.deepcopy(policy) if policy is not None
+            else copy.deepcopy(DEFAULTS["feed_policy"])}
 
 LOOPBACK = ("127.", "::1", "localhost")
 
 
 def with_defaults(
     config: dict[str, Any], path: Path | str = SOURCE
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, Any]:
     """Every section and key, checked against `SCHEMA`, missing ones from `DEFAULTS`. `path`
     is the file the settings came from, for the errors. Raises ConfigError."""
     if not isinstance(config, dict):
         raise ConfigError(path, "file", None, "must be a table")
-    unknown = sorted(set(config) - set(SCHEMA))
+    unknown = sorted(set(config) - set(SCHEMA) - set(FEED_SECTIONS))
     if unknown:
         raise ConfigError(path, f"[{unknown[0]}]", None,
                           f"unknown section [{unknown[0]}] (allowed: "
-                          f"{', '.join(f'[{s}]' for s in SCHEMA)})")
-    out: dict[str, dict[str, Any]] = {}
+                          f"{', '.join(f'[{s}]' for s in SCHEMA)}, [[feeds]], [feed_policy])")
+    out: dict[str, Any] = {}
     for section, keys in SCHEMA.items():
         given = config.get(section)
         r = Reader(path, f"[{section}]", {} if given is None else given, keys)
@@ -109,9 +146,10 @@ def with_defaults(
         raise ConfigError(path, "[web]", "secure_cookie",
                           "false needs [http] host on 127.0.0.1 or ::1; put TLS (a reverse "
                           "proxy) in front instead")
+    out.update(_feed_sections(config, path))
     return out
 
 
-def load(path: Path | str) -> dict[str, dict[str, Any]]:
+def load(path: Path | str) -> dict[str, Any]:
     """Read and check a gateway.toml; errors name the file."""
     return with_defaults(load_toml(path), path)

@@ -61,7 +61,8 @@ def run_demo(tmp_path: Path, *args: str, interrupt_after: float | None = None):
 
 
 def test_demo_with_duration_shows_the_storm_and_stops_everything(tmp_path: Path):
-    rc, out, mqtt_port, http_port = run_demo(tmp_path, "--duration", "34")
+    # 40 s: the storm at 20 s, the VMA at 21 s, the feed polled every 10 s
+    rc, out, mqtt_port, http_port = run_demo(tmp_path, "--duration", "40")
     assert rc == 0, out
     assert f"http://127.0.0.1:{http_port}/" in out
     # the broker is TLS only: the demo names the port and the CA a client must trust
@@ -72,6 +73,13 @@ def test_demo_with_duration_shows_the_storm_and_stops_everything(tmp_path: Path)
     for site in ("are-kall", "harjedalen-hede", "krokom-follinge"):
         assert site in last
     assert "grid=lost" in last and "krokom-follinge   normal" in last
+    # The official VMA for Åre kommun reached Kall's panel and signage, and no other site's.
+    assert "VMA: the official feed issues a VMA for Åre kommun" in out
+    seen = re.findall(r"VMA på panelen / on the panel: (.*); på skylten / on the signage: (.*)",
+                      out)
+    assert seen and seen[-1] == ("are-kall", "are-kall"), out[-3000:]
+    assert not any("hede" in p or "follinge" in p or "hede" in s or "follinge" in s
+                   for p, s in seen)
     assert not listening(mqtt_port) and not listening(http_port)
     assert leftovers(tmp_path) == []
 

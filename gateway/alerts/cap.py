@@ -62,8 +62,11 @@ def cap_time(ts: float) -> str:
 
 
 def feed_alerts(alerts: Sequence[AlertRecord]) -> list[AlertRecord]:
-    """What the feed shows: firing and acknowledged alerts that are not part of an incident."""
-    return [a for a in alerts if a.status in ("firing", "acknowledged") and a.incident is None]
+    """What the feed shows: firing and acknowledged alerts that are not part of an incident.
+    Not the gateway's alerts about itself (a failing feed of official alerts: no site, no
+    incident): they concern its coordinators, not other crisis systems, and have no place."""
+    return [a for a in alerts if a.status in ("firing", "acknowledged") and a.incident is None
+            and (a.site is not None or a.rule == INCIDENT_RULE)]
 
 
 def identifier(sender: str, a: AlertRecord, n: int = 1) -> str:

@@ -41,6 +41,7 @@ from ..model import OPEN, AlertRecord, Notification, SiteSnapshot
 from ..store import AlertStore, AuditStore, Transactions
 from . import texts
 from .config import INCIDENT_RULE, AlertConfig, Contact
+from .kinds import GATEWAY_TARGET
 from .notify import Sender
 from .rules import (
     Action,
@@ -52,6 +53,7 @@ from .rules import (
     Open,
     Resolve,
     evaluate,
+    gateway_view,
     site_view,
 )
 
@@ -79,8 +81,12 @@ class AlertEngine:
                  clock: Callable[[], float] = time.time, *,
                  senders: dict[str, Sender] | None = None, tick_s: float = 5.0,
                  base_url: str | None = None, name: str = "sot-gateway",
-                 exercise: Callable[[str, float], Any] | None = None) -> None:
+                 exercise: Callable[[str, float], Any] | None = None,
+                 feeds: Callable[[float], Any] | None = None) -> None:
         self.store = store
+        # now -> the health of the gateway's feeds of official alerts (gateway/feeds/run.py
+        # Feeds.health): the input of the gateway-scope rules (feed_failed), None: quiet.
+        self.feeds = feeds
         # site, now -> gateway.exercise.Facts: the test-run rules' input (None: they stay quiet)
         self.exercise = exercise
         self.config = config
@@ -147,7 +153,15 @@ class AlertEngine:
                                                exercise=self.exercise(s.info.id, now))
             except Exception as e:  # noqa: BLE001 - one site's data: that site only
                 failed[s.info.id] = e
-        actions = evaluate(self.config, views, alerts, now, failed)
+        gateway = None
+        if wanted is None and self.feeds is not None:
+            try:
+                gateway = gateway_view(self.feeds(now))
+            except Exception as e:  # noqa: BLE001 - the feeds' health: the gateway rules only
+                failed[GATEWAY_TARGET] = e
+        actions = evaluate(self.config, views, alerts, now, failed, gateway)
+        if gateway is not None and GATEWAY_TARGET not in failed:
+            self._failing.discard(GATEWAY_TARGET)
         for site in views.keys() - failed.keys():
             self._failing.discard(site)
         for site, err in sorted(failed.items()):

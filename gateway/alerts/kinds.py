@@ -34,6 +34,14 @@ class _Inherit:
 # A field default meaning "the rule's own setting of the same name" (a fuel threshold's severity).
 INHERIT: Any = _Inherit()
 
+# Where a kind is evaluated (`Kind.scope`): "site", at every site; "gateway", once per full round
+# at the gateway's own pseudo-target (its feeds of official alerts, say). A gateway alert has no
+# site, like the regional incident, and the municipality GATEWAY_MUNICIPALITY: the contacts of
+# municipality "*" in config/contacts.toml are told.
+SCOPES = ("site", "gateway")
+GATEWAY_TARGET = "gateway"
+GATEWAY_MUNICIPALITY = "*"
+
 
 @dataclass(frozen=True)
 class Param:
@@ -96,6 +104,7 @@ class Kind:
     name: str
     evaluate: Condition
     params: tuple[Param, ...] = ()
+    scope: str = "site"  # SCOPES
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}

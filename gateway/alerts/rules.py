@@ -41,7 +41,18 @@ from typing import TYPE_CHECKING, Any
 
 from ..model import AlertRecord, SiteSnapshot, site_status
 from . import texts
-from .kinds import INCIDENT_RULE, INHERIT, SEVERITIES, Kind, Param, Rule, Threshold, registry
+from .kinds import (
+    GATEWAY_MUNICIPALITY,
+    GATEWAY_TARGET,
+    INCIDENT_RULE,
+    INHERIT,
+    SEVERITIES,
+    Kind,
+    Param,
+    Rule,
+    Threshold,
+    registry,
+)
 
 if TYPE_CHECKING:
     from .config import AlertConfig
@@ -82,6 +93,16 @@ class SiteView:
     # The site's generator test runs (gateway/exercise.py Facts), filled in by the engine when
     # it has a source for them; None: the exercise rules know nothing.
     exercise: Any = None
+    # The gateway's pseudo-target only (gateway_view): the health of its feeds of official
+    # alerts (gateway/feeds/poller.py FeedHealth); None: no feeds source.
+    feeds: Any = None
+
+
+def gateway_view(feeds: Any) -> SiteView:
+    """The gateway itself as the gateway-scope kinds see it (kinds.SCOPES)."""
+    return SiteView(site=GATEWAY_TARGET, name="SOT-gateway", municipality=GATEWAY_MUNICIPALITY,
+                    lat=0.0, lon=0.0, heartbeat_s=0, status=None, status_since=None, state=None,
+                    state_age_s=None, silent_since=None, feeds=feeds)
 
 
 def site_view(snap: SiteSnapshot, now: float, listening_since: float | None) -> SiteView:
@@ -475,6 +496,35 @@ def exercise_overdue(rule: Rule, v: SiteView, now: float,
                      due=_when(due), data={"due": due, "last_pass": f.last_pass})}
 
 
+def _feed_why(h: Any) -> texts.Two:
+    """Why a feed fails, in words (`alert.feed_failed.why.*`); the reason code itself for one
+    without an entry."""
+    if h.consecutive_failures == 0 or h.last_error is None:
+        return texts.Two(*texts.pair("alert.feed_failed.why.stale"))
+    code = str(h.last_error)
+    return texts.Two(*texts.pair(f"alert.feed_failed.why.{code}", (code, code)))
+
+
+def feed_failed(rule: Rule, v: SiteView, now: float,
+                open_: Mapping[str, AlertRecord]) -> Observed:
+    """A feed of official alerts (gateway/feeds/) failed `failures` polls in a row, or has had
+    no successful poll for its stale_s: national warnings may not be reaching the sites. One
+    alert per feed (detail: the feed's name); a feed taken out of the configuration clears."""
+    if v.feeds is None:
+        return None
+    out: dict[str, Obs] = {}
+    for h in v.feeds:
+        active = h.stale or h.consecutive_failures >= rule.params["failures"]
+        last = _when(h.last_success) if h.last_success is not None else \
+            texts.Two(*texts.pair("alert.feed_failed.never"))
+        since = h.last_success if h.last_success is not None else h.last_attempt
+        out[h.name] = _obs(active, "alert.feed_failed.text", since, feed=h.name,
+                           why=_feed_why(h), last=last,
+                           data={"feed": h.name, "url": h.url, "reason": h.last_error,
+                                 "failures": h.consecutive_failures, "stale": h.stale})
+    return out
+
+
 # --- the registry of rule kinds ---------------------------------------------------------------
 
 
@@ -523,6 +573,10 @@ KINDS: dict[str, Kind] = registry(
     Kind("exercise_overdue", exercise_overdue, (
         Param("grace_h", float, 24.0, lo=0, hi=24 * 62,
               doc="hours after a scheduled start without a passed test run before the alert"),)),
+    Kind("feed_failed", feed_failed, (
+        Param("failures", int, 3, lo=1, hi=1000,
+              doc="failed polls in a row before the alert (a stale feed alerts anyway)"),),
+         scope="gateway"),
 )
 
 
@@ -542,7 +596,8 @@ def _worst(severities: Iterable[str]) -> str:
 
 
 def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequence[AlertRecord],
-             now: float, failed: dict[str, Exception] | None = None) -> list[Action]:
+             now: float, failed: dict[str, Exception] | None = None,
+             gateway: SiteView | None = None) -> list[Action]:
     """The actions that bring the alerts up to date with `views` at `now`.
 
     `views`: the sites to evaluate (all, or the one a message just came from). `alerts`: the
@@ -553,7 +608,11 @@ def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequenc
     Each site is evaluated on its own: with `failed` given, a rule that raises on a site's data
     puts the exception in `failed[site]` and that site contributes nothing this round (its
     alerts stay as they are, like a site not in `views`); every other site goes on. Without
-    `failed` the exception propagates (tests)."""
+    `failed` the exception propagates (tests).
+
+    `gateway` (gateway_view): the gateway's own pseudo-target, for the kinds of scope
+    "gateway"; given only in a full round (their alerts have no site and are loaded then).
+    Site kinds are never evaluated there, nor gateway kinds at a site."""
     actions: list[Action] = []
     open_by_key = {a.key: a for a in alerts if a.open}
     last_told: dict[str, float] = {}
@@ -563,9 +622,13 @@ def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequenc
     fresh: dict[str, Obs] = {}  # key -> observation this round, for the words of a notification
     opened: dict[str, Open] = {}
 
-    for v in views.values():
+    targets = [(v, "site") for v in views.values()]
+    if gateway is not None:
+        targets.append((gateway, "gateway"))
+    for v, scope in targets:
         try:
-            site_actions, site_fresh = _evaluate_site(config, v, open_by_key, now, opened)
+            site_actions, site_fresh = _evaluate_site(config, v, open_by_key, now, opened,
+                                                      scope)
         except Exception as e:
             if failed is None:
                 raise
@@ -585,18 +648,20 @@ def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequenc
 
 
 def _evaluate_site(config: AlertConfig, v: SiteView, open_by_key: Mapping[str, AlertRecord],
-                   now: float, opened: dict[str, Open]) -> tuple[list[Action], dict[str, Obs]]:
+                   now: float, opened: dict[str, Open],
+                   scope: str = "site") -> tuple[list[Action], dict[str, Obs]]:
     """Every rule at one site: (its lifecycle actions, key -> fresh observation). `opened` is
     only added to once the whole site evaluated."""
     actions: list[Action] = []
     fresh: dict[str, Obs] = {}
     mine_opened: dict[str, Open] = {}
     for rule in config.rules.values():
-        if not rule.enabled:
+        if not rule.enabled or KINDS[rule.id].scope != scope:
             continue
         prefix = alert_key(rule.id, v.site)
+        site = None if scope == "gateway" else v.site
         mine = {a.detail: a for k, a in open_by_key.items()
-                if a.rule == rule.id and a.site == v.site and
+                if a.rule == rule.id and a.site == site and
                 (k == prefix or k.startswith(prefix + ":"))}
         observed = KINDS[rule.id].evaluate(rule, v, now, mine)
         if observed is None:
@@ -619,9 +684,11 @@ def _lifecycle(rule: Rule, v: SiteView, key: str, detail: str, obs: Obs, a: Aler
         if a is None:
             since = obs.since if obs.since is not None and obs.since <= now else now
             status = "firing" if now - since >= rule.hold_s else "pending"
-            op = Open(key, rule.id, v.site, v.municipality, detail, severity, status, since,
-                      obs.sv, obs.en, {**obs.data, "site_name": v.name, "lat": v.lat,
-                                       "lon": v.lon, "step": obs.step})
+            gw = KINDS[rule.id].scope == "gateway"  # no site, no place
+            op = Open(key, rule.id, None if gw else v.site, v.municipality, detail, severity,
+                      status, since, obs.sv, obs.en,
+                      {**obs.data, "site_name": v.name, "lat": None if gw else v.lat,
+                       "lon": None if gw else v.lon, "step": obs.step})
             opened[key] = op
             return [op]
         out: list[Action] = []

@@ -1,7 +1,7 @@
 """Official crisis alerts from national sources (VMA as CAP 1.2, Krisinformation API v3):
 parsing, where they apply, what they mean, the municipality's policy, polling, and publishing
-through the crisis sender (publish.py). docs/feeds.md. Not yet started by the gateway, and not
-wired to the pages or the alert engine."""
+through the crisis sender (publish.py), and the whole as the running gateway owns it (run.py,
+started by gateway/service.py). docs/feeds.md."""
 
 from .geo import applies, haversine_km, in_circle, in_filter, point_in_polygon
 from .model import LEVELS, Area, Circle, OfficialAlert, Texts, level

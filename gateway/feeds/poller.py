@@ -197,6 +197,10 @@ class FeedPoller:
 
     # --- plumbing ---------------------------------------------------------------------------
 
+    def use_session(self, session: aiohttp.ClientSession) -> None:
+        """Poll through `session`, which the caller owns and closes (several feeds share one)."""
+        self._session, self._own_session = session, False
+
     def _sess(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession()

@@ -17,8 +17,8 @@ where the policy would make a new alert wait: what was approved once is approved
 authority's later versions of it. A site it no longer applies to has it withdrawn. A Cancel or
 expiry withdraws it everywhere.
 
-Not started by the gateway yet: the service will own one FeedPoller per `[[feeds]]`, the
-AlertSet and this publisher (docs/feeds.md, "Not wired yet").
+The running gateway owns one publisher, with one FeedPoller per `[[feeds]]` and the AlertSet
+(gateway/feeds/run.py).
 
 The panel holds at most crisis.MAX_TEXT characters per language, and the official text is never
 edited: the message is the headline, then the instruction and then the description, each added
@@ -81,6 +81,26 @@ def _from(origin: str) -> str:
     return text if len(text) <= crisis.MAX_FROM else text[:crisis.MAX_FROM - 1] + "…"
 
 
+NOTE_SV, NOTE_EN = "Kommunen: ", "Municipality: "
+
+
+class NoteTooLong(ValueError):
+    def __init__(self, room: int) -> None:
+        super().__init__(f"the note does not fit beside the official text: at most {room} "
+                         f"characters")
+        self.room = room
+
+
+def note_room(alert: OfficialAlert) -> int:
+    """How many characters a local note may have beside the alert's official text."""
+    sv = panel_text(alert.sv) or panel_text(alert.en) or ""
+    en = panel_text(alert.en) if alert.sv is not None else None
+    room = crisis.MAX_TEXT - len(sv) - 1 - len(NOTE_SV)
+    if en:
+        room = min(room, crisis.MAX_TEXT - len(en) - 1 - len(NOTE_EN))
+    return max(0, room)
+
+
 @dataclass(frozen=True)
 class Pending:
     alert: OfficialAlert
@@ -109,12 +129,20 @@ class FeedPublisher:
             elif c.kind in ("added", "updated"):
                 self._show(c.alert, c.replaced)
 
-    def approve(self, key: str, actor: str) -> list[str]:
-        """A coordinator approved a pending alert: it goes to the sites that awaited it."""
-        p = self.pending.pop(key, None)
+    def approve(self, key: str, actor: str, note: str | None = None) -> list[str]:
+        """A coordinator approved a pending alert: it goes to the sites that awaited it.
+        `note`: the coordinator's local note, shown after the official text (never instead of
+        any of it); NoteTooLong when it does not fit beside it, and nothing is sent."""
+        p = self.pending.get(key)
         if p is None:
             return []
-        return self._send(p.alert, list(p.sites), actor, self.published.get(key))
+        note = crisis.clean(note or "") or None
+        if note is not None:
+            room = note_room(p.alert)
+            if len(note) > room:
+                raise NoteTooLong(room)
+        del self.pending[key]
+        return self._send(p.alert, list(p.sites), actor, self.published.get(key), note)
 
     # --- internals --------------------------------------------------------------------------
 
@@ -146,11 +174,14 @@ class FeedPublisher:
             self.store.mark_crisis_withdrawn(cid, self.clock())
 
     def _send(self, alert: OfficialAlert, sites: list[str], actor: str,
-              cid: str | None) -> list[str]:
+              cid: str | None, note: str | None = None) -> list[str]:
         now = self.clock()
         cid = cid or crisis_id(alert.key)
         sv = panel_text(alert.sv) or panel_text(alert.en)
         en = panel_text(alert.en) if alert.sv is not None else None
+        if note:  # after the official text, which stays whole (approve checked the room)
+            sv = f"{sv} {NOTE_SV}{note}" if sv else sv
+            en = f"{en} {NOTE_EN}{note}" if en else en
         form = {"sv": sv, "en": en, "severity": alert.level, "from": _from(alert.origin),
                 "expires_min": None}
         if alert.expires is not None:

@@ -50,11 +50,18 @@ class CommandMixin(StoreBase):
         rows = [dict(r) for r in self._db.execute(
             "SELECT id, site, name, args, issued, expires, counter, actor FROM commands "
             "WHERE site = ? ORDER BY issued DESC, counter DESC LIMIT ?", (site, int(limit)))]
-        same_id = f"{self.dialect.json_text('data', 'id')} = ?"
+        if not rows:
+            return rows
+        # every result for these commands in one query (a page lists them: no query per row)
+        jid = self.dialect.json_text("data", "id")
+        marks = ",".join("?" * len(rows))
+        by_id: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
+        for x in self._db.execute(
+                f"SELECT {jid} AS cid, data FROM events WHERE site = ? AND type = 'cmd_result' "
+                f"AND {jid} IN ({marks}) ORDER BY received, boot, seq",
+                (site, *by_id)):
+            by_id[x["cid"]].append(json.loads(x["data"]))
         for r in rows:
             r["args"] = json.loads(r["args"])
-            r["results"] = [json.loads(x["data"]) for x in self._db.execute(
-                "SELECT data FROM events WHERE site = ? AND type = 'cmd_result' "
-                f"AND {same_id} ORDER BY received, boot, seq",
-                (site, r["id"]))]
+            r["results"] = by_id[r["id"]]
         return rows

@@ -114,6 +114,27 @@ def test_policy_approve_waits_for_a_coordinator(tmp_path: Path) -> None:
     assert rig.out()[topic("are-kall")] is None
 
 
+def test_an_approval_may_add_a_local_note_after_the_official_text(tmp_path: Path) -> None:
+    from gateway.feeds.publish import NoteTooLong, note_room
+
+    rig = Rig(tmp_path, {"default": "approve"})
+    assert ACTUAL.sv is not None and ACTUAL.en is not None
+    short = replace(ACTUAL, sv=replace(ACTUAL.sv, description="", instruction="Håll dig inne."),
+                    en=replace(ACTUAL.en, description="", instruction="Stay indoors."))
+    rig.feed(short)
+    official_sv = panel_text(short.sv)
+    room = note_room(short)
+    with pytest.raises(NoteTooLong):
+        rig.pub.approve(short.key, "anna", "x" * (room + 1))
+    assert rig.broker.sent == [] and short.key in rig.pub.pending  # nothing sent, still waiting
+    assert rig.pub.approve(short.key, "anna", "Värmestuga i Kalls skola.") == ["are-kall"]
+    msg = rig.out()[topic("are-kall", short)]
+    assert msg is not None and official_sv is not None
+    assert msg["sv"] == f"{official_sv} Kommunen: Värmestuga i Kalls skola."
+    assert str(msg["en"]).endswith("Municipality: Värmestuga i Kalls skola.")
+    assert rig.pub.pending == {}
+
+
 def test_policy_off(tmp_path: Path) -> None:
     rig = Rig(tmp_path, {"default": "auto", "municipalities": {"2321": "off"}})
     rig.feed(ACTUAL)

@@ -219,6 +219,71 @@ def test_a_failed_write_in_a_savepoint_leaves_the_batch_whole(db: Store):
         db.add_event("are-kall", event(seq=3, type="grid\x00lost"), "{}", TS)
 
 
+def test_latest_states_gives_every_site_with_a_state_in_one_call(db: Store):
+    """The overview's batch read: each site's latest state with its receive time; a site
+    without a state is left out; the last one put is the one given (the ingest decides what is
+    newer before it puts)."""
+    assert db.latest_states() == {}
+    put(db, "state", state(seq=16, ts=TS - 30, fuel={"pct": 70.0}), TS)
+    put(db, "state", state(seq=17, ts=TS, fuel={"pct": 62.0}), TS + 1)
+    doc = state(seq=5, ts=TS, mode="normal")
+    db.put_state("krokom-follinge", doc, json.dumps(doc), TS + 3)
+    got = db.latest_states()
+    assert set(got) == {"are-kall", "krokom-follinge"}  # Hede has none
+    assert got["are-kall"]["fuel"]["pct"] == 62.0 and got["are-kall"]["received"] == TS + 1
+    assert got["krokom-follinge"]["mode"] == "normal"
+    assert got["are-kall"] == db.latest("are-kall")["state"]  # type: ignore[index]
+
+
+def test_crisis_batch_reads_match_the_one_at_a_time_reads(db: Store):
+    """`crisis_messages_by_id` and `crisis_deliveries` (one query each, for the pages) give what
+    `crisis_message` and `crisis_delivery` give one message at a time."""
+    assert db.crisis_messages_by_id([]) == {} and db.crisis_deliveries() == {}
+    for n, sites in ((1, ["are-kall", "harjedalen-hede"]), (2, ["are-kall"])):
+        mid = f"m{n}"
+        db.save_crisis({"id": mid, "ts": TS + n, "severity": "info", "sv": f"Text {n} å",
+                        "en": f"Text {n}", "from": "Åre kommun", "expires": TS + 3600},
+                       "kim", TS + n)
+        for site in sites:
+            db.record_crisis_sent(site, mid, TS + n, actor="kim")
+    db.add_crisis_ack("are-kall", {"id": "m1", "boot": 4, "seq": 3, "ts": TS + 5, "by": "shop"},
+                      TS + 5)
+    got = db.crisis_messages_by_id(["m2", "m1", "m1", "nope"])
+    assert set(got) == {"m1", "m2"}
+    assert got["m1"] == db.crisis_message("m1") and got["m1"]["sv"] == "Text 1 å"
+    deliveries = db.crisis_deliveries()
+    assert set(deliveries) == {"m1", "m2"}
+    for mid in ("m1", "m2"):
+        assert sorted(deliveries[mid], key=lambda d: d["site"]) == \
+            sorted(db.crisis_delivery(crisis_id=mid), key=lambda d: d["site"])
+    assert sorted(d["site"] for d in deliveries["m1"]) == ["are-kall", "harjedalen-hede"]
+
+
+def test_commands_come_with_their_own_results_oldest_first(db: Store):
+    """`commands(site)` (the site page's list) attaches each command's `cmd_result` events, read
+    in one query, to the right command only."""
+    from gateway import commands
+
+    key = "5e" * 32
+    a = commands.sign("are-kall", "gen_test", key, 1, {"minutes": 5, "load": False}, now=TS)
+    b = commands.sign("are-kall", "rebirth", key, 2, now=TS + 1)
+    db.add_command("are-kall", "gen_test", a, "kim")
+    db.add_command("are-kall", "rebirth", b, "kim")
+    for seq, cid, name, result in ((30, a["id"], "gen_test", "accepted"),
+                                   (31, b["id"], "rebirth", "done"),
+                                   (32, a["id"], "gen_test", "done")):
+        db.add_event("are-kall", event("cmd_result", seq=seq, data={
+            "id": cid, "name": name, "result": result}), "{}", TS + seq)
+    db.add_event("harjedalen-hede", event("cmd_result", seq=33, data={
+        "id": a["id"], "name": "gen_test", "result": "failed"}), "{}", TS + 33)  # another site
+    got = {r["id"]: r for r in db.commands("are-kall")}
+    assert [r["id"] for r in db.commands("are-kall")] == [b["id"], a["id"]]  # newest first
+    assert [x["result"] for x in got[a["id"]]["results"]] == ["accepted", "done"]
+    assert [x["result"] for x in got[b["id"]]["results"]] == ["done"]
+    assert got[a["id"]]["args"] == {"load": False, "minutes": 5}
+    assert db.commands("krokom-follinge") == []
+
+
 def test_open_store_follows_the_store_settings(tmp_path: Path, pg_cluster: Cluster):
     s = open_store({"path": "var/x.sqlite3", "url": ""}, tmp_path)
     assert isinstance(s, SqliteStore) and (tmp_path / "var" / "x.sqlite3").exists()

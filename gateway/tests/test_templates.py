@@ -12,6 +12,7 @@ import pytest
 from jinja2 import nodes
 
 from gateway import texts
+from gateway.feeds.view import AlertRow, FeedRow, FeedsPage
 from gateway.model import AlertRecord, SiteSummary
 from gateway.texts import Text
 from gateway.web import pages, render, views
@@ -50,6 +51,8 @@ def hostile_contexts() -> dict[str, dict[str, Any]]:
     run = {"ts": 1.0e9, "started": 1.0e9, "trigger": H, "result": "fail", "why": H,
            "start_s": 8.5, "stable_s": None, "v_min": 228.0, "v_max": 231.0, "f_min": 49.9,
            "f_max": 50.1, "load_kw": None, "fuel_used_l": 0.4, "alarms": [H]}
+    cmd = {"id": H, "name": "gen_test", "args": {"minutes": 5, "load": False},
+           "issued": 1.0e9, "expires": 1.0e9 + 120, "counter": 1, "actor": H, "results": []}
     base = {"title": Text(H, H), "nav": views.nav("/", H, H, H, admin=True), "refresh": 5,
             "csrf": H}
     return {
@@ -66,7 +69,15 @@ def hostile_contexts() -> dict[str, dict[str, Any]]:
                                                     "hist": True}]),
                       "exercise": views.exercise_view({
                           "schedule_sv": H, "schedule_en": H, "next": 1.0e9, "overdue": True,
-                          "last": run, "history": [run, {**run, "result": "pass"}]})},
+                          "last": run, "history": [run, {**run, "result": "pass"}]}),
+                      "remote": views.remote_view(
+                          coordinator=True, why_not=None, minutes=15, on_load=True,
+                          recs=[{**cmd, "results": [{"result": "refused", "why": "mode:" + H}]},
+                                {**cmd, "name": H, "args": {}}], now=1.0e9)},
+        "command_confirm.html": {**base, "site_id": H, "site_name": H, "name": H,
+                                 "action": views.command_action("gen_test",
+                                                                {"minutes": 5, "load": False}),
+                                 "args": {H: H}},
         "alerts.html": {**base, "rows": views.alert_rows([alert], can_ack=True)
                         + views.alert_rows([alert], can_ack=False)},
         "crisis.html": {**base, "form": views.compose_form(
@@ -84,6 +95,16 @@ def hostile_contexts() -> dict[str, dict[str, Any]]:
         "signage.html": {**base, "site_id": H, "name": H, "municipality": H, "initial": H,
                          "script_texts": H},
         "signage_missing.html": {**base},
+        "feeds.html": {**base, "can_approve": True, "error": Text(H, H),
+                       "fmt": lambda ts: H if ts is not None else "-",
+                       "view": FeedsPage(
+                           alerts=[AlertRow(key=H, real=real, status=H, msg_type=H, level=H,
+                                            headline=Text(H, H), origin=H, feed=H, sent=1.0e9,
+                                            expires=1.0e9 + 60, areas=H, sites=(H,),
+                                            shown=(H,), awaiting=(H,), note_room=40, web=H)
+                                   for real in (True, False)],
+                           feeds=[FeedRow(name=H, url=H, ok=False, stale=True, failures=3,
+                                          last_error=H, last_success=1.0e9, counts={H: 2})])},
     }
 
 

@@ -8,6 +8,9 @@ and a scripted storm:
                       (its controller latches the fail-to-start alarm, as a DSE module does)
     t = COMMAND_AT    a coordinator sends Hede a signed remote start; the controller refuses
                       it and its result says why (the latched alarm)
+    t = VMA_AT        the demo's own feed of official alerts (a local aiohttp server) issues a
+                      VMA for Åre kommun: the gateway polls it and it reaches Kall's panel and
+                      signage, not Hede's or Föllinge's (docs/feeds.md)
     t = RETURN_AT     the grid comes back at both
     throughout        generators burn fuel at `time_scale` times real time
 
@@ -24,8 +27,11 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from gateway import commands, mqttauth
 from gateway import config as config_mod
@@ -41,6 +47,13 @@ STORM_SITES = ("are-kall", "harjedalen-hede")
 FAILING_SITE = "harjedalen-hede"
 STATUS_EVERY = 5.0
 HEARTBEAT_S = 5  # faster than the shipped 30 s so the page moves while you watch
+VMA_AT = STORM_AT + 1
+VMA_FIXTURE = "vma-are-actual.xml"  # gateway/tests/feeds/: the project's own, fictional
+VMA_MARK = "VMA"  # on the panel and the signage once it arrived
+FEED_INTERVAL_S = 10  # the shortest poll interval a feed may have
+# The demo's policy: Åre's sites show severe official alerts at once, the others wait for a
+# coordinator (docs/feeds.md, "Policy per kommun").
+FEED_POLICY = {"default": "approve", "municipalities": {"2321": "auto"}}
 
 
 DEMO_USER = "samordnare"
@@ -56,6 +69,34 @@ def create_demo_user(gateway: Gateway) -> str:
     assert gateway.store is not None
     gateway.store.put_user(DEMO_USER, "coordinator", hash_password(password), time.time())
     return password
+
+
+def feed_entries(extra: Sequence[str], own_url: str) -> list[dict[str, Any]]:
+    """The demo's `[[feeds]]`: its own VMA feed, then each `--feed` (CAP, or
+    "krisinformation:URL")."""
+    out: list[dict[str, Any]] = [{"name": "demo-vma", "kind": "cap", "url": own_url,
+                                  "interval_s": FEED_INTERVAL_S}]
+    for i, url in enumerate(extra):
+        kind = "cap"
+        for k in ("krisinformation", "cap"):
+            if url.startswith(k + ":") and not url.startswith(k + "://"):
+                kind, url = k, url[len(k) + 1:]
+        out.append({"name": f"feed-{i + 1}", "kind": kind, "url": url, "interval_s": 60})
+    return out
+
+
+async def official_alert_seen(http: aiohttp.ClientSession, base: str,
+                              sims: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(sites whose panel shows the VMA, sites whose signage shows it): what a person at each
+    site would see, the panel's frame and the public signage page's data."""
+    panel = sorted(sid for sid, sim in sims.items() if VMA_MARK in sim.panel_text())
+    signage = []
+    for sid in sorted(sims):
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with http.get(f"{base}api/signage/{sid}") as r:
+                if r.status == 200 and VMA_MARK in await r.text():
+                    signage.append(sid)
+    return panel, signage
 
 
 def _fmt(row: SiteSummary) -> str:
@@ -125,8 +166,10 @@ async def run(
     time_scale: float = 600.0,
     workdir: Path | None = None,
     config_dir: Path = config_mod.CONFIG_DIR,
+    feeds: Sequence[str] = (),
 ) -> int:
     from hil_tests.rig.broker import Broker
+    from hil_tests.rig.feedserver import FeedServer, atom, fixture, retimed
     from hil_tests.rig.sitesim import SimulatedSite
 
     sites = config_mod.load_sites(config_dir)
@@ -146,16 +189,24 @@ async def run(
     broker = Broker(mqtt_port, workdir=workdir / "broker", auth=logins)
     gateway: Gateway | None = None
     sims: dict[str, SimulatedSite] = {}
+    feed_server = FeedServer()
+    http: aiohttp.ClientSession | None = None
     try:
+        feed_server.start()
+        feed_server.set("/vma.atom", atom(), "application/atom+xml")  # nothing to say yet
         broker.start()
         gateway = Gateway(
             {
                 "mqtt": {"host": broker.host, "port": broker.port,
+                         # the dashboard's commands sign with the keys the sites were given
+                         "cmd_keys": str(workdir / "cmd-keys.json"),
                          **broker.login(mqttauth.GATEWAY_USER)},
                 "http": {"host": "127.0.0.1", "port": http_port},
                 "store": {"path": str(workdir / "sot.sqlite3")},
                 # `file` contacts write here: the demo never notifies anyone outside.
                 "alerts": {"files_dir": str(workdir), "tick_s": 1.0},
+                "feeds": feed_entries(feeds, feed_server.url("/vma.atom")),
+                "feed_policy": FEED_POLICY,
             },
             config_dir=config_dir,
         )
@@ -186,9 +237,12 @@ SOT-punkt demo: {len(sims)} sites, Mosquitto on 127.0.0.1:{broker.port}
     logga in / log in as "{DEMO_USER}" with password {demo_password}
     (a coordinator made for this demo only; a new password each run)
   Krismeddelanden / crisis messages: {url}crisis
+  Officiella larm / official alerts (VMA): {url}feeds
   Skylt / signage:      {url}signage/are-kall  (public, no login)
   JSON API:             {url}api/sites
   CAP feed of active alerts: {url}cap.atom    alerts as JSON: {url}api/alerts
+  Officiella larm / official alerts (the demo's VMA feed): {feed_server.url("/vma.atom")}
+    {len(feeds)} more feed(s) from --feed; the VMA for Åre kommun comes at {VMA_AT:.0f} s
   Notifications (the demo's contacts write here): {workdir / "notifications.jsonl"}
   Files (database, firmware logs, flash folders): {workdir}
 Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scale:g}x real time.
@@ -206,7 +260,9 @@ Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scal
                 topic, body.encode(), retain=False), site, name, keys[site], DEMO_USER)
 
         storm = Storm(sims, command)
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
         told = False
+        vma_seen: tuple[list[str], list[str]] = ([], [])
         t0 = time.monotonic()
         next_status = 0.0
         while not stop.is_set():
@@ -214,6 +270,19 @@ Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scal
             if duration is not None and t >= duration:
                 break
             storm.step(t)
+            if t >= VMA_AT and "vma" not in storm.done:
+                storm.done.add("vma")
+                feed_server.set("/vma.atom", atom(retimed(fixture(VMA_FIXTURE))),
+                                "application/atom+xml")
+                print(f"[{t:5.0f} s] VMA: the official feed issues a VMA for Åre kommun "
+                      f"(polled every {FEED_INTERVAL_S} s)", flush=True)
+            if "vma" in storm.done:
+                seen = await official_alert_seen(http, url, sims)
+                if seen != vma_seen:
+                    vma_seen = seen
+                    print(f"[{t:5.0f} s] VMA på panelen / on the panel: "
+                          f"{', '.join(seen[0]) or '-'}; på skylten / on the signage: "
+                          f"{', '.join(seen[1]) or '-'}", flush=True)
             if storm.sent is not None and not told and gateway.store is not None:
                 recs = [r for r in gateway.store.commands(FAILING_SITE, 5)
                         if r["id"] == storm.sent["id"]]
@@ -221,7 +290,7 @@ Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scal
                 if state not in ("sent", "accepted"):
                     told = True
                     print(f"[{t:5.0f} s] fjärrstart / remote start {FAILING_SITE}: "
-                          f"{commands.LABELS[state]}" + (f" ({why})" if why else ""),
+                          f"{commands.label(state)}" + (f" ({why})" if why else ""),
                           flush=True)
             for sid, sim in sims.items():
                 fw = sim.firmware
@@ -243,7 +312,9 @@ Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scal
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
     finally:
-        print("stopping: firmware, plants, gateway, broker", flush=True)
+        print("stopping: firmware, plants, gateway, broker, feed", flush=True)
+        if http is not None:
+            await http.close()
         for sim in sims.values():
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(sim.stop)
@@ -251,6 +322,7 @@ Storm at {STORM_AT:.0f} s, grid back at {RETURN_AT:.0f} s; fuel burns {time_scal
             with contextlib.suppress(Exception):
                 await gateway.stop()
         broker.stop()
+        feed_server.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if own_dir:

@@ -7,7 +7,8 @@ Who may do what (gateway/auth.py):
                  feed (/cap.atom, /cap/<id>.xml: made for other alerting systems to read),
                  /api/openapi.json, POST /api/login
     viewer       everything else that reads: overview, site pages, alerts, crisis messages, API
-    coordinator  acknowledge alerts, send, update and withdraw crisis messages
+    coordinator  acknowledge alerts, send, update and withdraw crisis messages, send a signed
+                 command to a site (the page asks to confirm first: docs/commands.md)
     admin        the audit log
 
 Every POST needs the session's CSRF token (form field `csrf` or header `X-CSRF-Token`); a

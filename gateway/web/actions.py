@@ -11,13 +11,17 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import commands as cmd_mod
 from .. import crisis as crisis_mod
 from ..auth import check_login
 from ..store import AlertRecord
+from ..texts import Text
 from .guard import (
     BUS,
     CLOCK,
+    COMMANDS,
     CRISIS,
+    EXERCISE_SCHEDULES,
     SECURE_COOKIE,
     SESSION_COOKIE,
     SESSIONS,
@@ -229,3 +233,90 @@ def withdraw(request: web.Request, mid: str) -> Outcome:
     for site in done:
         request.app[BUS].notify(site)
     return 200, {"id": mid, "withdrawn_from": done}, None
+
+
+# --- signed commands ---------------------------------------------------------------------------
+
+MAX_TEST_MIN = 60  # the controller's limit for gen_test's minutes (firmware/sot/command.py)
+
+
+def test_defaults(request: web.Request, site: str) -> tuple[int, bool]:
+    """(default minutes, whether a test run on load is allowed) from the site's [exercise]."""
+    ex = request.app.get(EXERCISE_SCHEDULES, {}).get(site) or {}
+    minutes = ex.get("minutes")
+    if not (isinstance(minutes, int) and 1 <= minutes <= MAX_TEST_MIN):
+        minutes = 15
+    return int(minutes), bool(ex.get("on_load"))
+
+
+def command_why_not(request: web.Request, site: str) -> Text | None:
+    """Why nothing can be sent to `site` now (no key, no broker), or None."""
+    sender = request.app[COMMANDS]
+    if sender.key(site) is None:
+        return text("page.command.no_key")
+    if not sender.connected():
+        return text("page.command.no_broker")
+    return None
+
+
+CommandOutcome = tuple[int, dict[str, Any], Text | None]
+
+
+def command_check(request: web.Request, site: str, name: str, fields: Any
+                  ) -> tuple[CommandOutcome, dict[str, int | bool]]:
+    """The command `name` with its arguments from a form or a JSON body, checked as far as the
+    gateway can (the controller checks the rest): (status, body, error), args."""
+    store = request.app[STORE]
+    if store.site_overview(site, request.app[CLOCK]()) is None:
+        return (404, {"error": "unknown site"}, text("page.command.unknown_site")), {}
+    if name not in cmd_mod.NAMES:
+        return (404, {"error": "unknown command"}, text("page.command.unknown_command")), {}
+    args: dict[str, int | bool] = {}
+    if name == "gen_test":
+        default, load_ok = test_defaults(request, site)
+        raw = fields.get("minutes", default)
+        try:
+            minutes = int(str(raw).strip()) if not isinstance(raw, bool) else -1
+        except ValueError:
+            minutes = -1
+        if not 1 <= minutes <= MAX_TEST_MIN:
+            err = text("page.command.bad_minutes", max=MAX_TEST_MIN)
+            return (400, {"error": err.en, "sv": err.sv, "field": "minutes"}, err), {}
+        load = fields.get("load", False)
+        load = load is True or str(load).lower() in ("1", "true", "on")
+        if load and not load_ok:
+            err = text("page.command.load_not_allowed")
+            return (400, {"error": err.en, "sv": err.sv, "field": "load"}, err), {}
+        args = {"minutes": minutes, "load": load}
+    why = command_why_not(request, site)
+    if why is not None:
+        status = 409 if request.app[COMMANDS].key(site) is None else 503
+        return (status, {"error": why.en, "sv": why.sv}, why), args
+    return (200, {}, None), args
+
+
+def command_send(request: web.Request, site: str, name: str, fields: Any) -> CommandOutcome:
+    """Check, then sign, record (with its audit entry: Store.add_command) and publish one
+    command through the gateway's MQTT session. Its result is filed and audited by the ingest
+    when the controller's `cmd_result` event arrives."""
+    s = session_of(request)
+    assert s is not None
+    (status, body, err), args = command_check(request, site, name, fields)
+    if err is not None:
+        return status, body, err
+    try:
+        sent = request.app[COMMANDS].send(site, name, s.user, args)
+    except OSError as e:  # the broker did not take it: recorded, shown as unknown at expiry
+        log.warning("web: command %s to %s not published: %s", name, site, e)
+        down = text("page.command.no_broker")
+        return 503, {"error": down.en, "sv": down.sv}, down
+    return 200, {"id": sent["id"], "site": site, "name": name, "args": sent["args"],
+                 "counter": sent["counter"], "issued": sent["issued"],
+                 "expires": sent["expires"], "state": "sent"}, None
+
+
+def command_json(rec: dict[str, Any], now: float) -> dict[str, Any]:
+    state, why = cmd_mod.status(rec, now)
+    return {"id": rec["id"], "name": rec["name"], "args": rec["args"], "issued": rec["issued"],
+            "expires": rec["expires"], "counter": rec["counter"], "actor": rec["actor"],
+            "state": state, "why": why, "results": rec.get("results") or []}

@@ -370,3 +370,26 @@ async def api_openapi(request: web.Request) -> web.Response:
     return web.Response(text=OPENAPI.read_text(encoding="utf-8"),
                         content_type="application/json", charset="utf-8")
 
+
+
+# --- signed commands ---------------------------------------------------------------------------
+
+
+async def api_commands(request: web.Request) -> web.Response:
+    app, site = request.app, request.match_info["id"]
+    now = app[CLOCK]()
+    if app[STORE].site_overview(site, now) is None:
+        return _not_found(site)
+    return json_response({"site": site, "commands": [
+        actions.command_json(r, now) for r in app[STORE].commands(site, 20)]})
+
+
+@needs("coordinator")
+async def api_command_send(request: web.Request) -> web.Response:
+    """No confirm step here: a script means what it sends (the dashboard asks first)."""
+    body = await _json_body(request)
+    if body is None:
+        return json_response({"error": "send a JSON object"}, status=400)
+    status, out, _ = actions.command_send(request, request.match_info["id"],
+                                          str(body.get("name", "")), body)
+    return json_response(out, status=status)

@@ -9,16 +9,18 @@ from typing import Any
 from aiohttp import web
 
 from ..auth import LoginThrottle, Sessions
+from ..commands import CommandSender
 from ..crisis import CrisisSender
 from ..httpguard import Limits
 from ..signage import SiteBus
 from ..store import Store
-from . import api, pages
+from . import api, feeds, pages
 from .guard import (
     BASE_URL,
     BUS,
     CAP_SENDER,
     CLOCK,
+    COMMANDS,
     CRISIS,
     INGEST_STATS,
     LIMITS,
@@ -40,6 +42,8 @@ ROUTES: list[tuple[str, str, Any]] = [
     (POST, "/login", pages.login_post),
     (POST, "/logout", pages.logout_post),
     (GET, "/sites/{id}", pages.site_page),
+    (POST, "/sites/{id}/cmd/{name}", pages.command_confirm_post),
+    (POST, "/sites/{id}/cmd/{name}/confirm", pages.command_send_post),
     (GET, "/alerts", pages.alerts_page),
     (POST, "/alerts/{id}/ack", pages.alert_ack_post),
     (GET, "/crisis", pages.crisis_page),
@@ -47,6 +51,8 @@ ROUTES: list[tuple[str, str, Any]] = [
     (GET, "/crisis/{id}", pages.crisis_detail_page),
     (POST, "/crisis/{id}", pages.crisis_update_post),
     (POST, "/crisis/{id}/withdraw", pages.crisis_withdraw_post),
+    (GET, "/feeds", feeds.feeds_page_get),
+    (POST, "/feeds/approve", feeds.feeds_approve_post),
     (GET, "/audit", pages.audit_page),
     (GET, "/signage/{id}", pages.signage_page),
     # the signage stream, static files, the CAP feed
@@ -63,6 +69,8 @@ ROUTES: list[tuple[str, str, Any]] = [
     (GET, "/api/sites/{id}", api.api_site),
     (GET, "/api/sites/{id}/events", api.api_events),
     (GET, "/api/sites/{id}/history", api.api_history),
+    (GET, "/api/sites/{id}/commands", api.api_commands),
+    (POST, "/api/sites/{id}/commands", api.api_command_send),
     (GET, "/api/stats", api.api_stats),
     (GET, "/api/alerts", api.api_alerts),
     (GET, "/api/alerts/{id}", api.api_alert),
@@ -80,12 +88,14 @@ ROUTES: list[tuple[str, str, Any]] = [
 def make_app(store: Store, clock: Callable[[], float] = time.time,
              ingest_stats: Callable[[], dict[str, Any]] = dict, *,
              cap_sender: str = "sot-gateway", base_url: str = "",
-             crisis: CrisisSender | None = None, bus: SiteBus | None = None,
+             crisis: CrisisSender | None = None, commands: CommandSender | None = None,
+             bus: SiteBus | None = None,
              throttle: LoginThrottle | None = None, session_s: float = 12 * 3600,
              secure_cookie: bool = False, limits: Limits | None = None,
              trusted_proxies: frozenset[str] = frozenset()) -> web.Application:
     """The whole web side. `crisis` publishes crisis messages (None: the send form answers 503,
-    as does a gateway without a broker connection); `bus` wakes the signage streams."""
+    as does a gateway without a broker connection); `commands` signs and publishes commands
+    (None: no site can be commanded, the site page says why); `bus` wakes the signage streams."""
     app = web.Application(middlewares=[outer, security], client_max_size=64 * 1024)
     app.on_response_prepare.append(security_headers)
     app[LIMITS] = limits or Limits()
@@ -104,7 +114,9 @@ def make_app(store: Store, clock: Callable[[], float] = time.time,
 
     app.on_shutdown.append(end_streams)
     app[CRISIS] = crisis or CrisisSender(store, None, clock)
+    app[COMMANDS] = commands or CommandSender(store, None, {}, clock)
     app[SECURE_COOKIE] = secure_cookie
+    app[feeds.FEEDS] = lambda: None  # the service sets its running feeds (gateway/feeds/run.py)
     for method, path, handler in ROUTES:
         if method == GET:
             app.router.add_get(path, handler)  # and HEAD, as for any GET

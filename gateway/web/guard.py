@@ -17,6 +17,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from ..auth import LoginThrottle, Session, Sessions, csrf_ok, role_at_least
+from ..commands import CommandSender
 from ..crisis import CrisisSender
 from ..httpguard import Limits, guard_of
 from ..safetext import json_response
@@ -36,6 +37,8 @@ SESSIONS = web.AppKey("sessions", Sessions)
 THROTTLE = web.AppKey("throttle", LoginThrottle)
 BUS = web.AppKey("bus", SiteBus)
 CRISIS = web.AppKey("crisis", CrisisSender)
+# Signed commands to the sites (gateway/commands.py): the keys and the gateway's MQTT session.
+COMMANDS = web.AppKey("commands", CommandSender)
 SECURE_COOKIE = web.AppKey("secure_cookie", bool)
 LIMITS = web.AppKey("limits", Limits)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", frozenset[str])

@@ -113,6 +113,7 @@ async def site_page(request: web.Request) -> web.Response:
     state = (store.latest(sid) or {}).get("state")
     delivery = store.crisis_delivery(site=sid)
     messages = store.crisis_messages_by_id(d["crisis_id"] for d in delivery)
+    test_minutes, test_on_load = actions.test_defaults(request, sid)
     return show(
         request, "site.html",
         Text(summary.name, summary.municipality),
@@ -124,7 +125,47 @@ async def site_page(request: web.Request) -> web.Response:
                 for a in store.alerts(site=sid)],
         exercise=views.exercise_view(exercise.site_page(
             store, app.get(EXERCISE_SCHEDULES, {}).get(sid), sid, now)),
+        remote=views.remote_view(
+            coordinator=may(request, "coordinator"), why_not=actions.command_why_not(request, sid),
+            minutes=test_minutes, on_load=test_on_load, recs=store.commands(sid, 20), now=now),
         events=views.event_items(store.events(sid, 100)))
+
+
+# --- signed commands: a button, a confirm step naming the site and the action, then the send ---
+
+
+def _command_error(request: web.Request, err: Text, status: int) -> web.Response:
+    return show(request, "message.html", text("page.command.title"), status=status,
+                message=err)
+
+
+@needs("coordinator")
+async def command_confirm_post(request: web.Request) -> web.Response:
+    """The first POST sends nothing: it shows what would be sent, to which site, and asks."""
+    form = await read_form(request)
+    sid, name = request.match_info["id"], request.match_info["name"]
+    (status, _, err), args = actions.command_check(request, sid, name, form)
+    if err is not None:
+        return _command_error(request, err, status)
+    summary = request.app[STORE].site_overview(sid, request.app[CLOCK]())
+    assert summary is not None
+    action = views.command_action(name, args)
+    return show(request, "command_confirm.html", text("page.command.confirm_title"),
+                site_id=sid, site_name=summary.name, name=name, action=action,
+                args={k: ("1" if v is True else "" if v is False else str(v))
+                      for k, v in args.items()})
+
+
+@needs("coordinator")
+async def command_send_post(request: web.Request) -> web.StreamResponse:
+    form = await read_form(request)
+    sid, name = request.match_info["id"], request.match_info["name"]
+    if form.get("confirm") != "1":  # only the confirm step's own button sends
+        raise web.HTTPSeeOther(f"/sites/{sid}#remote")
+    status, _, err = actions.command_send(request, sid, name, form)
+    if err is not None:
+        return _command_error(request, err, status)
+    raise web.HTTPSeeOther(f"/sites/{sid}#remote")
 
 
 # --- alerts ------------------------------------------------------------------------------------

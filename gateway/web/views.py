@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import commands as cmd_mod
 from .. import texts
 from ..model import AlertRecord, SiteSummary
 from ..safetext import dumps
@@ -336,6 +337,71 @@ def exercise_view(d: Mapping[str, Any]) -> ExerciseView:
         history=[exercise_run(r) for r in d["history"]])
 
 
+# --- signed commands ---------------------------------------------------------------------------
+
+# How each state looks: a final result in its colour; sent/accepted still open; unknown stands out
+# (it is never done).
+_STATE_CLASS = {"done": "acked", "failed": "refused", "refused": "refused", "unknown": "refused",
+                "sent": "muted", "accepted": "muted"}
+
+
+def command_action(name: str, args: Mapping[str, Any]) -> Text:
+    """A command as a coordinator reads it: "Provkörning (15 minuter, utan last)"."""
+    t = cmd_mod.name_text(name)
+    if name != "gen_test" or "minutes" not in args:
+        return t
+    load = text("page.command.on_load" if args.get("load") else "page.command.off_load")
+    detail = text("page.command.test_args", minutes=args["minutes"], load=load)
+    return pair(f"{t.sv} ({detail.sv})", f"{t.en} ({detail.en})")
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    id: str
+    sent: str
+    action: Text
+    actor: str
+    state: str  # done, failed, refused, accepted, sent, unknown (gateway.commands.status)
+    state_text: Text
+    cls: str
+    why: str | None  # the controller's reason code
+    why_text: Text | None  # what it means, when the catalogue explains it
+
+
+def command_rows(recs: Iterable[Mapping[str, Any]], now: float) -> list[CommandRow]:
+    out = []
+    for r in recs:
+        state, why = cmd_mod.status(r, now)
+        out.append(CommandRow(
+            id=r["id"], sent=when(r["issued"]), action=command_action(r["name"], r["args"]),
+            actor=r["actor"], state=state, state_text=cmd_mod.state_text(state),
+            cls=_STATE_CLASS.get(state, ""), why=why,
+            why_text=cmd_mod.why_text(why) if why else None))
+    return out
+
+
+@dataclass(frozen=True)
+class RemoteView:
+    """The site page's remote-control section."""
+
+    buttons: bool  # a coordinator, and the site can be commanded now
+    why_not: Text | None  # why there are no buttons (role, no key, no broker)
+    minutes: int  # the test run's default
+    on_load: bool  # whether a test run on load may be asked for
+    names: list[tuple[str, Text]]  # the commands without arguments, with their labels
+    rows: list[CommandRow]
+
+
+def remote_view(*, coordinator: bool, why_not: Text | None, minutes: int, on_load: bool,
+                recs: Iterable[Mapping[str, Any]], now: float) -> RemoteView:
+    if not coordinator:
+        why_not = text("page.command.coordinators_only")
+    return RemoteView(
+        buttons=why_not is None, why_not=why_not, minutes=minutes, on_load=on_load,
+        names=[(n, cmd_mod.name_text(n)) for n in ("gen_start", "gen_stop", "rebirth")],
+        rows=command_rows(recs, now))
+
+
 # --- alerts ------------------------------------------------------------------------------------
 
 
@@ -537,7 +603,7 @@ class Nav:
 
 def nav(path: str, user: str, role: str, csrf: str, admin: bool) -> Nav:
     links = [("/", "page.nav.overview"), ("/alerts", "page.nav.alerts"),
-             ("/crisis", "page.nav.crisis")]
+             ("/crisis", "page.nav.crisis"), ("/feeds", "page.nav.feeds")]
     if admin:
         links.append(("/audit", "page.nav.audit"))
     return Nav([NavLink(h, text(k), path == h) for h, k in links], user, role, csrf)
