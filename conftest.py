@@ -13,6 +13,9 @@ run whole on one worker, one test after another:
   beside each other, only beside ordinary tests.
 - `fw:<module>`: one firmware unit module's items under the unix port: the module runs once in
   one MicroPython process and its items read that one result.
+- `alone`: tests that must not share the CPU with anything (`EXCLUSIVE`): besides their group,
+  each holds a lock across workers that every other test takes shared, so while one of them runs
+  no other test does (the others wait before their next test; it waits for their current one).
 - `<file>::<fixture>`: the tests that share one of a module's costly module-scoped fixtures
   (a compressed storm day, a silent-device run, a panel render), so that it is made once.
 
@@ -21,10 +24,23 @@ Without `--dist loadgroup` (a serial run, `-n 0`) the marks change nothing.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 QEMU = "qemu-board"
 TIMING = "timing"
+ALONE = "alone"
+
+# Firmware unit modules (unix port) that must run alone: test_rtu_fuzz drives 10 000 frames
+# through a bus master with a 2 ms reply timeout on the host's clock (only the bytes matter
+# there, so the bus is made fast); beside other workers a 2 ms stall of its process was seen to
+# time out a reply that was there.
+EXCLUSIVE_FIRMWARE = {"test_rtu_fuzz"}
 
 # Module-scoped fixtures that take seconds to make (a firmware run, a render); tests sharing one
 # go together. Cheap ones (a site's configuration, the compiled firmware's path) are left out:
@@ -58,7 +74,9 @@ def group_of(item: pytest.Item) -> str | None:
     func = getattr(item, "originalname", None) or item.name.split("[", 1)[0]
     if item.path.parent.name == "unit" and item.path.parent.parent.name == "tests" \
             and item.path.parent.parent.parent.name == "firmware":
-        return QEMU if item.name.endswith("[qemu]") else f"fw:{item.path.stem}"
+        if item.name.endswith("[qemu]"):
+            return QEMU
+        return ALONE if item.path.stem in EXCLUSIVE_FIRMWARE else f"fw:{item.path.stem}"
     if (file, func) in TIMING_TESTS:
         return TIMING
     for name in getattr(item, "fixturenames", ()):
@@ -75,3 +93,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = group_of(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _lock_file(name: str) -> int:
+    # One set of lock files per run: the workers of one run share PYTEST_XDIST_TESTRUNUID.
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "none")
+    path = Path(tempfile.gettempdir()) / f"sot-xdist-{run}.{name}"
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under xdist: an `alone` test holds the run's lock exclusively, every other test shared.
+    The gate, taken briefly before either, keeps a waiting `alone` test from being passed by
+    other workers' next tests."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    alone = group_of(item) == ALONE
+    gate, lock = _lock_file("gate"), _lock_file("lock")
+    try:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        yield
+    finally:
+        os.close(lock)
+        os.close(gate)
