@@ -87,12 +87,32 @@ def group_of(item: pytest.Item) -> str | None:
     return None
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker under --dist loadgroup, the group goes into the node id as
+    `<nodeid>@<group>`, which is what the scheduler groups by. xdist 3.8 writes it to
+    `item._nodeid`, which pytest 9 no longer reads (its node id is `item._id`), so with the
+    pinned pytest its own suffix is lost: it is written here where pytest 9 keeps it."""
+    if not getattr(config.option, "loadgroup", False):
+        return
     for item in items:
         group = group_of(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+        if group is None or item.nodeid.endswith(f"@{group}"):
+            continue
+        if hasattr(item, "_id"):
+            from _pytest.nodeid import NodeId
+
+            item._id = NodeId.parse(f"{item.nodeid}@{group}")
+        else:
+            item._nodeid = f"{item.nodeid}@{group}"
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # Marked as each item is collected: xdist reads the marks in its own
+    # pytest_collection_modifyitems, which may run before any conftest's.
+    group = group_of(item)
+    if group is not None:
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _lock_file(name: str) -> int:
