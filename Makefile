@@ -71,7 +71,7 @@ bench-journal: setup
 # with its MicroPython settings, firmware/ruff.toml), mypy on gateway/ and hil_tests/, and that
 # only firmware/sot/hal/ imports machine, network or termios. docs/architecture.md, "Checks".
 lint: setup
-	$(BIN)/ruff check firmware gateway hil_tests
+	$(BIN)/ruff check firmware gateway hil_tests conftest.py
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider firmware/tests/test_hal_boundary.py
 
