@@ -16,9 +16,13 @@ demo: setup
 # toolchain and qemu; the image is built once and cached in build/, docs/firmware-build.md).
 # Lint and type checks are tests too (gateway/tests/test_lint.py): a finding fails make test.
 # Tiers, fixtures, the firmware's faster clock and where the time goes: docs/testing.md.
+# The tests run on $(JOBS) pytest-xdist workers, grouped as conftest.py says (docs/testing.md,
+# "In parallel"); `make test ARGS="-n 0"` runs them one after another in one process, and a later
+# -n in ARGS wins over this one.
+JOBS ?= 3
 test:
 	@scripts/bootstrap.sh --browser --board
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup $(ARGS)
 
 # The fast tier, under a minute: ruff, mypy, the HAL boundary and the firmware's type check (as
 # the tests they are in make test) and every unit test that needs no broker, browser or firmware
@@ -67,7 +71,7 @@ bench-journal: setup
 # with its MicroPython settings, firmware/ruff.toml), mypy on gateway/ and hil_tests/, and that
 # only firmware/sot/hal/ imports machine, network or termios. docs/architecture.md, "Checks".
 lint: setup
-	$(BIN)/ruff check firmware gateway hil_tests
+	$(BIN)/ruff check firmware gateway hil_tests conftest.py
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider firmware/tests/test_hal_boundary.py
 

