@@ -124,6 +124,8 @@ def test_a_gen_test_command_ends_with_an_exercise_record_of_what_was_measured(ke
     cmd = commands.sign(SITE, "gen_test", KEY, 1, {"minutes": 1})
     peer.publish(f"{ROOT}/cmd/gen_test", json.dumps(cmd))
     d = wait_for(lambda: of_type(peer, "exercise_done"), 120, "the test run's record")[0]
+    # The record is emitted as the run ends and the command's final result right after it.
+    wait_for(lambda: len(of_type(peer, "cmd_result")) >= 2, 20, "the command's final result")
     res = of_type(peer, "cmd_result")
     assert [r["result"] for r in res] == ["accepted", "done"]
     assert d["trigger"] == "command" and d["cmd"] == cmd["id"]
