@@ -47,7 +47,7 @@ import pytest
 from gateway import mqttauth
 from gateway.config import load_sites
 from hil_tests.rig.broker import Broker
-from hil_tests.rig.gatewayproc import GatewayThread
+from hil_tests.rig.gatewayproc import GatewayThread, rig_config, running_gateway
 
 HIL_DIR = Path(__file__).resolve().parent
 CAPABILITIES = ("bus", "network", "panel", "flash", "power_cut", "unix", "qemu")
@@ -177,23 +177,8 @@ def broker() -> Iterator[Broker]:
 
 @pytest.fixture
 def gateway(broker: Broker, tmp_path: Path) -> Iterator[GatewayThread]:
-    gw = GatewayThread(
-        {
-            "mqtt": {"host": broker.host, "port": broker.port,
-                     **broker.login(mqttauth.GATEWAY_USER)},
-            "http": {"host": "127.0.0.1", "port": 0},
-            "store": {"path": str(tmp_path / "sot.sqlite3")},
-            "alerts": {"files_dir": str(tmp_path)},
-        }
-    )
-    gw.start()
-    try:
-        # Subscribed once it has heard its own retained `online` status (counted as ignored):
-        # the TLS handshake makes the gateway's connect slower than a test's first publish.
-        wait_for(lambda: gw.get("/api/stats")["ignored"] >= 1, 15, "the gateway subscribed")
+    with running_gateway(rig_config(broker, tmp_path)) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 FIRST_POLL_S = 0.02

@@ -38,14 +38,8 @@ def peer(broker: Broker):
 
 @pytest.fixture
 def sim(broker: Broker, tmp_path: Path):
-    s = make_site(tmp_path, broker.port, login={**broker.login(SITE), "cmd_key": KEY})
-    s.start()
-    try:
+    with make_site(tmp_path, broker.port, login={**broker.login(SITE), "cmd_key": KEY}) as s:
         yield s
-    finally:
-        s.stop()
-        if s.firmware is not None:
-            print(s.firmware.log()[-3000:])
 
 
 def results(peer: Peer) -> list[dict[str, Any]]:

@@ -17,12 +17,11 @@ from typing import Any
 
 import pytest
 
-from gateway import mqttauth
 from gateway.store import SqliteStore
 from hil_tests.conftest import wait_for
 from hil_tests.rig import browser
 from hil_tests.rig.broker import Broker
-from hil_tests.rig.gatewayproc import GatewayThread
+from hil_tests.rig.gatewayproc import GatewayThread, rig_config, running_gateway
 from hil_tests.test_site_panel import SITE, make_site
 
 pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus", "network"),
@@ -43,33 +42,16 @@ def shot(tmp_path: Path, name: str) -> str:
 @pytest.fixture
 def keyed_gateway(broker: Broker, tmp_path: Path) -> Iterator[GatewayThread]:
     """The gateway with the site's command key (as `sot mqtt-auth` writes it)."""
-    keys = tmp_path / "cmd-keys.json"
-    keys.write_text(json.dumps({SITE: KEY}))
-    gw = GatewayThread({
-        "mqtt": {"host": broker.host, "port": broker.port, "cmd_keys": str(keys),
-                 **broker.login(mqttauth.GATEWAY_USER)},
-        "http": {"host": "127.0.0.1", "port": 0},
-        "store": {"path": str(tmp_path / "sot.sqlite3")},
-        "alerts": {"files_dir": str(tmp_path)},
-    })
-    gw.start()
-    try:
-        wait_for(lambda: gw.get("/api/stats")["ignored"] >= 1, 15, "the gateway subscribed")
+    config = rig_config(broker, tmp_path)
+    Path(config["mqtt"]["cmd_keys"]).write_text(json.dumps({SITE: KEY}))
+    with running_gateway(config) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture
 def sim(broker: Broker, tmp_path: Path):
-    s = make_site(tmp_path, broker.port, login={**broker.login(SITE), "cmd_key": KEY})
-    s.start()
-    try:
+    with make_site(tmp_path, broker.port, login={**broker.login(SITE), "cmd_key": KEY}) as s:
         yield s
-    finally:
-        s.stop()
-        if s.firmware is not None:
-            print(s.firmware.log()[-3000:])
 
 
 def row_state(page: Any, base: str, want: tuple[str, ...]) -> str | None:

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway import mqttauth
 from gateway.config import load_sites
 from hil_tests.conftest import wait_for
 from hil_tests.rig import browser
 from hil_tests.rig.broker import Broker
 from hil_tests.rig.feedserver import FeedServer, fixture, retimed
-from hil_tests.rig.gatewayproc import GatewayThread
+from hil_tests.rig.gatewayproc import GatewayThread, rig_config, running_gateway
 from hil_tests.rig.sitesim import SimulatedSite
 
 pytestmark = [pytest.mark.hil, pytest.mark.needs("unix", "bus", "network", "panel"),
@@ -52,21 +51,11 @@ def feed() -> Iterator[FeedServer]:
 @pytest.fixture
 def feed_gateway(broker: Broker, feed: FeedServer, tmp_path: Path) -> Iterator[GatewayThread]:
     feed.set("/vma.xml", retimed(fixture("vma-are-test.xml")))
-    gw = GatewayThread({
-        "mqtt": {"host": broker.host, "port": broker.port,
-                 **broker.login(mqttauth.GATEWAY_USER)},
-        "http": {"host": "127.0.0.1", "port": 0},
-        "store": {"path": str(tmp_path / "sot.sqlite3")},
-        "alerts": {"files_dir": str(tmp_path)},
-        "feeds": [{"name": "vma", "kind": "cap", "url": feed.url("/vma.xml"),
-                   "interval_s": INTERVAL_S}],
-        "feed_policy": {"default": "approve", "municipalities": {"2321": "auto"}},
-    })
-    gw.start()
-    try:
+    feeds = [{"name": "vma", "kind": "cap", "url": feed.url("/vma.xml"),
+              "interval_s": INTERVAL_S}]
+    policy = {"default": "approve", "municipalities": {"2321": "auto"}}
+    with running_gateway(rig_config(broker, tmp_path, feeds=feeds, feed_policy=policy)) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture

@@ -59,14 +59,8 @@ def peer(broker: Broker):
 @pytest.fixture
 def sim(broker: Broker, tmp_path: Path, request: pytest.FixtureRequest):
     opts = getattr(request, "param", {}) or {}
-    s = make_site(tmp_path, broker.port, login=broker.login(SITE), **opts)
-    s.start()
-    try:
+    with make_site(tmp_path, broker.port, login=broker.login(SITE), **opts) as s:
         yield s
-    finally:
-        s.stop()
-        if s.firmware is not None:
-            print(s.firmware.log()[-3000:])
 
 
 def panel_shows(sim: SimulatedSite, *texts: str, timeout: float = 20) -> str:

@@ -5,13 +5,55 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import secrets
+import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gateway import mqttauth
 from gateway.service import Gateway
 
 from .loopthread import LoopThread
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+
+def rig_config(broker: Broker, workdir: Path, *, mqtt: dict[str, Any] | None = None,
+               **sections: Any) -> dict[str, Any]:
+    """A test's gateway settings: the rig's broker with the gateway's account, HTTP on a free
+    loopback port, its store and alert files in `workdir`, and a command-key file of its own
+    (absent unless the test writes it), so no test picks up the checkout's var/mqtt keys.
+    `mqtt` adds to the [mqtt] section; other sections are added as given."""
+    return {
+        "mqtt": {"host": broker.host, "port": broker.port,
+                 "cmd_keys": str(workdir / "cmd-keys.json"),
+                 **broker.login(mqttauth.GATEWAY_USER), **(mqtt or {})},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "store": {"path": str(workdir / "sot.sqlite3")},
+        "alerts": {"files_dir": str(workdir)},
+        **sections,
+    }
+
+
+@contextmanager
+def running_gateway(config: dict[str, Any]) -> Iterator[GatewayThread]:
+    """The gateway started, and subscribed once it has heard its own retained `online` status
+    (counted as ignored: the TLS handshake makes its connect slower than a test's first
+    publish); stopped when the block ends."""
+    gw = GatewayThread(config)
+    gw.start()
+    try:
+        deadline = time.monotonic() + 15
+        while gw.get("/api/stats")["ignored"] < 1:
+            if time.monotonic() > deadline:
+                raise AssertionError("the gateway did not subscribe within 15 s")
+            time.sleep(0.1)
+        yield gw
+    finally:
+        gw.stop()
 
 
 class GatewayThread:

@@ -96,3 +96,13 @@ class SimulatedSite:
                 self.firmware.stop()
         finally:
             self.thread.stop()
+
+    def __enter__(self) -> SimulatedSite:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        """Stopped; the end of the firmware's log goes to the test's output, which pytest shows
+        when the test failed."""
+        self.stop()
+        if self.firmware is not None:
+            print(self.firmware.log()[-3000:])
