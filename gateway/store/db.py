@@ -244,6 +244,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX commands_site ON commands (site, issued);
     """,
+    # 7: official alerts the gateway republishes (gateway/feeds/publish.py): what its CAP feed
+    # says of each, naming the origin (docs/feeds.md, "The CAP feed out"), and the versions of
+    # that CAP message as for the gateway's own alerts.
+    """
+    CREATE TABLE official_alerts (
+        crisis_id TEXT PRIMARY KEY,
+        alert     TEXT NOT NULL,
+        updated   REAL NOT NULL
+    );
+    CREATE TABLE official_cap_versions (
+        crisis_id TEXT NOT NULL,
+        n         INTEGER NOT NULL,
+        digest    TEXT NOT NULL,
+        sent      REAL NOT NULL,
+        PRIMARY KEY (crisis_id, n)
+    );
+    """,
 )
 
 

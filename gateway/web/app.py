@@ -60,6 +60,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     (GET, "/static/{name}", api.static_file),
     (GET, "/cap.atom", api.cap_feed),
     (GET, "/cap/{id}.xml", api.cap_one),
+    (GET, "/cap/official/{id}.xml", api.cap_official),
     # the JSON API
     (GET, "/api/openapi.json", api.api_openapi),
     (POST, "/api/login", api.api_login),
