@@ -143,10 +143,12 @@ class Sessions:
         return Session(token, str(row["name"]), str(row["role"]), str(row["csrf"]),
                        float(row["expires"]), str(row["stamp"]))
 
-    def recheck(self, token: str | None, row: dict[str, Any] | None) -> Session | None:
+    def recheck(self, token: str | None, row: dict[str, Any] | None,
+                session: Session | None = None) -> Session | None:
         """The session of `token` as the user's stored `row` allows now: ended when the user is
-        gone or has a new password, with the stored role when the role changed."""
-        s = self.get(token)
+        gone or has a new password, with the stored role when the role changed. `session`: what
+        `get(token)` just gave, to spare the store a second look."""
+        s = session if session is not None and session.token == token else self.get(token)
         if s is None:
             return None
         if row is None or row.get("name") != s.user \
