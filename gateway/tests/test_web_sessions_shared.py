@@ -1,22 +1,31 @@
 """Two gateway workers' web sides over one database (as behind one reverse proxy): a login on
 one is a login on both, logout and user changes apply on both, and a guesser gains nothing by
-alternating between them. Over PostgreSQL (what several workers use) and SQLite alike."""
+alternating between them. Two web apps over PostgreSQL (what several workers use) and SQLite
+alike, and two whole `Gateway`s on one PostgreSQL database."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from gw_samples import SITES, Clock
-from pg_cluster import Backend, backend_fixture, pg_cluster_fixture  # noqa: F401 - fixtures
+from pg_cluster import (  # noqa: F401 - fixtures
+    Backend,
+    Cluster,
+    backend_fixture,
+    pg_cluster_fixture,
+)
 from web_login import PASSWORD, add_user, login
 
 from gateway import auth
 from gateway.crisis import CrisisSender
+from gateway.service import Gateway
 from gateway.web import make_app
+from hil_tests.rig.broker import free_port
 
 MSG = {"sv": "Provmeddelande", "severity": "info", "from": "Åre kommun", "sites": ["are-kall"]}
 
@@ -158,5 +167,52 @@ def test_failures_alternating_between_workers_add_up_to_the_same_pause(backend: 
             clock.t += 2
             await login(s, b, "kim")
             await login(s, a, "kim")
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_two_gateways_on_one_postgresql_database_share_logins_and_failures(
+        pg_cluster: Cluster, tmp_path: Path):
+    """The service itself, twice, on one PostgreSQL database (no broker: each keeps retrying
+    it, the web serves meanwhile): what the web side of every worker gets from `Gateway`."""
+    url = pg_cluster.new_database()
+    mqtt_port = free_port()
+
+    def config(n: int) -> dict:
+        return {"mqtt": {"port": mqtt_port}, "http": {"host": "127.0.0.1", "port": 0},
+                "store": {"url": url}, "alerts": {"files_dir": str(tmp_path / str(n))}}
+
+    async def main() -> None:
+        a, b = Gateway(config(1)), Gateway(config(2))
+        await a.start()
+        try:
+            await b.start()
+            try:
+                assert a.store is not None
+                add_user(a.store, "kim", "coordinator")
+                on_a = f"http://127.0.0.1:{a.http_port}"
+                on_b = f"http://127.0.0.1:{b.http_port}"
+                async with client() as kim, client() as guesser:
+                    csrf = await login(kim, on_a, "kim")
+                    async with kim.get(on_b + "/api/me") as r:
+                        assert r.status == 200 and (await r.json())["role"] == "coordinator"
+                    async with kim.post(on_b + "/api/logout",
+                                        headers={"X-CSRF-Token": csrf}) as r:
+                        assert r.status == 200
+                    for base in (on_a, on_b):
+                        async with kim.get(base + "/api/me") as r:
+                            assert r.status == 401
+                    for base in (on_b, on_a, on_b, on_a, on_b):  # the [web] defaults: 5 free
+                        async with guesser.post(base + "/api/login", json={
+                                "user": "kim", "password": "wrong-password"}) as r:
+                            assert r.status == 401
+                    for base in (on_a, on_b):
+                        async with guesser.post(base + "/api/login", json={
+                                "user": "kim", "password": PASSWORD}) as r:
+                            assert r.status == 429, base
+            finally:
+                await b.stop()
+        finally:
+            await a.stop()
 
     asyncio.run(asyncio.wait_for(main(), 60))
