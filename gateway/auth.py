@@ -93,7 +93,7 @@ def check_login(stored: str | None, password: str) -> bool:
 
 @dataclass
 class Session:
-    token: str  # the cookie's value; "" when read back from the store, which keeps only its digest
+    token: str  # the cookie's value (the store keeps only its digest, `token_digest`)
     user: str
     role: str
     csrf: str

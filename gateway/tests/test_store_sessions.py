@@ -170,6 +170,9 @@ def test_a_user_s_known_addresses_are_the_twenty_most_recent(store: Store, backe
         t.succeeded(f"10.0.0.{i}", "kim")
     assert rows(backend, "SELECT COUNT(*) FROM login_known") == [(20,)]
     assert not store.login_known("kim", "10.0.0.4") and store.login_known("kim", "10.0.0.5")
+    store.put_user("kim", "viewer", STAMP, 0.0)
+    assert store.remove_user("kim")  # whoever gets the name next starts with no known address
+    assert rows(backend, "SELECT COUNT(*) FROM login_known") == [(0,)]
 
 
 def test_hostile_names_and_addresses_are_counted_not_refused(store: Store):
