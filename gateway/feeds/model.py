@@ -23,7 +23,8 @@ ahead is a "warning"; an event that is over (Past) or minor is information.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 STATUSES = ("Actual", "Exercise", "System", "Test", "Draft")
 MSG_TYPES = ("Alert", "Update", "Cancel", "Ack", "Error")
@@ -135,9 +136,36 @@ class OfficialAlert:
             return f"cap {self.sender} {self.identifier}"
         return f"{self.source} {self.identifier}"
 
+    def reference_keys(self) -> tuple[str, ...]:
+        """The dedupe keys of the messages this one refers to (an Update's or a Cancel's)."""
+        if self.source == "cap":
+            return tuple(f"cap {s} {i}" for s, i in self.references)
+        return tuple(f"{self.source} {i}" for _, i in self.references)
+
     def primary(self) -> Texts | None:
         """Swedish first, English where there is no Swedish."""
         return self.sv or self.en
 
     def expired(self, now: float) -> bool:
         return self.expires is not None and self.expires <= now
+
+
+def alert_json(a: OfficialAlert) -> dict[str, Any]:
+    """`a` as plain JSON data (the feeds' state in the store, gateway/feeds/run.py)."""
+    return asdict(a)
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def alert_from_json(d: dict[str, Any]) -> OfficialAlert:
+    """The inverse of `alert_json`."""
+    def texts(t: dict[str, Any] | None) -> Texts | None:
+        return None if t is None else Texts(**t)
+
+    areas = tuple(Area(**{**{k: _tuples(v) for k, v in x.items()},
+                          "circles": tuple(Circle(**c) for c in x.get("circles", ()))})
+                  for x in d.get("areas", ()))
+    plain = {k: _tuples(v) for k, v in d.items() if k not in ("sv", "en", "areas")}
+    return OfficialAlert(**plain, sv=texts(d.get("sv")), en=texts(d.get("en")), areas=areas)

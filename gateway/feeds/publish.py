@@ -166,12 +166,28 @@ class FeedPublisher:
     def _actor(self, alert: OfficialAlert) -> str:
         return f"feed:{alert.feed or alert.source}"
 
+    def _out(self, key: str) -> str | None:
+        """The crisis message id the alert `key` is out as, and forgets it: remembered, else
+        found in the store. After a restart (or when another gateway worker took over the
+        feeds) the memory is empty, but an alert a coordinator approved is still on the
+        panels; its Update must replace it there and its Cancel withdraw it."""
+        cid = self.published.pop(key, None)
+        if cid is None and self.store.crisis_sites(crisis_id(key)):
+            cid = crisis_id(key)
+        return cid
+
     def _show(self, alert: OfficialAlert, replaced: tuple[OfficialAlert, ...]) -> None:
         cid = None
         for r in replaced:
             self.pending.pop(r.key, None)
-            old = self.published.pop(r.key, None)
+            old = self._out(r.key)
             cid = cid or old
+        again = False
+        for key in alert.reference_keys() if cid is None else ():
+            cid = cid or self._out(key)  # an update of a message out before this process
+        if cid is None:  # shown before this process knew of it: the same message again
+            cid = self._out(alert.key)
+            again = cid is not None
         decided = self.decisions(alert)
         publish = sorted(s for s, d in decided.items() if d == "publish")
         waiting = tuple(sorted(s for s, d in decided.items() if d == "await_approval"))
@@ -185,6 +201,9 @@ class FeedPublisher:
         if waiting:
             self.pending[alert.key] = Pending(alert, waiting)
             self.counts["awaiting"] += 1
+        if again and cid is not None and set(publish) == set(self.store.crisis_sites(cid)):
+            self.published[alert.key] = cid  # out as it should be (with any local note): as is
+            return
         if publish:
             self._send(alert, publish, self._actor(alert), cid)
         elif cid is not None and not self.store.crisis_sites(cid):
@@ -226,7 +245,7 @@ class FeedPublisher:
 
     def _withdraw(self, alert: OfficialAlert) -> None:
         self.pending.pop(alert.key, None)
-        cid = self.published.pop(alert.key, None)
+        cid = self._out(alert.key)
         if cid is not None:
             self.sender.withdraw(cid, self._actor(alert))
             self.counts["withdrawn"] += 1

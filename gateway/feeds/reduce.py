@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .model import OfficialAlert
+from .model import OfficialAlert, alert_from_json, alert_json
 
 RETAIN_S = 7 * 86400  # seen/withdrawn keys are remembered this long
 
@@ -75,6 +75,21 @@ class AlertSet:
     def public(self, now: float) -> list[OfficialAlert]:
         """Those that may ever reach a panel or a public screen: status Actual only."""
         return [a for a in self.active(now) if a.actual]
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain JSON data: what a restarted gateway (or another worker taking over the feeds)
+        starts from, so it knows what it has shown, withdrawn and seen (`from_json`)."""
+        return {"alerts": [alert_json(a) for a in self.alerts.values()],
+                "seen": {k: list(v) for k, v in self.seen.items()}, "gone": dict(self.gone)}
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> AlertSet:
+        alerts = (alert_from_json(x) for x in d.get("alerts", ()))
+        return AlertSet(
+            alerts=MappingProxyType({a.key: a for a in alerts}),
+            seen=MappingProxyType({k: (float(v[0]), float(v[1]))
+                                   for k, v in d.get("seen", {}).items()}),
+            gone=MappingProxyType({k: float(v) for k, v in d.get("gone", {}).items()}))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,15 @@ Bad input is logged once with its reason and counted per reason:
   message: reduce.IGNORED), counted here. A repeat is the normal case of polling and neither
   logged nor counted as bad.
 `stats()` gives both per feed and in total; it is part of `/api/stats` under "feeds".
+
+The state outlives the process (`save()` after every poll and approval, read back when a
+`Feeds` is made; gateway/store/feeds.py): the alerts held, what each is out as, what awaits
+approval, the feeds' health. So a restarted gateway, or another worker that takes the feeds
+over, knows what the panels show: an approved alert is not asked for again, and its Update
+replaces it and its Cancel withdraws it. Every worker's `/feeds` page reads the same state
+(`view.feeds_page`). A coordinator's approval is a request in the store, carried out by the
+process that runs the feeds (`process_approvals`, at once when that is the worker the
+coordinator reached, else within `APPROVAL_POLL_S`).
 """
 
 from __future__ import annotations
@@ -23,29 +32,36 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import asdict
+from typing import Any, Protocol
 
 import aiohttp
 
 from .. import crisis
-from ..store import CrisisStore
+from ..store import AuditStore, CrisisStore, FeedStateStore
 from .model import OfficialAlert
 from .policy import PolicyConfig
 from .poller import FeedConfig, FeedHealth, FeedPoller, PollResult
-from .publish import FeedPublisher, Site
+from .publish import FeedPublisher, NoteTooLong, Pending, Site
 from .reduce import IGNORED, AlertSet, Change, apply_all
 
 log = logging.getLogger("gateway.feeds")
 
 # Reducer outcomes that are what polling normally looks like, not bad input.
 QUIET = ("repeat", "stale", "withdrawn")
+APPROVAL_POLL_S = 1.0  # how often the feeds' process looks for approvals made on other workers
+STATE_VERSION = 1
+
+
+class FeedsStore(CrisisStore, FeedStateStore, AuditStore, Protocol):
+    """What the feeds keep: crisis messages, their own state, the audit of approvals."""
 
 
 class Feeds:
     """`start()` in the gateway's loop, `await stop()`; `health()` and `stats()` at any time."""
 
     def __init__(self, configs: Sequence[FeedConfig], policy: PolicyConfig,
-                 sender: crisis.CrisisSender, store: CrisisStore, sites: Mapping[str, Site],
+                 sender: crisis.CrisisSender, store: FeedsStore, sites: Mapping[str, Site],
                  clock: Callable[[], float] = time.time,
                  on_health: Callable[[], None] | None = None) -> None:
         self.clock = clock
@@ -59,6 +75,8 @@ class Feeds:
         self._session: aiohttp.ClientSession | None = None
         self.on_health = on_health  # after every poll: the alert engine looks at health()
         self._missed = False  # something was to be sent while the broker was not connected
+        self.store = store
+        self.restore()
 
     def start(self) -> None:
         if not self.pollers:
@@ -67,6 +85,18 @@ class Feeds:
         for p in self.pollers:
             p.use_session(self._session)
             self._tasks.append(asyncio.create_task(self._run(p), name=f"feed:{p.cfg.name}"))
+        self._tasks.append(asyncio.create_task(self._approvals(), name="feed:approvals"))
+
+    async def _approvals(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.process_approvals()
+            except Exception:  # noqa: BLE001 - the store may be away for a moment
+                log.exception("feeds: approvals not handled")
+            try:
+                await asyncio.wait_for(self._stop.wait(), APPROVAL_POLL_S)
+            except TimeoutError:
+                pass
 
     async def _run(self, p: FeedPoller) -> None:
         async def handle(result: PollResult) -> None:
@@ -102,6 +132,7 @@ class Feeds:
                 self.state = out.state
                 self.publisher.handle(out.changes)
         finally:
+            self.save()
             if self.on_health is not None:
                 self.on_health()
 
@@ -143,7 +174,66 @@ class Feeds:
     def approve(self, key: str, actor: str, note: str | None = None) -> list[str]:
         """A coordinator approves a pending alert (publish.FeedPublisher.approve: NoteTooLong
         when the note does not fit beside the official text)."""
-        return self.publisher.approve(key, actor, note)
+        try:
+            return self.publisher.approve(key, actor, note)
+        finally:
+            self.save()
+
+    def process_approvals(self) -> int:
+        """Carry out the approvals coordinators asked for (on any worker), oldest first; each
+        gets its outcome in the store and, when done, an audit entry. Returns how many."""
+        reqs = self.store.open_feed_approvals()
+        for r in reqs:
+            now = self.clock()
+            key, actor, note = str(r["key"]), str(r["actor"]), r["note"]
+            p = self.publisher.pending.get(key)
+            if p is None:
+                self.store.finish_feed_approval(r["id"], "gone", now)
+                continue
+            try:
+                sites = self.publisher.approve(key, actor, note)
+            except NoteTooLong as e:
+                self.store.finish_feed_approval(r["id"], f"too_long:{e.room}", now)
+                continue
+            detail = f"sites={','.join(sites)}" + (f" note={note}" if note else "")
+            self.store.add_audit(now, actor, "feed_approved", p.alert.id, detail)
+            self.store.finish_feed_approval(r["id"], "done", now)
+        if reqs:
+            self.save()
+        return len(reqs)
+
+    # --- the state in the store ----------------------------------------------------------
+
+    def state_json(self) -> dict[str, Any]:
+        now = self.clock()
+        pub = self.publisher
+        return {"version": STATE_VERSION, "set": self.state.as_json(),
+                "published": dict(pub.published),
+                "pending": {k: list(p.sites) for k, p in pub.pending.items()},
+                "applies": {a.key: sorted(pub.decisions(a)) for a in self.alerts(now)},
+                "health": [asdict(h) for h in self.health(now)]}
+
+    def save(self) -> None:
+        try:
+            self.store.save_feed_state(self.state_json(), self.clock())
+        except Exception:  # noqa: BLE001 - the next poll saves again
+            log.exception("feeds: state not saved")
+
+    def restore(self) -> None:
+        """Start from the state the last process saved (nothing saved: from scratch)."""
+        try:
+            got = self.store.feed_state()
+        except Exception:  # noqa: BLE001 - a store without the state: start from scratch
+            log.exception("feeds: saved state not read")
+            return
+        if got is None or got[0].get("version") != STATE_VERSION:
+            return
+        doc = got[0]
+        self.state = AlertSet.from_json(doc.get("set", {}))
+        self.publisher.published.update(doc.get("published", {}))
+        for key, sites in doc.get("pending", {}).items():
+            if key in self.state.alerts:
+                self.publisher.pending[key] = Pending(self.state.alerts[key], tuple(sites))
 
     # --- what the pages, the alert rules and /api/stats read -----------------------------
 

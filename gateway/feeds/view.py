@@ -1,16 +1,21 @@
 """What the coordinators' feeds page shows (`/feeds`): every official alert the gateway holds,
 real and test (marked), the feeds' health, and the alerts awaiting approval. Plain data for a
-template: no HTML, no store access; times are epoch seconds for the page to format."""
+template: no HTML, no store access; times are epoch seconds for the page to format.
+
+It is built from the feeds' saved state (`Feeds.state_json`, kept in the store), not from the
+running feeds, so every gateway worker shows the same page, whichever one runs the feeds."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..texts import Text
 from .model import OfficialAlert
-from .publish import note_room
-from .run import Feeds
+from .poller import FeedHealth
+from .publish import crisis_id, note_room
+from .reduce import AlertSet
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class FeedRow:
 class FeedsPage:
     alerts: list[AlertRow]
     feeds: list[FeedRow]
+    saved: float | None = None  # when the feeds' process last saved what this shows
 
     @property
     def pending(self) -> list[AlertRow]:
@@ -61,27 +67,27 @@ def _headline(a: OfficialAlert) -> Text:
     return Text(sv or en, en if sv else "")
 
 
-def alert_row(a: OfficialAlert, feeds: Feeds, shown: tuple[str, ...]) -> AlertRow:
-    pub = feeds.publisher
-    p = pub.pending.get(a.key)
+def alert_row(a: OfficialAlert, state: Mapping[str, Any], shown: tuple[str, ...]) -> AlertRow:
+    awaiting = state.get("pending", {}).get(a.key) or ()
     return AlertRow(
         key=a.key, real=a.actual, status=a.status, msg_type=a.msg_type, level=a.level,
         headline=_headline(a), origin=a.origin, feed=a.feed, sent=a.sent, expires=a.expires,
         areas=", ".join(x.description for x in a.areas if x.description),
-        sites=tuple(sorted(pub.decisions(a))), shown=shown,
-        awaiting=p.sites if p is not None else (), note_room=note_room(a), web=a.web)
+        sites=tuple(state.get("applies", {}).get(a.key) or ()), shown=shown,
+        awaiting=tuple(awaiting), note_room=note_room(a), web=a.web)
 
 
-def feeds_page(feeds: Feeds, now: float, shown: Mapping[str, tuple[str, ...]]) -> FeedsPage:
-    """`shown`: crisis message id -> the sites it is out at (the store's crisis_sites)."""
-    from .publish import crisis_id
-
-    rows = [alert_row(a, feeds, shown.get(feeds.publisher.published.get(a.key)
-                                          or crisis_id(a.key), ()))
-            for a in feeds.alerts(now)]
-    health = [FeedRow(name=h.name, url=h.url, stale=h.stale,
-                      ok=h.last_success is not None and not h.failing and not h.stale,
-                      failures=h.consecutive_failures, last_error=h.last_error,
-                      last_success=h.last_success, counts=h.counts)
-              for h in feeds.health(now)]
-    return FeedsPage(alerts=rows, feeds=health)
+def feeds_page(state: Mapping[str, Any], saved: float, now: float,
+               shown: Mapping[str, tuple[str, ...]]) -> FeedsPage:
+    """`state`: the feeds' saved state (`Feeds.state_json`), saved at `saved`; `shown`: crisis
+    message id -> the sites it is out at (the store's crisis_sites)."""
+    published = state.get("published", {})
+    rows = [alert_row(a, state, shown.get(published.get(a.key) or crisis_id(a.key), ()))
+            for a in AlertSet.from_json(state.get("set", {})).active(now)]
+    health = [FeedHealth(**h) for h in state.get("health", ())]
+    feeds = [FeedRow(name=h.name, url=h.url, stale=h.stale,
+                     ok=h.last_success is not None and not h.failing and not h.stale,
+                     failures=h.consecutive_failures, last_error=h.last_error,
+                     last_success=h.last_success, counts=h.counts)
+             for h in health]
+    return FeedsPage(alerts=rows, feeds=feeds, saved=saved)

@@ -8,6 +8,7 @@ once, on either database's connection (`db.StoreBase`):
     alerts.py     AlertStore      alerts, acks, notifications and their attempts, CAP versions
     crisis.py     CrisisStore     crisis messages sent, their text, the staff's acknowledgements
                   OfficialStore   the official alerts republished, as the CAP feed tells them
+    feeds.py      FeedStateStore  the official-alert feeds' state and the approvals waiting
     commands.py   CommandStore    signed commands and their counters
     users.py      UserStore       dashboard users
                   AuditStore      the audit log
@@ -54,6 +55,7 @@ from .alerts import AlertMixin, AlertStore
 from .commands import CommandMixin, CommandStore
 from .crisis import CrisisMixin, CrisisStore, OfficialStore
 from .db import MIGRATIONS, SqliteBase, Transactions
+from .feeds import FeedStateMixin, FeedStateStore
 from .pg import PgBase, StoreFailed, StoreUnavailable
 from .sessions import SessionMixin, SessionStore, ThrottleStore
 from .telemetry import (
@@ -67,16 +69,17 @@ from .telemetry import (
 from .users import AuditMixin, AuditStore, UserMixin, UserStore
 
 __all__ = ["ALERT_FIELDS", "AlertRecord", "AlertStore", "AuditStore", "CommandStore",
-           "CrisisStore", "DEFAULT_HEARTBEAT_S", "EXCERPT_BYTES", "HISTORY_EVERY_S",
-           "MAX_EVENTS_LIMIT", "MIGRATIONS", "Notification", "OPEN", "OfficialStore", "PgStore",
-           "REJECTED_KEEP", "STALE_HEARTBEATS", "SYSTEMIC", "SessionStore", "SiteInfo",
-           "SiteSnapshot", "SiteStatus", "SiteSummary", "SqliteStore", "Store", "StoreFailed",
-           "StoreUnavailable", "TelemetryStore", "ThrottleStore", "Transactions", "UserStore",
-           "effective_heartbeat", "open_store", "site_status", "site_summary"]
+           "CrisisStore", "DEFAULT_HEARTBEAT_S", "EXCERPT_BYTES", "FeedStateStore",
+           "HISTORY_EVERY_S", "MAX_EVENTS_LIMIT", "MIGRATIONS", "Notification", "OPEN",
+           "OfficialStore", "PgStore", "REJECTED_KEEP", "STALE_HEARTBEATS", "SYSTEMIC",
+           "SessionStore", "SiteInfo", "SiteSnapshot", "SiteStatus", "SiteSummary", "SqliteStore",
+           "Store", "StoreFailed", "StoreUnavailable", "TelemetryStore", "ThrottleStore",
+           "Transactions", "UserStore", "effective_heartbeat", "open_store", "site_status",
+           "site_summary"]
 
 
-class Store(TelemetryStore, AlertStore, CrisisStore, OfficialStore, CommandStore, UserStore,
-            AuditStore, SessionStore, ThrottleStore, Transactions, Protocol):
+class Store(TelemetryStore, AlertStore, CrisisStore, OfficialStore, FeedStateStore, CommandStore,
+            UserStore, AuditStore, SessionStore, ThrottleStore, Transactions, Protocol):
     """Everything the gateway keeps: what the web layer and the CLI use."""
 
     @property
@@ -85,13 +88,13 @@ class Store(TelemetryStore, AlertStore, CrisisStore, OfficialStore, CommandStore
     def close(self) -> None: ...
 
 
-class SqliteStore(TelemetryMixin, AlertMixin, CrisisMixin, CommandMixin, UserMixin, AuditMixin,
-                  SessionMixin, SqliteBase):
+class SqliteStore(TelemetryMixin, AlertMixin, CrisisMixin, FeedStateMixin, CommandMixin,
+                  UserMixin, AuditMixin, SessionMixin, SqliteBase):
     """`Store` on one SQLite file (see the modules for each aggregate's tables)."""
 
 
-class PgStore(TelemetryMixin, AlertMixin, CrisisMixin, CommandMixin, UserMixin, AuditMixin,
-              SessionMixin, PgBase):
+class PgStore(TelemetryMixin, AlertMixin, CrisisMixin, FeedStateMixin, CommandMixin, UserMixin,
+              AuditMixin, SessionMixin, PgBase):
     """`Store` on a PostgreSQL database (`gateway/store/pg.py`)."""
 
 

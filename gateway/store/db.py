@@ -289,6 +289,25 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (name, addr)
     );
     """,
+    # 9: the official-alert feeds' state and the coordinators' approvals for the process that
+    # runs the feeds (gateway/store/feeds.py).
+    """
+    CREATE TABLE feed_state (
+        id      INTEGER PRIMARY KEY,
+        state   TEXT NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE feed_approvals (
+        id        INTEGER PRIMARY KEY,
+        key       TEXT NOT NULL,
+        actor     TEXT NOT NULL,
+        note      TEXT,
+        requested REAL NOT NULL,
+        outcome   TEXT,
+        handled   REAL
+    );
+    CREATE INDEX feed_approvals_open ON feed_approvals (outcome, id);
+    """,
 )
 
 

@@ -183,3 +183,34 @@ def test_from_a_served_feed_to_kalls_topic(tmp_path: Path) -> None:
     poly = parse_cap(fixture("cap-polygon-kall.xml"))
     assert sorted(rig.out()) == sorted([topic("are-kall"), topic("are-kall", poly)])
     assert len(rig.broker.sent) == 2
+
+
+def test_after_a_restart_an_approved_alert_stays_and_its_cancel_withdraws_it(
+        tmp_path: Path) -> None:
+    """Should the feeds' saved state be lost, the publisher's memory is empty after a restart;
+    the store still says what is out. The first poll must neither ask again for what a
+    coordinator approved nor resend it (the local note stays), and its Update and Cancel must
+    reach the panel. (With the saved state, test_feeds_service.py.)"""
+    rig = Rig(tmp_path, {"default": "approve"})
+    rig.feed(ACTUAL)
+    rig.pub.approve(ACTUAL.key, "anna", "Värmestuga i skolan.")
+    shown = rig.out()[topic("are-kall")]
+    assert shown is not None and str(shown["sv"]).endswith("Kommunen: Värmestuga i skolan.")
+    sent = len(rig.broker.sent)
+    # restart: a new publisher and reducer on the same store and broker
+    rig.pub = FeedPublisher(rig.sender, rig.store, demo_sites(),
+                            load_policy({"default": "approve"}), lambda: rig.now)
+    rig.state = AlertSet()
+    rig.feed(ACTUAL)
+    assert rig.pub.pending == {}  # approved once is approved
+    assert len(rig.broker.sent) == sent  # nothing resent: the note is still on the panel
+    rig.now += 3600
+    rig.feed(UPDATE)  # the authority's update replaces it in place
+    upd = rig.out()[topic("are-kall")]
+    assert upd is not None and str(upd["sv"]).startswith("VMA: Elavbrottet i Åre kommun")
+    rig.pub = FeedPublisher(rig.sender, rig.store, demo_sites(),
+                            load_policy({"default": "approve"}), lambda: rig.now)
+    rig.state = AlertSet()
+    rig.feed(UPDATE)  # known by its reference to the message out
+    rig.feed(CANCEL)
+    assert rig.out()[topic("are-kall")] is None

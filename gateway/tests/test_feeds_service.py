@@ -185,7 +185,7 @@ def test_the_feeds_page_lists_real_and_test_alerts_and_what_awaits_approval(tmp_
     actual = parse_cap(fixture("vma-are-actual.xml"), feed="vma")
     test = parse_cap(fixture("vma-are-test.xml"), feed="vma")
     feeds.handle("vma", PollResult(alerts=[actual, test]))
-    page = feeds_page(feeds, NOW, {})
+    page = feeds_page(feeds.state_json(), NOW, NOW, {})
     rows = {r.status: r for r in page.alerts}
     assert set(rows) == {"Actual", "Test"} and rows["Actual"].real and not rows["Test"].real
     assert rows["Actual"].headline.sv.startswith("VMA: Storm och långvarigt elavbrott")
@@ -194,4 +194,4 @@ def test_the_feeds_page_lists_real_and_test_alerts_and_what_awaits_approval(tmp_
     assert rows["Test"].awaiting == () and [r.key for r in page.pending] == [actual.key]
     assert [(f.name, f.ok) for f in page.feeds] == [("vma", False)]  # not polled yet
     assert feeds.approve(actual.key, "anna") == ["are-kall"]
-    assert feeds_page(feeds, NOW, {}).pending == [] and len(broker.sent) == 1
+    assert feeds_page(feeds.state_json(), NOW, NOW, {}).pending == [] and len(broker.sent) == 1
