@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from gw_samples import TS, raw, state, status
+from pg_cluster import Cluster
 from prometheus_client.parser import text_string_to_metric_families
 from test_gateway_mqtt import Peer, clock, gateway_config, until
 
@@ -187,3 +189,47 @@ def test_a_short_metrics_token_stops_the_start(tmp_path: Path):
             await Gateway(config, clock).start()
 
     asyncio.run(main())
+
+
+def _restart_postgres(c: Cluster) -> None:
+    """Start the cluster's server again on its data and port (as a restart of the service)."""
+    with open(c.log, "ab") as log:
+        c.proc = subprocess.Popen(
+            [*c._as, str(c.bindir / "postgres"), "-D", str(c.data), "-p", str(c.port),
+             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+             "-c", "fsync=off"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    assert c._ready(30), c.log.read_text(errors="replace")[-2000:]
+
+
+def test_readyz_names_postgresql_while_it_is_down(tmp_path: Path):
+    """A PostgreSQL of its own (this test stops it): down, /readyz is 503 naming the store and
+    /healthz stays 200; back, the next query reconnects and /readyz is 200 again."""
+    cluster = Cluster()
+    try:
+        cluster.start()
+        with Broker() as broker:
+            config = gateway_config(broker, tmp_path / "unused.sqlite3")
+            config["store"] = {"url": cluster.new_database()}
+
+            async def main() -> None:
+                gw = Gateway(config, clock)
+                await gw.start()
+                try:
+                    await wait_ready(gw, 200, "ready on PostgreSQL")
+                    cluster.stop_server()
+                    body = await wait_ready(gw, 503, "not ready without PostgreSQL")
+                    assert [p for p in body["problems"] if p.startswith("store")], body
+                    assert not [p for p in body["problems"] if p.startswith("mqtt")], body
+                    assert "127.0.0.1" not in json.dumps(body)  # no address in a public answer
+                    assert (await get(gw, "/healthz"))[0] == 200
+                    assert (await scrape(gw))[("sot_store_up", ())] == 0
+                    _restart_postgres(cluster)
+                    await wait_ready(gw, 200, "ready once PostgreSQL is back")
+                    assert (await scrape(gw))[("sot_store_up", ())] == 1
+                finally:
+                    await gw.stop()
+
+            asyncio.run(asyncio.wait_for(main(), 90))
+    finally:
+        cluster.stop()

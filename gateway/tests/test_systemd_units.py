@@ -164,3 +164,19 @@ def test_backup_dumps_rotates_and_restores(pg_cluster: Cluster, tmp_path: Path):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "SOT_BACKUP_KEEP" in res.stderr
     assert sorted(backups.iterdir()) == dumps
+
+
+def test_the_settings_shown_in_deploy_md_are_valid():
+    """docs/deploy.md's /etc/sot/gateway.toml passes the gateway's own settings check."""
+    import re
+    import tomllib
+
+    from gateway.settings import with_defaults
+
+    doc = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    section = doc.split("### 6. The gateway's settings", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    settings = with_defaults(tomllib.loads(block.group(1)), "docs/deploy.md")
+    assert settings["store"]["url"] == "postgresql:///sot"
+    assert settings["metrics"]["token_file"] == "/etc/sot/metrics-token"
