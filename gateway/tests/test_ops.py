@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from pg_cluster import Cluster
 from prometheus_client.parser import text_string_to_metric_families
 from test_gateway_mqtt import Peer, clock, gateway_config, until
 
+from gateway.config import REPO_ROOT
 from gateway.model import AlertRecord
 from gateway.service import Gateway
 from hil_tests.rig.broker import Broker
@@ -44,6 +46,18 @@ async def scrape(gw: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     status, ctype, body = await get(gw, "/metrics")
     assert status == 200 and ctype.startswith("text/plain"), (status, body)
     return samples(body)
+
+
+async def exported_names(gw: Gateway) -> set[str]:
+    """Every metric family and sample name of a scrape."""
+    _, _, body = await get(gw, "/metrics")
+    fams = list(text_string_to_metric_families(body))
+    return {f.name for f in fams} | {s.name for f in fams for s in f.samples}
+
+
+def monitoring_section() -> str:
+    doc = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    return doc.split("## Monitoring", 1)[1].split("\n## ", 1)[0]
 
 
 async def ready(gw: Gateway) -> tuple[int, Any]:
@@ -94,6 +108,11 @@ def test_metrics_follow_the_traffic_and_readyz_the_broker_and_the_store(tmp_path
                 assert m[("sot_sites_link", (("link", "unknown"),))] == 2
                 assert m[("sot_alert_engine_active", ())] == 1
                 assert m[("sot_notifications_failed_total", ())] == 0
+                # Every metric docs/deploy.md names (its table and its Prometheus alerts) is one
+                # the gateway exports.
+                exported = await exported_names(gw)
+                documented = set(re.findall(r"\bsot_[a-z_]+", monitoring_section()))
+                assert documented and documented <= exported, documented - exported
 
                 # The broker goes away: not ready, naming MQTT; alive all the same.
                 broker.stop()

@@ -180,3 +180,26 @@ def test_the_settings_shown_in_deploy_md_are_valid():
     settings = with_defaults(tomllib.loads(block.group(1)), "docs/deploy.md")
     assert settings["store"]["url"] == "postgresql:///sot"
     assert settings["metrics"]["token_file"] == "/etc/sot/metrics-token"
+
+
+def test_the_prometheus_config_and_alerts_in_deploy_md_pass_promtool(tmp_path: Path):
+    """docs/deploy.md's scrape configuration and alert rules, as Prometheus reads them (Debian
+    package prometheus brings promtool; docs/deploy.md, "Monitoring")."""
+    import re
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed here (Debian: package prometheus); the "
+                    "Prometheus examples are checked on machines that have it")
+    doc = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    scrape, rules = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    token = tmp_path / "token"
+    token.write_text("x" * 32)
+    (tmp_path / "scrape.yml").write_text(
+        scrape.replace("/etc/prometheus/sot-metrics-token", str(token)))
+    (tmp_path / "rules.yml").write_text(rules)
+    for args in (["check", "config", "scrape.yml"], ["check", "rules", "rules.yml"]):
+        res = subprocess.run([promtool, *args], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "SUCCESS" in res.stdout
