@@ -15,12 +15,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gw_samples import TS, raw, state, status
+from gw_samples import TS, event, present, raw, state, status
 from pg_cluster import Cluster
 from prometheus_client.parser import text_string_to_metric_families
 from test_gateway_mqtt import Peer, clock, gateway_config, until
 
 from gateway.config import REPO_ROOT
+from gateway.metrics import GatewayOps
 from gateway.model import AlertRecord
 from gateway.service import Gateway
 from hil_tests.rig.broker import Broker
@@ -113,6 +114,22 @@ def test_metrics_follow_the_traffic_and_readyz_the_broker_and_the_store(tmp_path
                 exported = await exported_names(gw)
                 documented = set(re.findall(r"\bsot_[a-z_]+", monitoring_section()))
                 assert documented and documented <= exported, documented - exported
+
+                # The backlog: messages the broker delivered that wait for the (here blocked)
+                # event loop are counted until they are filed.
+                ops = GatewayOps(gw)
+                for seq in (30, 31, 32, 33, 34):
+                    ctrl.publish("sot/v1/are-kall/event", raw(event(seq=seq)))
+                assert gw.mqtt is not None
+                deadline = time.monotonic() + 10
+                # Sleeping blocks the loop on purpose while paho's thread hands them over.
+                while gw.mqtt.received - gw.mqtt.processed < 5 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                blocked = samples(ops.metrics(None)[0].decode())
+                assert blocked[("sot_ingest_backlog_messages", ())] == 5
+                await until(lambda: len(present(gw.store).events("are-kall")) == 5,
+                            what="the five events filed")
+                assert (await scrape(gw))[("sot_ingest_backlog_messages", ())] == 0
 
                 # The broker goes away: not ready, naming MQTT; alive all the same.
                 broker.stop()
