@@ -27,6 +27,7 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,11 +116,29 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+def _lock_path(run: str, name: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"sot-xdist-{run}.{name}"
+
+
 def _lock_file(name: str) -> int:
     # One set of lock files per run: the workers of one run share PYTEST_XDIST_TESTRUNUID.
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "none")
-    path = Path(tempfile.gettempdir()) / f"sot-xdist-{run}.{name}"
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    return os.open(_lock_path(run, name), os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The controlling process picks the run's id itself (xdist's --testrunuid), so that it
+    # knows which lock files are this run's and removes them when the run ends.
+    if "PYTEST_XDIST_WORKER" not in os.environ and config.pluginmanager.hasplugin("xdist") \
+            and config.getoption("testrunuid", None) is None:
+        config.option.testrunuid = uuid.uuid4().hex
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.getoption("testrunuid", None)
+    if "PYTEST_XDIST_WORKER" not in os.environ and run:
+        for name in ("gate", "lock"):
+            _lock_path(run, name).unlink(missing_ok=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

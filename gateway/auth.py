@@ -3,14 +3,16 @@
 Passwords: scrypt (RFC 7914) with a 16-byte random salt per user, stored as
 `scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>` so the cost can be raised later without breaking
 stored hashes. n=2**14, r=8, p=1 takes about 50 ms and 16 MiB here: slow for a guesser, quick
-enough for a login. Users live in the gateway's SQLite store (`users` table, outside git) and are
+enough for a login. Users live in the gateway's store (`users` table, outside git) and are
 managed with `sot user add/list/remove`; there is no default user and no default password.
 
 Roles are ordered: viewer < coordinator < admin. A viewer reads, a coordinator also acknowledges
 alerts and sends crisis messages, an admin also reads the audit log.
 
-Sessions are kept in memory (a gateway restart logs everyone out, which is acceptable for a
-dashboard and keeps secrets off disk). The session cookie is HttpOnly and SameSite=Strict; each
+Sessions are kept in the store (`gateway/store/sessions.py`), so every gateway worker behind one
+proxy serves every logged-in user, and a gateway restart keeps them logged in. The store holds
+a SHA-256 of each session's token, never the token, so a copy of the database (a dump, a
+backup) gives no one a live session. The session cookie is HttpOnly and SameSite=Strict; each
 session has its own CSRF token that every POST must carry (form field `csrf` or header
 `X-CSRF-Token`). The login form itself is protected with a double-submit cookie.
 
@@ -19,7 +21,8 @@ role applies from the next request (`Sessions.recheck`, called on every request)
 
 Throttling (`LoginThrottle`): failures slow down the address that fails, growing with each
 failure; an account is never locked for everyone, and an address the user has logged in from
-before is never slowed down by failures from elsewhere.
+before is never slowed down by failures from elsewhere. Its counters are in the store too, so
+failures spread over several workers count as on one.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from .store.sessions import IDLE_S, KNOWN_PER_USER, MAX_KEYS, SessionStore, ThrottleStore
 
 ROLES = ("viewer", "coordinator", "admin")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -88,68 +93,122 @@ def check_login(stored: str | None, password: str) -> bool:
 
 @dataclass
 class Session:
-    token: str
+    token: str  # the cookie's value (the store keeps only its digest, `token_digest`)
     user: str
     role: str
     csrf: str
     expires: float
-    stamp: str = ""  # the user's password hash at login: a new password ends the session
+    stamp: str = ""  # a digest of the user's password hash at login: a new password ends it
+
+
+def token_digest(token: str) -> str:
+    """What the store keeps of a session token (and of a password hash, as the session's stamp):
+    SHA-256, hex. The token is 256 random bits, so no salt or slow hash is needed: nobody can
+    find a token from its digest, and a dump of the store holds no live session."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass
 class Sessions:
-    """In-memory sessions with an absolute lifetime. `recheck` ties each one to the user as the
-    database has it now: `sot user` runs in another process, so the web looks the user up on
-    every request instead of waiting to be told."""
+    """Sessions with an absolute lifetime, kept in the store (`store.sessions.SessionStore`) so
+    that every gateway worker knows every login: a session made on one worker is used, ended or
+    refused on any other. `recheck` ties each one to the user as the database has it now:
+    `sot user` runs in another process, so the web looks the user up on every request instead
+    of waiting to be told."""
 
+    store: SessionStore
     clock: Callable[[], float] = time.time
     lifetime_s: float = 12 * 3600
-    _by_token: dict[str, Session] = field(default_factory=dict)
 
     def create(self, user: str, role: str, stamp: str = "") -> Session:
-        self._sweep()
-        s = Session(secrets.token_urlsafe(32), user, role, secrets.token_urlsafe(32),
-                    self.clock() + self.lifetime_s, stamp)
-        self._by_token[s.token] = s
+        now = self.clock()
+        self.store.sweep_sessions(now)
+        token = secrets.token_urlsafe(32)
+        s = Session(token, user, role, secrets.token_urlsafe(32), now + self.lifetime_s,
+                    token_digest(stamp))
+        self.store.add_session(token_digest(token), s.user, s.role, s.csrf, s.stamp, now,
+                               s.expires)
         return s
 
     def get(self, token: str | None) -> Session | None:
-        if not token:
+        if not token or len(token) > 256:
             return None
-        s = self._by_token.get(token)
-        if s is None or s.expires <= self.clock():
-            self._by_token.pop(token or "", None)
+        key = token_digest(token)
+        row = self.store.session(key)
+        if row is None:
             return None
-        return s
+        if row["expires"] <= self.clock():
+            self.store.drop_session(key)
+            return None
+        return Session(token, str(row["name"]), str(row["role"]), str(row["csrf"]),
+                       float(row["expires"]), str(row["stamp"]))
 
-    def recheck(self, token: str | None, row: dict[str, Any] | None) -> Session | None:
+    def recheck(self, token: str | None, row: dict[str, Any] | None,
+                session: Session | None = None) -> Session | None:
         """The session of `token` as the user's stored `row` allows now: ended when the user is
-        gone or has a new password, with the stored role when the role changed."""
-        s = self.get(token)
+        gone or has a new password, with the stored role when the role changed. `session`: what
+        `get(token)` just gave, to spare the store a second look."""
+        s = session if session is not None and session.token == token else self.get(token)
         if s is None:
             return None
-        if row is None or row.get("name") != s.user or row.get("pwhash", "") != s.stamp \
+        if row is None or row.get("name") != s.user \
+                or token_digest(str(row.get("pwhash", ""))) != s.stamp \
                 or row.get("role") not in ROLES:
             self.drop_user(s.user)
             return None
-        s.role = str(row["role"])
+        if row["role"] != s.role:
+            s.role = str(row["role"])
+            self.store.set_session_role(token_digest(s.token), s.role)
         return s
 
     def drop(self, token: str | None) -> None:
-        self._by_token.pop(token or "", None)
+        if token and len(token) <= 256:
+            self.store.drop_session(token_digest(token))
 
     def drop_user(self, user: str) -> None:
-        for t in [t for t, s in self._by_token.items() if s.user == user]:
-            del self._by_token[t]
-
-    def _sweep(self) -> None:
-        now = self.clock()
-        for t in [t for t, s in self._by_token.items() if s.expires <= now]:
-            del self._by_token[t]
+        self.store.drop_sessions_of(user)
 
 
 def csrf_ok(session: Session | None, token: str | None) -> bool:
     return session is not None and bool(token) and hmac.compare_digest(session.csrf, token or "")
+
+
+class MemoryCounters:
+    """`ThrottleStore` in this process's memory: for a `LoginThrottle` used on its own (tests,
+    tools). The web binds its throttle to the store instead (`web.make_app`), so that every
+    worker counts the same failures."""
+
+    def __init__(self) -> None:
+        self._fails: dict[str, list[float]] = {}
+        self._known: dict[str, dict[str, float]] = {}
+
+    def login_failures(self, keys: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
+        out = {}
+        for key in keys:
+            recent = [t for t in self._fails.get(key, ()) if t > since]
+            if recent:
+                out[key] = (len(recent), max(recent))
+        return out
+
+    def add_login_failure(self, keys: Sequence[str], now: float, since: float) -> None:
+        for key in keys:
+            recent = [t for t in self._fails.get(key, ()) if t > since]
+            self._fails[key] = [*recent, now]
+        if len(self._fails) > MAX_KEYS:  # a scan over many names must not grow memory forever
+            self._fails = {k: v for k, v in self._fails.items() if v[-1] > now - IDLE_S}
+
+    def clear_login_failures(self, key: str) -> None:
+        self._fails.pop(key, None)
+
+    def login_known(self, name: str, addr: str) -> bool:
+        return addr in self._known.get(name, {})
+
+    def add_login_address(self, name: str, addr: str, now: float) -> None:
+        known = self._known.setdefault(name, {})
+        known[addr] = now
+        if len(known) > KNOWN_PER_USER:  # the most recent addresses of this user
+            for old in sorted(known, key=known.__getitem__)[:-KNOWN_PER_USER]:
+                del known[old]
 
 
 @dataclass
@@ -171,7 +230,11 @@ class LoginThrottle:
                          nobody can lock a coordinator out by failing on purpose.
 
     Names are public (they may appear in logs and mails), so no rule depends on keeping them
-    secret. Memory is bounded: a scan over many names or addresses prunes old keys.
+    secret. The failures and each user's known addresses (the 20 most recent) are kept in
+    `counters`: the store for the web (`web.make_app` binds it), so that failures on several
+    gateway workers add up as on one; this process's memory when none is given. Either is
+    bounded: failures older than the window are dropped, and a scan over many names or
+    addresses (past 30 000 keys) drops the keys idle for a minute.
     """
 
     clock: Callable[[], float] = time.time
@@ -182,46 +245,32 @@ class LoginThrottle:
     base_s: float = 2.0
     max_delay_s: float = 900.0
     name_delay_s: float = 60.0
-    _fails: dict[str, list[float]] = field(default_factory=dict)
-    _known: dict[str, dict[str, float]] = field(default_factory=dict)
+    counters: ThrottleStore = field(default_factory=MemoryCounters)
 
-    def _recent(self, key: str, now: float) -> list[float]:
-        recent = [t for t in self._fails.get(key, ()) if t > now - self.window_s]
-        if recent:
-            self._fails[key] = recent
-        else:
-            self._fails.pop(key, None)
-        return recent
-
-    def _wait(self, key: str, free: int, cap: float, now: float) -> float:
-        recent = self._recent(key, now)
-        over = len(recent) - free
+    def _wait(self, seen: tuple[int, float] | None, free: int, cap: float, now: float) -> float:
+        count, last = seen or (0, 0.0)
+        over = count - free
         if over < 0:
             return 0.0
         delay = min(self.base_s * 2 ** min(over, 40), cap)
-        return max(0.0, recent[-1] + delay - now)
+        return max(0.0, last + delay - now)
 
     def locked_for(self, ip: str, user: str) -> float:
         """Seconds this address must wait before it may try this name again (0: may try)."""
         now = self.clock()
-        waits = [self._wait(f"pair:{ip}|{user}", self.free_pair, self.max_delay_s, now),
-                 self._wait(f"ip:{ip}", self.free_addr, self.max_delay_s, now)]
-        if ip not in self._known.get(user, {}):
-            waits.append(self._wait(f"user:{user}", self.free_name, self.name_delay_s, now))
+        pair, addr, name = f"pair:{ip}|{user}", f"ip:{ip}", f"user:{user}"
+        seen = self.counters.login_failures((pair, addr, name), now - self.window_s)
+        waits = [self._wait(seen.get(pair), self.free_pair, self.max_delay_s, now),
+                 self._wait(seen.get(addr), self.free_addr, self.max_delay_s, now)]
+        if not self.counters.login_known(user, ip):
+            waits.append(self._wait(seen.get(name), self.free_name, self.name_delay_s, now))
         return max(waits)
 
     def failed(self, ip: str, user: str) -> None:
         now = self.clock()
-        for key in (f"pair:{ip}|{user}", f"ip:{ip}", f"user:{user}"):
-            self._recent(key, now)
-            self._fails.setdefault(key, []).append(now)
-        if len(self._fails) > 30_000:  # a scan over many names must not grow memory forever
-            self._fails = {k: v for k, v in self._fails.items() if v[-1] > now - 60}
+        self.counters.add_login_failure((f"pair:{ip}|{user}", f"ip:{ip}", f"user:{user}"), now,
+                                        now - self.window_s)
 
     def succeeded(self, ip: str, user: str) -> None:
-        self._fails.pop(f"pair:{ip}|{user}", None)
-        known = self._known.setdefault(user, {})
-        known[ip] = self.clock()
-        if len(known) > 20:  # the most recent addresses of this user
-            for old in sorted(known, key=known.__getitem__)[:-20]:
-                del known[old]
+        self.counters.clear_login_failures(f"pair:{ip}|{user}")
+        self.counters.add_login_address(user, ip, self.clock())

@@ -14,6 +14,7 @@ allowed.
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +78,11 @@ def official(gw: GatewayThread) -> list[tuple[str, str]]:
     return list(gw.thread.call(get))
 
 
+def cap_feed(base: str) -> str:
+    with urllib.request.urlopen(base + "/cap.atom", timeout=10) as r:
+        return str(r.read().decode())
+
+
 def test_a_vma_reaches_kall_only_as_actual_and_leaves_when_cancelled(
         feed_gateway: GatewayThread, sim: SimulatedSite, feed: FeedServer, tmp_path: Path):
     gw = feed_gateway
@@ -119,6 +125,10 @@ def test_a_vma_reaches_kall_only_as_actual_and_leaves_when_cancelled(
         assert "VMA" not in hede.inner_text("body")
         dash.goto(base + "/feeds")
         assert f"visas på / shown at: {SITE}" in dash.inner_text('tr[data-status="Actual"]')
+        # ... and the gateway's CAP feed out carries it, naming the issuer and the original
+        cap = cap_feed(base)
+        assert "<cap:source>Räddningstjänsten Jämtland (feed:" in cap, cap
+        assert "vma@cap.example.se,TEST-VMA-2026-1205-001," in cap
 
         # 3. The Cancel: withdrawn from the panel and the signage.
         feed.set("/vma.xml", retimed(fixture("vma-are-cancel-first.xml")))
@@ -126,3 +136,4 @@ def test_a_vma_reaches_kall_only_as_actual_and_leaves_when_cancelled(
         kall.wait_for_selector("#takeover[hidden]", state="attached", timeout=10_000)
         assert "VMA" not in kall.inner_text("body")
         assert ("TEST-VMA-2026-1205-001", "Actual") not in official(gw)
+        assert ".official." not in cap_feed(base)

@@ -29,15 +29,32 @@ Links are absolute: the configured base URL, else the address the request came t
 
 Members of a regional incident are left out: the incident carries their areas, as a coordinator
 gets one message for them.
+
+Official alerts the gateway republishes (a VMA or a Krisinformation item shown on the sites'
+panels and signage, gateway/feeds/publish.py) are in the feed too, each as a message of this
+gateway that names its origin (`official_alert`; docs/feeds.md, "The CAP feed out"):
+
+    identifier  `<sender>.official.<crisis message id>`, `.<n>` for its n-th version
+    source      the issuer and the feed it came through ("SOS Alarm (feed:vma)")
+    note        that it is the issuer's message shown unchanged, the original's
+              `sender,identifier,sent`, and the municipality's local note if one was added
+    references  the original CAP message (when the source is CAP), then this message's earlier
+              versions
+    info        the official texts whole, in the languages the source gave (Swedish first),
+              with the source's category, severity, urgency, certainty, expiry and link;
+              senderName is the issuer
+    area        the sites showing it (as for a site's alert)
+    GET /cap/official/<crisis message id>.xml   one such document
 """
 
 from __future__ import annotations
 
 import hashlib
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from ..model import AlertRecord
 from ..safetext import clean
@@ -176,9 +193,119 @@ def cap_document(a: AlertRecord, *, sender: str, version: Version,
                        encoding="unicode", xml_declaration=True)
 
 
+# --- official alerts republished ---------------------------------------------------------------
+
+CATEGORIES = ("Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env",
+              "Transport", "Infra", "CBRNE", "Other")
+_CAP_SEVERITIES = ("Extreme", "Severe", "Moderate", "Minor")
+_CAP_URGENCIES = ("Immediate", "Expected", "Future", "Past")
+_CAP_CERTAINTIES = ("Observed", "Likely", "Possible", "Unlikely")
+
+# (crisis message id, digest of the content, now) -> the versions so far, oldest first
+OfficialVersions = Callable[[str, str, float], list[tuple[int, float]]]
+
+
+def official_identifier(sender: str, crisis_id: str, n: int = 1) -> str:
+    base = f"{sender}.official.{crisis_id}"
+    return base if n <= 1 else f"{base}.{n}"
+
+
+def _one_of(value: Any, allowed: Sequence[str]) -> str:
+    return value if value in allowed else "Unknown"
+
+
+def official_alert(o: Mapping[str, Any], *, sender: str, base_url: str | None = None,
+                   version: Version | None = None) -> ET.Element:
+    """The CAP document of a republished official alert `o` (an item of
+    `Store.official_shown()`: crisis_id, alert = feeds.publish.official_record, sites), as
+    message `version` (None: for the digest)."""
+    v = version or Version(0, 0.0)
+    a: Mapping[str, Any] = o["alert"]
+    cid = str(o["crisis_id"])
+    origin = str(a.get("origin") or a.get("sender") or "")
+    root = ET.Element(f"{{{CAP_NS}}}alert")
+    _sub(root, "identifier", official_identifier(sender, cid, v.n) if version else "")
+    _sub(root, "sender", sender)
+    _sub(root, "sent", cap_time(v.sent) if version else "")
+    _sub(root, "status", "Actual")
+    _sub(root, "msgType", "Alert" if v.n <= 1 else "Update")
+    via = a.get("feed") or a.get("source")
+    _sub(root, "source", f"{origin} (feed:{via})" if via else origin)
+    _sub(root, "scope", "Public")
+    said_sv, said_en = texts.say("cap.official", origin=origin)
+    orig_sv, orig_en = texts.pair("cap.official_original")
+    original = ""
+    refs = []
+    if a.get("source") == "cap" and a.get("sender") and a.get("identifier"):
+        original = f"{a['sender']},{a['identifier']},{cap_time(float(a.get('sent') or 0))}"
+        if not any(c in f"{a['sender']}{a['identifier']}" for c in " ,\t\n"):
+            refs.append(original)  # CAP 1.2: no space or comma in sender and identifier
+    elif a.get("identifier"):
+        original = f"{a.get('source')}:{a['identifier']}"
+    note = f"{said_sv} / {said_en}."
+    if original:
+        note += f" {orig_sv} / {orig_en}: {original}."
+    if a.get("note"):
+        local_sv, local_en = texts.pair("cap.local_note")
+        note += f" {local_sv} / {local_en}: {a['note']}"
+    _sub(root, "note", note)
+    if version is not None:
+        refs += [f"{sender},{official_identifier(sender, cid, i + 1)},{cap_time(t)}"
+                 for i, t in enumerate(v.earlier)]
+    if refs:
+        _sub(root, "references", " ".join(refs))
+    categories = [c for c in a.get("category") or () if c in CATEGORIES] or ["Safety"]
+    for t in a.get("texts") or ():
+        info = _sub(root, "info")
+        _sub(info, "language", str(t.get("language") or "sv-SE"))
+        for c in categories:
+            _sub(info, "category", c)
+        _sub(info, "event", str(t.get("event") or t.get("headline") or origin))
+        _sub(info, "urgency", _one_of(a.get("urgency"), _CAP_URGENCIES))
+        _sub(info, "severity", _one_of(a.get("severity"), _CAP_SEVERITIES))
+        _sub(info, "certainty", _one_of(a.get("certainty"), _CAP_CERTAINTIES))
+        if a.get("expires"):
+            _sub(info, "expires", cap_time(float(a["expires"])))
+        _sub(info, "senderName", origin)
+        if t.get("headline"):
+            _sub(info, "headline", str(t["headline"]))
+        if t.get("description"):
+            _sub(info, "description", str(t["description"]))
+        if t.get("instruction"):
+            _sub(info, "instruction", str(t["instruction"]))
+        if a.get("web"):
+            _sub(info, "web", str(a["web"]))
+        elif base_url:
+            _sub(info, "web", base_url.rstrip("/") + "/")
+        muni = texts.pair("cap.municipality")[0 if str(t.get("language", "")).startswith("sv")
+                                              else 1]
+        for site in o.get("sites") or ():
+            area = _sub(info, "area")
+            _sub(area, "areaDesc", f"{site['name']}, {site['municipality']} {muni}")
+            if all(isinstance(site.get(k), int | float) for k in ("lat", "lon")):
+                _sub(area, "circle", f"{site['lat']:.5f},{site['lon']:.5f} {RADIUS_KM:g}")
+    return root
+
+
+def official_version(o: Mapping[str, Any], versions: OfficialVersions, now: float, *,
+                     sender: str) -> Version:
+    doc = ET.tostring(official_alert(o, sender=sender, version=None), encoding="unicode")
+    got = versions(str(o["crisis_id"]), hashlib.sha256(doc.encode()).hexdigest(), now)
+    n, sent = got[-1]
+    return Version(n, sent, tuple(t for _, t in got[:-1]))
+
+
+def official_document(o: Mapping[str, Any], *, sender: str, version: Version,
+                      base_url: str | None = None) -> str:
+    return ET.tostring(official_alert(o, sender=sender, base_url=base_url, version=version),
+                       encoding="unicode", xml_declaration=True)
+
+
 def atom_feed(alerts: Sequence[AlertRecord], *, sender: str, now: float, base_url: str,
-              versions: Versions) -> str:
-    """`base_url` is absolute (http(s)://host[:port]/...): every link in the feed is."""
+              versions: Versions, official: Sequence[Mapping[str, Any]] = (),
+              official_versions: OfficialVersions | None = None) -> str:
+    """`base_url` is absolute (http(s)://host[:port]/...): every link in the feed is.
+    `official`: the official alerts shown (`Store.official_shown()`), after the site alerts."""
     base = base_url.rstrip("/")
     feed = ET.Element(f"{{{ATOM_NS}}}feed")
     _sub(feed, "id", f"urn:sot-punkt:{sender}:cap", ATOM_NS)
@@ -205,4 +332,23 @@ def atom_feed(alerts: Sequence[AlertRecord], *, sender: str, now: float, base_ur
         content = _sub(entry, "content", None, ATOM_NS)
         _set(content, "type", CAP_TYPE)
         content.append(cap_alert(a, sender=sender, base_url=base_url, version=v))
+    for o in official if official_versions is not None else ():
+        assert official_versions is not None
+        v = official_version(o, official_versions, now, sender=sender)
+        cid = str(o["crisis_id"])
+        entry = _sub(feed, "entry", None, ATOM_NS)
+        _sub(entry, "id", f"urn:sot-punkt:{official_identifier(sender, cid, v.n)}", ATOM_NS)
+        first: Mapping[str, Any] = next(iter(o["alert"].get("texts") or ()), {})
+        origin = o["alert"].get("origin") or ""
+        headline = first.get("headline") or first.get("event") or ""
+        _sub(entry, "title", f"{origin}: {headline}", ATOM_NS)
+        _sub(entry, "updated", datetime.fromtimestamp(int(v.sent), UTC).isoformat(), ATOM_NS)
+        alt = _sub(entry, "link", None, ATOM_NS)
+        _set(alt, "rel", "alternate")
+        _set(alt, "type", CAP_TYPE)
+        _set(alt, "href", f"{base}/cap/official/{cid}.xml")
+        _sub(entry, "summary", headline, ATOM_NS)
+        content = _sub(entry, "content", None, ATOM_NS)
+        _set(content, "type", CAP_TYPE)
+        content.append(official_alert(o, sender=sender, base_url=base_url, version=v))
     return ET.tostring(feed, encoding="unicode", xml_declaration=True)

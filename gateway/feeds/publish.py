@@ -7,6 +7,9 @@ site the alert applies to (geo.applies), does what the site's municipality polic
 - "publish": the alert goes out as a crisis message, retained on the site's topic, exactly as
   a coordinator's message does: the same validation, the same four-message limit per site, the
   same acknowledgement by staff, and the crisis table as audit (actor "feed:<feed name>").
+  The store also keeps the alert as the gateway's CAP feed republishes it (`official_record`:
+  the official texts whole, the origin, the source's identifier), so the feed names where it
+  came from (gateway/alerts/cap.py `official_alert`, docs/feeds.md "The CAP feed out").
 - "await_approval": the alert is kept in `pending` for a coordinator (the approval view is not
   built yet; `approve()` is what it will call).
 - "ignore": nothing (a test message, a municipality with policy off).
@@ -35,7 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .. import crisis
 from ..store import CrisisStore
@@ -82,6 +85,20 @@ def _from(origin: str) -> str:
 
 
 NOTE_SV, NOTE_EN = "Kommunen: ", "Municipality: "
+
+
+def official_record(alert: OfficialAlert, note: str | None = None) -> dict[str, Any]:
+    """What the gateway's CAP feed says of a republished official alert: its origin (issuer,
+    feed, source kind, the source's sender, identifier and sent time), its CAP values and its
+    texts whole, Swedish first; `note` is the municipality's local note, if one was added."""
+    texts = [{"language": t.language, "event": t.event, "headline": t.headline,
+              "description": t.description, "instruction": t.instruction}
+             for t in (alert.sv, alert.en) if t is not None]
+    return {"origin": alert.origin, "feed": alert.feed, "source": alert.source,
+            "sender": alert.sender, "identifier": alert.identifier, "sent": alert.sent,
+            "expires": alert.expires, "severity": alert.severity, "urgency": alert.urgency,
+            "certainty": alert.certainty, "category": list(alert.category), "web": alert.web,
+            "texts": texts, "note": note}
 
 
 class NoteTooLong(ValueError):
@@ -202,6 +219,7 @@ class FeedPublisher:
                         ", ".join(sorted(full)), crisis.MAX_MESSAGES)
         done = self.sender.send(msg, [s for s in sites if s not in full], actor)
         if done:
+            self.store.save_official(cid, official_record(alert, note), now)
             self.published[alert.key] = cid
             self.counts["sent"] += 1
         return done

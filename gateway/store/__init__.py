@@ -7,9 +7,12 @@ once, on either database's connection (`db.StoreBase`):
                                   history, the overview and the alert rules' snapshots
     alerts.py     AlertStore      alerts, acks, notifications and their attempts, CAP versions
     crisis.py     CrisisStore     crisis messages sent, their text, the staff's acknowledgements
+                  OfficialStore   the official alerts republished, as the CAP feed tells them
     commands.py   CommandStore    signed commands and their counters
     users.py      UserStore       dashboard users
                   AuditStore      the audit log
+    sessions.py   SessionStore    web sessions (by a digest of the cookie's token)
+                  ThrottleStore   the login throttle's failures and known addresses
     db.py         Transactions    batch() and savepoint(); the migrations and value guards;
                                   the SQLite connection
     pg.py                         the PostgreSQL connection (placeholders, column types)
@@ -49,9 +52,10 @@ from ..model import (
 )
 from .alerts import AlertMixin, AlertStore
 from .commands import CommandMixin, CommandStore
-from .crisis import CrisisMixin, CrisisStore
+from .crisis import CrisisMixin, CrisisStore, OfficialStore
 from .db import MIGRATIONS, SqliteBase, Transactions
 from .pg import PgBase, StoreFailed, StoreUnavailable
+from .sessions import SessionMixin, SessionStore, ThrottleStore
 from .telemetry import (
     EXCERPT_BYTES,
     HISTORY_EVERY_S,
@@ -62,16 +66,17 @@ from .telemetry import (
 )
 from .users import AuditMixin, AuditStore, UserMixin, UserStore
 
-__all__ = ["ALERT_FIELDS", "AlertRecord", "AlertStore", "AuditStore", "CommandStore", "CrisisStore",
-           "DEFAULT_HEARTBEAT_S", "EXCERPT_BYTES", "HISTORY_EVERY_S", "MAX_EVENTS_LIMIT",
-           "MIGRATIONS", "Notification", "OPEN", "PgStore", "REJECTED_KEEP", "STALE_HEARTBEATS",
-           "SYSTEMIC", "SiteInfo", "SiteSnapshot", "SiteStatus", "SiteSummary", "SqliteStore",
-           "Store", "StoreFailed", "StoreUnavailable", "TelemetryStore", "Transactions",
-           "UserStore", "effective_heartbeat", "open_store", "site_status", "site_summary"]
+__all__ = ["ALERT_FIELDS", "AlertRecord", "AlertStore", "AuditStore", "CommandStore",
+           "CrisisStore", "DEFAULT_HEARTBEAT_S", "EXCERPT_BYTES", "HISTORY_EVERY_S",
+           "MAX_EVENTS_LIMIT", "MIGRATIONS", "Notification", "OPEN", "OfficialStore", "PgStore",
+           "REJECTED_KEEP", "STALE_HEARTBEATS", "SYSTEMIC", "SessionStore", "SiteInfo",
+           "SiteSnapshot", "SiteStatus", "SiteSummary", "SqliteStore", "Store", "StoreFailed",
+           "StoreUnavailable", "TelemetryStore", "ThrottleStore", "Transactions", "UserStore",
+           "effective_heartbeat", "open_store", "site_status", "site_summary"]
 
 
-class Store(TelemetryStore, AlertStore, CrisisStore, CommandStore, UserStore, AuditStore,
-            Transactions, Protocol):
+class Store(TelemetryStore, AlertStore, CrisisStore, OfficialStore, CommandStore, UserStore,
+            AuditStore, SessionStore, ThrottleStore, Transactions, Protocol):
     """Everything the gateway keeps: what the web layer and the CLI use."""
 
     @property
@@ -81,12 +86,12 @@ class Store(TelemetryStore, AlertStore, CrisisStore, CommandStore, UserStore, Au
 
 
 class SqliteStore(TelemetryMixin, AlertMixin, CrisisMixin, CommandMixin, UserMixin, AuditMixin,
-                  SqliteBase):
+                  SessionMixin, SqliteBase):
     """`Store` on one SQLite file (see the modules for each aggregate's tables)."""
 
 
 class PgStore(TelemetryMixin, AlertMixin, CrisisMixin, CommandMixin, UserMixin, AuditMixin,
-              PgBase):
+              SessionMixin, PgBase):
     """`Store` on a PostgreSQL database (`gateway/store/pg.py`)."""
 
 

@@ -4,6 +4,9 @@
   acknowledgements from the panel, these once per (site, boot, seq).
 - `crisis_messages`: the text of each crisis message as last sent (JSON payload), who sent it,
   and when it was withdrawn.
+- `official_alerts`, `official_cap_versions`: for a crisis message that republishes an official
+  alert (a VMA, a Krisinformation item), what the gateway's CAP feed says of it and where it
+  came from (gateway/alerts/cap.py `official_alert`), and the versions of that CAP message.
 """
 
 from __future__ import annotations
@@ -31,6 +34,15 @@ class CrisisStore(Protocol):
     def crisis_delivery(self, crisis_id: str | None = None,
                         site: str | None = None) -> list[dict[str, Any]]: ...
     def crisis_acks(self, site: str) -> list[dict[str, Any]]: ...
+    def save_official(self, crisis_id: str, alert: dict[str, Any], now: float) -> None: ...
+
+
+class OfficialStore(Protocol):
+    """What the CAP feed reads of the official alerts the gateway shows."""
+
+    def official_shown(self) -> list[dict[str, Any]]: ...
+    def official_cap_versions(self, crisis_id: str, digest: str,
+                              now: float) -> list[tuple[int, float]]: ...
 
 
 class CrisisMixin(StoreBase):
@@ -153,6 +165,55 @@ class CrisisMixin(StoreBase):
         return [dict(r) for r in self._db.execute(
             "SELECT crisis_id, boot, seq, ts, by, received FROM crisis_acks WHERE site = ? "
             "ORDER BY id", (site,))]
+
+    # --- official alerts republished ---------------------------------------------------------
+
+    def save_official(self, crisis_id: str, alert: dict[str, Any], now: float) -> None:
+        """What the crisis message `crisis_id` republishes: the official alert as the CAP feed
+        tells it (a JSON object), replaced by each send of the message."""
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO official_alerts (crisis_id, alert, updated) VALUES (?, ?, ?) "
+                "ON CONFLICT (crisis_id) DO UPDATE SET alert = excluded.alert, "
+                "updated = excluded.updated",
+                (crisis_id, json.dumps(alert, ensure_ascii=False), now))
+
+    def official_shown(self) -> list[dict[str, Any]]:
+        """The official alerts on at least one site now (their crisis message not withdrawn),
+        newest first, each as {"crisis_id", "alert", "updated", "sites": [{"id", "name",
+        "municipality", "lat", "lon"}, ...] by site id}. Two queries, whatever their number."""
+        rows = list(self._db.execute(
+            "SELECT o.crisis_id, o.alert, o.updated FROM official_alerts o "
+            "JOIN crisis_messages m ON m.id = o.crisis_id WHERE m.withdrawn IS NULL "
+            "AND EXISTS (SELECT 1 FROM crisis_sent c WHERE c.crisis_id = o.crisis_id) "
+            "ORDER BY o.updated DESC, o.crisis_id"))
+        if not rows:
+            return []
+        where: dict[str, list[dict[str, Any]]] = {}
+        for r in self._db.execute(
+                "SELECT c.crisis_id, s.id, s.name, s.municipality, s.lat, s.lon "
+                "FROM crisis_sent c JOIN sites s ON s.id = c.site ORDER BY c.crisis_id, s.id"):
+            where.setdefault(r["crisis_id"], []).append(
+                {k: r[k] for k in ("id", "name", "municipality", "lat", "lon")})
+        return [{"crisis_id": r["crisis_id"], "alert": json.loads(r["alert"]),
+                 "updated": r["updated"], "sites": where.get(r["crisis_id"], [])}
+                for r in rows]
+
+    def official_cap_versions(self, crisis_id: str, digest: str,
+                              now: float) -> list[tuple[int, float]]:
+        """As `cap_versions` (gateway/store/alerts.py), for a republished official alert."""
+        last = self._db.execute(
+            "SELECT n, digest FROM official_cap_versions WHERE crisis_id = ? "
+            "ORDER BY n DESC LIMIT 1", (crisis_id,)).fetchone()
+        if last is None or last["digest"] != digest:
+            with self._tx():  # (another process first: its version stands)
+                self._db.execute(
+                    "INSERT INTO official_cap_versions (crisis_id, n, digest, sent) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (crisis_id, (last["n"] if last else 0) + 1, digest, now))
+        return [(int(r[0]), float(r[1])) for r in self._db.execute(
+            "SELECT n, sent FROM official_cap_versions WHERE crisis_id = ? ORDER BY n",
+            (crisis_id,))]
 
 
 def _crisis_row(row: Any) -> dict[str, Any]:

@@ -244,8 +244,52 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX commands_site ON commands (site, issued);
     """,
+    # 7: official alerts the gateway republishes (gateway/feeds/publish.py): what its CAP feed
+    # says of each, naming the origin (docs/feeds.md, "The CAP feed out"), and the versions of
+    # that CAP message as for the gateway's own alerts.
+    """
+    CREATE TABLE official_alerts (
+        crisis_id TEXT PRIMARY KEY,
+        alert     TEXT NOT NULL,
+        updated   REAL NOT NULL
+    );
+    CREATE TABLE official_cap_versions (
+        crisis_id TEXT NOT NULL,
+        n         INTEGER NOT NULL,
+        digest    TEXT NOT NULL,
+        sent      REAL NOT NULL,
+        PRIMARY KEY (crisis_id, n)
+    );
+    """,
+    # 8: web sessions and the login throttle's counters, shared by every gateway worker
+    # (gateway/store/sessions.py). A session is found by the SHA-256 of its cookie's token,
+    # never the token itself.
+    """
+    CREATE TABLE sessions (
+        key     TEXT PRIMARY KEY,
+        name    TEXT NOT NULL,
+        role    TEXT NOT NULL,
+        csrf    TEXT NOT NULL,
+        stamp   TEXT NOT NULL,
+        created REAL NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE INDEX sessions_expires ON sessions (expires);
+    CREATE INDEX sessions_name ON sessions (name);
+    CREATE TABLE login_failures (
+        key TEXT NOT NULL,
+        ts  REAL NOT NULL
+    );
+    CREATE INDEX login_failures_key_ts ON login_failures (key, ts);
+    CREATE INDEX login_failures_ts ON login_failures (ts);
+    CREATE TABLE login_known (
+        name TEXT NOT NULL,
+        addr TEXT NOT NULL,
+        ts   REAL NOT NULL,
+        PRIMARY KEY (name, addr)
+    );
+    """,
 )
-
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Dashboard users and the audit log.
 
 - `users`: dashboard users with role and scrypt hash (`gateway/auth.py`); never in git.
+  Removing a user also deletes their sessions and known addresses (`gateway/store/sessions.py`).
 - `audit`: who did what (acknowledgements, crisis messages sent, commands, site resets,
   notifications given up). The other aggregates write their audit rows inside their own
   transaction (`StoreBase._audit`).
@@ -48,8 +49,13 @@ class UserMixin(StoreBase):
             "SELECT name, role, created FROM users ORDER BY name")]
 
     def remove_user(self, name: str) -> bool:
+        """Remove the user and end their sessions (on every worker: they are in the store).
+        The addresses they logged in from go too: someone given the name later starts with
+        none (`auth.LoginThrottle`)."""
         with self._tx():
             cur = self._db.execute("DELETE FROM users WHERE name = ?", (name,))
+            self._db.execute("DELETE FROM sessions WHERE name = ?", (name,))
+            self._db.execute("DELETE FROM login_known WHERE name = ?", (name,))
         return cur.rowcount == 1
 
 

@@ -67,3 +67,29 @@ def test_sot_texts_panel_check(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert not paneltexts.is_current(stale)
     assert paneltexts.write(stale) and paneltexts.is_current(stale)
     assert not paneltexts.write(stale)
+
+
+def test_every_reason_a_controller_gives_for_a_command_is_explained() -> None:
+    """The dashboard and `sot cmd` show a refusal's or failure's reason in words
+    (gateway/commands.py why_text); a code without an entry would show as a bare code. The codes
+    are read from the firmware's source, so a new one without a text fails here."""
+    import re
+
+    from gateway.commands import why_text
+    from gateway.config import REPO_ROOT
+
+    src = (REPO_ROOT / "firmware" / "sot" / "command.py").read_text()
+    gen_why = src[src.index("def _gen_why"):src.index("def _run")]
+    codes = set(re.findall(r'_refuse\([^)]*?"([a-z_]+)"', src))
+    codes |= set(re.findall(r'why = "([a-z_]+)"', src))
+    codes |= set(re.findall(r'return "([a-z_]*[a-z])"', gen_why))
+    codes |= set(re.findall(r'_end\(now, "\w+", "([a-z_]+)', src))
+    codes |= set(re.findall(r'"([a-z_]+):%s"', src))
+    device = (REPO_ROOT / "firmware" / "sot" / "device.py").read_text()
+    status = device[device.index("def status"):device.index("def check_identity")]
+    codes |= {f"genset_{s}" for s in re.findall(r'"([a-z_]+)"', status)}
+    codes |= {"alarm", "write"}  # alarm:<name> (_latched), write:<error>
+    assert {"too_large", "malformed", "clock", "window", "not_yet", "unknown", "mode",
+            "genset_offline", "no_start", "local"} <= codes  # the reading above still works
+    missing = sorted(c for c in codes if why_text(c) is None)
+    assert missing == [], f"config/texts.toml has no command.why entry for {missing}"

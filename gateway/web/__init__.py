@@ -4,7 +4,8 @@ API behind both. Every route is listed, with its role, in `gateway/web/openapi.j
 
 Who may do what (gateway/auth.py):
     public       /login, /signage/<site> (+ /events, /api/signage/<site>), /static/*, the CAP
-                 feed (/cap.atom, /cap/<id>.xml: made for other alerting systems to read),
+                 feed (/cap.atom, /cap/<id>.xml, /cap/official/<id>.xml: made for other alerting
+                 systems to read),
                  /api/openapi.json, POST /api/login
     viewer       everything else that reads: overview, site pages, alerts, crisis messages, API
     coordinator  acknowledge alerts, send, update and withdraw crisis messages, send a signed

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..alerts.cap import atom_feed, cap_document, feed_alerts
+from ..alerts.cap import atom_feed, cap_document, feed_alerts, official_document, official_version
 from ..alerts.cap import version as cap_version
 from ..safetext import dumps, json_response
 from ..signage import KEEPALIVE_S, RECHECK_S, comparable, signage_view
@@ -192,7 +192,9 @@ async def cap_feed(request: web.Request) -> web.Response:
     app = request.app
     store = app[STORE]
     body = atom_feed(store.alerts(), sender=app[CAP_SENDER], now=app[CLOCK](),
-                     base_url=_base_url(request), versions=store.cap_versions)
+                     base_url=_base_url(request), versions=store.cap_versions,
+                     official=store.official_shown(),
+                     official_versions=store.official_cap_versions)
     return web.Response(text=body, content_type="application/atom+xml", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
 
@@ -208,6 +210,21 @@ async def cap_one(request: web.Request) -> web.Response:
     base, sender = _base_url(request), app[CAP_SENDER]
     v = cap_version(a, app[STORE].cap_versions, app[CLOCK](), sender=sender)
     return web.Response(text=cap_document(a, sender=sender, version=v, base_url=base),
+                        content_type="application/cap+xml", charset="utf-8")
+
+
+@public
+async def cap_official(request: web.Request) -> web.Response:
+    """An official alert the gateway shows, as its CAP feed republishes it (naming the origin);
+    404 once it is no longer shown anywhere."""
+    app = request.app
+    cid = request.match_info["id"]
+    o = next((x for x in app[STORE].official_shown() if x["crisis_id"] == cid), None)
+    if o is None:
+        return json_response({"error": "official alert is not shown", "id": cid}, status=404)
+    base, sender = _base_url(request), app[CAP_SENDER]
+    v = official_version(o, app[STORE].official_cap_versions, app[CLOCK](), sender=sender)
+    return web.Response(text=official_document(o, sender=sender, version=v, base_url=base),
                         content_type="application/cap+xml", charset="utf-8")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,6 +61,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     (GET, "/static/{name}", api.static_file),
     (GET, "/cap.atom", api.cap_feed),
     (GET, "/cap/{id}.xml", api.cap_one),
+    (GET, "/cap/official/{id}.xml", api.cap_official),
     # the JSON API
     (GET, "/api/openapi.json", api.api_openapi),
     (POST, "/api/login", api.api_login),
@@ -99,7 +101,9 @@ def make_app(store: Store, clock: Callable[[], float] = time.time,
              trusted_proxies: frozenset[str] = frozenset()) -> web.Application:
     """The whole web side. `crisis` publishes crisis messages (None: the send form answers 503,
     as does a gateway without a broker connection); `commands` signs and publishes commands
-    (None: no site can be commanded, the site page says why); `bus` wakes the signage streams."""
+    (None: no site can be commanded, the site page says why); `bus` wakes the signage streams.
+    `throttle` gives the login throttle's numbers; its counters are kept in `store` whatever
+    it had, as are the sessions (lasting `session_s`)."""
     app = web.Application(middlewares=[outer, security], client_max_size=64 * 1024)
     app.on_response_prepare.append(security_headers)
     app[LIMITS] = limits or Limits()
@@ -109,8 +113,10 @@ def make_app(store: Store, clock: Callable[[], float] = time.time,
     app[INGEST_STATS] = ingest_stats
     app[CAP_SENDER] = cap_sender
     app[BASE_URL] = base_url
-    app[SESSIONS] = Sessions(clock, session_s)
-    app[THROTTLE] = throttle or LoginThrottle(clock)
+    # Sessions and the throttle's counters live in the store, so that every worker serving
+    # this database knows every login and counts every failure.
+    app[SESSIONS] = Sessions(store, clock, session_s)
+    app[THROTTLE] = dataclasses.replace(throttle or LoginThrottle(clock), counters=store)
     app[BUS] = bus or SiteBus()
 
     async def end_streams(app: web.Application) -> None:

@@ -114,13 +114,14 @@ async def outer(request: web.Request, handler: Any) -> web.StreamResponse:
 
 @web.middleware
 async def security(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Authentication (the session's user is looked up again on every request, so a removed,
-    demoted or re-passworded user loses the old rights at once), role check, CSRF check."""
+    """Authentication (the session is read from the store, so a login on any worker counts
+    here; its user is looked up again on every request, so a removed, demoted or re-passworded
+    user loses the old rights at once), role check, CSRF check."""
     app = request.app
     token = request.cookies.get(SESSION_COOKIE)
     session = app[SESSIONS].get(token)
     if session is not None:
-        session = app[SESSIONS].recheck(token, app[STORE].user(session.user))
+        session = app[SESSIONS].recheck(token, app[STORE].user(session.user), session)
     if session is not None:
         request[SESSION] = session
     route = request.match_info.route
