@@ -119,6 +119,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 
+from .metrics import commit_histogram
 from .store import SYSTEMIC as STORE_SYSTEMIC
 from .store import AuditStore, TelemetryStore, Transactions
 
@@ -660,6 +661,10 @@ class MqttIngest:
         self.on_listening: Callable[[float | None], None] | None = None
         self._batch: list[tuple[str, bytes, int, int, int]] = []
         self.batches = 0
+        # For /metrics (gateway/metrics.py): received on paho's thread, processed on the loop
+        # (their difference is the backlog), and the group commit's time.
+        self.received = self.processed = 0
+        self.commit_seconds = commit_histogram()
         self._rebirth_asked: dict[str, float] = {}
         self.gap_rebirths = 0
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -762,6 +767,7 @@ class MqttIngest:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = "(topic is not UTF-8)"
+        self.received += 1
         try:
             self.loop.call_soon_threadsafe(self._deliver, topic, bytes(msg.payload), msg.mid,
                                            msg.qos, self.connects)
@@ -784,17 +790,20 @@ class MqttIngest:
         if not batch:
             return
         saved = self.ingest.counters()
+        t0 = time.perf_counter()
         try:
             with self.ingest.store.batch():
                 for topic, payload, _mid, _qos, _conn in batch:
                     self.ingest.handle(topic, payload)
             done = batch
+            self.commit_seconds.observe(time.perf_counter() - t0)
         except Exception:
             log.exception("could not commit %d messages together (first on %s); filing them "
                           "one by one", len(batch), safe_text(batch[0][0][:100]))
             self.ingest.restore_counters(saved)
             done = self._file_one_by_one(batch)
         self.batches += 1
+        self.processed += len(batch)
         for _topic, _payload, mid, qos, connection in done:
             if qos and connection == self.connects:
                 self.client.ack(mid, qos)

@@ -29,6 +29,10 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
             then pauses doubling up to login_max_delay_s (900; login_name_delay_s, 60, for
             the per-name pause); slow clients (gateway/httpguard.py): header_s (10), body_s
             (20), idle_s (60), max_conns_per_addr (64), max_conns (1000)
+    [metrics] token_file: a file holding the token a Prometheus presents to read /metrics
+            (`Authorization: Bearer ...`, 16 characters or more); unset, /metrics answers only
+            to clients on this machine that came through no proxy. /healthz and /readyz are
+            open (docs/deploy.md, "Monitoring")
 
 Dashboard users are kept in the store (`sot user add NAME --role ROLE`); there is no default.
 
@@ -62,6 +66,7 @@ from .feeds.poller import load_feeds
 from .feeds.run import Feeds
 from .httpguard import GuardedSite, Limits
 from .ingest import CRISIS_ACK, Ingest, MqttIngest
+from .metrics import GatewayOps
 from .settings import DEFAULTS as DEFAULTS  # the schema lives in gateway/settings.py
 from .settings import LOOPBACK
 from .settings import with_defaults as with_defaults
@@ -70,6 +75,7 @@ from .store import SiteInfo, Store, open_store
 from .validate import load_toml
 from .web import EXERCISE_SCHEDULES, make_app
 from .web.feeds import FEEDS
+from .web.ops import OPS
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +196,10 @@ class Gateway:
                        trusted_proxies=frozenset(str(x) for x in w["trusted_proxies"]))
         app[EXERCISE_SCHEDULES] = {s.id: s.exercise for s in sites.values()}
         app[FEEDS] = lambda: self.feeds  # started below, after MQTT
+        metrics_token = cfg["metrics"]["token_file"]
+        gw_ops = GatewayOps(self, _resolve(metrics_token, self.base_dir) if metrics_token
+                            else None)
+        app[OPS] = lambda: gw_ops
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = GuardedSite(self._runner, cfg["http"]["host"], int(cfg["http"]["port"]), limits)

@@ -77,6 +77,10 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("max_conns_per_addr", int, 64, lo=1, hi=1_000_000),
         Key("max_conns", int, 1000, lo=1, hi=1_000_000),
     ),
+    "metrics": (
+        Key("token_file", PATH, None,
+            doc="the bearer token a remote Prometheus presents for /metrics"),
+    ),
 }
 
 # The official-alert sections have their schema in the feeds package (gateway/feeds/:

