@@ -130,6 +130,9 @@ SUBTOPICS = ("status", "birth", "state", "event")
 CRISIS_ACK = "crisis_ack"
 VALIDATED = (*SUBTOPICS, CRISIS_ACK)
 GATEWAY_STATUS_TOPIC = f"{TOPIC_ROOT}/gateway/status"
+# The leader's plain subscriptions beside the shared ones (MqttIngest): the sites' retained and
+# live status, and the crisis acknowledgements, which no journal keeps.
+LEADER_TOPICS = [(f"{TOPIC_ROOT}/+/status", 1), (f"{TOPIC_ROOT}/+/crisis/+/ack", 1)]
 MAX_PAYLOAD = 1024
 BATCH_MAX = 500
 LOG_EVERY_S = 60.0
@@ -638,17 +641,43 @@ class Ingest:
 class MqttIngest:
     """The gateway's MQTT session: subscribe, announce, hand messages to `Ingest` on the loop.
 
+    Several workers (docs/deploy.md, "Several workers"). The uplink (`status`, `birth`,
+    `state`, `event`, crisis acknowledgements) is subscribed as the MQTT shared subscription
+    `$share/<group>/...`: the broker gives each message to one worker of the group. Each worker
+    has a persistent session of its own (its own account and client id), so what the broker
+    handed a worker that died stays in that worker's session until it comes back. Retained
+    messages are not sent to shared subscriptions, and a dead worker's session holds its share:
+    so the leader (`set_leading`) also holds plain subscriptions to the sites' `status` (their
+    retained Wills, which the alert rules need at once) and crisis acknowledgements (the one
+    uplink message a controller does not keep in its journal); both are filed idempotently, so
+    the copy the group also delivers is a duplicate. Any old plain subscription to the other
+    uplink topics (a session from before shared subscriptions) is dropped at CONNECT.
+
     Gateway status: `sot/v1/gateway/status` retained, `{"state": "online", "ts"}` after each
     CONNECT, `{"state": "offline"}` as the Will and `{"state": "offline", "ts"}` on a clean stop
-    (a clean DISCONNECT does not fire the Will). After each CONNECT it asks every configured site
-    for `rebirth`, so the latest birth and state are current whatever the gateway missed.
+    (a clean DISCONNECT does not fire the Will). Every worker has that Will and subscribes to
+    the status plainly: a worker that sees a live `offline` (another worker died or stopped)
+    while it is itself connected says `online` again at once, so one dead worker never leaves
+    the panels saying the gateway is gone, and the sites, seeing the status come back `online`,
+    send their unacknowledged journal again (docs/mqtt.md, "Session rules"): the events the dead
+    worker held come in through the living one. The leader then also asks every site for
+    `rebirth` (at most every `REBIRTH_EVERY_S`), so births and states are current too.
+
+    The leader asks every configured site for `rebirth` after each of its CONNECTs and when it
+    takes the lead, so the latest birth and state are current whatever the gateway missed; the
+    other workers do not (one request per site, not one per worker).
     """
 
     def __init__(self, ingest: Ingest, loop: asyncio.AbstractEventLoop, *, host: str,
                  port: int, client_id: str = "sot-gateway", keepalive_s: int = 30,
                  username: str | None = None, password: str | None = None,
-                 clock: Clock = time.time, ca: str | Path | None = None) -> None:
+                 clock: Clock = time.time, ca: str | Path | None = None,
+                 group: str = "sot-gateway", leading: bool = True) -> None:
         self.ingest = ingest
+        self.group = group
+        self.leading = leading  # the leader's subscriptions and rebirths (class docstring)
+        self.reannounced = 0  # `online` said again after another worker's `offline`
+        self._peer_rebirth_at = -math.inf
         self.loop = loop
         self.host, self.port, self.keepalive_s = host, port, keepalive_s
         self.clock = clock
@@ -725,17 +754,63 @@ class MqttIngest:
         self.connects += 1
         self._unreachable = False
         log.info("MQTT connected to %s:%d", self.host, self.port)
-        client.subscribe([(f"{TOPIC_ROOT}/+/{sub}", 1) for sub in SUBTOPICS]
-                         + [(f"{TOPIC_ROOT}/+/crisis/+/ack", 1)])
+        shared = f"$share/{self.group}/{TOPIC_ROOT}"
+        client.subscribe([(f"{shared}/+/{sub}", 1) for sub in SUBTOPICS]
+                         + [(f"{shared}/+/crisis/+/ack", 1), (GATEWAY_STATUS_TOPIC, 1)])
+        # Plain subscriptions of a persistent session from before (or of a former leader):
+        # every message would come twice. The leader's own are made again just below.
+        client.unsubscribe([f"{TOPIC_ROOT}/+/{sub}" for sub in SUBTOPICS]
+                           + [f"{TOPIC_ROOT}/+/crisis/+/ack"])
+        if self.leading:
+            client.subscribe(LEADER_TOPICS)
         client.publish(GATEWAY_STATUS_TOPIC, self._status("online"), qos=1, retain=True)
+        if self.leading:
+            self._ask_rebirth_all(client)
+        self.connected.set()
+        self._tell_listening(self.clock())
+
+    def _ask_rebirth_all(self, client: mqtt.Client) -> None:
         now = self.clock()
+        body = json.dumps({"ts": int(now)})
         for site in sorted(self.ingest.known_sites):
             # The journal comes back with this rebirth: a gap seen before its replay begins (the
             # broker's queued messages arrive first) is no reason to ask again (REBIRTH_EVERY_S).
             self._rebirth_asked[site] = now
-            client.publish(f"{TOPIC_ROOT}/{site}/rebirth", json.dumps({"ts": int(now)}), qos=1)
-        self.connected.set()
-        self._tell_listening(self.clock())
+            client.publish(f"{TOPIC_ROOT}/{site}/rebirth", body, qos=1)
+
+    def set_leading(self, leading: bool) -> None:
+        """This worker took (True) or lost (False) the lead: the leader's plain subscriptions,
+        and on taking it, a rebirth request to every site (the engine starts from current
+        data). Safe from any thread."""
+        if leading == self.leading:
+            return
+        self.leading = leading
+        if not self.connected.is_set():
+            return  # the next CONNECT does it
+        if leading:
+            self.client.subscribe(LEADER_TOPICS)
+            self._ask_rebirth_all(self.client)
+        else:
+            self.client.unsubscribe([t for t, _qos in LEADER_TOPICS])
+
+    def _peer_status(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
+        """The gateway status as another worker left it (network thread). A live `offline` (its
+        Will, or its clean stop) while this worker is connected: say `online` again."""
+        if msg.retain or self._stopping or not self.connected.is_set():
+            return  # retained: from before this subscription, already answered by the CONNECT
+        try:
+            offline = json.loads(msg.payload).get("state") == "offline"
+        except (ValueError, AttributeError):
+            return
+        if not offline:
+            return
+        self.reannounced += 1
+        log.warning("another gateway worker went offline; announcing this one online")
+        client.publish(GATEWAY_STATUS_TOPIC, self._status("online"), qos=1, retain=True)
+        now = self.clock()
+        if self.leading and now - self._peer_rebirth_at >= REBIRTH_EVERY_S:
+            self._peer_rebirth_at = now
+            self._ask_rebirth_all(client)
 
     def _tell_listening(self, since: float | None) -> None:
         if self.on_listening is None:
@@ -762,6 +837,8 @@ class MqttIngest:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = "(topic is not UTF-8)"
+        if topic == GATEWAY_STATUS_TOPIC:
+            self._peer_status(client, msg)
         try:
             self.loop.call_soon_threadsafe(self._deliver, topic, bytes(msg.payload), msg.mid,
                                            msg.qos, self.connects)

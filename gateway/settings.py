@@ -77,6 +77,11 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("max_conns_per_addr", int, 64, lo=1, hi=1_000_000),
         Key("max_conns", int, 1000, lo=1, hi=1_000_000),
     ),
+    "worker": (
+        Key("name", str, "main", doc="unique per worker process (docs/deploy.md)"),
+        Key("lease_ttl_s", float, 6.0, lo=1.0, hi=600.0,
+            doc="the leader lease's lifetime; renewed every third of it"),
+    ),
 }
 
 # The official-alert sections have their schema in the feeds package (gateway/feeds/:
@@ -115,6 +120,8 @@ def _feed_sections(config: dict[str, Any], path: Path | str) -> dict[str, Any]:
             else copy.deepcopy(DEFAULTS["feed_policy"])}
 
 LOOPBACK = ("127.", "::1", "localhost")
+# A worker's name: part of its MQTT client id and the holder in the leader lease.
+WORKER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 def with_defaults(
@@ -141,6 +148,9 @@ def with_defaults(
         if not isinstance(proxy, str):
             raise ConfigError(path, "[web]", "trusted_proxies",
                               f"item {i + 1}: must be an address string, got {proxy!r}")
+    if not WORKER_NAME.fullmatch(str(out["worker"]["name"])):
+        raise ConfigError(path, "[worker]", "name",
+                          "must be 1-32 of a-z, 0-9 and -, starting with a letter or digit")
     local = str(out["http"]["host"]).startswith(LOOPBACK)
     if out["web"]["secure_cookie"] is False and not local:
         raise ConfigError(path, "[web]", "secure_cookie",

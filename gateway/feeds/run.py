@@ -60,6 +60,11 @@ class Feeds:
         self.on_health = on_health  # after every poll: the alert engine looks at health()
         self._missed = False  # something was to be sent while the broker was not connected
 
+    @property
+    def running(self) -> bool:
+        """Polling (started and not stopped): on the leading gateway worker only."""
+        return bool(self._tasks)
+
     def start(self) -> None:
         if not self.pollers:
             return

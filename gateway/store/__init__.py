@@ -10,6 +10,8 @@ once, on either database's connection (`db.StoreBase`):
     commands.py   CommandStore    signed commands and their counters
     users.py      UserStore       dashboard users
                   AuditStore      the audit log
+    lease.py      LeaseStore      the leader lease of several gateway workers, and the
+                                  notifier's claim fenced by it
     db.py         Transactions    batch() and savepoint(); the migrations and value guards;
                                   the SQLite connection
     pg.py                         the PostgreSQL connection (placeholders, column types)
@@ -51,6 +53,7 @@ from .alerts import AlertMixin, AlertStore
 from .commands import CommandMixin, CommandStore
 from .crisis import CrisisMixin, CrisisStore
 from .db import MIGRATIONS, SqliteBase, Transactions
+from .lease import LEADER, LeaseMixin, LeaseStore
 from .pg import PgBase, StoreFailed, StoreUnavailable
 from .telemetry import (
     EXCERPT_BYTES,
@@ -63,6 +66,7 @@ from .telemetry import (
 from .users import AuditMixin, AuditStore, UserMixin, UserStore
 
 __all__ = ["ALERT_FIELDS", "AlertRecord", "AlertStore", "AuditStore", "CommandStore", "CrisisStore",
+           "LEADER", "LeaseStore",
            "DEFAULT_HEARTBEAT_S", "EXCERPT_BYTES", "HISTORY_EVERY_S", "MAX_EVENTS_LIMIT",
            "MIGRATIONS", "Notification", "OPEN", "PgStore", "REJECTED_KEEP", "STALE_HEARTBEATS",
            "SYSTEMIC", "SiteInfo", "SiteSnapshot", "SiteStatus", "SiteSummary", "SqliteStore",
@@ -71,7 +75,7 @@ __all__ = ["ALERT_FIELDS", "AlertRecord", "AlertStore", "AuditStore", "CommandSt
 
 
 class Store(TelemetryStore, AlertStore, CrisisStore, CommandStore, UserStore, AuditStore,
-            Transactions, Protocol):
+            LeaseStore, Transactions, Protocol):
     """Everything the gateway keeps: what the web layer and the CLI use."""
 
     @property
@@ -81,12 +85,12 @@ class Store(TelemetryStore, AlertStore, CrisisStore, CommandStore, UserStore, Au
 
 
 class SqliteStore(TelemetryMixin, AlertMixin, CrisisMixin, CommandMixin, UserMixin, AuditMixin,
-                  SqliteBase):
+                  LeaseMixin, SqliteBase):
     """`Store` on one SQLite file (see the modules for each aggregate's tables)."""
 
 
 class PgStore(TelemetryMixin, AlertMixin, CrisisMixin, CommandMixin, UserMixin, AuditMixin,
-              PgBase):
+              LeaseMixin, PgBase):
     """`Store` on a PostgreSQL database (`gateway/store/pg.py`)."""
 
 
