@@ -45,7 +45,7 @@ class Member:
             [sys.executable, "-m", "hil_tests.rig.sharedsub", broker.host, str(broker.port),
              str(broker.ca), user, broker.auth[user], flt, *(() if ack else ("--no-ack",)),
              *(("--clean",) if clean else ())],
-            stdout=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE)
         self.got: list[tuple[int, bool]] = []
         self.granted: int | None = None
         self._ready = threading.Event()
@@ -56,7 +56,7 @@ class Member:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            word, n = line.split()
+            word, n = line.decode().split()
             if word == "ready":
                 self.granted = int(n)
                 self._ready.set()
