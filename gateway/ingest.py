@@ -137,6 +137,7 @@ MAX_PAYLOAD = 1024
 BATCH_MAX = 500
 LOG_EVERY_S = 60.0
 REJECTS_FILED_PER_MIN = 120
+STATUS_QUIET_S = 2.0  # after a CONNECT, an `offline` heard is answered only if still the last
 REBIRTH_EVERY_S = 5.0  # a gap asks a site for its journal again at most this often
 REPLAY_QUIET_S = 10.0  # a hole is not a gap while the site's replay sent within this time
 REASONS = ("bad_topic", "unknown_subtopic", "unknown_site", "too_large", "not_utf8", "not_json",
@@ -677,6 +678,8 @@ class MqttIngest:
         self.group = group
         self.leading = leading  # the leader's subscriptions and rebirths (class docstring)
         self.reannounced = 0  # `online` said again after another worker's `offline`
+        self._status_seen: str | None = None  # the last gateway status heard
+        self._connected_at = -math.inf  # monotonic
         self._peer_rebirth_at = -math.inf
         self.loop = loop
         self.host, self.port, self.keepalive_s = host, port, keepalive_s
@@ -752,6 +755,7 @@ class MqttIngest:
             log.warning("MQTT %s:%d refused the connection: %s", self.host, self.port, reason)
             return
         self.connects += 1
+        self._connected_at = time.monotonic()
         self._unreachable = False
         log.info("MQTT connected to %s:%d", self.host, self.port)
         shared = f"$share/{self.group}/{TOPIC_ROOT}"
@@ -771,6 +775,7 @@ class MqttIngest:
 
     def _ask_rebirth_all(self, client: mqtt.Client) -> None:
         now = self.clock()
+        self._peer_rebirth_at = now
         body = json.dumps({"ts": int(now)})
         for site in sorted(self.ingest.known_sites):
             # The journal comes back with this rebirth: a gap seen before its replay begins (the
@@ -795,15 +800,30 @@ class MqttIngest:
 
     def _peer_status(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
         """The gateway status as another worker left it (network thread). A live `offline` (its
-        Will, or its clean stop) while this worker is connected: say `online` again."""
-        if msg.retain or self._stopping or not self.connected.is_set():
-            return  # retained: from before this subscription, already answered by the CONNECT
+        Will, or its clean stop) while this worker is connected: say `online` again. Right
+        after a CONNECT the persistent session first hands over what it queued meanwhile, this
+        worker's own Will from before a restart among it: such an `offline` is answered only if
+        it is still the last word `STATUS_QUIET_S` later (this worker's own `online` normally
+        comes back first)."""
         try:
-            offline = json.loads(msg.payload).get("state") == "offline"
+            state = json.loads(msg.payload).get("state")
         except (ValueError, AttributeError):
             return
-        if not offline:
+        self._status_seen = state
+        if msg.retain or state != "offline" or self._stopping or not self.connected.is_set():
+            return  # retained: from before this subscription, answered by the CONNECT
+        wait = self._connected_at + STATUS_QUIET_S - time.monotonic()
+        if wait > 0:
+            with contextlib.suppress(RuntimeError):  # loop closed while stopping
+                self.loop.call_soon_threadsafe(self.loop.call_later, wait, self._status_check)
             return
+        self._reannounce(client)
+
+    def _status_check(self) -> None:
+        if self._status_seen == "offline" and self.connected.is_set() and not self._stopping:
+            self._reannounce(self.client)
+
+    def _reannounce(self, client: mqtt.Client) -> None:
         self.reannounced += 1
         log.warning("another gateway worker went offline; announcing this one online")
         client.publish(GATEWAY_STATUS_TOPIC, self._status("online"), qos=1, retain=True)
