@@ -673,7 +673,8 @@ class MqttIngest:
                  port: int, client_id: str = "sot-gateway", keepalive_s: int = 30,
                  username: str | None = None, password: str | None = None,
                  clock: Clock = time.time, ca: str | Path | None = None,
-                 group: str = "sot-gateway", leading: bool = True) -> None:
+                 group: str = "sot-gateway", leading: bool = True,
+                 session_expiry_s: int = 0) -> None:
         self.ingest = ingest
         self.group = group
         self.leading = leading  # the leader's subscriptions and rebirths (class docstring)
@@ -694,8 +695,15 @@ class MqttIngest:
         self.batches = 0
         self._rebirth_asked: dict[str, float] = {}
         self.gap_rebirths = 0
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False, manual_ack=True)
+        self.session_expiry_s = session_expiry_s
+        if session_expiry_s:
+            # MQTT 5: the broker forgets the session (and stops sharing messages out to it)
+            # this long after the connection is gone.
+            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                      protocol=mqtt.MQTTv5, manual_ack=True)
+        else:
+            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                      clean_session=False, manual_ack=True)
         if username is not None:
             self.client.username_pw_set(username, password)
         if ca is not None:
@@ -716,7 +724,16 @@ class MqttIngest:
 
     def start(self) -> None:
         # connect_async + loop_start: the network thread keeps retrying while the broker is away.
-        self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        if self.session_expiry_s:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.session_expiry_s
+            self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s,
+                                      clean_start=False, properties=props)
+        else:
+            self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
         self.client.loop_start()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -768,7 +785,10 @@ class MqttIngest:
         if self.leading:
             client.subscribe(LEADER_TOPICS)
         client.publish(GATEWAY_STATUS_TOPIC, self._status("online"), qos=1, retain=True)
-        if self.leading:
+        if self.leading or flags.session_present:
+            # The leader always; another worker when it resumed a session that lived on while
+            # it was away: the broker shared messages out to it meanwhile and kept at most its
+            # `max_queued_messages` of them, so what the sites sent may be missing.
             self._ask_rebirth_all(client)
         self.connected.set()
         self._tell_listening(self.clock())
@@ -829,8 +849,19 @@ class MqttIngest:
         client.publish(GATEWAY_STATUS_TOPIC, self._status("online"), qos=1, retain=True)
         now = self.clock()
         if self.leading and now - self._peer_rebirth_at >= REBIRTH_EVERY_S:
-            self._peer_rebirth_at = now
             self._ask_rebirth_all(client)
+        if self.leading and self.session_expiry_s:
+            # If the other worker does not come back, its session expires and what the broker
+            # queued for it is gone: ask every site once more after that.
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self.loop.call_later,
+                                               self.session_expiry_s + STATUS_QUIET_S,
+                                               self._after_peer_expiry)
+
+    def _after_peer_expiry(self) -> None:
+        if self.leading and self.connected.is_set() and not self._stopping:
+            log.info("another worker's session has expired: asking every site for rebirth")
+            self._ask_rebirth_all(self.client)
 
     def _tell_listening(self, since: float | None) -> None:
         if self.on_listening is None:

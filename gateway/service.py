@@ -5,6 +5,10 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
     [mqtt]  host, port, client_id, keepalive_s (30), user, password (optional), ca (the CA
             certificate from `sot pki init`: TLS, verifying the broker against it; without it
             the connection is plaintext, which the project's brokers refuse)
+            session_expiry_s (0: the broker keeps the gateway's session until it returns, MQTT
+            3.1.1; N: MQTT 5, the session ends N s after the connection is lost. With several
+            workers set it (60): the broker shares messages out to a dead worker's session
+            until it ends; docs/deploy.md, "Several workers")
             cmd_keys (the sites' command keys from `sot mqtt-auth`, default
             var/mqtt/cmd-keys.json: the dashboard's signed commands; none, no commands)
     [http]  host, port (0 = any free port; the port taken is `Gateway.http_port`)
@@ -249,7 +253,8 @@ class Gateway:
                                keepalive_s=int(m["keepalive_s"]), username=m["user"],
                                password=m["password"], clock=self.clock,
                                ca=_resolve(m["ca"], self.base_dir) if m.get("ca") else None,
-                               group=m["client_id"], leading=self.lease.leading)
+                               group=m["client_id"], leading=self.lease.leading,
+                               session_expiry_s=int(m["session_expiry_s"]))
         self.mqtt.on_listening = self._listening
         self.mqtt.start()
         # After MQTT: what a first poll publishes goes through the session (Feeds.resend

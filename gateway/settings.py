@@ -32,6 +32,9 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("user", str, None),
         Key("password", str, None),
         Key("ca", PATH, None, doc="the CA certificate from `sot pki init`: TLS"),
+        Key("session_expiry_s", int, 0, lo=0, hi=2**32 - 2,
+            doc="0: the session never expires (MQTT 3.1.1); else MQTT 5, expiring this long "
+                "after the connection is gone (several workers: docs/deploy.md)"),
         Key("cmd_keys", PATH, "var/mqtt/cmd-keys.json",
             doc="the sites' command keys from `sot mqtt-auth` (dashboard commands)"),
     ),
