@@ -850,9 +850,10 @@ class MqttIngest:
         now = self.clock()
         if self.leading and now - self._peer_rebirth_at >= REBIRTH_EVERY_S:
             self._ask_rebirth_all(client)
-        if self.leading and self.session_expiry_s:
+        if self.session_expiry_s:
             # If the other worker does not come back, its session expires and what the broker
-            # queued for it is gone: ask every site once more after that.
+            # queued for it is gone: whoever leads by then asks every site once more (until
+            # then, half of any replay went to the dead session too).
             with contextlib.suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(self.loop.call_later,
                                                self.session_expiry_s + STATUS_QUIET_S,

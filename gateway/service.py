@@ -7,7 +7,7 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
             the connection is plaintext, which the project's brokers refuse)
             session_expiry_s (0: the broker keeps the gateway's session until it returns, MQTT
             3.1.1; N: MQTT 5, the session ends N s after the connection is lost. With several
-            workers set it (60): the broker shares messages out to a dead worker's session
+            workers set it (10): the broker shares messages out to a dead worker's session
             until it ends; docs/deploy.md, "Several workers")
             cmd_keys (the sites' command keys from `sot mqtt-auth`, default
             var/mqtt/cmd-keys.json: the dashboard's signed commands; none, no commands)

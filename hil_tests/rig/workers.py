@@ -58,7 +58,7 @@ class WorkerProcess:
         self.conf = self.dir / "gateway.toml"
         self.conf.write_text(_toml({
             "mqtt": {"keepalive_s": 10, "cmd_keys": str(self.dir / "cmd-keys.json"),
-                     "session_expiry_s": 60, **mqtt},
+                     "session_expiry_s": 10, **mqtt},
             "http": {"host": "127.0.0.1", "port": 0},
             "store": {"url": store_url},
             "sites": {"dir": str(config_dir / "sites")},
