@@ -137,6 +137,7 @@ MAX_PAYLOAD = 1024
 BATCH_MAX = 500
 LOG_EVERY_S = 60.0
 REJECTS_FILED_PER_MIN = 120
+RECYCLE_PROBE_S = 1.0  # how often a failed store is looked at before reconnecting (MqttIngest)
 STATUS_QUIET_S = 2.0  # after a CONNECT, an `offline` heard is answered only if still the last
 REBIRTH_EVERY_S = 5.0  # a gap asks a site for its journal again at most this often
 REPLAY_QUIET_S = 10.0  # a hole is not a gap while the site's replay sent within this time
@@ -680,6 +681,9 @@ class MqttIngest:
         self.leading = leading  # the leader's subscriptions and rebirths (class docstring)
         self.reannounced = 0  # `online` said again after another worker's `offline`
         self._status_seen: str | None = None  # the last gateway status heard
+        self._recycle_pending = False  # a reconnect is due once the store answers again
+        self._recycling = False
+        self.recycled = 0
         self._connected_at = -math.inf  # monotonic
         self._peer_rebirth_at = -math.inf
         self.loop = loop
@@ -874,7 +878,7 @@ class MqttIngest:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
-        if self.connected.is_set() and not self._stopping:
+        if self.connected.is_set() and not self._stopping and not self._recycling:
             log.warning("MQTT connection to %s:%d lost: %s", self.host, self.port, reason)
         self.connected.clear()
         self._tell_listening(None)
@@ -923,11 +927,51 @@ class MqttIngest:
                           "one by one", len(batch), safe_text(batch[0][0][:100]))
             self.ingest.restore_counters(saved)
             done = self._file_one_by_one(batch)
+            if len(done) < len(batch):
+                self._left_unacknowledged()
         self.batches += 1
         for _topic, _payload, mid, qos, connection in done:
             if qos and connection == self.connects:
                 self.client.ack(mid, qos)
         self._acknowledge()
+
+    def _left_unacknowledged(self) -> None:
+        """The store failed as a whole and messages stay unacknowledged. The broker sends
+        them again only on a new connection (MQTT resends in-flight messages at a reconnect, not
+        before), and while they fill the in-flight window it sends nothing more: once the store
+        answers again, the session is reconnected (not ended: no Will, the session and its
+        messages kept) so they come again. Loop thread."""
+        if self._recycle_pending:
+            return
+        self._recycle_pending = True
+        log.warning("messages left unacknowledged while the store fails; the MQTT session is "
+                    "reconnected once it answers again")
+        self.loop.call_later(RECYCLE_PROBE_S, self._probe_store)
+
+    def _probe_store(self) -> None:
+        if self._stopping:
+            return
+        try:
+            self.ingest.store.site_ids()
+        except Exception:  # noqa: BLE001 - still down: look again
+            self.loop.call_later(RECYCLE_PROBE_S, self._probe_store)
+            return
+        self.loop.run_in_executor(None, self._reconnect)
+
+    def _reconnect(self) -> None:
+        """Drop the connection and connect again (a thread of its own: blocks briefly)."""
+        self._recycling = True
+        try:
+            self.client.disconnect()
+            self.client.loop_stop()
+            if self._stopping:
+                return
+            self.recycled += 1
+            log.info("store back: reconnecting to MQTT for the unacknowledged messages")
+            self.start()
+        finally:
+            self._recycling = False
+            self._recycle_pending = False
 
     def _file_one_by_one(self, batch: list[tuple[str, bytes, int, int, int]]
                          ) -> list[tuple[str, bytes, int, int, int]]:
