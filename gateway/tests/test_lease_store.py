@@ -17,7 +17,7 @@ from pg_cluster import (  # noqa: F401 - fixtures
     store_fixture,
 )
 
-from gateway.store import LEADER, AlertRecord, Notification, Store
+from gateway.store import LEADER, AlertRecord, Notification, PgStore, Store
 
 TTL = 6.0
 
@@ -137,3 +137,42 @@ def test_no_claim_without_a_lease(db: Store):
     nid = _queued(db)
     assert not db.claim_notification(nid, LEADER, "a", 1, TS + 1, 60)
     assert [n.id for n in db.due_notifications(TS + 1)] == [nid]
+
+
+def test_other_workers_marks_reach_the_leader_on_postgresql(backend: Backend):
+    """A worker that does not lead tells the leader which sites it filed (pg_notify); the
+    leader's listener hands them to its engine's `mark` on its loop."""
+    import asyncio
+
+    from gateway.lease import MarkRelay
+
+    if backend.name != "postgres":
+        s = backend.open()
+        try:
+            s.notify("sot_marks", "x")  # nothing on SQLite, and no error
+        finally:
+            s.close()
+        return
+
+    async def main() -> set[str]:
+        loop = asyncio.get_running_loop()
+        leader_store, other_store = backend.open(), backend.open()
+        assert isinstance(leader_store, PgStore) and isinstance(other_store, PgStore)
+        marked: set[str] = set()
+        leader = MarkRelay(leader_store.url, loop, leader_store)
+        other = MarkRelay(other_store.url, loop, other_store)
+        leader.listen(marked.add)
+        try:
+            await asyncio.sleep(0.5)  # LISTEN in place
+            for site in ("are-kall", "krokom-follinge"):
+                other.add(site)
+            deadline = loop.time() + 5
+            while len(marked) < 2 and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            await asyncio.to_thread(leader.unlisten)
+            leader_store.close()
+            other_store.close()
+        return marked
+
+    assert asyncio.run(main()) == {"are-kall", "krokom-follinge"}
