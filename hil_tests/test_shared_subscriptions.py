@@ -15,6 +15,7 @@ words). The gateway's workers rely on exactly this:
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -41,17 +42,21 @@ class Member:
     def __init__(self, broker: Broker, user: str, flt: str = FILTER, *,
                  ack: bool = True, clean: bool = False) -> None:
         assert broker.auth is not None
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hil_tests.rig.sharedsub", broker.host, str(broker.port),
-             str(broker.ca), user, broker.auth[user], flt, *(() if ack else ("--no-ack",)),
-             *(("--clean",) if clean else ())],
-            stdout=subprocess.PIPE)
+        self.err = broker.dir / f"{user}-{time.monotonic_ns()}.err"
+        with open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "hil_tests.rig.sharedsub", broker.host,
+                 str(broker.port), str(broker.ca), user, flt,
+                 *(() if ack else ("--no-ack",)), *(("--clean",) if clean else ())],
+                stdout=subprocess.PIPE, stderr=err,
+                env={**os.environ, "SOT_PASSWORD": broker.auth[user]})
         self.got: list[tuple[int, bool]] = []
         self.granted: int | None = None
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        assert self._ready.wait(15), f"{user}: no SUBACK"
+        assert self._ready.wait(15), \
+            f"{user}: no SUBACK; {self.err.read_text()[-1500:]}; {broker.log()[-1500:]}"
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

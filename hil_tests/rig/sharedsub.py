@@ -1,9 +1,10 @@
 """One member of an MQTT shared subscription in a process of its own, so a test can kill -9 it.
 
-    python -m hil_tests.rig.sharedsub HOST PORT CA USER PASSWORD FILTER [--no-ack] [--clean]
+    SOT_PASSWORD=... python -m hil_tests.rig.sharedsub HOST PORT CA USER FILTER [--no-ack] [--clean]
 
 Connects (TLS, MQTT 3.1.1, persistent session unless --clean) as USER (the broker's
-`use_username_as_clientid` makes that its client id), subscribes FILTER with QoS 1 and prints
+`use_username_as_clientid` makes that its client id; the password in the environment: a
+random one may begin with "-"), subscribes FILTER with QoS 1 and prints
 one line per message received: `<payload> <dup>` (dup 1: the broker sent it again). With
 --no-ack it never sends a PUBACK, so every message stays in flight in its session. Prints
 `ready <granted>` once the SUBACK is in (`granted`: the QoS or reason the broker gave).
@@ -12,6 +13,7 @@ one line per message received: `<payload> <dup>` (dup 1: the broker sent it agai
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from typing import Any
@@ -23,7 +25,7 @@ from hil_tests.rig.broker import client_tls
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
-    for name in ("host", "port", "ca", "user", "password", "filter"):
+    for name in ("host", "port", "ca", "user", "filter"):
         p.add_argument(name)
     p.add_argument("--no-ack", action="store_true")
     p.add_argument("--clean", action="store_true")
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=a.user,
                     clean_session=a.clean, manual_ack=True)
     client_tls(c, a.ca)
-    c.username_pw_set(a.user, a.password)
+    c.username_pw_set(a.user, os.environ["SOT_PASSWORD"])
     out = threading.Lock()
 
     def say(line: str) -> None:
