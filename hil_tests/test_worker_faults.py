@@ -79,6 +79,23 @@ class Rig:
     def connected(self, w: WorkerProcess) -> bool:
         return "MQTT connected" in w.log()
 
+    def gateway_status(self) -> str | None:
+        """The retained `sot/v1/gateway/status` a panel connecting now would see."""
+        got: list[str] = []
+        c = self.broker.client("panel-probe")
+        c.on_message = lambda cl, u, m: got.append(json.loads(m.payload)["state"])
+        c.connect(self.broker.host, self.broker.port)
+        c.subscribe("sot/v1/gateway/status", 1)
+        c.loop_start()
+        try:
+            deadline = time.monotonic() + 2
+            while not got and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        return got[0] if got else None
+
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
@@ -189,7 +206,10 @@ def test_a_worker_killed_mid_burst_loses_nothing_and_repeats_nothing(rig: Rig,
     time.sleep(2.0)  # mid-burst
     w2.kill()
     killed_at = time.monotonic() - t0
-    time.sleep(2.0)  # systemd's Restart= brings it back
+    time.sleep(1.0)
+    # the living worker answered the dead one's Will: the panels still see the gateway online
+    assert rig.gateway_status() == "online"
+    time.sleep(1.0)  # systemd's Restart= brings it back
     w2.start()
     out = fleet.result()
     print(f"\n{SITES} sites, {out['published']} events published in {out['sent_s']:.1f} s, "
@@ -212,6 +232,7 @@ def test_killed_leader_is_replaced_within_10_s(rig: Rig, workers: list[WorkerPro
     killed = time.monotonic()
     wait_for(lambda: rig.leader() == "w2", 20, "w2 to take the lead")
     took = time.monotonic() - killed
+    assert rig.gateway_status() == "online"
     print(f"\nleader killed (kill -9); w2 led {took:.1f} s later")
     assert took < 10.0, f"takeover took {took:.1f} s"
     assert "took over the lead from w1" in w2.log()
