@@ -131,10 +131,15 @@ SUBTOPICS = ("status", "birth", "state", "event")
 CRISIS_ACK = "crisis_ack"
 VALIDATED = (*SUBTOPICS, CRISIS_ACK)
 GATEWAY_STATUS_TOPIC = f"{TOPIC_ROOT}/gateway/status"
+# The leader's plain subscriptions beside the shared ones (MqttIngest): the sites' retained and
+# live status, and the crisis acknowledgements, which no journal keeps.
+LEADER_TOPICS = [(f"{TOPIC_ROOT}/+/status", 1), (f"{TOPIC_ROOT}/+/crisis/+/ack", 1)]
 MAX_PAYLOAD = 1024
 BATCH_MAX = 500
 LOG_EVERY_S = 60.0
 REJECTS_FILED_PER_MIN = 120
+RECYCLE_PROBE_S = 1.0  # how often a failed store is looked at before reconnecting (MqttIngest)
+STATUS_QUIET_S = 2.0  # after a CONNECT, an `offline` heard is answered only if still the last
 REBIRTH_EVERY_S = 5.0  # a gap asks a site for its journal again at most this often
 REPLAY_QUIET_S = 10.0  # a hole is not a gap while the site's replay sent within this time
 REASONS = ("bad_topic", "unknown_subtopic", "unknown_site", "too_large", "not_utf8", "not_json",
@@ -639,17 +644,49 @@ class Ingest:
 class MqttIngest:
     """The gateway's MQTT session: subscribe, announce, hand messages to `Ingest` on the loop.
 
+    Several workers (docs/deploy.md, "Several workers"). The uplink (`status`, `birth`,
+    `state`, `event`, crisis acknowledgements) is subscribed as the MQTT shared subscription
+    `$share/<group>/...`: the broker gives each message to one worker of the group. Each worker
+    has a persistent session of its own (its own account and client id), so what the broker
+    handed a worker that died stays in that worker's session until it comes back. Retained
+    messages are not sent to shared subscriptions, and a dead worker's session holds its share:
+    so the leader (`set_leading`) also holds plain subscriptions to the sites' `status` (their
+    retained Wills, which the alert rules need at once) and crisis acknowledgements (the one
+    uplink message a controller does not keep in its journal); both are filed idempotently, so
+    the copy the group also delivers is a duplicate. Any old plain subscription to the other
+    uplink topics (a session from before shared subscriptions) is dropped at CONNECT.
+
     Gateway status: `sot/v1/gateway/status` retained, `{"state": "online", "ts"}` after each
     CONNECT, `{"state": "offline"}` as the Will and `{"state": "offline", "ts"}` on a clean stop
-    (a clean DISCONNECT does not fire the Will). After each CONNECT it asks every configured site
-    for `rebirth`, so the latest birth and state are current whatever the gateway missed.
+    (a clean DISCONNECT does not fire the Will). Every worker has that Will and subscribes to
+    the status plainly: a worker that sees a live `offline` (another worker died or stopped)
+    while it is itself connected says `online` again at once, so one dead worker never leaves
+    the panels saying the gateway is gone, and the sites, seeing the status come back `online`,
+    send their unacknowledged journal again (docs/mqtt.md, "Session rules"): the events the dead
+    worker held come in through the living one. The leader then also asks every site for
+    `rebirth` (at most every `REBIRTH_EVERY_S`), so births and states are current too.
+
+    The leader asks every configured site for `rebirth` after each of its CONNECTs and when it
+    takes the lead, so the latest birth and state are current whatever the gateway missed; the
+    other workers do not (one request per site, not one per worker).
     """
 
     def __init__(self, ingest: Ingest, loop: asyncio.AbstractEventLoop, *, host: str,
                  port: int, client_id: str = "sot-gateway", keepalive_s: int = 30,
                  username: str | None = None, password: str | None = None,
-                 clock: Clock = time.time, ca: str | Path | None = None) -> None:
+                 clock: Clock = time.time, ca: str | Path | None = None,
+                 group: str = "sot-gateway", leading: bool = True,
+                 session_expiry_s: int = 0) -> None:
         self.ingest = ingest
+        self.group = group
+        self.leading = leading  # the leader's subscriptions and rebirths (class docstring)
+        self.reannounced = 0  # `online` said again after another worker's `offline`
+        self._status_seen: str | None = None  # the last gateway status heard
+        self._recycle_pending = False  # a reconnect is due once the store answers again
+        self._recycling = False
+        self.recycled = 0
+        self._connected_at = -math.inf  # monotonic
+        self._peer_rebirth_at = -math.inf
         self.loop = loop
         self.host, self.port, self.keepalive_s = host, port, keepalive_s
         self.clock = clock
@@ -667,8 +704,15 @@ class MqttIngest:
         self.commit_seconds = commit_histogram()
         self._rebirth_asked: dict[str, float] = {}
         self.gap_rebirths = 0
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False, manual_ack=True)
+        self.session_expiry_s = session_expiry_s
+        if session_expiry_s:
+            # MQTT 5: the broker forgets the session (and stops sharing messages out to it)
+            # this long after the connection is gone.
+            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                      protocol=mqtt.MQTTv5, manual_ack=True)
+        else:
+            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                      clean_session=False, manual_ack=True)
         if username is not None:
             self.client.username_pw_set(username, password)
         if ca is not None:
@@ -689,7 +733,16 @@ class MqttIngest:
 
     def start(self) -> None:
         # connect_async + loop_start: the network thread keeps retrying while the broker is away.
-        self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        if self.session_expiry_s:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.session_expiry_s
+            self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s,
+                                      clean_start=False, properties=props)
+        else:
+            self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
         self.client.loop_start()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -728,19 +781,97 @@ class MqttIngest:
             log.warning("MQTT %s:%d refused the connection: %s", self.host, self.port, reason)
             return
         self.connects += 1
+        self._connected_at = time.monotonic()
         self._unreachable = False
         log.info("MQTT connected to %s:%d", self.host, self.port)
-        client.subscribe([(f"{TOPIC_ROOT}/+/{sub}", 1) for sub in SUBTOPICS]
-                         + [(f"{TOPIC_ROOT}/+/crisis/+/ack", 1)])
+        shared = f"$share/{self.group}/{TOPIC_ROOT}"
+        client.subscribe([(f"{shared}/+/{sub}", 1) for sub in SUBTOPICS]
+                         + [(f"{shared}/+/crisis/+/ack", 1), (GATEWAY_STATUS_TOPIC, 1)])
+        # Plain subscriptions of a persistent session from before (or of a former leader):
+        # every message would come twice. The leader's own are made again just below.
+        client.unsubscribe([f"{TOPIC_ROOT}/+/{sub}" for sub in SUBTOPICS]
+                           + [f"{TOPIC_ROOT}/+/crisis/+/ack"])
+        if self.leading:
+            client.subscribe(LEADER_TOPICS)
         client.publish(GATEWAY_STATUS_TOPIC, self._status("online"), qos=1, retain=True)
+        if self.leading or flags.session_present:
+            # The leader always; another worker when it resumed a session that lived on while
+            # it was away: the broker shared messages out to it meanwhile and kept at most its
+            # `max_queued_messages` of them, so what the sites sent may be missing.
+            self._ask_rebirth_all(client)
+        self.connected.set()
+        self._tell_listening(self.clock())
+
+    def _ask_rebirth_all(self, client: mqtt.Client) -> None:
         now = self.clock()
+        self._peer_rebirth_at = now
+        body = json.dumps({"ts": int(now)})
         for site in sorted(self.ingest.known_sites):
             # The journal comes back with this rebirth: a gap seen before its replay begins (the
             # broker's queued messages arrive first) is no reason to ask again (REBIRTH_EVERY_S).
             self._rebirth_asked[site] = now
-            client.publish(f"{TOPIC_ROOT}/{site}/rebirth", json.dumps({"ts": int(now)}), qos=1)
-        self.connected.set()
-        self._tell_listening(self.clock())
+            client.publish(f"{TOPIC_ROOT}/{site}/rebirth", body, qos=1)
+
+    def set_leading(self, leading: bool) -> None:
+        """This worker took (True) or lost (False) the lead: the leader's plain subscriptions,
+        and on taking it, a rebirth request to every site (the engine starts from current
+        data). Safe from any thread."""
+        if leading == self.leading:
+            return
+        self.leading = leading
+        if not self.connected.is_set():
+            return  # the next CONNECT does it
+        if leading:
+            self.client.subscribe(LEADER_TOPICS)
+            self._ask_rebirth_all(self.client)
+        else:
+            self.client.unsubscribe([t for t, _qos in LEADER_TOPICS])
+
+    def _peer_status(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
+        """The gateway status as another worker left it (network thread). A live `offline` (its
+        Will, or its clean stop) while this worker is connected: say `online` again. Right
+        after a CONNECT the persistent session first hands over what it queued meanwhile, this
+        worker's own Will from before a restart among it: such an `offline` is answered only if
+        it is still the last word `STATUS_QUIET_S` later (this worker's own `online` normally
+        comes back first)."""
+        try:
+            state = json.loads(msg.payload).get("state")
+        except (ValueError, AttributeError):
+            return
+        self._status_seen = state
+        if msg.retain or state != "offline" or self._stopping or not self.connected.is_set():
+            return  # retained: from before this subscription, answered by the CONNECT
+        wait = self._connected_at + STATUS_QUIET_S - time.monotonic()
+        if wait > 0:
+            with contextlib.suppress(RuntimeError):  # loop closed while stopping
+                self.loop.call_soon_threadsafe(self.loop.call_later, wait, self._status_check)
+            return
+        self._reannounce(client)
+
+    def _status_check(self) -> None:
+        if self._status_seen == "offline" and self.connected.is_set() and not self._stopping:
+            self._reannounce(self.client)
+
+    def _reannounce(self, client: mqtt.Client) -> None:
+        self.reannounced += 1
+        log.warning("another gateway worker went offline; announcing this one online")
+        client.publish(GATEWAY_STATUS_TOPIC, self._status("online"), qos=1, retain=True)
+        now = self.clock()
+        if self.leading and now - self._peer_rebirth_at >= REBIRTH_EVERY_S:
+            self._ask_rebirth_all(client)
+        if self.session_expiry_s:
+            # If the other worker does not come back, its session expires and what the broker
+            # queued for it is gone: whoever leads by then asks every site once more (until
+            # then, half of any replay went to the dead session too).
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self.loop.call_later,
+                                               self.session_expiry_s + STATUS_QUIET_S,
+                                               self._after_peer_expiry)
+
+    def _after_peer_expiry(self) -> None:
+        if self.leading and self.connected.is_set() and not self._stopping:
+            log.info("another worker's session has expired: asking every site for rebirth")
+            self._ask_rebirth_all(self.client)
 
     def _tell_listening(self, since: float | None) -> None:
         if self.on_listening is None:
@@ -752,7 +883,7 @@ class MqttIngest:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
-        if self.connected.is_set() and not self._stopping:
+        if self.connected.is_set() and not self._stopping and not self._recycling:
             log.warning("MQTT connection to %s:%d lost: %s", self.host, self.port, reason)
         self.connected.clear()
         self._tell_listening(None)
@@ -768,6 +899,8 @@ class MqttIngest:
         except UnicodeDecodeError:
             topic = "(topic is not UTF-8)"
         self.received += 1
+        if topic == GATEWAY_STATUS_TOPIC:
+            self._peer_status(client, msg)
         try:
             self.loop.call_soon_threadsafe(self._deliver, topic, bytes(msg.payload), msg.mid,
                                            msg.qos, self.connects)
@@ -802,12 +935,52 @@ class MqttIngest:
                           "one by one", len(batch), safe_text(batch[0][0][:100]))
             self.ingest.restore_counters(saved)
             done = self._file_one_by_one(batch)
+            if len(done) < len(batch):
+                self._left_unacknowledged()
         self.batches += 1
         self.processed += len(batch)
         for _topic, _payload, mid, qos, connection in done:
             if qos and connection == self.connects:
                 self.client.ack(mid, qos)
         self._acknowledge()
+
+    def _left_unacknowledged(self) -> None:
+        """The store failed as a whole and messages stay unacknowledged. The broker sends
+        them again only on a new connection (MQTT resends in-flight messages at a reconnect, not
+        before), and while they fill the in-flight window it sends nothing more: once the store
+        answers again, the session is reconnected (not ended: no Will, the session and its
+        messages kept) so they come again. Loop thread."""
+        if self._recycle_pending:
+            return
+        self._recycle_pending = True
+        log.warning("messages left unacknowledged while the store fails; the MQTT session is "
+                    "reconnected once it answers again")
+        self.loop.call_later(RECYCLE_PROBE_S, self._probe_store)
+
+    def _probe_store(self) -> None:
+        if self._stopping:
+            return
+        try:
+            self.ingest.store.site_ids()
+        except Exception:  # noqa: BLE001 - still down: look again
+            self.loop.call_later(RECYCLE_PROBE_S, self._probe_store)
+            return
+        self.loop.run_in_executor(None, self._reconnect)
+
+    def _reconnect(self) -> None:
+        """Drop the connection and connect again (a thread of its own: blocks briefly)."""
+        self._recycling = True
+        try:
+            self.client.disconnect()
+            self.client.loop_stop()
+            if self._stopping:
+                return
+            self.recycled += 1
+            log.info("store back: reconnecting to MQTT for the unacknowledged messages")
+            self.start()
+        finally:
+            self._recycling = False
+            self._recycle_pending = False
 
     def _file_one_by_one(self, batch: list[tuple[str, bytes, int, int, int]]
                          ) -> list[tuple[str, bytes, int, int, int]]:

@@ -179,7 +179,7 @@ class GatewayCollector(Collector):
 
     def _feeds(self, gw: Gateway) -> Iterator[Metric]:
         feeds = gw.feeds
-        if feeds is None:
+        if feeds is None or not feeds.running:  # polled by the leading worker: its numbers
             return
         per: dict[str, Any] = feeds.stats()["feeds"]
         failures = GaugeMetricFamily("sot_feed_consecutive_failures",

@@ -5,6 +5,10 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
     [mqtt]  host, port, client_id, keepalive_s (30), user, password (optional), ca (the CA
             certificate from `sot pki init`: TLS, verifying the broker against it; without it
             the connection is plaintext, which the project's brokers refuse)
+            session_expiry_s (0: the broker keeps the gateway's session until it returns, MQTT
+            3.1.1; N: MQTT 5, the session ends N s after the connection is lost. With several
+            workers set it (10): the broker shares messages out to a dead worker's session
+            until it ends; docs/deploy.md, "Several workers")
             cmd_keys (the sites' command keys from `sot mqtt-auth`, default
             var/mqtt/cmd-keys.json: the dashboard's signed commands; none, no commands)
     [http]  host, port (0 = any free port; the port taken is `Gateway.http_port`)
@@ -33,6 +37,15 @@ Configuration is the dict read from `config/gateway.toml` (see that file):
             (`Authorization: Bearer ...`, 16 characters or more); unset, /metrics answers only
             to clients on this machine that came through no proxy. /healthz and /readyz are
             open (docs/deploy.md, "Monitoring")
+    [worker] name ("main": unique per gateway process; the MQTT client id is
+            `<[mqtt] client_id>-<name>` for any other name, and the name is the holder in the
+            leader lease), lease_ttl_s (6: the leader lease's lifetime, renewed every third of
+            it; another worker takes over within about 1.3 times this after the leader dies).
+            Several workers share one PostgreSQL store and one broker; each has its own MQTT
+            account (`sot mqtt-auth --gateway-workers N`) and [http] port; every worker ingests
+            its share of the uplink and serves the web, the leader alone runs the alert
+            engine, the notifier and the feed poller (gateway/lease.py; docs/deploy.md,
+            "Several workers")
 
 Dashboard users are kept in the store (`sot user add NAME --role ROLE`); there is no default.
 
@@ -66,18 +79,23 @@ from .feeds.poller import load_feeds
 from .feeds.run import Feeds
 from .httpguard import GuardedSite, Limits
 from .ingest import CRISIS_ACK, Ingest, MqttIngest
+from .lease import Lease, MarkRelay
 from .metrics import GatewayOps
 from .settings import DEFAULTS as DEFAULTS  # the schema lives in gateway/settings.py
 from .settings import LOOPBACK
 from .settings import with_defaults as with_defaults
 from .signage import SiteBus
-from .store import SiteInfo, Store, open_store
+from .store import LEADER, PgStore, SiteInfo, Store, open_store
 from .validate import load_toml
 from .web import EXERCISE_SCHEDULES, make_app
 from .web.feeds import FEEDS
 from .web.ops import OPS
 
 log = logging.getLogger(__name__)
+
+# How long the leader's notifier holds a notification it is sending (the sender's own time
+# limit is 60 s): if it dies meanwhile, the next leader sends it once this has passed.
+CLAIM_HOLD_S = 90.0
 
 def secure_cookie(config: dict[str, Any]) -> bool:
     """Whether the session cookie is Secure (sent over HTTPS only). "auto": yes unless the web
@@ -121,6 +139,12 @@ class Gateway:
         self.bus = SiteBus()
         self.crisis: CrisisSender | None = None
         self.feeds: Feeds | None = None
+        self.lease: Lease | None = None
+        self._relay: MarkRelay | None = None
+        self._alert_config: AlertConfig | None = None
+        self._sites: dict[str, Any] = {}
+        self._exercise: dict[str, Any] = {}
+        self._listening_since: float | None = None
 
     def alert_config(self, config_dir: Path) -> AlertConfig:
         a = self.config["alerts"]
@@ -207,46 +231,109 @@ class Gateway:
         self._site = site
         self.http_port = int(self._runner.addresses[0][1])
 
-        engine: AlertEngine | None = None
-        if alert_config is not None:
-            base_url = a["base_url"] or f"http://{cfg['http']['host']}:{self.http_port}/"
-            self.engine = engine = AlertEngine(self.store, alert_config, self.clock,
-                                               senders=self.senders(), tick_s=float(a["tick_s"]),
-                                               base_url=base_url, name=a["cap_sender"],
-                                               exercise=FactsSource(self.store, {
-                                                   s.id: s.exercise for s in sites.values()}))
+        self._alert_config = alert_config
+        self._sites = sites
+        self._exercise = {s.id: s.exercise for s in sites.values()}
         bus = self.bus
+        worker = cfg["worker"]
+        relay = (MarkRelay(self.store.url, asyncio.get_running_loop(), self.store)
+                 if isinstance(self.store, PgStore) else None)
+        self._relay = relay
 
         def on_stored(site: str, subtopic: str) -> None:
             if subtopic in ("state", "status", "birth", CRISIS_ACK):
-                if engine is not None:
-                    engine.mark(site)
+                if self.engine is not None:
+                    self.engine.mark(site)
+                elif relay is not None:
+                    relay.add(site)  # the leader's engine, in another worker
                 bus.notify(site)  # the site's signage streams look again
 
         self.ingest.on_stored = on_stored
-        if engine is not None:
-            engine.start()
+        # Built on every worker (the web shows them), polled only by the leader.
+        self.feeds = self._new_feeds()
+        self.lease = Lease(self.store, str(worker["name"]), ttl_s=float(worker["lease_ttl_s"]),
+                           clock=self.clock, on_gain=self._lead, on_loss=self._follow)
+        await self.lease.start()  # leads at once when no other worker does
 
         m = cfg["mqtt"]
+        client_id = m["client_id"] if worker["name"] == "main" else \
+            f"{m['client_id']}-{worker['name']}"
         self.mqtt = MqttIngest(self.ingest, asyncio.get_running_loop(), host=m["host"],
-                               port=int(m["port"]), client_id=m["client_id"],
+                               port=int(m["port"]), client_id=client_id,
                                keepalive_s=int(m["keepalive_s"]), username=m["user"],
                                password=m["password"], clock=self.clock,
-                               ca=_resolve(m["ca"], self.base_dir) if m.get("ca") else None)
-        if self.engine is not None:
-            self.mqtt.on_listening = self.engine.listening
+                               ca=_resolve(m["ca"], self.base_dir) if m.get("ca") else None,
+                               group=m["client_id"], leading=self.lease.leading,
+                               session_expiry_s=int(m["session_expiry_s"]))
+        self.mqtt.on_listening = self._listening
         self.mqtt.start()
         # After MQTT: what a first poll publishes goes through the session (Feeds.resend
         # catches up on anything that came while it was not connected yet).
-        self.feeds = Feeds(load_feeds(cfg["feeds"]), load_policy(cfg["feed_policy"]),
-                           self.crisis, self.store, sites, self.clock)
+        if self.lease.leading:
+            self.feeds.start()
+        log.info("gateway worker %s: %d sites, web on http://%s:%d/, MQTT %s:%d as %s%s",
+                 worker["name"], len(sites), cfg["http"]["host"], self.http_port, m["host"],
+                 m["port"], client_id, " (leader)" if self.lease.leading else "")
+
+    def _new_feeds(self) -> Feeds:
+        cfg = self.config
+        assert self.crisis is not None and self.store is not None
+        return Feeds(load_feeds(cfg["feeds"]), load_policy(cfg["feed_policy"]), self.crisis,
+                     self.store, self._sites, self.clock)
+
+    def _listening(self, since: float | None) -> None:
+        """The MQTT session came up at `since` (None: went down): the engine's silence clock."""
+        self._listening_since = since
         if self.engine is not None:
-            self.engine.feeds = self.feeds.health  # the feed_failed rule (gateway scope)
-        self.feeds.start()
-        log.info("gateway: %d sites, web on http://%s:%d/, MQTT %s:%d", len(sites),
-                 cfg["http"]["host"], self.http_port, m["host"], m["port"])
+            self.engine.listening(since)
+
+    async def _lead(self, epoch: int) -> None:
+        """This worker took the lease: start the alert engine and notifier (from what the store
+        holds: every site evaluated at once) and the feed poller."""
+        assert self.store is not None and self.lease is not None
+        cfg = self.config
+        a = cfg["alerts"]
+        if self._alert_config is not None:
+            base_url = a["base_url"] or f"http://{cfg['http']['host']}:{self.http_port}/"
+            engine = AlertEngine(self.store, self._alert_config, self.clock,
+                                 senders=self.senders(), tick_s=float(a["tick_s"]),
+                                 base_url=base_url, name=a["cap_sender"],
+                                 exercise=FactsSource(self.store, self._exercise))
+            store, lease = self.store, self.lease
+            engine.active = lease.valid
+            engine.claim = lambda nid, now: store.claim_notification(
+                nid, LEADER, lease.holder, epoch, now, CLAIM_HOLD_S)
+            engine.listening_since = self._listening_since
+            if self.feeds is not None:
+                engine.feeds = self.feeds.health  # the feed_failed rule (gateway scope)
+            self.engine = engine
+            engine.start()
+            engine.mark_all()
+            if self._relay is not None:
+                self._relay.listen(engine.mark)
+        if self.mqtt is not None:
+            self.mqtt.set_leading(True)
+            if self.feeds is not None and not self.feeds.running:
+                self.feeds.start()
+
+    async def _follow(self, why: str) -> None:
+        """This worker lost (or gave up) the lease: stop the engine, the notifier and the feed
+        poller before anything more is done; ingest and web go on."""
+        engine, self.engine = self.engine, None
+        if self._relay is not None:
+            await asyncio.to_thread(self._relay.unlisten)
+        if engine is not None:
+            await engine.stop()
+        if self.mqtt is not None:
+            self.mqtt.set_leading(False)
+        if self.feeds is not None and self.feeds.running:
+            await self.feeds.stop()
+            self.feeds = self._new_feeds()
 
     async def stop(self) -> None:
+        if self.lease is not None:
+            await self.lease.stop()  # stops the engine and the feeds; the lease is released
+            self.lease = None
         if self.feeds is not None:
             await self.feeds.stop()
             self.feeds = None
@@ -256,6 +343,9 @@ class Gateway:
         if self.engine is not None:
             await self.engine.stop()
             self.engine = None
+        if self._relay is not None:
+            await asyncio.to_thread(self._relay.unlisten)
+            self._relay = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -269,6 +359,17 @@ class Gateway:
         out = self.ingest.stats() if self.ingest is not None else {}
         if self.engine is not None:
             out["alerts"] = self.engine.stats()
+        if self.lease is not None:
+            out["worker"] = self.lease.stats()
+            try:
+                held = self.store.lease(LEADER) if self.store is not None else None
+            except Exception:  # noqa: BLE001 - the store is down: say so, not fail the page
+                held = None
+            out["worker"]["leader"] = held["holder"] if held and \
+                float(held["expires"]) > self.clock() else None
+        if self.mqtt is not None:
+            out["mqtt"] = {"reannounced": self.mqtt.reannounced,
+                           "gap_rebirths": self.mqtt.gap_rebirths}
         if self._site is not None:
             out["web"] = self._site.stats()
         if self.feeds is not None:

@@ -32,6 +32,9 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("user", str, None),
         Key("password", str, None),
         Key("ca", PATH, None, doc="the CA certificate from `sot pki init`: TLS"),
+        Key("session_expiry_s", int, 0, lo=0, hi=2**32 - 2,
+            doc="0: the session never expires (MQTT 3.1.1); else MQTT 5, expiring this long "
+                "after the connection is gone (several workers: docs/deploy.md)"),
         Key("cmd_keys", PATH, "var/mqtt/cmd-keys.json",
             doc="the sites' command keys from `sot mqtt-auth` (dashboard commands)"),
     ),
@@ -81,6 +84,11 @@ SCHEMA: dict[str, tuple[Key, ...]] = {
         Key("token_file", PATH, None,
             doc="the bearer token a remote Prometheus presents for /metrics"),
     ),
+    "worker": (
+        Key("name", str, "main", doc="unique per worker process (docs/deploy.md)"),
+        Key("lease_ttl_s", float, 6.0, lo=1.0, hi=600.0,
+            doc="the leader lease's lifetime; renewed every third of it"),
+    ),
 }
 
 # The official-alert sections have their schema in the feeds package (gateway/feeds/:
@@ -119,6 +127,8 @@ def _feed_sections(config: dict[str, Any], path: Path | str) -> dict[str, Any]:
             else copy.deepcopy(DEFAULTS["feed_policy"])}
 
 LOOPBACK = ("127.", "::1", "localhost")
+# A worker's name: part of its MQTT client id and the holder in the leader lease.
+WORKER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 def with_defaults(
@@ -145,6 +155,9 @@ def with_defaults(
         if not isinstance(proxy, str):
             raise ConfigError(path, "[web]", "trusted_proxies",
                               f"item {i + 1}: must be an address string, got {proxy!r}")
+    if not WORKER_NAME.fullmatch(str(out["worker"]["name"])):
+        raise ConfigError(path, "[worker]", "name",
+                          "must be 1-32 of a-z, 0-9 and -, starting with a letter or digit")
     local = str(out["http"]["host"]).startswith(LOOPBACK)
     if out["web"]["secure_cookie"] is False and not local:
         raise ConfigError(path, "[web]", "secure_cookie",

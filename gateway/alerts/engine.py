@@ -112,6 +112,12 @@ class AlertEngine:
         self._no_contact_logged: set[str] = set()
         self._max_repeat = max([r.repeat_s for r in config.rules.values()]
                                + [config.grouping.rule.repeat_s, 0.0])
+        # Several gateway workers (gateway/lease.py): `active()` false means this worker's
+        # lease is no longer good, so no round runs and nothing is sent; `claim(id, now)` takes
+        # a due notification for sending, fenced by the lease, before it is sent (None: one
+        # gateway alone, everything due is sent).
+        self.active: Callable[[], bool] | None = None
+        self.claim: Callable[[int, float], bool] | None = None
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -366,6 +372,9 @@ class AlertEngine:
             self._wake.clear()
             if self._stopping:
                 return
+            if self.active is not None and not self.active():
+                await asyncio.sleep(MIN_ROUND_S)  # the lease is being lost: the service stops us
+                continue
             try:
                 if time.monotonic() >= next_tick or "*" in self._dirty:
                     self._dirty.clear()
@@ -385,6 +394,8 @@ class AlertEngine:
         for n in self.store.due_notifications(now, limit=PARALLEL_SENDS * 4):
             if n.id in self._sending:
                 continue
+            if self.claim is not None and not self.claim(n.id, now):
+                continue  # another worker's, or this worker's lease is gone
             self._sending.add(n.id)
             t = asyncio.get_running_loop().create_task(self._send(n))
             self._send_tasks.add(t)

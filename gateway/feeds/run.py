@@ -78,9 +78,15 @@ class Feeds:
         self.store = store
         self.restore()
 
+    @property
+    def running(self) -> bool:
+        """Polling (started and not stopped): on the leading gateway worker only."""
+        return bool(self._tasks)
+
     def start(self) -> None:
         if not self.pollers:
             return
+        self.restore()  # what the process that ran the feeds before saved last
         self._session = aiohttp.ClientSession()
         for p in self.pollers:
             p.use_session(self._session)
@@ -230,6 +236,8 @@ class Feeds:
             return
         doc = got[0]
         self.state = AlertSet.from_json(doc.get("set", {}))
+        self.publisher.published.clear()
+        self.publisher.pending.clear()
         self.publisher.published.update(doc.get("published", {}))
         for key, sites in doc.get("pending", {}).items():
             if key in self.state.alerts:

@@ -14,6 +14,8 @@ once, on either database's connection (`db.StoreBase`):
                   AuditStore      the audit log
     sessions.py   SessionStore    web sessions (by a digest of the cookie's token)
                   ThrottleStore   the login throttle's failures and known addresses
+    lease.py      LeaseStore      the leader lease of several gateway workers, and the
+                                  notifier's claim fenced by it
     db.py         Transactions    batch() and savepoint(); the migrations and value guards;
                                   the SQLite connection
     pg.py                         the PostgreSQL connection (placeholders, column types)
@@ -56,6 +58,7 @@ from .commands import CommandMixin, CommandStore
 from .crisis import CrisisMixin, CrisisStore, OfficialStore
 from .db import MIGRATIONS, SqliteBase, Transactions
 from .feeds import FeedStateMixin, FeedStateStore
+from .lease import LEADER, LeaseMixin, LeaseStore
 from .pg import PgBase, StoreFailed, StoreUnavailable
 from .sessions import SessionMixin, SessionStore, ThrottleStore
 from .telemetry import (
@@ -70,16 +73,17 @@ from .users import AuditMixin, AuditStore, UserMixin, UserStore
 
 __all__ = ["ALERT_FIELDS", "AlertRecord", "AlertStore", "AuditStore", "CommandStore",
            "CrisisStore", "DEFAULT_HEARTBEAT_S", "EXCERPT_BYTES", "FeedStateStore",
-           "HISTORY_EVERY_S", "MAX_EVENTS_LIMIT", "MIGRATIONS", "Notification", "OPEN",
-           "OfficialStore", "PgStore", "REJECTED_KEEP", "STALE_HEARTBEATS", "SYSTEMIC",
-           "SessionStore", "SiteInfo", "SiteSnapshot", "SiteStatus", "SiteSummary", "SqliteStore",
-           "Store", "StoreFailed", "StoreUnavailable", "TelemetryStore", "ThrottleStore",
-           "Transactions", "UserStore", "effective_heartbeat", "open_store", "site_status",
-           "site_summary"]
+           "HISTORY_EVERY_S", "LEADER", "LeaseStore", "MAX_EVENTS_LIMIT", "MIGRATIONS",
+           "Notification", "OPEN", "OfficialStore", "PgStore", "REJECTED_KEEP",
+           "STALE_HEARTBEATS", "SYSTEMIC", "SessionStore", "SiteInfo", "SiteSnapshot",
+           "SiteStatus", "SiteSummary", "SqliteStore", "Store", "StoreFailed", "StoreUnavailable",
+           "TelemetryStore", "ThrottleStore", "Transactions", "UserStore", "effective_heartbeat",
+           "open_store", "site_status", "site_summary"]
 
 
 class Store(TelemetryStore, AlertStore, CrisisStore, OfficialStore, FeedStateStore, CommandStore,
-            UserStore, AuditStore, SessionStore, ThrottleStore, Transactions, Protocol):
+            UserStore, AuditStore, SessionStore, ThrottleStore, LeaseStore, Transactions,
+            Protocol):
     """Everything the gateway keeps: what the web layer and the CLI use."""
 
     @property
@@ -89,12 +93,12 @@ class Store(TelemetryStore, AlertStore, CrisisStore, OfficialStore, FeedStateSto
 
 
 class SqliteStore(TelemetryMixin, AlertMixin, CrisisMixin, FeedStateMixin, CommandMixin,
-                  UserMixin, AuditMixin, SessionMixin, SqliteBase):
+                  UserMixin, AuditMixin, SessionMixin, LeaseMixin, SqliteBase):
     """`Store` on one SQLite file (see the modules for each aggregate's tables)."""
 
 
 class PgStore(TelemetryMixin, AlertMixin, CrisisMixin, FeedStateMixin, CommandMixin, UserMixin,
-              AuditMixin, SessionMixin, PgBase):
+              AuditMixin, SessionMixin, LeaseMixin, PgBase):
     """`Store` on a PostgreSQL database (`gateway/store/pg.py`)."""
 
 

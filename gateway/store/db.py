@@ -308,6 +308,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX feed_approvals_open ON feed_approvals (outcome, id);
     """,
+    # 10: the leader lease of several gateway workers (gateway/store/lease.py): who runs the
+    # alert engine, the notifier and the feed poller, until when, under which epoch.
+    """
+    CREATE TABLE leases (
+        name     TEXT PRIMARY KEY,
+        holder   TEXT NOT NULL,
+        epoch    INTEGER NOT NULL,
+        expires  REAL NOT NULL,
+        acquired REAL NOT NULL
+    );
+    """,
 )
 
 

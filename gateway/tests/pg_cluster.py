@@ -89,18 +89,32 @@ class Cluster:
                         pytrace=False)
         for _ in range(3):  # a port taken between choosing and binding: another one
             self.port = free_port()  # per xdist worker: its own block
-            with open(self.log, "wb") as log:
-                self.proc = subprocess.Popen(
-                    [*self._as, str(self.bindir / "postgres"), "-D", str(self.data),
-                     "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-                     "-c", "unix_socket_directories=", "-c", "max_connections=200",
-                     *(() if self.fsync else ("-c", "fsync=off", "-c", "full_page_writes=off"))],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self._spawn("wb")
             if self._ready(30.0):
                 return
             self.stop_server()
         pytest.fail(f"PostgreSQL did not start: {self.log.read_text(errors='replace')[-2000:]}",
                     pytrace=False)
+
+    def _spawn(self, mode: str) -> None:
+        with open(self.log, mode) as log:
+            self.proc = subprocess.Popen(
+                [*self._as, str(self.bindir / "postgres"), "-D", str(self.data),
+                 "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+                 "-c", "unix_socket_directories=", "-c", "max_connections=200",
+                 *(() if self.fsync else ("-c", "fsync=off", "-c", "full_page_writes=off"))],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def restart_server(self, down_s: float = 0.0) -> None:
+        """Stop the server at once (what a crash or `systemctl restart` looks like to its
+        clients: every connection dropped), wait `down_s`, start it again on the same port and
+        data; returns once it accepts connections."""
+        self.stop_server()
+        time.sleep(down_s)
+        self._spawn("ab")
+        if not self._ready(30.0):
+            pytest.fail(f"PostgreSQL did not come back: "
+                        f"{self.log.read_text(errors='replace')[-2000:]}", pytrace=False)
 
     def _ready(self, timeout: float) -> bool:
         import psycopg

@@ -228,3 +228,49 @@ def test_fuzzed_states_never_crash_ingest_or_rules_and_bad_ones_are_never_state(
         rig.evaluate()
 
     check()
+
+
+def test_a_takeover_sends_each_notification_once(rig: Rig):
+    """Two workers' engines on one store: the old leader, paused past its lease, wakes up
+    after another worker took over. It claims and sends nothing; the new leader sends every
+    queued notification once (gateway/store/lease.py `claim_notification`)."""
+    import asyncio
+
+    from gateway.alerts.engine import AlertEngine
+    from gateway.model import Notification
+    from gateway.store import LEADER
+
+    rig.state("krokom-follinge", **FAILED)
+    rig.evaluate()
+    queued = {m["idem"] for m in rig.messages()}
+    assert queued
+    store, clock = rig.store, rig.clock
+    sent: list[tuple[str, str]] = []
+
+    class Recorder:
+        def __init__(self, who: str) -> None:
+            self.who = who
+
+        async def send(self, n: Notification) -> None:
+            sent.append((self.who, n.idem))
+
+    def engine(who: str, epoch: int) -> AlertEngine:
+        e = AlertEngine(store, CFG, clock, senders=dict.fromkeys(("file", "email", "webhook"),
+                                                                 Recorder(who)))
+        e.claim = lambda nid, now: store.claim_notification(nid, LEADER, who, epoch, now, 90)
+        return e
+
+    old_epoch = store.acquire_lease(LEADER, "gw1", clock.t, 6)
+    assert old_epoch is not None
+    clock.t += 7  # gw1 paused: its lease ran out, gw2 takes it
+    new_epoch = store.acquire_lease(LEADER, "gw2", clock.t, 6)
+    assert new_epoch == old_epoch + 1
+
+    async def rounds() -> None:
+        old, new = engine("gw1", old_epoch), engine("gw2", new_epoch)
+        for e in (old, new, old, new):
+            e.dispatch_due()
+            await e.drain()
+
+    asyncio.run(rounds())
+    assert sorted(sent) == sorted(("gw2", idem) for idem in queued)

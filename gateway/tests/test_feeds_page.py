@@ -49,6 +49,13 @@ def test_the_page_lists_marks_and_approves(tmp_path: Path) -> None:
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         base = f"http://127.0.0.1:{runner.addresses[0][1]}"
         jar = aiohttp.CookieJar(unsafe=True)
+
+        async def carry_out() -> None:  # what the running feeds do (Feeds._approvals)
+            while True:
+                feeds.process_approvals()
+                await asyncio.sleep(0.05)
+
+        worker = asyncio.create_task(carry_out())
         try:
             async with aiohttp.ClientSession(cookie_jar=jar) as viewer:
                 csrf = await login(viewer, base, "anna")
@@ -87,6 +94,7 @@ def test_the_page_lists_marks_and_approves(tmp_path: Path) -> None:
                     page = html.unescape(await r.text())
                 assert "Inget larm väntar på godkännande" in page and "visas på" in page
         finally:
+            worker.cancel()
             await runner.cleanup()
 
     asyncio.run(asyncio.wait_for(main(), 30))

@@ -69,3 +69,55 @@ def test_serve_runs_until_the_stop_event(tmp_path: Path):
     sites = asyncio.run(asyncio.wait_for(main(), 30))
     assert {s["id"] for s in sites} == {"are-kall", "harjedalen-hede", "krokom-follinge"}
     assert (tmp_path / "db" / "sot.sqlite3").exists()
+
+
+def test_worker_settings_are_checked():
+    cfg = with_defaults({})
+    assert cfg["worker"] == {"name": "main", "lease_ttl_s": 6.0}
+    with pytest.raises(ValueError, match=r"\[worker\]: key 'name'"):
+        with_defaults({"worker": {"name": "Worker 2"}})
+    with pytest.raises(ValueError, match=r"\[worker\]: key 'lease_ttl_s'"):
+        with_defaults({"worker": {"lease_ttl_s": 0.1}})
+    with pytest.raises(ValueError, match=r"\[mqtt\]: key 'session_expiry_s'"):
+        with_defaults({"mqtt": {"session_expiry_s": -1}})
+
+
+def test_two_workers_one_leader_and_the_other_takes_over_when_it_stops(tmp_path: Path):
+    """Two gateway workers on one store (no broker needed): the first leads and runs the alert
+    engine, the second serves the web and ingests only; /api/stats says who leads; a clean stop
+    of the leader hands the lead over within one renewal period."""
+    def worker(name: str) -> dict:
+        return {**config(tmp_path), "worker": {"name": name, "lease_ttl_s": 1.5}}
+
+    async def stats(gw: Gateway) -> dict:
+        base = f"http://127.0.0.1:{gw.http_port}"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+            await login(s, base)
+            async with s.get(base + "/api/stats") as r:
+                return dict(await r.json())
+
+    async def main() -> None:
+        a, b = Gateway(worker("a")), Gateway(worker("b"))
+        await a.start()
+        await b.start()
+        try:
+            assert a.store is not None
+            add_user(a.store)
+            assert a.engine is not None and b.engine is None
+            assert a.feeds is not None and b.feeds is not None  # both serve the feeds page
+            got = await stats(b)
+            assert got["worker"]["worker"] == "b" and not got["worker"]["leading"]
+            assert got["worker"]["leader"] == "a"
+            assert "alerts" not in got
+            await a.stop()
+            deadline = asyncio.get_running_loop().time() + 5
+            while b.engine is None and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            assert b.engine is not None and b.lease is not None and b.lease.leading
+            got = await stats(b)
+            assert got["worker"]["leader"] == "b" and "alerts" in got
+        finally:
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))

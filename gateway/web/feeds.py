@@ -27,9 +27,9 @@ from .guard import CLOCK, STORE, may, needs, read_form, session_of
 from .pages import show
 from .render import text
 
-# What the service sets: this worker's running feeds, if it runs them (None: no [[feeds]]
-# configured, the gateway is starting, or another worker runs them). A function, because the
-# feeds start after the web side.
+# What the service sets: this worker's feeds (None while the gateway is starting); they run
+# (`Feeds.running`) only on the worker that leads. A function, because the feeds start after
+# the web side.
 FEEDS: web.AppKey[Callable[[], Feeds | None]] = web.AppKey("feeds")
 APPROVAL_WAIT_S = 5.0
 
@@ -79,7 +79,7 @@ async def feeds_approve_post(request: web.Request) -> web.StreamResponse:
     store, clock = request.app[STORE], request.app[CLOCK]
     req = store.request_feed_approval(key, s.user if s is not None else "-", note, clock())
     feeds = request.app[FEEDS]()
-    if feeds is not None:  # this worker runs the feeds: carry it out now
+    if feeds is not None and feeds.running:  # this worker runs the feeds: carry it out now
         feeds.process_approvals()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + APPROVAL_WAIT_S
