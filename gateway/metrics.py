@@ -179,9 +179,10 @@ class GatewayCollector(Collector):
 
     def _feeds(self, gw: Gateway) -> Iterator[Metric]:
         feeds = gw.feeds
-        if feeds is None or not feeds.running:  # polled by the leading worker: its numbers
+        if feeds is None:
             return
-        per: dict[str, Any] = feeds.stats()["feeds"]
+        # Polled by the leading worker only: the numbers are its; another worker has none.
+        per: dict[str, Any] = feeds.stats()["feeds"] if feeds.running else {}
         failures = GaugeMetricFamily("sot_feed_consecutive_failures",
                                      "Failed polls of an official-alert feed since its last "
                                      "success", labels=["feed"])
