@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any, Protocol
 
 from ..ingest import SYSTEMIC, safe_text
@@ -67,13 +68,19 @@ PARALLEL_SENDS = 8
 # controllers replaying their journals after a blackout) a site's many messages cost one
 # evaluation, and ingest keeps the loop. It adds at most this much to the alert latency.
 MIN_ROUND_S = 0.1
+# A round over many sites runs in parts of about this many (whole municipalities each, so the
+# grouping rule sees all of a municipality's alerts) and gives the event loop back between
+# them: 2 000 sites in one piece held ingest and the web for over 100 ms.
+ROUND_SITES = 200
 
 
 class EngineStore(AlertStore, AuditStore, Transactions, Protocol):
     """What the engine uses: the alerts and notifications, the audit log, transactions, and the
     sites' snapshots (the rules' input)."""
 
-    def snapshots(self, site: str | None = None) -> list[SiteSnapshot]: ...
+    def snapshots(self, site: str | None = None, *,
+                  sites: Sequence[str] | None = None) -> list[SiteSnapshot]: ...
+    def site_municipalities(self) -> dict[str, str]: ...
 
 
 class AlertEngine:
@@ -138,17 +145,51 @@ class AlertEngine:
     # --- one evaluation ----------------------------------------------------------------------
 
     def evaluate_sites(self, sites: Iterable[str] | None = None) -> list[Action]:
-        """Evaluate the named sites (None: all) at the clock's now and apply the result."""
+        """Evaluate the named sites (None: all, and the gateway's own rules) at the clock's now
+        and apply the result, part by part (`parts`)."""
+        actions: list[Action] = []
+        for part in self.parts(sites):
+            actions.extend(part())
+        self.evaluations += 1
+        return actions
+
+    def parts(self, sites: Iterable[str] | None = None) -> list[partial[list[Action]]]:
+        """A round as its parts, each evaluated and applied on its own (`_run` yields to the
+        event loop between them): the named sites (None: every active site) in groups of about
+        `ROUND_SITES`, whole municipalities together; a full round ends with the gateway's own
+        rules and the alerts of municipalities no part covered (an inactive site's, say), whose
+        notifications still fall due. Each part reads the store when it runs, so it sees what
+        the parts before it wrote."""
+        where = self.store.site_municipalities()
+        wanted = set(where) if sites is None else set(sites)
+        by_muni: dict[str, list[str]] = {}
+        for site in sorted(wanted):
+            by_muni.setdefault(where.get(site, ""), []).append(site)
+        groups: list[list[str]] = []
+        for muni in sorted(by_muni):
+            if not groups or len(groups[-1]) + len(by_muni[muni]) > ROUND_SITES:
+                groups.append([])
+            groups[-1].extend(by_muni[muni])
+        covered: set[str] = set()
+        out = [partial(self._evaluate, g, covered) for g in groups]
+        if sites is None:
+            out.append(partial(self._evaluate, None, covered))
+        return out
+
+    def _evaluate(self, wanted: list[str] | None, covered: set[str]) -> list[Action]:
+        """One part: the sites of `wanted` and their municipalities' alerts (adding those to
+        `covered`), or with None the gateway's rules and the alerts outside `covered`."""
         now = self.clock()
-        wanted = None if sites is None else sorted(set(sites))
+        since = now - self._max_repeat
         if wanted is None:
-            snaps = self.store.snapshots()
-            alerts = self.store.alerts(resolved_since=now - self._max_repeat)
+            snaps: list[SiteSnapshot] = []
+            alerts = [a for a in self.store.alerts(resolved_since=since)
+                      if a.municipality not in covered]
         else:
-            snaps = [s for site in wanted for s in self.store.snapshots(site)]
+            snaps = self.store.snapshots(sites=wanted)
             munis = sorted({s.info.municipality for s in snaps})
-            alerts = [a for m in munis for a in
-                      self.store.alerts(municipality=m, resolved_since=now - self._max_repeat)]
+            covered.update(munis)
+            alerts = self.store.alerts(municipalities=munis, resolved_since=since)
         failed: dict[str, Exception] = {}
         views = {}
         for s in snaps:
@@ -174,7 +215,6 @@ class AlertEngine:
             self._site_failed(site, err)
         if actions:
             self.apply(actions, alerts, now)
-        self.evaluations += 1
         return actions
 
     def _site_failed(self, site: str, e: BaseException) -> None:
@@ -376,13 +416,21 @@ class AlertEngine:
                 await asyncio.sleep(MIN_ROUND_S)  # the lease is being lost: the service stops us
                 continue
             try:
+                parts = []
                 if time.monotonic() >= next_tick or "*" in self._dirty:
                     self._dirty.clear()
                     next_tick = time.monotonic() + self.tick_s
-                    self.evaluate_sites(None)
+                    parts = self.parts(None)
                 elif self._dirty:
                     sites, self._dirty = self._dirty, set()
-                    self.evaluate_sites(sites)
+                    parts = self.parts(sites)
+                for i, part in enumerate(parts):
+                    if i:
+                        await asyncio.sleep(0)  # ingest and the web between the parts
+                        if self._stopping or (self.active is not None and not self.active()):
+                            break
+                    part()
+                self.evaluations += bool(parts)
                 self.dispatch_due()
             except Exception:
                 log.exception("alert evaluation failed; retrying at the next tick")

@@ -615,6 +615,12 @@ def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequenc
     Site kinds are never evaluated there, nor gateway kinds at a site."""
     actions: list[Action] = []
     open_by_key = {a.key: a for a in alerts if a.open}
+    # Each site's rules look up their own open alerts here, not by scanning them all: a full
+    # round is sites x rules lookups, and with hundreds of alerts open (a county in a
+    # blackout) the scan took the event loop for a second (docs/benchmarks.md).
+    by_target: dict[tuple[str, str | None], dict[str, AlertRecord]] = {}
+    for a in open_by_key.values():
+        by_target.setdefault((a.rule, a.site), {})[a.key] = a
     last_told: dict[str, float] = {}
     for a in alerts:
         if a.notified is not None and not a.open:
@@ -627,7 +633,7 @@ def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequenc
         targets.append((gateway, "gateway"))
     for v, scope in targets:
         try:
-            site_actions, site_fresh = _evaluate_site(config, v, open_by_key, now, opened,
+            site_actions, site_fresh = _evaluate_site(config, v, by_target, now, opened,
                                                       scope)
         except Exception as e:
             if failed is None:
@@ -647,11 +653,13 @@ def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequenc
     return actions
 
 
-def _evaluate_site(config: AlertConfig, v: SiteView, open_by_key: Mapping[str, AlertRecord],
+def _evaluate_site(config: AlertConfig, v: SiteView,
+                   by_target: Mapping[tuple[str, str | None], Mapping[str, AlertRecord]],
                    now: float, opened: dict[str, Open],
                    scope: str = "site") -> tuple[list[Action], dict[str, Obs]]:
-    """Every rule at one site: (its lifecycle actions, key -> fresh observation). `opened` is
-    only added to once the whole site evaluated."""
+    """Every rule at one site: (its lifecycle actions, key -> fresh observation). `by_target`:
+    the open alerts by (rule, site) and key. `opened` is only added to once the whole site
+    evaluated."""
     actions: list[Action] = []
     fresh: dict[str, Obs] = {}
     mine_opened: dict[str, Open] = {}
@@ -660,9 +668,8 @@ def _evaluate_site(config: AlertConfig, v: SiteView, open_by_key: Mapping[str, A
             continue
         prefix = alert_key(rule.id, v.site)
         site = None if scope == "gateway" else v.site
-        mine = {a.detail: a for k, a in open_by_key.items()
-                if a.rule == rule.id and a.site == site and
-                (k == prefix or k.startswith(prefix + ":"))}
+        mine = {a.detail: a for k, a in by_target.get((rule.id, site), {}).items()
+                if k == prefix or k.startswith(prefix + ":")}
         observed = KINDS[rule.id].evaluate(rule, v, now, mine)
         if observed is None:
             continue

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from ..model import ALERT_FIELDS, AlertRecord, Notification
@@ -23,7 +23,8 @@ from .db import StoreBase
 class AlertStore(Protocol):
     def alerts(self, *, open_only: bool = True, site: str | None = None,
                municipality: str | None = None, resolved_since: float | None = None,
-               limit: int = 100_000) -> list[AlertRecord]: ...
+               limit: int = 100_000,
+               municipalities: Sequence[str] | None = None) -> list[AlertRecord]: ...
     def alert(self, ref: int | str) -> AlertRecord | None: ...
     def open_alert(self, rec: AlertRecord) -> int | None: ...
     def update_alert(self, alert_id: int, expect: tuple[str, ...],
@@ -48,14 +49,21 @@ class AlertMixin(StoreBase):
 
     def alerts(self, *, open_only: bool = True, site: str | None = None,
                municipality: str | None = None, resolved_since: float | None = None,
-               limit: int = 100_000) -> list[AlertRecord]:
+               limit: int = 100_000,
+               municipalities: Sequence[str] | None = None) -> list[AlertRecord]:
         """Open alerts (and with `resolved_since`, those resolved since then), or with
-        `open_only=False` every alert; newest first."""
+        `open_only=False` every alert; newest first. `municipalities`: those of any of them, in
+        one query (the alert engine's round over the sites that sent something)."""
         clauses: list[str] = []
         args: list[Any] = []
         if municipality is not None:
             clauses.append("municipality = ?")
             args.append(municipality)
+        if municipalities is not None:
+            if not municipalities:
+                return []
+            clauses.append(f"municipality IN ({', '.join('?' * len(municipalities))})")
+            args.extend(municipalities)
         if open_only:
             if resolved_since is None:
                 clauses.append("status != 'resolved'")

@@ -22,7 +22,7 @@ The overview (`sites_overview`, `site_overview`) and the alert rules' input (`sn
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from ..model import SiteInfo, SiteSnapshot, SiteSummary, site_summary
@@ -32,11 +32,13 @@ REJECTED_KEEP = 10_000
 EXCERPT_BYTES = 200
 MAX_EVENTS_LIMIT = 500
 HISTORY_EVERY_S = 300
+SNAPSHOT_CHUNK = 500  # sites per query in `snapshots(sites=...)`
 
 
 class TelemetryStore(Protocol):
     def upsert_sites(self, sites: Iterable[SiteInfo]) -> None: ...
     def site_ids(self) -> frozenset[str]: ...
+    def site_municipalities(self) -> dict[str, str]: ...
     def latest(self, site: str) -> dict[str, Any] | None: ...
     def latest_states(self) -> dict[str, dict[str, Any]]: ...
     def put_status(self, site: str, msg: dict[str, Any], raw: str, received: float) -> None: ...
@@ -56,7 +58,8 @@ class TelemetryStore(Protocol):
     def reset_site(self, site: str, actor: str, now: float) -> bool: ...
     def state_history(self, site: str, since: float = 0.0,
                       limit: int = 1000) -> list[dict[str, Any]]: ...
-    def snapshots(self, site: str | None = None) -> list[SiteSnapshot]: ...
+    def snapshots(self, site: str | None = None, *,
+                  sites: Sequence[str] | None = None) -> list[SiteSnapshot]: ...
 
 
 class TelemetryMixin(StoreBase):
@@ -76,6 +79,11 @@ class TelemetryMixin(StoreBase):
 
     def site_ids(self) -> frozenset[str]:
         return frozenset(r[0] for r in self._db.execute("SELECT id FROM sites WHERE active = 1"))
+
+    def site_municipalities(self) -> dict[str, str]:
+        """Active site -> its municipality."""
+        return {r[0]: r[1] for r in
+                self._db.execute("SELECT id, municipality FROM sites WHERE active = 1")}
 
     # --- latest status / birth / state -------------------------------------------------------
 
@@ -274,9 +282,28 @@ class TelemetryMixin(StoreBase):
 
     # --- rule inputs -------------------------------------------------------------------------
 
-    def snapshots(self, site: str | None = None) -> list[SiteSnapshot]:
-        """Active sites (or the one named) with their latest messages, for the alert rules."""
-        where, args = ("s.active = 1", ()) if site is None else ("s.id = ?", (site,))
+    def snapshots(self, site: str | None = None, *,
+                  sites: Sequence[str] | None = None) -> list[SiteSnapshot]:
+        """Active sites (or the one named, or those of `sites`, active or not) with their latest
+        messages, for the alert rules. `sites` is read in two queries per 500 sites, not two per
+        site: the alert engine's round after a burst names every site that sent something, and
+        on PostgreSQL each query is a round trip."""
+        if sites is not None:
+            wanted = sorted(set(sites))
+            return [snap for i in range(0, len(wanted), SNAPSHOT_CHUNK)
+                    for snap in self._snapshots(wanted[i:i + SNAPSHOT_CHUNK])]
+        return self._snapshots(None if site is None else [site])
+
+    def _snapshots(self, sites: list[str] | None) -> list[SiteSnapshot]:
+        if sites == []:
+            return []
+        args: tuple[str, ...] = ()
+        if sites is None:
+            where, crisis_where = "s.active = 1", ""
+        else:
+            marks = ", ".join("?" * len(sites))
+            where, args = f"s.id IN ({marks})", tuple(sites)
+            crisis_where = f" AND c.site IN ({marks})"
         rows = self._db.execute(
             "SELECT s.*, st.status, st.status_received, st.birth, st.state, st.state_ts, "
             f"st.state_received, st.reset_at FROM sites s LEFT JOIN site_status st "
@@ -286,8 +313,7 @@ class TelemetryMixin(StoreBase):
         for r in self._db.execute(
                 "SELECT c.site, c.crisis_id, c.ts FROM crisis_sent c WHERE NOT EXISTS "
                 "(SELECT 1 FROM crisis_acks a WHERE a.site = c.site AND a.crisis_id = c.crisis_id "
-                "AND a.received >= c.ts)"
-                + ("" if site is None else " AND c.site = ?") + " ORDER BY c.ts", args):
+                "AND a.received >= c.ts)" + crisis_where + " ORDER BY c.ts", args):
             unacked.setdefault(r[0], []).append((r[1], float(r[2])))
         return [SiteSnapshot(
             info=SiteInfo(r["id"], r["name"], r["municipality"], r["lat"], r["lon"],

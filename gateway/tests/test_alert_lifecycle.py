@@ -7,9 +7,11 @@ import json
 from typing import Any
 
 import pytest
-from alert_rig import HEARTBEAT_S, Rig, normal_state, shipped_config
+from alert_rig import ALL_SITES, HEARTBEAT_S, Rig, normal_state, shipped_config
 from gw_samples import raw
 from pg_cluster import Backend, backend_fixture, pg_cluster_fixture, store_fixture  # noqa: F401
+
+from gateway.store import SiteInfo
 
 CFG = shipped_config()
 LOST: dict[str, Any] = {"mode": "on_backup", "grid": {"state": "lost", "v": 0.0, "f": 0.0},
@@ -274,3 +276,85 @@ def test_a_takeover_sends_each_notification_once(rig: Rig):
 
     asyncio.run(rounds())
     assert sorted(sent) == sorted(("gw2", idem) for idem in queued)
+
+
+# A county of 23 municipalities of 20 sites: more than one part of a round (ROUND_SITES).
+COUNTY = [SiteInfo(f"county-{m:02d}-{i:02d}", f"Plats {m}/{i:02d}", f"Kommun {m:02d}",
+                   63.0 + m / 100, 14.0 + i / 100, HEARTBEAT_S)
+          for m in range(23) for i in range(20)]
+
+
+def test_a_county_blackout_is_evaluated_in_parts_and_still_one_incident_per_municipality(
+        rig: Rig):
+    """A round over hundreds of sites runs in parts (so ingest and the web get the event loop
+    between them). A part never splits a municipality: every municipality of a county-wide
+    blackout is one incident listing all its 20 sites, told once."""
+    from gateway.alerts.engine import ROUND_SITES
+
+    rig.store.upsert_sites(ALL_SITES + COUNTY)
+    rig.ingest.reload_sites()
+    groups = [p.args[0] for p in rig.engine.parts(None)]
+    assert groups[-1] is None  # the gateway's rules and alerts outside every part come last
+    site_groups = groups[:-1]
+    assert len(site_groups) >= 3 and all(len(g) <= ROUND_SITES for g in site_groups)
+    muni = {s.id: s.municipality for s in ALL_SITES + COUNTY}
+    part_of: dict[str, int] = {}
+    for n, g in enumerate(site_groups):
+        for site in g:
+            assert part_of.setdefault(muni[site], n) == n, f"{muni[site]} split across parts"
+
+    for s in COUNTY:
+        rig.state(s.id)
+    rig.advance(60)
+    for s in COUNTY:
+        rig.state(s.id, **LOST)
+    rig.advance(CFG.rules["grid_lost"].hold_s + CFG.grouping.window_s + HEARTBEAT_S)
+
+    firing = rig.firing()
+    told = rig.told(kind="firing")
+    for m in range(23):
+        incident = f"regional_grid_lost:Kommun {m:02d}"
+        assert incident in firing
+        members = rig.open_alerts()[incident].data["sites"]
+        assert members == [f"county-{m:02d}-{i:02d}" for i in range(20)]
+        assert [t["key"] for t in told if t["key"] == incident] == [incident]
+    # The sites are told through their incident, not one by one.
+    assert not [t for t in told if t["key"].startswith("grid_lost:county-")]
+
+
+def test_a_round_in_parts_gives_the_event_loop_back_between_them(rig: Rig):
+    """The engine's task yields between the parts of a round: other work on the loop (ingest,
+    the web) runs while 460 sites are evaluated."""
+    import asyncio
+
+    rig.store.upsert_sites(ALL_SITES + COUNTY)
+    order: list[str] = []
+    evaluate_part = rig.engine._evaluate
+
+    def spy(wanted: Any, covered: Any) -> Any:
+        order.append("part")
+        return evaluate_part(wanted, covered)
+
+    rig.engine._evaluate = spy  # type: ignore[method-assign]
+
+    async def main() -> None:
+        stop = False
+
+        async def other_work() -> None:
+            while not stop:
+                order.append("loop")
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_work())
+        rig.engine.start()
+        rig.engine.mark_all()
+        async with asyncio.timeout(30):
+            while order.count("part") < 4:
+                await asyncio.sleep(0.01)
+        await rig.engine.stop()
+        stop = True
+        await other
+
+    asyncio.run(main())
+    parts = [i for i, what in enumerate(order) if what == "part"][:4]
+    assert all("loop" in order[a:b] for a, b in zip(parts, parts[1:], strict=False))
