@@ -333,6 +333,9 @@ class Dialect:
     # when the field is missing or JSON null.
     json_text: Callable[[str, str], str]
     json_value: Callable[[str, str], str]
+    # appended to a SELECT inside a write transaction to hold its rows until the commit: other
+    # gateway workers' transactions wait (PostgreSQL); SQLite's write lock is the whole file.
+    for_update: str = ""
 
 
 def _json_extract(col: str, field: str) -> str:

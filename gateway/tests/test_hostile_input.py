@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from alert_rig import Rig, normal_state
 from gw_samples import SITES, TS, Clock, birth, event, present, raw, state, status
-from pg_cluster import backend_fixture, one, pg_cluster_fixture, store_fixture  # noqa: F401
+from pg_cluster import Backend, backend_fixture, one, pg_cluster_fixture, store_fixture  # noqa: F401
 
 from gateway import ingest as ingest_mod
 from gateway.cli import main as cli_main
@@ -494,6 +494,88 @@ def test_silence_after_a_reset_counts_from_the_reset(tmp_path: Path):
 
 
 # --- the group commit: a failed COMMIT files its messages one by one ------------------------
+
+def test_a_message_the_store_refuses_in_a_group_commit_costs_only_itself(
+        ing: Ingest, db: Store, monkeypatch: pytest.MonkeyPatch):
+    """Through the MQTT side's group commit (first tried without a savepoint per message): the
+    database refuses one event (a real constraint error). The try is rolled back and the batch
+    filed again with savepoints: that event is refused and acknowledged, every other message of
+    both sites is filed and acknowledged, each counted once."""
+    import asyncio
+
+    from gateway.ingest import MqttIngest
+
+    real = db.add_event
+
+    def add_event(site: str, msg: dict[str, Any], raw_: str, received: float) -> bool:
+        if site == "krokom-follinge" and msg["seq"] == 1:
+            one(db, "INSERT INTO events (id, site, boot, seq, ts, type, data, hist, "
+                    "received) SELECT id, site, boot, seq, ts, type, data, hist, "
+                    "received FROM events LIMIT 1 RETURNING id")
+        return real(site, msg, raw_, received)
+
+    monkeypatch.setattr(db, "add_event", add_event)
+    loop = asyncio.new_event_loop()
+    try:
+        mq = MqttIngest(ing, loop, host="127.0.0.1", port=1)
+        acks: list[int] = []
+        monkeypatch.setattr(mq.client, "ack", lambda mid, qos: acks.append(mid))
+        msgs = [(T("event", site), raw(event(seq=seq))) for seq in range(3)
+                for site in ("are-kall", "krokom-follinge")]
+        msgs += [(T("state"), raw(state(seq=30))), (T("state"), raw(state(seq=29)))]
+        for mid, (topic, payload) in enumerate(msgs, 1):
+            mq._deliver(topic, payload, mid, 1, mq.connects)
+        mq._flush()
+    finally:
+        loop.close()
+    assert mq.redone == 1
+    assert acks == list(range(1, len(msgs) + 1))
+    assert sorted(e["seq"] for e in db.events("are-kall")) == [0, 1, 2]
+    assert sorted(e["seq"] for e in db.events("krokom-follinge")) == [0, 2]
+    assert present(db.latest("are-kall"))["state"]["seq"] == 30  # 29 came later but is older
+    stats = ing.stats()
+    assert stats["accepted"] == 6 and stats["rejected_by_reason"] == {"store": 1}
+
+
+def test_two_workers_filing_one_site_never_put_its_latest_state_back(
+        backend: Backend, clock: Clock):
+    """Two gateway workers share a site's messages (a shared subscription hands them out in
+    turn). Worker A files state 10 and has not committed yet; worker B then files the older
+    state 9 of the same site. B waits for A's commit and files 9 as outdated: the latest stays
+    10 (without the lock taken at the start of a group commit, B's write landed after A's)."""
+    import threading
+
+    a_store = backend.open()
+    try:
+        a_store.upsert_sites(SITES)
+        a = Ingest(a_store, clock)
+        assert a.handle(T("state"), raw(state(seq=5))).outcome == "stored"
+        results: list[str] = []
+
+        def worker_b() -> None:
+            b_store = backend.open()  # its own connection, in its own thread
+            try:
+                b = Ingest(b_store, clock)
+                with b_store.batch():
+                    b.begin_batch([T("state")])
+                    results.append(b.handle(T("state"), raw(state(seq=9))).outcome)
+                b.end_batch()
+            finally:
+                b_store.close()
+
+        with a_store.batch():
+            a.begin_batch([T("state")])
+            assert a.handle(T("state"), raw(state(seq=10))).outcome == "stored"
+            other = threading.Thread(target=worker_b)
+            other.start()
+            other.join(1.0)
+            assert other.is_alive(), "B must wait for A's transaction"
+        a.end_batch()
+        other.join(10)
+        assert results == ["outdated"]
+        assert present(a_store.latest("are-kall"))["state"]["seq"] == 10
+    finally:
+        a_store.close()
 
 @pytest.mark.parametrize("error, acked_bad", [(sqlite3.IntegrityError, True),
                                               (sqlite3.OperationalError, False)])
