@@ -142,6 +142,7 @@ GATEWAY_STATUS_TOPIC = f"{TOPIC_ROOT}/gateway/status"
 LEADER_TOPICS = [(f"{TOPIC_ROOT}/+/status", 1), (f"{TOPIC_ROOT}/+/crisis/+/ack", 1)]
 MAX_PAYLOAD = 1024
 BATCH_MAX = 500
+SEQS_READ = 2000  # filed seqs of a (site, boot) read at a time, after a commit
 LOG_EVERY_S = 60.0
 REJECTS_FILED_PER_MIN = 120
 RECYCLE_PROBE_S = 1.0  # how often a failed store is looked at before reconnecting (MqttIngest)
@@ -618,8 +619,12 @@ class Ingest:
         acks: list[tuple[str, int, int]] = []
         gaps: list[str] = []
         now = self.clock()
-        for site, boot in sorted(self.touched | self._held_gaps):
-            high, gap = self._contiguous(site, boot)
+        keys = sorted(self.touched | self._held_gaps)
+        filed = self.store.event_seqs_many(
+            [(site, boot, self._acked.get((site, boot), -1)) for site, boot in keys],
+            SEQS_READ) if keys else {}
+        for site, boot in keys:
+            high, gap = self._contiguous(site, boot, filed.get((site, boot), []))
             if high >= 0 and (site, boot) in self.touched:
                 acks.append((site, boot, high))
             self._held_gaps.discard((site, boot))
@@ -653,11 +658,13 @@ class Ingest:
             return math.inf
         return 0
 
-    def _contiguous(self, site: str, boot: int) -> tuple[int, bool]:
+    def _contiguous(self, site: str, boot: int, seqs: list[int]) -> tuple[int, bool]:
+        """The highest seq of (site, boot) up to which everything is filed or refused, and
+        whether a gap lies above it. `seqs`: the filed ones above the last such seq, as
+        `event_seqs` reads them (the first `SEQS_READ`; more are read here)."""
         key = (site, boot)
         high = self._acked.get(key, -1)
         while True:
-            seqs = self.store.event_seqs(site, boot, high)
             for seq in seqs:
                 high = self._past_refused(site, boot, high)
                 if seq != high + 1:
@@ -670,8 +677,9 @@ class Ingest:
                         self._acked[key] = high
                         return high, True
                 high = seq
-            if len(seqs) < 2000:
+            if len(seqs) < SEQS_READ:
                 break
+            seqs = self.store.event_seqs(site, boot, high, SEQS_READ)
         high = self._past_refused(site, boot, high)
         self._acked[key] = high
         return high, False

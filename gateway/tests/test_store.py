@@ -87,6 +87,26 @@ def test_event_duplicate_is_ignored_and_reported(db: Store):
     assert all(e["type"] == "grid_lost" for e in evs)  # the first one filed stays
 
 
+def test_filed_seqs_of_many_sites_in_one_read_match_one_site_at_a_time(db: Store):
+    """What the ingest reads after a group commit to acknowledge each site's journal: the same
+    seqs as asking site by site, each (site, boot) from its own `after`, at most `limit` each."""
+    for seq in (0, 1, 2, 4, 5, 9):
+        db.add_event("are-kall", event(seq=seq), "{}", TS)
+    for seq in (3, 4):
+        db.add_event("are-kall", event(seq=seq, boot=5), "{}", TS)
+    for seq in range(7):
+        db.add_event("harjedalen-hede", event(seq=seq), "{}", TS)
+    boot = event()["boot"]
+    keys = [("are-kall", boot, 1), ("are-kall", 5, -1), ("harjedalen-hede", boot, -1),
+            ("krokom-follinge", boot, -1)]
+    many = db.event_seqs_many(keys, limit=4)
+    assert many == {(site, b): db.event_seqs(site, b, after, limit=4)
+                    for site, b, after in keys if db.event_seqs(site, b, after)}
+    assert many == {("are-kall", boot): [2, 4, 5, 9], ("are-kall", 5): [3, 4],
+                    ("harjedalen-hede", boot): [0, 1, 2, 3]}
+    assert db.event_seqs_many([]) == {}
+
+
 def test_events_newest_first_with_limit(db: Store):
     for i, t in enumerate(["grid_lost", "mode_changed", "gen_running"]):
         db.add_event("are-kall", event(t, seq=20 + i, ts=TS + i), "{}", TS + i)
