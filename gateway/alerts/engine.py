@@ -429,6 +429,12 @@ class AlertEngine:
                         await asyncio.sleep(0)  # ingest and the web between the parts
                         if self._stopping or (self.active is not None and not self.active()):
                             break
+                        if self._dirty and "*" not in self._dirty:
+                            # Sites that sent something meanwhile go first: a site's news
+                            # waits for one part of the round, not for the whole round.
+                            sites, self._dirty = self._dirty, set()
+                            for urgent in self.parts(sites):
+                                urgent()
                     part()
                 self.evaluations += bool(parts)
                 self.dispatch_due()

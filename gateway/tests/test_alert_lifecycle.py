@@ -358,3 +358,33 @@ def test_a_round_in_parts_gives_the_event_loop_back_between_them(rig: Rig):
     asyncio.run(main())
     parts = [i for i, what in enumerate(order) if what == "part"][:4]
     assert all("loop" in order[a:b] for a, b in zip(parts, parts[1:], strict=False))
+
+
+def test_a_site_that_sends_during_a_long_round_is_evaluated_before_the_rest_of_it(rig: Rig):
+    """Kall's news arrives while a round over 460 sites is under way: it is evaluated right
+    after the part in progress, not once the whole round is done."""
+    import asyncio
+
+    rig.store.upsert_sites(ALL_SITES + COUNTY)
+    calls: list[list[str] | None] = []
+    evaluate_part = rig.engine._evaluate
+
+    def spy(wanted: Any, covered: Any) -> Any:
+        calls.append(wanted)
+        if len(calls) == 1:
+            rig.engine.mark("are-kall")  # a message filed while the first part runs
+        return evaluate_part(wanted, covered)
+
+    rig.engine._evaluate = spy  # type: ignore[method-assign]
+
+    async def main() -> None:
+        rig.engine.start()
+        rig.engine.mark_all()
+        async with asyncio.timeout(30):
+            while len(calls) < 3:
+                await asyncio.sleep(0.01)
+        await rig.engine.stop()
+
+    asyncio.run(main())
+    assert calls[0] is not None and "are-kall" not in calls[0]
+    assert calls[1] == ["are-kall"]
