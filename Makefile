@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: demo test check-fast soak check lint bench bench-memory bench-board bench-alerts bench-crisis bench-feeds bench-journal firmware firmware-qemu clean setup
+.PHONY: demo test check-fast soak check lint bench bench-memory bench-board bench-alerts bench-crisis bench-feeds bench-journal bench-workers firmware firmware-qemu clean setup
 
 setup:
 	@scripts/bootstrap.sh
@@ -42,9 +42,11 @@ bench: setup
 	@scripts/bootstrap.sh --board
 	$(BIN)/python -m hil_tests.bench.bench_board
 	$(BIN)/python -m hil_tests.bench.bench_alerts
+	$(BIN)/python -m hil_tests.bench.bench_alerts --postgres
 	$(BIN)/python -m hil_tests.bench.bench_crisis
 	$(BIN)/python -m hil_tests.bench.bench_feeds
 	$(BIN)/python -m hil_tests.bench.bench_journal
+	$(BIN)/python -m hil_tests.bench.bench_workers
 
 bench-memory: setup
 	$(BIN)/python -m hil_tests.bench.bench_memory $(ARGS)
@@ -65,6 +67,10 @@ bench-feeds: setup
 
 bench-journal: setup
 	$(BIN)/python -m hil_tests.bench.bench_journal $(ARGS)
+
+# One and two gateway workers (real processes) on PostgreSQL draining a queued burst.
+bench-workers: setup
+	$(BIN)/python -m hil_tests.bench.bench_workers $(ARGS)
 
 # The checks make test also runs (as gateway/tests/test_lint.py and
 # firmware/tests/test_hal_boundary.py), on their own and in seconds: ruff on all Python (firmware/

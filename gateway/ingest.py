@@ -1014,12 +1014,22 @@ class MqttIngest:
                 savepoints: bool) -> None:
         """File the batch in one transaction (`Ingest.savepoints` says how)."""
         ingest = self.ingest
+        store = ingest.store
         try:
-            with ingest.store.batch():
+            with store.batch():
                 ingest.savepoints = savepoints
+                if not savepoints:
+                    store.defer_writes()  # the latest messages and history rows at the end
                 ingest.begin_batch(item[0] for item in batch)
                 for topic, payload, _mid, _qos, _conn in batch:
                     ingest.handle(topic, payload)
+                if not savepoints:
+                    try:
+                        store.flush_writes()
+                    except SYSTEMIC:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - which message's: filed again
+                        raise Redo("the batch's deferred writes") from e
         finally:
             ingest.end_batch()
             ingest.savepoints = True

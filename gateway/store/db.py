@@ -37,6 +37,8 @@ class Transactions(Protocol):
 
     def batch(self) -> AbstractContextManager[None]: ...
     def savepoint(self) -> AbstractContextManager[None]: ...
+    def defer_writes(self) -> None: ...
+    def flush_writes(self) -> None: ...
 
 
 # Each entry moves the schema one version up; `PRAGMA user_version` (SQLite) or the table
@@ -366,6 +368,9 @@ class StoreBase:
         self._savepoints = 0  # open savepoints, for their names
         # telemetry's cache of each site's last history row; cleared on every rollback
         self._history_last: dict[str, tuple[float, str | None, str | None]] = {}
+        # `defer_writes`: statement -> its rows waiting for `flush_writes` (by a key: a later
+        # row of the same key replaces the earlier one)
+        self._deferred: dict[str, dict[Any, Any]] | None = None
 
     # --- schema (per database) ---------------------------------------------------------------
 
@@ -408,6 +413,28 @@ class StoreBase:
         one message of a group commit fails without taking the others with it."""
         return _Savepoint(self)
 
+    def defer_writes(self) -> None:
+        """Inside a transaction: the writes that take `_write` (the latest messages of the sites
+        and their history rows) wait in memory until `flush_writes`, which sends each
+        statement's rows at once (`executemany`: on PostgreSQL psycopg sends them in one
+        pipeline instead of a round trip each; the ingest's group commit). A rollback drops
+        them. An error then surfaces at `flush_writes`, not at the call that caused it."""
+        self._deferred = {}
+
+    def flush_writes(self) -> None:
+        deferred, self._deferred = self._deferred, None
+        for sql, rows in (deferred or {}).items():
+            self._db.executemany(sql, list(rows.values()))
+
+    def _write(self, sql: str, args: tuple[Any, ...], key: Any = None) -> None:
+        """One write, now or (`defer_writes`) at `flush_writes`. `key`: a later write of the same
+        statement and key replaces the earlier one (None: every one is kept)."""
+        if self._deferred is None:
+            self._db.execute(sql, args)
+            return
+        rows = self._deferred.setdefault(sql, {})
+        rows[object() if key is None else key] = args
+
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
         """BEGIN ... COMMIT, or ROLLBACK when the block raises. Nested uses join the outermost
@@ -425,10 +452,15 @@ class StoreBase:
             yield
         except BaseException:
             self._depth = 0
+            self._deferred = None
             self._rollback()
             self._history_last.clear()  # the cache may hold rows that were rolled back
             raise
         self._depth = 0
+        if self._deferred is not None:
+            self._deferred = None
+            self._rollback()
+            raise RuntimeError("writes deferred and never flushed: rolled back")
         self._db.execute("COMMIT")
 
     def _rollback(self) -> None:

@@ -122,7 +122,7 @@ class TelemetryMixin(StoreBase):
         fuel = fuel_raw if isinstance(fuel_raw, dict) else {}
         hours = fuel.get("hours_left")
         pct = fuel.get("pct")
-        self._db.execute(
+        self._write(
             "INSERT INTO state_history (site, ts, received, mode, power, hours_left, fuel_pct) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (site, _int64(ts), received, _text(mode) if isinstance(mode, str) else None,
@@ -140,11 +140,11 @@ class TelemetryMixin(StoreBase):
     def _put(self, kind: str, site: str, ts: Any, raw: str, received: float) -> None:
         # `kind` is one of three literals above, never input: safe to place in the statement.
         with self._tx():
-            self._db.execute(
+            self._write(
                 f"INSERT INTO site_status (site, {kind}, {kind}_ts, {kind}_received) "
                 f"VALUES (?, ?, ?, ?) ON CONFLICT (site) DO UPDATE SET {kind} = excluded.{kind}, "
                 f"{kind}_ts = excluded.{kind}_ts, {kind}_received = excluded.{kind}_received",
-                (site, _text(raw), None if ts is None else _int64(ts), received))
+                (site, _text(raw), None if ts is None else _int64(ts), received), site)
 
     def latest(self, site: str) -> dict[str, Any] | None:
         """{"status", "birth", "state"}: each the payload plus `received`, or None."""

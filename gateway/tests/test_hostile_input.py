@@ -537,6 +537,44 @@ def test_a_message_the_store_refuses_in_a_group_commit_costs_only_itself(
     assert stats["accepted"] == 6 and stats["rejected_by_reason"] == {"store": 1}
 
 
+def test_a_group_commit_whose_deferred_writes_fail_is_filed_again_with_savepoints(
+        ing: Ingest, db: Store, monkeypatch: pytest.MonkeyPatch):
+    """The latest messages of a group commit are written together at its end. When that write
+    fails (here once, as a constraint would), no message is lost or refused for it: the batch
+    is filed again, message by message in savepoints, and every message acknowledged."""
+    import asyncio
+
+    from gateway.ingest import MqttIngest
+
+    real = db.flush_writes
+    failed: list[bool] = []
+
+    def flush_writes() -> None:
+        if not failed:
+            failed.append(True)
+            raise ValueError("forced (test)")
+        real()
+
+    monkeypatch.setattr(db, "flush_writes", flush_writes)
+    loop = asyncio.new_event_loop()
+    try:
+        mq = MqttIngest(ing, loop, host="127.0.0.1", port=1)
+        acks: list[int] = []
+        monkeypatch.setattr(mq.client, "ack", lambda mid, qos: acks.append(mid))
+        msgs = [(T("state"), raw(state(seq=30))), (T("birth"), raw(birth(seq=31))),
+                (T("state", "krokom-follinge"), raw(state(seq=5)))]
+        for mid, (topic, payload) in enumerate(msgs, 1):
+            mq._deliver(topic, payload, mid, 1, mq.connects)
+        mq._flush()
+    finally:
+        loop.close()
+    assert failed and mq.redone == 1 and acks == [1, 2, 3]
+    assert present(db.latest("are-kall"))["state"]["seq"] == 30
+    assert present(db.latest("are-kall"))["birth"]["seq"] == 31
+    assert present(db.latest("krokom-follinge"))["state"]["seq"] == 5
+    assert ing.stats()["accepted"] == 3 and ing.stats()["rejected"] == 0
+
+
 def test_two_workers_filing_one_site_never_put_its_latest_state_back(
         backend: Backend, clock: Clock):
     """Two gateway workers share a site's messages (a shared subscription hands them out in
