@@ -436,15 +436,15 @@ def run(args: argparse.Namespace, new_url: Any, store_name: str | None = None) -
         f"| {s['alerts']} of {s['alerts'] + s['missing']} "
         f"| {_ms(s['lat_median_ms'])} / {_ms(s['lat_p99_ms'])} / {_ms(s['lat_max_ms'])} |"])
     store = "PostgreSQL" if new_url else "SQLite"
-    store_line = ", " + (store_name or f"SQLite {__import__('sqlite3').sqlite_version} "
+    store_line = (store_name or f"SQLite {__import__('sqlite3').sqlite_version} "
                           "(WAL, synchronous=FULL)")
+    command = "python -m hil_tests.bench.bench_alerts" + (" --postgres" if new_url else "")
     p99 = s["lat_p99_ms"]
     p99_goal = "met" if p99 is not None and p99 < 200 else "not met"
     text = f"""
-Measured {datetime.date.today().isoformat()} on {machine()}{store_line}; 1-minute load average
-{load:.2f} when the run ended (other work on the 2 cores shows in the numbers). Run with
-`make bench-alerts` (`python -m hil_tests.bench.bench_alerts{" --postgres" if new_url else ""}`);
-it rewrites this section.
+Measured {datetime.date.today().isoformat()} on {machine()},
+{store_line}; 1-minute load average {load:.2f} when the run ended (other work on the
+2 cores shows in the numbers). Run with `{command}`; it rewrites this section.
 
 **Method.** Private Mosquitto on 127.0.0.1 (`max_queued_messages 0`, `max_inflight_messages
 100`). The gateway is the production path (schema validation, one {store} commit per batch of
