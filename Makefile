@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: demo test check-fast soak check lint bench bench-memory bench-board bench-alerts bench-crisis bench-feeds bench-journal bench-workers firmware firmware-qemu clean setup
+.PHONY: demo test check-fast soak check lint bench bench-memory bench-board bench-alerts bench-crisis bench-gridloss bench-feeds bench-journal bench-workers firmware firmware-qemu clean setup
 
 setup:
 	@scripts/bootstrap.sh
@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python -m hil_tests.bench.bench_alerts
 	$(BIN)/python -m hil_tests.bench.bench_alerts --postgres
 	$(BIN)/python -m hil_tests.bench.bench_crisis
+	$(BIN)/python -m hil_tests.bench.bench_gridloss
 	$(BIN)/python -m hil_tests.bench.bench_feeds
 	$(BIN)/python -m hil_tests.bench.bench_journal
 	$(BIN)/python -m hil_tests.bench.bench_workers
@@ -61,6 +62,10 @@ bench-alerts: setup
 
 bench-crisis: setup
 	$(BIN)/python -m hil_tests.bench.bench_crisis $(ARGS)
+
+# Grid loss at the meter to the coordinator's alert and the public screen (issue 16).
+bench-gridloss: setup
+	$(BIN)/python -m hil_tests.bench.bench_gridloss $(ARGS)
 
 bench-feeds: setup
 	$(BIN)/python -m hil_tests.bench.bench_feeds $(ARGS)

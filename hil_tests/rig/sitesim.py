@@ -12,6 +12,7 @@ from typing import Any
 from gateway.config import Site
 
 from .dut import Firmware
+from .links import PtyLink
 from .plant import Plant, PlantThread
 from .scenario import PlantPhysics
 
@@ -33,13 +34,16 @@ class SimulatedSite:
         login: dict[str, str] | None = None,
         exercise: bool = False,
         clock_scale: float = 1.0,
+        bus_links: dict[str, PtyLink] | None = None,
     ) -> None:
         """login: {"user", "password"} of the site's MQTT account (Broker.login(site.id)).
         time_scale speeds up the plant's physics (fuel, run hours); clock_scale the firmware's
         monotonic clock (Firmware, docs/testing.md "A faster clock").
         exercise: keep the site's test-run schedule ([exercise]); without it the controller
         runs none, so a test that happens to run at the scheduled hour sees no generator start
-        it did not ask for."""
+        it did not ask for.
+        bus_links: links the caller owns and closes, by bus name (`Plant`), e.g. one paced at
+        the bus's baud rate; other buses get an unpaced link."""
         if not exercise and site.exercise is not None:
             site = dataclasses.replace(site, exercise=None)
         self.site = site
@@ -49,7 +53,7 @@ class SimulatedSite:
             self.mqtt["heartbeat_s"] = heartbeat_s
         if keepalive_s is not None:
             self.mqtt["keepalive_s"] = keepalive_s
-        self.plant = Plant(site)
+        self.plant = Plant(site, bus_links)
         self.physics = PlantPhysics(self.plant, site, time_scale, **(physics or {}))
         self.thread = PlantThread(self.plant)
         self.firmware: Firmware | None = None
