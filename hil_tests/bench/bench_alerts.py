@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,31 +166,38 @@ def queue_burst(port: int, n_sites: int, count: int) -> None:
 
 def bare_rate(port: int, n_sites: int, count: int) -> float:
     """A paho subscriber that only counts: messages per second draining a queued burst."""
+    return drain_rate(lambda: tls_client("bench-bare", clean_session=False), port,
+                      "sot/v1/+/state", count, lambda: queue_burst(port, n_sites, count))
+
+
+def drain_rate(client: Callable[[], mqtt.Client], port: int, topic: str, count: int,
+               queue: Callable[[], Any]) -> float:
+    """The floor of the ingest benches: a persistent session (`client()`, the same client id
+    each time) subscribes to `topic` and goes away, `queue()` publishes `count` messages for it,
+    and the session comes back and only counts them (acknowledging each on receipt). Messages a
+    second from its return to the last one."""
     got = 0
     done = threading.Event()
-    first: list[float] = []
 
-    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def on_message(c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         nonlocal got
-        if not first:
-            first.append(time.monotonic())
         got += 1
         if got >= count:
             done.set()
 
     def session() -> mqtt.Client:
-        c = tls_client("bench-bare", clean_session=False)
+        c = client()
         c.on_message = on_message
         c.connect("127.0.0.1", port)
         return c
 
     c = session()
-    c.subscribe("sot/v1/+/state", 1)
+    c.subscribe(topic, 1)
     c.loop_start()
     time.sleep(0.5)
     c.disconnect()
     c.loop_stop()
-    queue_burst(port, n_sites, count)
+    queue()
     t0 = time.monotonic()
     c = session()
     c.loop_start()

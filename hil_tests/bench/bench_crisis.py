@@ -40,6 +40,7 @@ from hil_tests.bench import report
 from hil_tests.rig.broker import Broker
 from hil_tests.rig.gatewayproc import GatewayThread
 from hil_tests.rig.sitesim import SimulatedSite
+from hil_tests.rig.sse import state_events
 
 SECTION = "Crisis message latency"
 SITE = "are-kall"
@@ -87,18 +88,12 @@ class Screen(threading.Thread):
         self.lock = threading.Lock()
 
     def run(self) -> None:
-        with urllib.request.urlopen(self.url, timeout=60) as r:
-            event = None
-            for raw in r:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event == "state":
-                    now = time.perf_counter()
-                    self.connected.set()
-                    for m in json.loads(line[6:])["messages"]:
-                        with self.lock:
-                            self.seen.setdefault(m["sv"], now)
+        for state in state_events(self.url):
+            now = time.perf_counter()
+            self.connected.set()
+            for m in state["messages"]:
+                with self.lock:
+                    self.seen.setdefault(m["sv"], now)
 
     def wait(self, text: str, timeout: float) -> float | None:
         end = time.perf_counter() + timeout

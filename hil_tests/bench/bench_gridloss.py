@@ -53,7 +53,6 @@ import tempfile
 import textwrap
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ from hil_tests.rig.busrig import BITS_PER_CHAR, t35_s
 from hil_tests.rig.gatewayproc import GatewayThread, rig_config
 from hil_tests.rig.links import TO_CONTROLLER, PtyLink
 from hil_tests.rig.sitesim import SimulatedSite
+from hil_tests.rig.sse import state_events
 
 SECTION = "Grid loss to alert and signage"
 SITE = "are-kall"
@@ -123,15 +123,8 @@ class Screen(threading.Thread):
         self.timeline = timeline
 
     def run(self) -> None:
-        with urllib.request.urlopen(self.url, timeout=60) as r:
-            event = None
-            for raw in r:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event == "state":
-                    now = time.time()
-                    self.timeline.note("screen", json.loads(line[6:])["power"], now)
+        for state in state_events(self.url):
+            self.timeline.note("screen", state["power"], time.time())
 
 
 @dataclass(frozen=True)

@@ -22,23 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
 from hil_tests.bench import report
+from hil_tests.bench.bench_alerts import cluster_version, drain_rate
 from hil_tests.rig.broker import Broker
 from hil_tests.rig.fleet import site_id
 from hil_tests.rig.workers import WorkerProcess, fleet_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "gateway" / "tests"))
-from pg_cluster import Cluster, _bindir  # noqa: E402
+from pg_cluster import Cluster  # noqa: E402
 
 SECTION = "Gateway workers"
 BROKER_CONF = "max_queued_messages 0\nmax_inflight_messages 100\n"
@@ -68,39 +65,10 @@ def burst(broker: Broker, n_sites: int, per_site: int) -> int:
 
 
 def bare_rate(broker: Broker, n_sites: int, per_site: int) -> float:
-    """A subscriber that only counts, on a persistent session: messages a second draining the
-    burst queued for it."""
-    got = 0
-    count = n_sites * per_site
-    done = threading.Event()
-
-    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        nonlocal got
-        got += 1
-        if got >= count:
-            done.set()
-
-    def session() -> Any:
-        c = broker.client("bench-bare", clean_session=False)
-        c.on_message = on_message
-        c.connect(broker.host, broker.port)
-        return c
-
-    c = session()
-    c.subscribe("sot/v1/+/event", 1)
-    c.loop_start()
-    time.sleep(0.5)
-    c.disconnect()
-    c.loop_stop()
-    burst(broker, n_sites, per_site)
-    t0 = time.monotonic()
-    c = session()
-    c.loop_start()
-    done.wait(300)
-    t1 = time.monotonic()
-    c.disconnect()
-    c.loop_stop()
-    return got / (t1 - t0)
+    """The floor: a subscriber that only counts, draining the same burst queued for it."""
+    return drain_rate(lambda: broker.client("bench-bare", clean_session=False), broker.port,
+                      "sot/v1/+/event", n_sites * per_site,
+                      lambda: burst(broker, n_sites, per_site))
 
 
 def count_events(url: str) -> int:
@@ -181,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = workers_rate(tmp, broker, cluster, config_dir, n, args.sites, args.events)
                 print(f"{n} worker(s): {r['rate']:.0f} events/s", flush=True)
                 runs.append(r)
-            pg = subprocess.run([str(_bindir() / "postgres"), "--version"], capture_output=True,
-                                text=True).stdout.strip().replace("postgres (PostgreSQL)",
-                                                                  "PostgreSQL")
+            pg = cluster_version()
         finally:
             broker.cleanup()
             cluster.stop()
@@ -196,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     text = f"""## {SECTION}
 
 Measured {m['date']} on {m['cpu']} ({m['cores']} cores; 1-minute load average {m['load']} when
-the run ended), Python {m['python']}, {pg} (fsync on, synchronous_commit on), code at
+the run ended), Python {m['python']}, {pg}, code at
 `{m['git']}`. `python -m hil_tests.bench.bench_workers` (`make bench-workers`) rewrites this
 section.
 
