@@ -42,6 +42,27 @@ def T(sub: str, site: str = "are-kall") -> str:
     return f"sot/v1/{site}/{sub}"
 
 
+def group_commit(ing: Ingest, msgs: list[tuple[str, bytes]],
+                 monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[int]]:
+    """`msgs` delivered by MQTT (QoS 1, mids from 1) and filed in one group commit, as the MQTT
+    side does when they arrive together: (the MqttIngest, the mids it acknowledged)."""
+    import asyncio
+
+    from gateway.ingest import MqttIngest
+
+    loop = asyncio.new_event_loop()
+    try:
+        mq = MqttIngest(ing, loop, host="127.0.0.1", port=1)
+        acks: list[int] = []
+        monkeypatch.setattr(mq.client, "ack", lambda mid, qos: acks.append(mid))
+        for mid, (topic, payload) in enumerate(msgs, 1):
+            mq._deliver(topic, payload, mid, 1, mq.connects)
+        mq._flush()
+    finally:
+        loop.close()
+    return mq, acks
+
+
 def escaped(doc: dict[str, Any]) -> bytes:
     """JSON with every non-ASCII character as an escape (the only way to send a surrogate)."""
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -501,9 +522,7 @@ def test_a_message_the_store_refuses_in_a_group_commit_costs_only_itself(
     database refuses one event (a real constraint error). The try is rolled back and the batch
     filed again with savepoints: that event is refused and acknowledged, every other message of
     both sites is filed and acknowledged, each counted once."""
-    import asyncio
 
-    from gateway.ingest import MqttIngest
 
     real = db.add_event
 
@@ -515,19 +534,10 @@ def test_a_message_the_store_refuses_in_a_group_commit_costs_only_itself(
         return real(site, msg, raw_, received)
 
     monkeypatch.setattr(db, "add_event", add_event)
-    loop = asyncio.new_event_loop()
-    try:
-        mq = MqttIngest(ing, loop, host="127.0.0.1", port=1)
-        acks: list[int] = []
-        monkeypatch.setattr(mq.client, "ack", lambda mid, qos: acks.append(mid))
-        msgs = [(T("event", site), raw(event(seq=seq))) for seq in range(3)
-                for site in ("are-kall", "krokom-follinge")]
-        msgs += [(T("state"), raw(state(seq=30))), (T("state"), raw(state(seq=29)))]
-        for mid, (topic, payload) in enumerate(msgs, 1):
-            mq._deliver(topic, payload, mid, 1, mq.connects)
-        mq._flush()
-    finally:
-        loop.close()
+    msgs = [(T("event", site), raw(event(seq=seq))) for seq in range(3)
+            for site in ("are-kall", "krokom-follinge")]
+    msgs += [(T("state"), raw(state(seq=30))), (T("state"), raw(state(seq=29)))]
+    mq, acks = group_commit(ing, msgs, monkeypatch)
     assert mq.redone == 1
     assert acks == list(range(1, len(msgs) + 1))
     assert sorted(e["seq"] for e in db.events("are-kall")) == [0, 1, 2]
@@ -542,9 +552,7 @@ def test_a_group_commit_whose_deferred_writes_fail_is_filed_again_with_savepoint
     """The latest messages of a group commit are written together at its end. When that write
     fails (here once, as a constraint would), no message is lost or refused for it: the batch
     is filed again, message by message in savepoints, and every message acknowledged."""
-    import asyncio
 
-    from gateway.ingest import MqttIngest
 
     real = db.flush_writes
     failed: list[bool] = []
@@ -556,18 +564,9 @@ def test_a_group_commit_whose_deferred_writes_fail_is_filed_again_with_savepoint
         real()
 
     monkeypatch.setattr(db, "flush_writes", flush_writes)
-    loop = asyncio.new_event_loop()
-    try:
-        mq = MqttIngest(ing, loop, host="127.0.0.1", port=1)
-        acks: list[int] = []
-        monkeypatch.setattr(mq.client, "ack", lambda mid, qos: acks.append(mid))
-        msgs = [(T("state"), raw(state(seq=30))), (T("birth"), raw(birth(seq=31))),
-                (T("state", "krokom-follinge"), raw(state(seq=5)))]
-        for mid, (topic, payload) in enumerate(msgs, 1):
-            mq._deliver(topic, payload, mid, 1, mq.connects)
-        mq._flush()
-    finally:
-        loop.close()
+    msgs = [(T("state"), raw(state(seq=30))), (T("birth"), raw(birth(seq=31))),
+            (T("state", "krokom-follinge"), raw(state(seq=5)))]
+    mq, acks = group_commit(ing, msgs, monkeypatch)
     assert failed and mq.redone == 1 and acks == [1, 2, 3]
     assert present(db.latest("are-kall"))["state"]["seq"] == 30
     assert present(db.latest("are-kall"))["birth"]["seq"] == 31
@@ -624,10 +623,8 @@ def test_a_failed_group_commit_files_its_messages_one_by_one(
     filed again on its own. The one whose own commit fails too is refused and acknowledged,
     unless the failure is the database's (OperationalError): that one stays unacknowledged,
     for the broker to deliver again. Everything else is filed and acknowledged."""
-    import asyncio
     import contextlib
 
-    from gateway.ingest import MqttIngest
 
     real_batch = db.batch
     commits = {"n": 0}
@@ -641,19 +638,10 @@ def test_a_failed_group_commit_files_its_messages_one_by_one(
                 raise error("forced at COMMIT (test)")
 
     monkeypatch.setattr(db, "batch", batch)
-    loop = asyncio.new_event_loop()
-    try:
-        mq = MqttIngest(ing, loop, host="127.0.0.1", port=1)
-        acks: list[int] = []
-        monkeypatch.setattr(mq.client, "ack", lambda mid, qos: acks.append(mid))
-        msgs = [(T("event"), raw(event(seq=0))), (T("event", "krokom-follinge"),
-                                                  raw(event(seq=0))),
-                (T("event"), raw(event(seq=1))), (T("state"), raw(state()))]
-        for mid, (topic, payload) in enumerate(msgs, 1):
-            mq._deliver(topic, payload, mid, 1, mq.connects)
-        mq._flush()
-    finally:
-        loop.close()
+    msgs = [(T("event"), raw(event(seq=0))), (T("event", "krokom-follinge"),
+                                              raw(event(seq=0))),
+            (T("event"), raw(event(seq=1))), (T("state"), raw(state()))]
+    mq, acks = group_commit(ing, msgs, monkeypatch)
     assert db.events("krokom-follinge") == []  # message 2, refused alone
     assert sorted(e["seq"] for e in db.events("are-kall")) == [0, 1]
     assert present(db.latest("are-kall"))["state"]["seq"] == 17
