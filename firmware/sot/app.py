@@ -3,6 +3,7 @@
 # check in (sot/supervisor.py).
 import asyncio
 import gc
+import time
 
 from sot import hal
 from sot.bus import BusOwner
@@ -46,24 +47,42 @@ class Heap:
         log("I heap live", used, "peak", self.peak, "free", gc.mem_free())
 
 
-async def site_loop(site, session, site_id, sup, heap, commands=None, exercise=None):
-    last = None
-    while True:
-        sup.alive("site")
+class SiteTask:
+    """The site logic's step: readings in, events and a state out. It runs right after each bus
+    poll that brought new values, so a change is judged when its reading arrives, and on its own
+    every SITE_TICK_MS for what goes by the clock alone (the start timeout, fuel, test runs)."""
+
+    def __init__(self, site, session, site_id, sup, heap, commands=None, exercise=None):
+        self.site = site
+        self.session = session
+        self.site_id = site_id
+        self.sup = sup
+        self.heap = heap
+        self.commands = commands
+        self.exercise = exercise
+        self.last = None
+
+    def step(self):
+        site = self.site
         now = hal.epoch()
-        for etype, data in site.update(now):
-            log("I", site_id, "event", etype, data)
-            session.event(now, etype, data)
-        if exercise is not None:
-            exercise.tick(now)  # measure a test run (before it may end below), or the schedule
-        if commands is not None:
-            commands.tick(now)  # a remote run: local control wins, a test run ends
+        for etype, data in site.update(now, time.ticks_ms()):
+            log("I", self.site_id, "event", etype, data)
+            self.session.event(now, etype, data)
+        if self.exercise is not None:
+            self.exercise.tick(now)  # measure a test run (before it may end below), or the schedule
+        if self.commands is not None:
+            self.commands.tick(now)  # a remote run: local control wins, a test run ends
         d = site.discrete()
-        if d != last:
-            last = d
-            session.state_changed()
-        heap.tick(SITE_TICK_MS)
-        await asyncio.sleep_ms(SITE_TICK_MS)
+        if d != self.last:
+            self.last = d
+            self.session.state_changed()
+
+    async def run(self):
+        while True:
+            self.sup.alive("site")
+            self.step()
+            self.heap.tick(SITE_TICK_MS)
+            await asyncio.sleep_ms(SITE_TICK_MS)
 
 
 class PanelTask:
@@ -190,11 +209,13 @@ def run(cfg, boot, reset, health):
     # A device's change of availability reaches MQTT through the site loop, which turns it into
     # events and a state in one step: publishing from the bus callback would send a state whose
     # mode was computed before the change.
+    steps = SiteTask(site, session, cfg["site"], sup, heap, commands, exercise)
     owners = []
     for b in cfg["buses"]:
         uart = hal.Uart(b["port"], b["baud"])
         on_bus = [devices[d["name"]] for d in cfg["devices"] if d["bus"] == b["name"]]
         owners.append(BusOwner(b, on_bus, uart, log=log))
+        owners[-1].after_poll = steps.step
         if commands is not None and site.genset in on_bus:
             commands.owner = owners[-1]  # the genset's bus owner makes the command's writes
     panel = PanelTask(cfg, site, session, crisis, flash, sup, health, exercise)
@@ -204,8 +225,7 @@ def run(cfg, boot, reset, health):
             name = "bus:" + o.name
             o.checkin = _checkin(sup, name)
             sup.start(name, o.run, LIMIT_MS["bus"])
-        sup.start("site", lambda: site_loop(site, session, cfg["site"], sup, heap, commands,
-                                            exercise), LIMIT_MS["site"])
+        sup.start("site", steps.run, LIMIT_MS["site"])
         sup.start("panel", panel.run, LIMIT_MS["panel"])
         if "telemetry" not in health["skip"]:
             session.checkin = _checkin(sup, "telemetry")

@@ -48,6 +48,9 @@ class BusOwner:
         self.cycles = 0
         self._last_slow = None
         self.checkin = _nothing  # the supervisor's check-in, once per round
+        # Called after a poll that read new values or changed a device's availability: the
+        # site logic's step, so a reading is judged when it arrives (sot/app.py).
+        self.after_poll = _nothing
         self.writes = []  # coroutine functions f(owner) that write, run between polls in order
 
     def _changed(self, dev):
@@ -56,7 +59,9 @@ class BusOwner:
 
     async def _read_block(self, dev, bi):
         fc, start, count, _slow = dev.blocks[bi]
+        at = time.ticks_ms()
         data = await self.master.read_registers(dev.unit, fc, start, count, dev.tmin)
+        dev.read_ms = at
         for p in dev.points:
             if p[points.BLOCK] == bi:
                 name = p[points.NAME]
@@ -185,7 +190,10 @@ class BusOwner:
             for dev in self.devices:
                 while self.writes:  # queued by sot/command.py: made here, one writer on the bus
                     await self.writes.pop(0)(self)
+                read, online = dev.read_ms, dev.online
                 await self.poll_device(dev, time.ticks_ms(), slow_due)
+                if dev.read_ms != read or dev.online != online:
+                    self.after_poll()
             self.cycles += 1
             spent = time.ticks_diff(time.ticks_ms(), started)
             await asyncio.sleep_ms(max(10, self.poll_ms - spent))

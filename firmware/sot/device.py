@@ -21,6 +21,7 @@ class Device:
         self.block_errors = {}  # block index -> Modbus exception code, reported once
         self.misses = 0
         self.last_ok = None  # ticks_ms at the start of the last complete good poll
+        self.read_ms = None  # ticks_ms when the newest values were asked for (their age)
         self.last_try = None
         self.last_error = None
 

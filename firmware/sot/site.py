@@ -1,15 +1,20 @@
 # Site logic: turns device readings into what a shop clerk and the municipality need to know
 # (grid, generator, fuel, site mode, capability) and the events between those states.
 #
-# Pure logic: `update(now)` reads the Device snapshots kept by the bus owners and returns the
-# events of this step; the clock is passed in, so tests drive it with made-up times. Nothing here
-# touches hardware or the network.
+# Pure logic: `update(now, ms)` reads the Device snapshots kept by the bus owners and returns the
+# events of this step; the clocks are passed in, so tests drive it with made-up times. Nothing
+# here touches hardware or the network.
+import time
 
 from sot.fuel import Fuel, _r
 
 GRID_LOST_V = 50  # below this on every measured phase the grid is absent, not just out of limits
 MAX_ALARMS = 6
 PUMP_CAN_SELL = ("idle", "calling", "authorized", "fuelling")
+# The grid debounce is measured between the times of the meter's readings, which the bus takes
+# once a poll period: this much early still counts, so that a reply a few milliseconds quicker
+# than the one that first showed the change (a retry, the scheduler) does not cost a whole period.
+DEBOUNCE_SLACK_MS = 200
 
 
 class Site:
@@ -27,6 +32,8 @@ class Site:
         self.grid_since = None
         self._grid_cand = None
         self._grid_cand_since = None
+        self._grid_cand_ms = 0  # ticks_ms of the reading that first showed the candidate
+        self._debounce_ms = int(self.grid_cfg["debounce_s"] * 1000) - DEBOUNCE_SLACK_MS
         self.grid_v = None
         self.grid_f = None
         self.grid_src = None
@@ -57,21 +64,22 @@ class Site:
     # --- grid ----------------------------------------------------------------------------------
 
     def _grid_reading(self):
-        """(voltages, frequency, source) from the grid meter, else the genset's mains sensing."""
+        """(voltages, frequency, source, device) from the grid meter, else the genset's mains
+        sensing."""
         m = self.meter
         if m is not None and m.online:
             vs = [m.get(k) for k in ("voltage_l1", "voltage_l2", "voltage_l3")]
             vs = [v for v in vs if v is not None]
             f = m.get("frequency")
             if vs and f is not None:
-                return vs, f, "grid"
+                return vs, f, "grid", m
         g = self.genset
         if g is not None and g.online:
             v = g.get("mains_voltage_l1")
             f = g.get("mains_frequency")
             if v is not None and f is not None:
-                return [v], f, "genset"
-        return None, None, None
+                return [v], f, "genset", g
+        return None, None, None, None
 
     def _classify(self, vs, f):
         c = self.grid_cfg
@@ -88,8 +96,11 @@ class Site:
             return "rejected"
         return "ok"
 
-    def _update_grid(self, now, events):
-        vs, f, src = self._grid_reading()
+    def _update_grid(self, now, ms, events):
+        vs, f, src, dev = self._grid_reading()
+        # The reading's own time, so the debounce does not depend on when this step runs; a
+        # device the bus has not read (tests set values directly) has none: the step's time.
+        read_ms = ms if dev is None or dev.read_ms is None else dev.read_ms
         self.grid_v = vs[0] if vs else None
         self.grid_f = f
         self.grid_src = src
@@ -111,8 +122,10 @@ class Site:
         if raw != self._grid_cand:
             self._grid_cand = raw
             self._grid_cand_since = now
-        if now - self._grid_cand_since < self.grid_cfg["debounce_s"]:
-            return  # a flicker until it has lasted the debounce time
+            self._grid_cand_ms = read_ms
+        held = time.ticks_diff(read_ms, self._grid_cand_ms)
+        if held < self._debounce_ms:
+            return  # a flicker until the readings have shown it for the debounce time
         old = self.grid
         self.grid = raw
         self.grid_since = self._grid_cand_since
@@ -272,13 +285,14 @@ class Site:
                 return False
         return True
 
-    def update(self, now):
-        """Advance the logic to `now` (epoch seconds); returns [(event type, data), ...]."""
+    def update(self, now, ms):
+        """Advance the logic to `now` (epoch seconds; `ms` the monotonic ticks_ms of the same
+        moment, which the grid debounce is counted on); returns [(event type, data), ...]."""
         events = []
         if self.mode is None and not self.polled():
             return events
         self._update_devices(events)
-        self._update_grid(now, events)
+        self._update_grid(now, ms, events)
         self._update_gen(now, events)
         g = self.genset
         gon = g is not None and g.online

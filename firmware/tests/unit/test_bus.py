@@ -62,3 +62,43 @@ async def test_a_device_not_yet_polled_gets_no_write():
     except NotVerified:
         pass
     assert u.sent == []
+
+
+async def test_the_site_step_runs_right_after_a_poll_that_read_new_values():
+    # The site logic judges a reading when it arrives (sot/app.py): the bus owner calls its
+    # step after each poll that brought values, with those values already in place, and stamps
+    # them with the time they were asked for, which the grid debounce is counted on.
+    import asyncio
+
+    dev = Device({"name": "genset", "kind": "genset", "unit": UNIT,
+                  "blocks": ((3, 768, 1, 1), (3, 1024, 1, 0)),  # identity (slow), a reading
+                  "points": (("manufacturer", 0, 0, 0, None, None, None, None, None, None),
+                             ("oil_kpa", 1, 0, 0, None, None, None, None, None, None)),
+                  "ident": (("manufacturer", (1,)),)})
+    # The first poll reads both blocks, the next only the reading; then silence.
+    u = FakeUart([[(2, read_reply(1))], [(2, read_reply(300))], [(2, read_reply(310))]])
+    owner = BusOwner(dict(BUS, poll_ms=100), [dev], u, log=lambda *a: None)
+    seen = []
+
+    def step():
+        seen.append((time.ticks_ms(), dev.read_ms, dev.get("oil_kpa"), dev.status()))
+
+    owner.after_poll = step
+    task = asyncio.create_task(owner.run())
+    await asyncio.sleep_ms(150)  # two polls, 100 ms apart, both answered
+    assert len(seen) == 2, seen
+    assert [v for _at, _r, v, _s in seen] == [300, 310]
+    for at, read_ms, _value, status in seen:
+        assert status == "online"
+        assert 0 <= time.ticks_diff(at, read_ms) < 50  # the step came with the reply
+    assert time.ticks_diff(seen[1][1], seen[0][1]) >= 90  # each reading has its own time
+    # Silence: a poll that reads nothing is no new reading, and calls no step ...
+    await asyncio.sleep_ms(150)
+    assert len(seen) == 2, seen
+    # ... until the device is given up on: its change of availability is one.
+    for _ in range(70):
+        if len(seen) > 2:
+            break
+        await asyncio.sleep_ms(100)
+    task.cancel()
+    assert len(seen) == 3 and seen[-1][3] == "offline", seen

@@ -31,26 +31,70 @@ def types(events):
     return [e[0] for e in events]
 
 
-def run(site, t0, t1, step=1):
+def step(site, t, ms=None):
+    """One step at epoch second t; the monotonic clock in step with it unless given."""
+    return site.update(t, int(t * 1000) if ms is None else ms)
+
+
+def run(site, t0, t1, every=1):
     out = []
     t = t0
     while t <= t1:
-        out += site.update(t)
-        t += step
+        out += step(site, t)
+        t += every
     return out
 
 
 def test_normal_at_start_without_events():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
-    assert site.update(1000) == []
+    assert step(site, 1000) == []
     assert site.mode == "normal" and site.grid == "ok"
+
+
+def test_the_debounce_is_counted_between_the_readings_times():
+    # The bus stamps each reading with the monotonic time it was asked for. The debounce runs
+    # from the first reading that showed the loss to the one that has shown it for 3 s, however
+    # often the step runs in between and whatever whole second the epoch clock shows.
+    site, meter, gen = make_site()
+    set_grid(meter, 231.0)
+    meter.read_ms = 50_000
+    step(site, 1000, 50_010)
+    set_grid(meter, 0.0, 0.0)
+    meter.read_ms = 51_000
+    assert step(site, 1001, 51_450) == []
+    # Steps without a new reading (the site's own tick) add no time, even as the second turns.
+    assert step(site, 1002, 51_950) == []
+    assert step(site, 1003, 52_450) == []
+    meter.read_ms = 52_000
+    assert step(site, 1003, 52_460) == []
+    meter.read_ms = 53_000
+    assert step(site, 1004, 53_010) == []  # 2 s of readings
+    meter.read_ms = 53_790
+    assert step(site, 1004, 53_800) == []  # 2.79 s: not yet
+    meter.read_ms = 53_990  # a reply 10 ms quicker than the one that first showed the loss
+    ev = step(site, 1004, 54_000)
+    assert types(ev)[:2] == ["grid_lost", "mode_changed"], ev
+    assert site.grid_since == 1001  # the outage began at the first sight of it
+
+
+def test_a_late_step_does_not_stretch_the_debounce():
+    # The step that comes half a second after the reading commits as the reading allows; the
+    # reading's time, not the step's, is what counts.
+    site, meter, gen = make_site()
+    set_grid(meter, 231.0)
+    step(site, 1000)
+    set_grid(meter, 0.0, 0.0)
+    meter.read_ms = 2_000_000
+    step(site, 1001, 2_000_499)
+    meter.read_ms = 2_003_000
+    assert types(step(site, 1004, 2_003_499))[:2] == ["grid_lost", "mode_changed"]
 
 
 def test_flicker_shorter_than_debounce_is_not_an_outage():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
-    site.update(1000)
+    step(site, 1000)
     set_grid(meter, 0.0, 0.0)
     ev = run(site, 1001, 1002)  # 2 s < debounce 3 s
     set_grid(meter, 230.0)
@@ -62,14 +106,14 @@ def test_flicker_shorter_than_debounce_is_not_an_outage():
 def test_outage_backup_and_restore():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
-    site.update(1000)
+    step(site, 1000)
     set_grid(meter, 0.0, 0.0)
     ev = run(site, 1001, 1005)
     assert types(ev) == ["grid_lost", "mode_changed", "capability_changed"], ev
     assert site.mode == "grid_lost"
     assert ev[0][1]["state"] == "lost"
     gen.values["engine_state"] = "running"
-    ev = site.update(1012)
+    ev = step(site, 1012)
     assert types(ev) == ["gen_running", "mode_changed", "capability_changed"], ev
     assert ev[0][1]["after_s"] == 11  # outage began when the dip began (1001)
     assert site.mode == "on_backup"
@@ -82,7 +126,7 @@ def test_outage_backup_and_restore():
     assert ev[0][1]["outage_s"] == 99
     assert site.mode == "normal"
     gen.values["engine_state"] = "cooling"
-    ev = site.update(1110)
+    ev = step(site, 1110)
     assert types(ev) == ["gen_stopped"], ev
     assert ev[0][1]["run_s"] == 98
 
@@ -90,7 +134,7 @@ def test_outage_backup_and_restore():
 def test_rejected_grid_counts_as_down():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
-    site.update(1000)
+    step(site, 1000)
     set_grid(meter, 180.0)  # present but far below 230 V - 10 %
     ev = run(site, 1001, 1005)
     assert types(ev)[0] == "grid_lost" and ev[0][1]["state"] == "rejected"
@@ -102,11 +146,11 @@ def test_rejected_grid_counts_as_down():
 def test_failed_to_start():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
-    site.update(1000)
+    step(site, 1000)
     set_grid(meter, 0.0, 0.0)
     ev = run(site, 1001, 1030)
     assert "gen_failed_to_start" not in types(ev)
-    ev = site.update(1031)
+    ev = step(site, 1031)
     assert types(ev) == ["gen_failed_to_start", "mode_changed"], ev
     assert ev[0][1]["waited_s"] == 30 and ev[0][1]["mode"] == "auto"
     assert site.mode == "backup_failed" and site.gen == "fault"
@@ -117,16 +161,16 @@ def test_start_during_outage_announces_nothing():
     site, meter, gen = make_site()
     set_grid(meter, 0.0, 0.0)
     gen.values["engine_state"] = "running"
-    assert site.update(1000) == []
+    assert step(site, 1000) == []
     assert site.mode == "on_backup"
 
 
 def test_silent_meter_falls_back_to_genset_mains_sensing():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
-    site.update(1000)
+    step(site, 1000)
     meter._set_offline()
-    ev = site.update(1001)
+    ev = step(site, 1001)
     assert types(ev) == ["device_offline", "mode_changed"], ev
     assert site.grid == "ok" and site.grid_src == "genset"
     assert site.mode == "degraded"
@@ -135,10 +179,10 @@ def test_silent_meter_falls_back_to_genset_mains_sensing():
 def test_everything_silent_is_unknown_never_old_numbers():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
-    site.update(1000)
+    step(site, 1000)
     meter._set_offline()
     gen._set_offline()
-    site.update(1001)
+    step(site, 1001)
     snap = site.snapshot(1001)
     assert snap["grid"]["state"] == "unknown" and snap["grid"]["v"] is None
     assert snap["fuel"]["pct"] is None and snap["fuel"]["why"] == "offline"
@@ -149,12 +193,12 @@ def test_everything_silent_is_unknown_never_old_numbers():
 def test_fuel_hours_left():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
-    site.update(1000)
+    step(site, 1000)
     f = site.snapshot(1000)["fuel"]
     assert f["litres"] == 200.0 and f["hours_left"] == 50.0
     assert f["refuel_by"] is None  # only meaningful while the generator runs
     gen.values["fuel_level"] = None  # sentinel / out-of-range reading
-    site.update(1001)
+    step(site, 1001)
     f = site.snapshot(1001)["fuel"]
     assert f["pct"] is None and f["hours_left"] is None and f["why"] == "invalid"
 
@@ -162,7 +206,7 @@ def test_fuel_hours_left():
 def test_fuel_for_sale_needs_power_and_stock():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
-    site.update(1000)
+    step(site, 1000)
     assert site.snapshot(1000)["capability"]["fuel_for_sale"] == {"diesel": 5000, "petrol": 0}
     set_grid(meter, 0.0, 0.0)
     ev = run(site, 1001, 1010)
@@ -175,10 +219,10 @@ def test_nothing_is_decided_before_every_device_was_polled():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
     gen.online = None  # not polled yet
-    assert site.update(1000) == []
+    assert step(site, 1000) == []
     assert site.mode is None
     gen.online = True
-    assert site.update(1001) == []  # first decision: no mode_changed from a made-up state
+    assert step(site, 1001) == []  # first decision: no mode_changed from a made-up state
     assert site.mode == "normal"
 
 
@@ -187,7 +231,7 @@ def test_published_numbers_have_one_decimal():
     set_grid(meter, 231.04)
     gen.values["fuel_level"] = 80.0
     site.cfg["genset"]["burn_lph"] = 3.4
-    site.update(1000)
+    step(site, 1000)
     snap = site.snapshot(1000)
     # == 94.1 as a double; MicroPython's own float printing may still show 94.09999999999999
     assert snap["fuel"]["hours_left"] == 94.1
@@ -199,7 +243,7 @@ def test_active_alarms_are_listed_with_their_severity():
     gen.points = (("alarm_fail_to_start",), ("alarm_low_oil_pressure",), ("fuel_level",))
     gen.values.update({"alarm_fail_to_start": "shutdown", "alarm_low_oil_pressure": "inactive"})
     set_grid(meter, 231.0)
-    site.update(1000)
+    step(site, 1000)
     assert site.snapshot(1000)["genset"]["alarms"] == [["fail_to_start", "shutdown"]]
 
 
@@ -213,7 +257,7 @@ def test_many_alarms_keep_the_state_within_1_kib():
     for i, n in enumerate(names):
         gen.values[n] = "warning" if i < 8 else "trip"
     set_grid(meter, 231.0)
-    site.update(1000)
+    step(site, 1000)
     snap = site.snapshot(1000)
     alarms = snap["genset"]["alarms"]
     assert len(alarms) == 6 and all(sev == "trip" for _n, sev in alarms)  # the worst first
@@ -224,16 +268,16 @@ def test_many_alarms_keep_the_state_within_1_kib():
 def test_identity_mismatch_and_sensor_faults_are_events_once():
     site, meter, gen = make_site()
     set_grid(meter, 231.0)
-    site.update(1000)
+    step(site, 1000)
     gen.faults.add("fuel_level")
-    ev = site.update(1001)
+    ev = step(site, 1001)
     assert ev == [("sensor_fault", {"device": "genset", "point": "fuel_level"})]
-    assert site.update(1002) == []
+    assert step(site, 1002) == []
     gen.faults.discard("fuel_level")
-    assert site.update(1003) == [("sensor_ok", {"device": "genset", "point": "fuel_level"})]
+    assert step(site, 1003) == [("sensor_ok", {"device": "genset", "point": "fuel_level"})]
     gen.mismatch = ("model", 1234)
     gen._set_offline("mismatch")
-    ev = site.update(1004)
+    ev = step(site, 1004)
     assert ev[0] == ("device_mismatch", {"device": "genset", "point": "model", "got": 1234})
     assert site.snapshot(1004)["devices"]["genset"] == "mismatch"
 
@@ -253,7 +297,7 @@ def play(site, meter, gen, steps):
         if g is not ...:
             set_grid(meter, g, 50.0 if g else 0.0)
         gen.values.update(change.get("gen", {}))
-        out += site.update(when)
+        out += step(site, when)
         t = when
     return out
 
@@ -308,7 +352,7 @@ def test_ready_is_unknown_when_the_controller_is_silent():
     play(site, meter, gen, [(1000, {"grid": 231.0})])
     assert site.snapshot(1000)["genset"]["ready"] is True
     gen._set_offline()
-    ev = site.update(1001)
+    ev = step(site, 1001)
     assert "gen_not_ready" not in types(ev)
     assert site.snapshot(1001)["genset"]["ready"] is None
 
@@ -337,7 +381,7 @@ def test_burn_rate_prefers_the_ecu_then_the_load_curve():
     f = site.snapshot(1000)["fuel"]
     assert f["src"] == "load" and f["burn_lph"] == 4.9 and f["confidence"] == "medium", f
     gen.values["fuel_rate"] = 6.0
-    site.update(1001)
+    step(site, 1001)
     f = site.snapshot(1001)["fuel"]
     assert f["src"] == "ecu" and f["confidence"] == "high", f
     # smoothed: one second of 6.0 L/h moves the estimate only a little from 4.9
@@ -365,7 +409,7 @@ def test_level_measured_rate_when_nothing_better():
     for i in range(1, 5):
         steps.append((1000 + i * 1800, {"gen": {"fuel_level": 60.0 - i}}))
     play(site, meter, gen, steps)
-    site.update(1000 + 4 * 1800 + 3000)
+    step(site, 1000 + 4 * 1800 + 3000)
     f = site.snapshot(1000 + 4 * 1800 + 3000)["fuel"]
     assert f["src"] == "level" and 7.0 < f["burn_lph"] <= 8.0, f
 
@@ -384,7 +428,7 @@ def test_shop_closed_ends_the_information_point():
     play(site, meter, gen, [(1000, {"grid": 231.0})])
     assert site.snapshot(1000)["capability"]["info_point"] is True
     site.shop_open = False
-    ev = site.update(1001)
+    ev = step(site, 1001)
     assert types(ev) == ["capability_changed"]
     assert ev[0][1]["shop_open"] is False and ev[0][1]["info_point"] is False
 
@@ -417,7 +461,7 @@ def test_fuel_for_sale_is_unknown_when_a_gauge_or_the_pump_controller_is_silent(
     play(site, meter, gen, [(1000, {"grid": 231.0})])
     assert site.snapshot(1000)["capability"]["fuel_for_sale"]["diesel"] == 5000
     pumps._set_offline()
-    site.update(1001)
+    step(site, 1001)
     assert site.snapshot(1001)["capability"]["fuel_for_sale"] == {"diesel": None, "petrol": None}
     site.tanks_dev._set_offline()
     set_grid(meter, 0.0, 0.0)
@@ -487,7 +531,7 @@ def test_alarms_that_cannot_be_read_are_unknown_not_none_active():
     # the alarm page answered with a Modbus exception: the bus owner set its points to None
     gen.values.update({"alarm_fail_to_start": None, "alarm_low_oil_pressure": None})
     set_grid(meter, 231.0)
-    site.update(1000)
+    step(site, 1000)
     g = site.snapshot(1000)["genset"]
     assert g["alarms"] is None and g["alarms_unknown"] == 2
     gen.values["alarm_low_oil_pressure"] = "shutdown"  # one known active: listed, rest counted
@@ -503,6 +547,6 @@ def test_alarms_not_fitted_raise_nothing():
     gen.points = (("alarm_fail_to_start",), ("alarm_low_oil_pressure",), ("fuel_level",))
     gen.values.update({"alarm_fail_to_start": "not_fitted", "alarm_low_oil_pressure": "not_fitted"})
     set_grid(meter, 231.0)
-    assert site.update(1000) == []
-    assert site.update(1001) == []
+    assert step(site, 1000) == []
+    assert step(site, 1001) == []
     assert site.snapshot(1001)["genset"]["alarms"] == [] and site.ready is True
