@@ -173,8 +173,13 @@ def _cmd_pki(args: argparse.Namespace) -> int:
     from gateway import pki
 
     out = Path(args.out)
-    had_ca = (out / "ca.crt").exists() and (out / "ca.key").exists()
-    paths = pki.init(out, hosts=args.host, ips=args.ip, org=args.org)
+    had_ca = (out / "ca.crt").exists()
+    try:
+        paths = pki.init(out, hosts=args.host, ips=args.ip, org=args.org,
+                         ca_key_path=Path(args.ca_key) if args.ca_key else None)
+    except pki.PkiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"{'kept' if had_ca else 'created'} the CA {paths['ca']} (key {paths['ca_key']}, "
           "keep it secret and off the broker host)")
     print(f"issued the broker's certificate {paths['cert']} (key {paths['key']})")
@@ -663,6 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     pi.add_argument("--ip", action="append", default=[],
                     help="an address the broker is reached by (repeatable; 127.0.0.1 always)")
     pi.add_argument("--org", default="Kommunen", help="organisation name in the certificates")
+    pi.add_argument("--ca-key", default=None,
+                    help="the CA's key where it is kept, when not in --out (e.g. a USB stick)")
     p.set_defaults(func=_cmd_pki)
 
     p = sub.add_parser("firmware", help="firmware tooling")

@@ -12,9 +12,13 @@
                      Mosquitto reads it after dropping privileges; 0600 otherwise)
 
 Running it again keeps an existing CA (the controllers in the field trust it) and issues a new
-broker certificate. Keys are EC P-256: small certificates (a controller's config carries the
-CA), cheap handshakes on the boards' mbedTLS, and fast to generate. `var/` is git-ignored, so
-the default DIR `var/pki` keeps the keys out of git.
+broker certificate. A CA whose key has been taken off the host (as it should be) is used with
+`--ca-key PATH`; with ca.crt in DIR and no key to go with it the command refuses rather than
+make a new CA, which every controller in the field would reject.
+
+Keys are EC P-256: small certificates (a controller's config carries the CA), cheap handshakes
+on the boards' mbedTLS, and fast to generate. `var/` is git-ignored, so the default DIR
+`var/pki` keeps the keys out of git.
 """
 
 from __future__ import annotations
@@ -110,19 +114,49 @@ def _dedup(items: Iterable[str]) -> list[str]:
     return out
 
 
+class PkiError(ValueError):
+    """What the operator must sort out before a certificate can be issued (the message says)."""
+
+
+def _load_ca(ca_path: Path, key_path: Path) -> tuple[ec.EllipticCurvePrivateKey,
+                                                     x509.Certificate]:
+    try:
+        ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
+        ca_key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    except (OSError, ValueError, TypeError) as e:
+        raise PkiError(f"cannot read the CA ({ca_path}, key {key_path}): {e}") from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{key_path}: not an EC key")
+    if ca_key.public_key() != ca.public_key():
+        raise PkiError(f"{key_path} is not the key of {ca_path}: a broker certificate signed "
+                       "with it would not be trusted by the controllers")
+    return ca_key, ca
+
+
 def init(out: Path, *, hosts: Iterable[str] = (), ips: Iterable[str] = (),
-         org: str = "Kommunen") -> dict[str, Path]:
+         org: str = "Kommunen", ca_key_path: Path | None = None) -> dict[str, Path]:
     """Create (or keep) the CA in `out` and issue the broker's certificate. Returns the paths
-    {"ca", "ca_key", "cert", "key"}."""
+    {"ca", "ca_key", "cert", "key"}. `ca_key_path`: the CA's key where it is kept, when not
+    in `out`. Raises PkiError when `out` has a CA certificate but no key for it (or the
+    reverse): a new CA would cut off every controller that trusts the old one."""
     out.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
-    paths = {"ca": out / "ca.crt", "ca_key": out / "ca.key", "cert": out / "broker.crt",
-             "key": out / "broker.key"}
-    if paths["ca"].exists() and paths["ca_key"].exists():
-        ca = x509.load_pem_x509_certificate(paths["ca"].read_bytes())
-        ca_key = serialization.load_pem_private_key(paths["ca_key"].read_bytes(), None)
-        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{paths['ca_key']}: not an EC key")
+    paths = {"ca": out / "ca.crt", "ca_key": ca_key_path or out / "ca.key",
+             "cert": out / "broker.crt", "key": out / "broker.key"}
+    has_ca, has_key = paths["ca"].exists(), paths["ca_key"].exists()
+    if ca_key_path is not None and not has_key:
+        raise PkiError(f"--ca-key {ca_key_path}: no such file")
+    if has_ca and not has_key:
+        raise PkiError(
+            f"{paths['ca']} is there but not its key {paths['ca_key']}. The controllers in the "
+            "field trust this CA: give its key with --ca-key PATH (where it is kept). Only to "
+            f"start over with a new CA, remove {paths['ca']} first; every controller's config "
+            "must then be compiled and loaded again.")
+    if has_key and not has_ca:
+        raise PkiError(f"{paths['ca_key']} is there but not the CA certificate {paths['ca']}: "
+                       "put the certificate back (it is public: any controller's config has it)")
+    if has_ca:
+        ca_key, ca = _load_ca(paths["ca"], paths["ca_key"])
     else:
         ca_key, ca = _ca(org, now)
         _write(paths["ca_key"], _key_pem(ca_key), 0o600)
