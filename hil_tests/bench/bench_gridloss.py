@@ -76,7 +76,6 @@ RULE = "grid_lost"
 GOAL_MS = 300.0
 REQUEST_BYTES = 8
 HOP_MESSAGES = 200
-SITE_STEP_MS = 500.0  # SITE_TICK_MS in firmware/sot/app.py
 # Longer than any cut: the plant's generator stays stopped, the site's mode stays "grid_lost".
 NO_START_S = 3600.0
 
@@ -405,20 +404,6 @@ def stages(res: dict[str, Any]) -> list[tuple[str, list[float]]]:
     ]
 
 
-def drift(cuts: list[Cut]) -> float:
-    """How fast (ms per second) the controller's stage moves from cut to cut: the drift of the
-    site step's phase against the bus cycle. Pairs across a jump (the debounce flipping
-    between its two lengths) are left out; 0 without pairs."""
-    rates = []
-    for a, b in zip(cuts, cuts[1:], strict=False):
-        if a.read is None or a.event is None or b.read is None or b.event is None:
-            continue
-        dx = ((b.event - b.read) - (a.event - a.read)) * 1000
-        if abs(dx) < 100:
-            rates.append(dx / (b.t0 - a.t0))
-    return statistics.median(rates) if rates else 0.0
-
-
 def para(text: str) -> str:
     return textwrap.fill(" ".join(text.split()), 100, break_long_words=False,
                          break_on_hyphens=False)
@@ -455,10 +440,10 @@ def section(res: dict[str, Any], m: dict[str, str]) -> str:
     def hi(v: list[float]) -> float:
         return max(v) if v else 0.0
 
-    # The most the parts allow: a cut just after the meter's read, its reply just after a site
-    # step, in the half of a second where the debounce comes out at its full length.
-    worst = fl["poll"] + fl["wire"] + SITE_STEP_MS + hi(state_v) + max(hi(gw_alert),
-                                                                         hi(gw_screen))
+    # The most the parts allow: a cut just after the meter's read, then each later stage at
+    # the slowest this run saw.
+    worst = fl["poll"] + fl["wire"] + max(0.0, hi(ctl_v)) + hi(state_v) + max(hi(gw_alert),
+                                                                                hi(gw_screen))
     over = sum(1 for x, y in zip(alert, screen, strict=True) if max(x, y) > goal)
     out = [f"## {SECTION}", para(f"""
 Measured {m['date']} on {m['cpu']} ({m['cores']} cores, 1-minute load {m['load']}), Python
@@ -515,20 +500,15 @@ message reached a subscriber of the broker):"""),
 read, 0–{fl['poll']:.0f} ms for a cut at a random moment (mean here
 {statistics.mean(poll_v) if poll_v else 0:.0f} ms), plus the reply's {fl['wire']:.0f} ms on the
 wire."""), para(f"""
-The controller's own stage is the rest. The site logic does not look at a reading when it
-arrives but at its next step, every {SITE_STEP_MS:.0f} ms (`SITE_TICK_MS` in
-firmware/sot/app.py): 0–{SITE_STEP_MS:.0f} ms that no part of the floor covers. The debounce
-then runs from that step and is counted in whole seconds (`hal.epoch()` is an integer, on the
-unix HAL as on the boards): it ends at the first step at or after the whole second {deb:g} s
-on, which is {deb:g} s after a first step in the first half of a second but
-{deb - 0.5:g} s after one in the second half. Less the nominal {deb:g} s this stage can
-therefore run from −500 to +500 ms; here {min(ctl_v, default=0):.0f} to
-{max(ctl_v, default=0):.0f} ms. The step's phase against the bus cycle moves slowly, here by
-{drift(cuts):+.1f} ms a second (both loops sleep after their work: the site loop
-{SITE_STEP_MS:.0f} ms, the bus loop what is left of its {fl['poll']:.0f} ms), so a run of a few
-minutes sees only a slice of the 0–{SITE_STEP_MS:.0f} ms, and its slowest cut depends on where
-that slice lies. The state follows the event after its PUBACK, with a garbage
-collection before it is built (`Session._state` in firmware/sot/telemetry.py): p50
+The controller's own stage is the rest. Its site logic runs right after each poll that
+brought new values (`BusOwner.after_poll`, `SiteTask` in firmware/sot/app.py), and the debounce
+is counted between the times the bus asked for the readings (`Device.read_ms`), not on the
+whole-second epoch clock: the event comes with the reading that has shown the loss for the
+{deb:g} s, {deb:g} s of polls after the first. Less the {deb:g} s, this stage is how evenly the
+bus keeps its cycle and the step's own work: here {min(ctl_v, default=0):.0f} to
+{max(ctl_v, default=0):.0f} ms (p50 {pct(ctl_v, 50) if ctl_v else 0:.0f}). The state
+follows the event after its PUBACK, with a garbage collection before it is built
+(`Session._state` in firmware/sot/telemetry.py): p50
 {pct(state_v, 50) if state_v else 0:.0f} ms."""), para(f"""
 At the gateway the filed state wakes the alert engine, whose rounds start at most every 0.1 s
 (`MIN_ROUND_S` in gateway/alerts/engine.py), and the screen's event stream: p50
@@ -536,14 +516,11 @@ At the gateway the filed state wakes the alert engine, whose rounds start at mos
 at most {hi(gw_alert):.0f} and {hi(gw_screen):.0f} ms in this run. (The subscriber that
 times the states shares the bench's process with the gateway, so it can hear a state some
 milliseconds after the gateway did: a negative time here is that.)"""), para(f"""
-So the time over the floor is the controller's site step. Its parts allow up to
-{worst - fl['floor']:+.0f} ms over the floor ({worst:.0f} ms: a cut just after the meter's
-read, the reply just after a site step, the debounce at its full length), against the goal's
-+{GOAL_MS:.0f} ms: a cut in that corner misses the goal by design. In this run {over} of {n}
-cuts were over floor + {GOAL_MS:.0f} ms. Because the phases drift slowly, a run of a few minutes
-can miss that corner altogether; `--cuts 120` (about a quarter of an hour) sweeps them further.
-Running the site step right after each bus cycle, or counting the debounce on the monotonic
-clock from the reading's own time, would take the step's wait off the path.""")]
+What is left over the floor is the controller's stage, the state's publish after the
+event's PUBACK and the gateway. The slowest of each in this run, after a cut just after the
+meter's read, add up to {worst:.0f} ms, {worst - fl['floor']:+.0f} ms over the floor against
+the goal's +{GOAL_MS:.0f} ms. In this run {over} of {n} cuts were over floor + {GOAL_MS:.0f}
+ms.""")]
     return "\n\n".join(out) + "\n"
 
 
