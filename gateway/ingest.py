@@ -75,8 +75,9 @@ site's latest messages (`sot site reset`, `Store.reset_site`): the next message 
 then taken whatever its order.
 
 `MqttIngest` owns the paho-mqtt client. paho calls back on its own network thread; each
-message is handed to the asyncio loop (`call_soon_threadsafe`), where `Ingest.handle` runs, so
-the store is only used from the loop's thread. The PUBACK is sent (manual ack) only after the
+message is handed to the asyncio loop (an inbox, with one `call_soon_threadsafe` per burst
+rather than a wake-up per message), where `Ingest.handle` runs, so the store is only used from
+the loop's thread. The PUBACK is sent (manual ack) only after the
 store has committed the message: with a persistent session a message the gateway did not file
 is redelivered by the broker after a crash or reconnect.
 
@@ -758,6 +759,9 @@ class MqttIngest:
         # Called on the loop with the time the session came up, or None when it went down.
         self.on_listening: Callable[[float | None], None] | None = None
         self._batch: list[tuple[str, bytes, int, int, int]] = []
+        # Handed over from paho's thread: one wake-up of the loop per burst, not per message.
+        self._inbox: list[tuple[str, bytes, int, int, int]] = []
+        self._inbox_lock = threading.Lock()
         self.batches = 0
         self.redone = 0  # group commits filed a second time, with a savepoint per message
         # For /metrics (gateway/metrics.py): received on paho's thread, processed on the loop
@@ -963,13 +967,23 @@ class MqttIngest:
         self.received += 1
         if topic == GATEWAY_STATUS_TOPIC:
             self._peer_status(client, msg)
+        item = (topic, bytes(msg.payload), msg.mid, msg.qos, self.connects)
+        with self._inbox_lock:
+            self._inbox.append(item)
+            if len(self._inbox) > 1:
+                return  # the loop has been woken for the first and takes this one with it
         try:
-            self.loop.call_soon_threadsafe(self._deliver, topic, bytes(msg.payload), msg.mid,
-                                           msg.qos, self.connects)
+            self.loop.call_soon_threadsafe(self._take_inbox)
         except RuntimeError:
             pass  # loop closed while stopping: unacknowledged, the broker will redeliver
 
     # asyncio loop thread ---------------------------------------------------------------------
+
+    def _take_inbox(self) -> None:
+        with self._inbox_lock:
+            items, self._inbox = self._inbox, []
+        for item in items:
+            self._deliver(*item)
 
     def _deliver(self, topic: str, payload: bytes, mid: int, qos: int, connection: int) -> None:
         """Queue one message for the next group commit (scheduled behind the messages already
