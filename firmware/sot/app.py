@@ -61,6 +61,7 @@ class SiteTask:
         self.commands = commands
         self.exercise = exercise
         self.last = None
+        self.failed = False
 
     def step(self):
         site = self.site
@@ -76,6 +77,17 @@ class SiteTask:
         if d != self.last:
             self.last = d
             self.session.state_changed()
+
+    def after_poll(self):
+        """The step from a bus owner's task. A failure here must not take the bus down with
+        it: it is logged once, and the site loop's own step meets it too, so the supervisor
+        names the site task as the one that failed (sot/supervisor.py)."""
+        try:
+            self.step()
+        except Exception as e:  # noqa: BLE001
+            if not self.failed:
+                self.failed = True
+                log("E site: step after a poll failed:", repr(e))
 
     async def run(self):
         while True:
@@ -215,7 +227,7 @@ def run(cfg, boot, reset, health):
         uart = hal.Uart(b["port"], b["baud"])
         on_bus = [devices[d["name"]] for d in cfg["devices"] if d["bus"] == b["name"]]
         owners.append(BusOwner(b, on_bus, uart, log=log))
-        owners[-1].after_poll = steps.step
+        owners[-1].after_poll = steps.after_poll
         if commands is not None and site.genset in on_bus:
             commands.owner = owners[-1]  # the genset's bus owner makes the command's writes
     panel = PanelTask(cfg, site, session, crisis, flash, sup, health, exercise)

@@ -102,3 +102,30 @@ async def test_the_site_step_runs_right_after_a_poll_that_read_new_values():
         await asyncio.sleep_ms(100)
     task.cancel()
     assert len(seen) == 3 and seen[-1][3] == "offline", seen
+
+
+def test_a_failing_site_step_does_not_stop_the_bus_that_called_it():
+    # The step runs inside the bus owner's task after a poll. If the site logic fails, the
+    # bus keeps polling (its task is not the one at fault) and the failure is logged once; the
+    # site loop's own step still raises, so the supervisor names the site task.
+    from sot import app
+
+    class BrokenSite:
+        def update(self, now, ms):
+            raise ValueError("bad reading")
+
+    lines = []
+    was = app.log
+    app.log = lambda *a: lines.append(" ".join(str(x) for x in a))
+    try:
+        task = app.SiteTask(BrokenSite(), None, "kall", None, None)
+        task.after_poll()
+        task.after_poll()
+    finally:
+        app.log = was
+    assert len(lines) == 1 and "bad reading" in lines[0], lines
+    try:
+        task.step()
+        raise AssertionError("the site loop's step hid the failure")
+    except ValueError:
+        pass
