@@ -510,7 +510,7 @@ bus keeps its cycle and the step's own work: here {min(ctl_v, default=0):.0f} to
 follows the event after its PUBACK, with a garbage collection before it is built
 (`Session._state` in firmware/sot/telemetry.py): p50
 {pct(state_v, 50) if state_v else 0:.0f} ms."""), para(f"""
-At the gateway the filed state wakes the alert engine, whose rounds start at most every 0.1 s
+At the gateway the filed state wakes the alert engine, whose rounds start at most every 0.05 s
 (`MIN_ROUND_S` in gateway/alerts/engine.py), and the screen's event stream: p50
 {pct(gw_alert, 50) if gw_alert else 0:.0f} and {pct(gw_screen, 50) if gw_screen else 0:.0f} ms,
 at most {hi(gw_alert):.0f} and {hi(gw_screen):.0f} ms in this run. (The subscriber that
