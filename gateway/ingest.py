@@ -95,6 +95,9 @@ message's savepoint is rolled back and the message is refused (`store`), counted
 commits. At the start of each try the latest status, birth and state of the batch's sites are
 read in one query (`Ingest.begin_batch`; on PostgreSQL their rows stay locked until the commit,
 so two workers filing messages of one site never replace the latest with the older one).
+In that first try the latest messages, the history rows and (on PostgreSQL) the events are
+written together at its end, each statement's rows in one pipeline; the events' INSERT answers
+which of them were new (`Ingest.filed`), so a copy is still counted as a duplicate.
 If the COMMIT itself fails, every message is filed again on its own
 transaction, one by one, with the same rule. Only a failure of the database as a whole
 (`store.SYSTEMIC`: disk full, I/O error, locked, connection lost; or MemoryError) is not
@@ -420,6 +423,9 @@ class Ingest:
         # refuses then raises `Redo`, the try is rolled back, and the batch is filed again with
         # a savepoint per message, so that message costs only itself (`MqttIngest._flush`).
         self.savepoints = True
+        # Events of the group commit under way whose INSERT waits for its end (`filed`):
+        # (site, boot, seq) -> (the event, when received).
+        self._pending: dict[tuple[str, int, int], tuple[dict[str, Any], float]] = {}
 
     def reload_sites(self) -> None:
         self.known_sites = self.store.site_ids()
@@ -519,14 +525,18 @@ class Ingest:
                     self._replayed[site] = received
             new = (self.store.add_event(site, msg, raw, received) if subtopic == "event"
                    else self.store.add_crisis_ack(site, msg, received))
+            if new is None:
+                # Filed with the group commit's other events at its end (PostgreSQL): counted
+                # then, by `filed`. Taken as stored for now; a second copy in the same batch is
+                # a duplicate at once.
+                key = (site, msg["boot"], msg["seq"])
+                if key in self._pending:
+                    self.duplicates[subtopic] += 1
+                    return Result("duplicate", site, subtopic)
+                self._pending[key] = (msg, received)
+                return Result("stored", site, subtopic)
             if new:
-                self.accepted[subtopic] += 1
-                if subtopic == "event" and msg.get("type") == "cmd_result":
-                    # every command result in the audit log, once (docs/commands.md)
-                    d = msg["data"]
-                    self.store.add_audit(received, site, "cmd_result",
-                                         f"{site}/{d.get('name')}/{d.get('id')}",
-                                         f"{d['result']} {d.get('why') or ''}".strip())
+                self._new_filed(site, subtopic, msg, received)
                 return Result("stored", site, subtopic)
             self.duplicates[subtopic] += 1
             return Result("duplicate", site, subtopic)
@@ -546,6 +556,25 @@ class Ingest:
         self.accepted[subtopic] += 1
         return Result("stored", site, subtopic)
 
+    def _new_filed(self, site: str, subtopic: str, msg: dict[str, Any], received: float) -> None:
+        self.accepted[subtopic] += 1
+        if subtopic == "event" and msg.get("type") == "cmd_result":
+            # every command result in the audit log, once (docs/commands.md)
+            d = msg["data"]
+            self.store.add_audit(received, site, "cmd_result",
+                                 f"{site}/{d.get('name')}/{d.get('id')}",
+                                 f"{d['result']} {d.get('why') or ''}".strip())
+
+    def filed(self, new: set[tuple[Any, ...]]) -> None:
+        """After the group commit's deferred writes, inside its transaction: count the events
+        that waited for them, new (`new` holds their (site, boot, seq)) or already filed."""
+        pending, self._pending = self._pending, {}
+        for key, (msg, received) in pending.items():
+            if key in new:
+                self._new_filed(key[0], "event", msg, received)
+            else:
+                self.duplicates["event"] += 1
+
     def begin_batch(self, topics: Iterable[str]) -> None:
         """At the start of a group commit, inside its transaction: read the latest messages of
         the sites it has messages from, in one query (and on PostgreSQL lock their rows until
@@ -557,6 +586,7 @@ class Ingest:
 
     def end_batch(self) -> None:
         self._latest = None
+        self._pending = {}
 
     def _current(self, site: str, kind: str) -> dict[str, Any] | None:
         """The latest stored message of `kind` from `site` (None: none yet)."""
@@ -1039,7 +1069,7 @@ class MqttIngest:
                     ingest.handle(topic, payload)
                 if not savepoints:
                     try:
-                        store.flush_writes()
+                        ingest.filed(store.flush_writes())
                     except SYSTEMIC:
                         raise
                     except Exception as e:  # noqa: BLE001 - which message's: filed again

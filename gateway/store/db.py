@@ -38,7 +38,7 @@ class Transactions(Protocol):
     def batch(self) -> AbstractContextManager[None]: ...
     def savepoint(self) -> AbstractContextManager[None]: ...
     def defer_writes(self) -> None: ...
-    def flush_writes(self) -> None: ...
+    def flush_writes(self) -> set[tuple[Any, ...]]: ...
 
 
 # Each entry moves the schema one version up; `PRAGMA user_version` (SQLite) or the table
@@ -338,6 +338,9 @@ class Dialect:
     # appended to a SELECT inside a write transaction to hold its rows until the commit: other
     # gateway workers' transactions wait (PostgreSQL); SQLite's write lock is the whole file.
     for_update: str = ""
+    # Inserts whose answer (new or already there) may wait for `flush_writes`: where each
+    # statement is a round trip to a server (PostgreSQL), not where it is a call into a library.
+    defer_inserts: bool = False
 
 
 def _json_extract(col: str, field: str) -> str:
@@ -371,6 +374,7 @@ class StoreBase:
         # `defer_writes`: statement -> its rows waiting for `flush_writes` (by a key: a later
         # row of the same key replaces the earlier one)
         self._deferred: dict[str, dict[Any, Any]] | None = None
+        self._deferred_inserts: dict[str, list[tuple[Any, ...]]] = {}
 
     # --- schema (per database) ---------------------------------------------------------------
 
@@ -421,10 +425,31 @@ class StoreBase:
         them. An error then surfaces at `flush_writes`, not at the call that caused it."""
         self._deferred = {}
 
-    def flush_writes(self) -> None:
+    def flush_writes(self) -> set[tuple[Any, ...]]:
+        """Send what waits; returns the keys (the RETURNING columns) of the rows `_insert_new`
+        deferred that were new."""
         deferred, self._deferred = self._deferred, None
+        inserts, self._deferred_inserts = self._deferred_inserts, {}
         for sql, rows in (deferred or {}).items():
             self._db.executemany(sql, list(rows.values()))
+        new: set[tuple[Any, ...]] = set()
+        for sql, batch in inserts.items():
+            new.update(self._insert_many(sql, batch))
+        return new
+
+    def _insert_many(self, sql: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Every row's INSERT at once; the RETURNING rows. Only where `defer_inserts`."""
+        raise NotImplementedError(f"{self.dialect.name}: inserts are not deferred")
+
+    def _insert_new(self, sql: str, args: tuple[Any, ...]) -> bool | None:
+        """An `INSERT ... ON CONFLICT DO NOTHING RETURNING <key>`: True when the row is new,
+        False when its key was there. Deferred (`defer_writes`, on a database whose dialect
+        says `defer_inserts`): None now, and the key among `flush_writes()`'s when it was
+        new."""
+        if self._deferred is None or not self.dialect.defer_inserts:
+            return bool(self._db.execute(sql, args).fetchall())
+        self._deferred_inserts.setdefault(sql, []).append(args)
+        return None
 
     def _write(self, sql: str, args: tuple[Any, ...], key: Any = None) -> None:
         """One write, now or (`defer_writes`) at `flush_writes`. `key`: a later write of the same
@@ -453,12 +478,14 @@ class StoreBase:
         except BaseException:
             self._depth = 0
             self._deferred = None
+            self._deferred_inserts = {}
             self._rollback()
             self._history_last.clear()  # the cache may hold rows that were rolled back
             raise
         self._depth = 0
-        if self._deferred is not None:
+        if self._deferred is not None or self._deferred_inserts:
             self._deferred = None
+            self._deferred_inserts = {}
             self._rollback()
             raise RuntimeError("writes deferred and never flushed: rolled back")
         self._db.execute("COMMIT")

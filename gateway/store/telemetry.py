@@ -47,7 +47,8 @@ class TelemetryStore(Protocol):
     def put_status(self, site: str, msg: dict[str, Any], raw: str, received: float) -> None: ...
     def put_birth(self, site: str, msg: dict[str, Any], raw: str, received: float) -> None: ...
     def put_state(self, site: str, msg: dict[str, Any], raw: str, received: float) -> None: ...
-    def add_event(self, site: str, msg: dict[str, Any], raw: str, received: float) -> bool: ...
+    def add_event(self, site: str, msg: dict[str, Any], raw: str, received: float
+                  ) -> bool | None: ...
     def event_seqs(self, site: str, boot: int, after: int, limit: int = 2000) -> list[int]: ...
     def event_seqs_many(self, keys: Sequence[tuple[str, int, int]],
                         limit: int = 2000) -> dict[tuple[str, int], list[int]]: ...
@@ -205,17 +206,20 @@ class TelemetryMixin(StoreBase):
 
     # --- events ------------------------------------------------------------------------------
 
-    def add_event(self, site: str, msg: dict[str, Any], raw: str, received: float) -> bool:
-        """File one event; False when (site, boot, seq) is already filed."""
+    def add_event(self, site: str, msg: dict[str, Any], raw: str, received: float
+                  ) -> bool | None:
+        """File one event; False when (site, boot, seq) is already filed. Under
+        `defer_writes` on PostgreSQL: None, and (site, boot, seq) among `flush_writes()`'s
+        answer when it was new (the events of a group commit go in one pipeline)."""
         row = (site, _int64(msg["boot"]), _int64(msg["seq"]), _int64(msg["ts"]),
                _text(msg["type"]),
                _text(json.dumps(msg["data"], separators=(",", ":"), ensure_ascii=False)),
                1 if msg["hist"] else 0, received)
         with self._tx():
-            cur = self._db.execute(
+            return self._insert_new(
                 "INSERT INTO events (site, boot, seq, ts, type, data, hist, received) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, boot, seq) DO NOTHING", row)
-        return cur.rowcount == 1
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, boot, seq) DO NOTHING "
+                "RETURNING site, boot, seq", row)
 
     def event_seqs(self, site: str, boot: int, after: int, limit: int = 2000) -> list[int]:
         """The filed seqs of (site, boot) above `after`, ascending (the UNIQUE key's index)."""

@@ -275,7 +275,8 @@ def test_one_bad_message_costs_only_itself_and_intake_goes_on(tmp_path: Path):
                 # A store failure that is not about text: B's seq 2 breaks a constraint.
                 real = gw.store.add_event
 
-                def add_event(site: str, msg: dict[str, Any], raw: str, received: float) -> bool:
+                def add_event(site: str, msg: dict[str, Any], raw: str,
+                              received: float) -> bool | None:
                     if site == b and msg["seq"] == 2:
                         raise sqlite3.IntegrityError("CHECK constraint failed (test)")
                     return real(site, msg, raw, received)

@@ -207,7 +207,7 @@ def test_a_store_failure_refuses_that_message_and_the_batch_commits(
     refused, with reason `store`; the others of the batch, both sites, are filed."""
     real = db.add_event
 
-    def add_event(site: str, msg: dict[str, Any], raw_: str, received: float) -> bool:
+    def add_event(site: str, msg: dict[str, Any], raw_: str, received: float) -> bool | None:
         if site == "are-kall" and msg["seq"] == 1:
             real(site, msg, raw_, received)  # a real row first, then a real constraint error
             one(db, "INSERT INTO events (id, site, boot, seq, ts, type, data, hist, "
@@ -526,7 +526,7 @@ def test_a_message_the_store_refuses_in_a_group_commit_costs_only_itself(
 
     real = db.add_event
 
-    def add_event(site: str, msg: dict[str, Any], raw_: str, received: float) -> bool:
+    def add_event(site: str, msg: dict[str, Any], raw_: str, received: float) -> bool | None:
         if site == "krokom-follinge" and msg["seq"] == 1:
             one(db, "INSERT INTO events (id, site, boot, seq, ts, type, data, hist, "
                     "received) SELECT id, site, boot, seq, ts, type, data, hist, "
@@ -545,6 +545,28 @@ def test_a_message_the_store_refuses_in_a_group_commit_costs_only_itself(
     assert present(db.latest("are-kall"))["state"]["seq"] == 30  # 29 came later but is older
     stats = ing.stats()
     assert stats["accepted"] == 6 and stats["rejected_by_reason"] == {"store": 1}
+
+
+def test_a_group_commits_events_are_each_filed_and_counted_once(
+        ing: Ingest, db: Store, monkeypatch: pytest.MonkeyPatch):
+    """The events of a group commit are inserted together at its end (on PostgreSQL in one
+    pipeline, whose answer says which were new). A copy of an event filed before, two copies
+    of one in the same batch, and a command result: each event is one row, counted once as
+    filed or as a duplicate, and the command result is in the audit log once."""
+    assert ing.handle(T("event"), raw(event(seq=1))).outcome == "stored"
+    result = event("cmd_result", seq=3, data={"id": "c7", "name": "gen_start", "result": "done"})
+    msgs = [(T("event"), raw(event(seq=1, hist=True))),  # filed before: a duplicate
+            (T("event"), raw(event(seq=2))), (T("event"), raw(event(seq=2))),  # one new
+            (T("event"), raw(result)),
+            (T("event", "krokom-follinge"), raw(event(seq=1)))]  # another site, same seq
+    mq, acks = group_commit(ing, msgs, monkeypatch)
+    assert acks == [1, 2, 3, 4, 5] and mq.redone == 0
+    assert sorted(e["seq"] for e in db.events("are-kall")) == [1, 2, 3]
+    assert [e["seq"] for e in db.events("krokom-follinge")] == [1]
+    stats = ing.stats()
+    assert stats["accepted"] == 1 + 3 and stats["duplicates"] == 2
+    audit = [a["target"] for a in db.audit_log() if a["action"] == "cmd_result"]
+    assert audit == ["are-kall/gen_start/c7"]
 
 
 def test_a_group_commit_whose_deferred_writes_fail_is_filed_again_with_savepoints(
