@@ -210,7 +210,11 @@ def drain_rate(client: Callable[[], mqtt.Client], port: int, topic: str, count: 
 
 class GatewayUnderTest:
     def __init__(self, port: int, workdir: Path, n_sites: int,
-                 store_url: str | None = None) -> None:
+                 store_url: str | None = None, *, leads: bool = True) -> None:
+        """`leads` False: a worker that does not lead (PostgreSQL), as gateway/service.py
+        wires one: no alert engine, the sites it files told to the leader by NOTIFY."""
+        self.leads = leads
+        self.relay: Any = None
         self.port = port
         self.store_url = store_url
         self.workdir = workdir
@@ -240,14 +244,22 @@ class GatewayUnderTest:
             cfg = AlertConfig(rules=rules, grouping=grouping, contacts={"*": (
                 Contact("bench", ("coordinator", "technician"), file="notes.jsonl"),)})
             from gateway.alerts.notify import FileSender
-            engine = AlertEngine(store, cfg, time.time,
-                                 senders={"file": FileSender(self.workdir)}, tick_s=5.0)
             ingest = Ingest(store, time.time)
-            ingest.on_stored = lambda site, sub: engine.mark(site)
             m = MqttIngest(ingest, self.loop, host="127.0.0.1", port=self.port,
-                           client_id="bench-gateway", ca=os.environ["SOT_BENCH_CA"])
-            m.on_listening = engine.listening
-            engine.start()
+                           client_id="bench-gateway", ca=os.environ["SOT_BENCH_CA"],
+                           leading=self.leads)
+            engine: AlertEngine | None = None
+            if self.leads:
+                engine = AlertEngine(store, cfg, time.time,
+                                     senders={"file": FileSender(self.workdir)}, tick_s=5.0)
+                ingest.on_stored = lambda site, sub: engine.mark(site)
+                m.on_listening = engine.listening
+                engine.start()
+            else:
+                from gateway.lease import MarkRelay
+                assert isinstance(store, PgStore) and self.store_url
+                self.relay = MarkRelay(self.store_url, self.loop, store)
+                ingest.on_stored = lambda site, sub: self.relay.add(site)
             m.start()
             self.store, self.ingest, self.engine, self.mqtt = store, ingest, engine, m
         self.call(build)
@@ -260,9 +272,10 @@ class GatewayUnderTest:
 
     def stop(self) -> None:
         async def down() -> None:
-            assert self.mqtt and self.engine and self.store
+            assert self.mqtt and self.store
             await asyncio.to_thread(self.mqtt.stop)
-            await self.engine.stop()
+            if self.engine is not None:
+                await self.engine.stop()
             self.store.close()
         self.call(down)
 
@@ -272,8 +285,8 @@ class GatewayUnderTest:
 
 
 def gateway_rate(port: int, workdir: Path, n_sites: int, count: int,
-                 store_url: str | None = None) -> float:
-    gw = GatewayUnderTest(port, workdir, n_sites, store_url)
+                 store_url: str | None = None, *, leads: bool = True) -> float:
+    gw = GatewayUnderTest(port, workdir, n_sites, store_url, leads=leads)
     gw.start()
     assert gw.mqtt is not None
     gw.mqtt.connected.wait(10)
@@ -431,6 +444,13 @@ def run(args: argparse.Namespace, new_url: Any, store_name: str | None = None) -
             gw = gateway_rate(b.port, work / "g2", args.sites, args.burst,
                               new_url() if new_url else None)
             print(f"gateway: {gw:.0f} msg/s, ratio {gw / bare:.2f}", flush=True)
+        follower = None
+        if new_url:
+            with Broker(workdir=work / "b4", extra_conf=conf) as b:
+                follower = gateway_rate(b.port, work / "g3", args.sites, args.burst, new_url(),
+                                        leads=False)
+                print(f"worker that does not lead: {follower:.0f} msg/s, ratio "
+                      f"{follower / bare:.2f}", flush=True)
     load = os.getloadavg()[0]
     offered = args.sites * args.rate
     ok = s["backlog_at_end"] < offered and s["drain_s"] < 2.0 and s["missing"] == 0
@@ -449,6 +469,10 @@ def run(args: argparse.Namespace, new_url: Any, store_name: str | None = None) -
     command = "python -m hil_tests.bench.bench_alerts" + (" --postgres" if new_url else "")
     p99 = s["lat_p99_ms"]
     p99_goal = "met" if p99 is not None and p99 < 200 else "not met"
+    follower_rows = "" if follower is None else (
+        "| a worker that does not lead (validate, commit, ack after commit; no rules: it tells "
+        f"the leader's engine the sites by NOTIFY) | {follower:.0f} |\n"
+        f"| its ratio | **{follower / bare:.2f}** |\n")
     text = f"""
 Measured {datetime.date.today().isoformat()} on {machine()},
 {store_line}; 1-minute load average {load:.2f} when the run ended (other work on the
@@ -479,7 +503,7 @@ session, then drained by the consumer):
 | bare paho subscriber (counts, auto-ack) | {bare:.0f} |
 | gateway (validate, commit, ack after commit, rules) | {gw:.0f} |
 | ratio | **{gw / bare:.2f}** (goal ≥ 0.5: {"met" if gw / bare >= 0.5 else "not met"}) |
-"""
+{follower_rows}"""
     print(text)
     if not args.no_write:
         section = SECTION_PG if new_url else SECTION
