@@ -13,7 +13,8 @@ Two checks recur:
 - accounting: the plant answers every request once, and the wire counts the replies it spoiled
   ("hits"). The master's `ok` count must equal replies - hits: no spoiled reply was accepted and
   no clean reply was lost to the fault before it (resync within one poll). A retry is a request
-  of its own on the wire, so this holds with retries too.
+  of its own on the wire, so this holds with retries too. A clean reply the plant was too slow
+  with (a loaded machine) may have been given up on; those are counted apart, see `accounting`.
 
 M8 (random frames into the parser) is a firmware unit test.
 """
@@ -62,10 +63,24 @@ def wrong_in(cycles: list[dict[str, Any]], truth: dict[str, dict[str, Any]]) -> 
     return [(c["n"], *w) for c in cycles for w in wrong_values(c, truth)]
 
 
-def accounting(line: dict[str, Any]) -> tuple[int, int, dict[str, int]]:
-    """(replies the master accepted, clean replies on the wire, wire counters) at a report."""
-    w = line["wire"]
-    return line["stats"]["ok"], w["replies"] - w["hits"], w
+def accounting(rig: BusRig, line: dict[str, Any]) -> tuple[int, int, int, dict[str, int]]:
+    """(replies the master accepted, clean replies on the wire, clean replies that came late,
+    wire counters) for the requests sent by the time of a report.
+
+    Replies to those requests that are still on their way are waited for. A clean reply that
+    left the plant later than 3/4 of the master's timeout is "late": on a loaded machine the
+    pymodbus plant is sometimes that slow, and the master may rightly have given up on it. Late
+    replies loosen `ok == clean` to `clean - late <= ok <= clean`, and only when there are any."""
+    reqs, reps = rig.wires[BUS].answers(line["stats"]["requests"])
+    spoiled = [p for p in reps if p.fault is not None and p.fault != "garbage between"
+               and not p.fault.startswith("exception")]
+    late_s = 0.75 * FAST["timeout_ms"] / 1000
+    spoilt = {id(p) for p in spoiled}
+    late = sum(1 for p in reps if id(p) not in spoilt and p.request is not None
+               and p.t - p.request.t > late_s)
+    wire = {"requests": len(reqs), "replies": len(reps), "hits": len(spoiled),
+            "noise": sum(1 for p in reps if p.fault == "garbage between"), "late": late}
+    return line["stats"]["ok"], len(reps) - len(spoiled), late, wire
 
 
 def faulted_run(rig: BusRig, inject, seconds: float) -> tuple[list, list, float]:
@@ -240,11 +255,12 @@ def test_m2_bit_flips_never_give_a_corrupt_value(site: Site, tmp_path: Path, pct
         truth = rig.truth()
         during, after, _ = faulted_run(rig, lambda w: w.flip_bits(pct), 4.0)
         assert not wrong_in(during + after, truth), wrong_in(during + after, truth)[:10]
-        ok, clean, wire = accounting(after[-1])
+        ok, clean, late, wire = accounting(rig, after[-1])
         print(f"{pct} %: wire {wire}, accepted {ok}, stats {after[-1]['stats']}")
         assert wire["hits"] >= 2, f"the fault hardly happened: {wire}"
         assert wire["replies"] == wire["requests"], wire  # one chunk per frame, every request
-        assert ok == clean, f"accepted {ok} replies, {clean} went through unspoiled: {wire}"
+        assert clean - late <= ok <= clean, (
+            f"accepted {ok} replies, {clean} went through unspoiled ({late} late): {wire}")
 
 
 # --- M3: framing faults ----------------------------------------------------------------------
@@ -265,20 +281,23 @@ def test_m3_framing_faults_resync_within_one_poll(site: Site, tmp_path: Path, fa
         truth = rig.truth()
         during, after, stopped = faulted_run(rig, FRAMING[fault], 3.0)
         assert not wrong_in(during + after, truth), wrong_in(during + after, truth)[:10]
-        ok, clean, wire = accounting(after[-1])
+        ok, clean, late, wire = accounting(rig, after[-1])
         print(f"{fault}: wire {wire}, accepted {ok}, stats {after[-1]['stats']}")
         assert wire["replies"] == wire["requests"], wire
         if fault == "garbage between frames":
             # Between frames nothing is spoiled: every reply must be read.
             assert wire["noise"] >= 5 and wire["hits"] == 0, wire
-            assert ok == wire["replies"], f"accepted {ok} of {wire['replies']} replies: {wire}"
+            assert wire["replies"] - late <= ok <= wire["replies"], (
+                f"accepted {ok} of {wire['replies']} replies ({late} late): {wire}")
         elif fault == "garbage before a frame":
             # Resync may save the frame behind the garbage, but must never lose a clean one.
             assert wire["hits"] >= 5, wire
-            assert ok >= clean, f"accepted {ok} replies, {clean} unspoiled: {wire}"
+            assert ok >= clean - late, (
+                f"accepted {ok} replies, {clean} unspoiled ({late} late): {wire}")
         else:
             assert wire["hits"] >= 5, wire
-            assert ok == clean, f"accepted {ok} replies, {clean} went through unspoiled: {wire}"
+            assert clean - late <= ok <= clean, (
+                f"accepted {ok} replies, {clean} went through unspoiled ({late} late): {wire}")
         # The first cycle that started after the fault stopped reads everything it asks for.
         first_clean = after[1]
         failed = [tx for tx in first_clean["tx"] if tx[6] is not None]

@@ -211,6 +211,19 @@ class Wire:
             fd = self._inject_fd
         os.write(fd, data)
 
+    def answers(self, n: int, wait_s: float = 2.0) -> tuple[list[Request], list[Reply]]:
+        """The first `n` requests and the replies to them, once each has one or `wait_s` has
+        passed: a slow plant may answer after the controller has given up waiting."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self._lock:
+                reqs = self.requests[:n]
+                asked = {id(r) for r in reqs}
+                reps = [p for p in self.replies if id(p.request) in asked]
+            if len(reps) >= len(reqs) or time.monotonic() >= deadline:
+                return reqs, reps
+            time.sleep(0.02)
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             return {"requests": len(self.requests), "replies": len(self.replies),
