@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ..model import AlertRecord, SiteSnapshot, site_status
@@ -47,6 +48,7 @@ from .kinds import (
     INCIDENT_RULE,
     INHERIT,
     SEVERITIES,
+    Condition,
     Kind,
     Param,
     Rule,
@@ -246,7 +248,13 @@ def _hours(h: float) -> texts.Two:
 
 
 def _at(v: SiteView) -> texts.Two:
-    return texts.Two(*texts.say("alert.common.at", name=v.name, municipality=v.municipality))
+    return _at_words(v.name, v.municipality)
+
+
+@lru_cache(maxsize=8192)
+def _at_words(name: str, municipality: str) -> texts.Two:
+    # Nearly every rule names the site, at every evaluation of every site: formatted once.
+    return texts.Two(*texts.say("alert.common.at", name=name, municipality=municipality))
 
 
 def _unknown(value: Any) -> texts.Two:
@@ -256,8 +264,11 @@ def _unknown(value: Any) -> texts.Two:
 
 def _obs(active: bool, key: str, since: float | None = None, **kw: Any) -> Obs:
     """An observation whose words are the catalogue entry `key` filled with `kw` (and `data`,
-    `severity`, `step` passed on to the Obs)."""
+    `severity`, `step` passed on to the Obs). Only an active one has words: nothing reads those
+    of a condition that does not hold, and most conditions at most sites do not."""
     extra = {k: kw.pop(k) for k in ("data", "severity", "step") if k in kw}
+    if not active:
+        return Obs(active, since, **extra)
     sv, en = texts.say(key, **kw)
     return Obs(active, since, sv=sv, en=en, **extra)
 
@@ -268,12 +279,14 @@ def grid_lost(rule: Rule, v: SiteView, now: float, open_: Mapping[str, AlertReco
     if st not in ("ok", "lost", "rejected"):
         return None  # unknown meter: not a loss, not a return
     since = _num(grid.get("since")) if grid else None
+    if st == "ok":
+        return {"": Obs(False, since, data={"grid": st})}
     what = texts.pair("alert.grid_lost.lost" if st == "lost" else "alert.grid_lost.rejected")
     mode = v.state.get("mode") if v.state else None
     backup = texts.pair(f"alert.grid_lost.backup.{mode}", ("", ""))
     sv, en = texts.say("alert.grid_lost.text", at=_at(v), what=texts.Two(*what),
                        backup=texts.Two(*backup))
-    return {"": Obs(st != "ok", since, sv=sv.strip(), en=en.strip(), data={"grid": st})}
+    return {"": Obs(True, since, sv=sv.strip(), en=en.strip(), data={"grid": st})}
 
 
 def backup_failed(rule: Rule, v: SiteView, now: float,
@@ -288,13 +301,14 @@ def backup_failed(rule: Rule, v: SiteView, now: float,
     alarms = alarms_raw if isinstance(alarms_raw, list) else []
     names = ", ".join(str(a[0]) for a in alarms if isinstance(a, list) and a)[:200]
     state = genset.get("state")
+    if v.state.get("mode") != "backup_failed":
+        return {"": Obs(False, data={"genset": state, "alarms": names})}
     sv, en = texts.say("alert.backup_failed.text", at=_at(v),
                        genset=_unknown(state) if "state" not in genset else texts.Two(state, state))
     if names:
         extra_sv, extra_en = texts.say("alert.backup_failed.alarms", names=names)
         sv, en = f"{sv} {extra_sv}", f"{en} {extra_en}"
-    return {"": Obs(v.state.get("mode") == "backup_failed", sv=sv, en=en,
-                    data={"genset": genset.get("state"), "alarms": names})}
+    return {"": Obs(True, sv=sv, en=en, data={"genset": genset.get("state"), "alarms": names})}
 
 
 def gen_failed_to_start(rule: Rule, v: SiteView, now: float,
@@ -631,9 +645,11 @@ def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequenc
     targets = [(v, "site") for v in views.values()]
     if gateway is not None:
         targets.append((gateway, "gateway"))
+    rules = {scope: [(r, KINDS[r.id].evaluate) for r in config.rules.values()
+                     if r.enabled and KINDS[r.id].scope == scope] for scope in ("site", "gateway")}
     for v, scope in targets:
         try:
-            site_actions, site_fresh = _evaluate_site(config, v, by_target, now, opened,
+            site_actions, site_fresh = _evaluate_site(rules[scope], v, by_target, now, opened,
                                                       scope)
         except Exception as e:
             if failed is None:
@@ -653,26 +669,29 @@ def evaluate(config: AlertConfig, views: Mapping[str, SiteView], alerts: Sequenc
     return actions
 
 
-def _evaluate_site(config: AlertConfig, v: SiteView,
+def _evaluate_site(rules: Sequence[tuple[Rule, Condition]], v: SiteView,
                    by_target: Mapping[tuple[str, str | None], Mapping[str, AlertRecord]],
                    now: float, opened: dict[str, Open],
                    scope: str = "site") -> tuple[list[Action], dict[str, Obs]]:
-    """Every rule at one site: (its lifecycle actions, key -> fresh observation). `by_target`:
-    the open alerts by (rule, site) and key. `opened` is only added to once the whole site
-    evaluated."""
+    """Every rule at one site (`rules`: the enabled rules of the scope, with their kinds'
+    conditions): (its lifecycle actions, key -> fresh observation). `by_target`: the open
+    alerts by (rule, site) and key. `opened` is only added to once the whole site evaluated.
+    Runs for every site at every round: a rule whose condition does not hold at a site
+    without an alert of it is passed over at once."""
     actions: list[Action] = []
     fresh: dict[str, Obs] = {}
     mine_opened: dict[str, Open] = {}
-    for rule in config.rules.values():
-        if not rule.enabled or KINDS[rule.id].scope != scope:
-            continue
-        prefix = alert_key(rule.id, v.site)
-        site = None if scope == "gateway" else v.site
-        mine = {a.detail: a for k, a in by_target.get((rule.id, site), {}).items()
-                if k == prefix or k.startswith(prefix + ":")}
-        observed = KINDS[rule.id].evaluate(rule, v, now, mine)
-        if observed is None:
-            continue
+    site = None if scope == "gateway" else v.site
+    for rule, condition in rules:
+        targeted = by_target.get((rule.id, site))
+        mine: dict[str, AlertRecord] = {}
+        if targeted:
+            prefix = alert_key(rule.id, v.site)
+            mine = {a.detail: a for k, a in targeted.items()
+                    if k == prefix or k.startswith(prefix + ":")}
+        observed = condition(rule, v, now, mine)
+        if observed is None or (not mine and not any(o.active for o in observed.values())):
+            continue  # unknown, or nothing holds and nothing is open: no lifecycle to run
         for detail in sorted(set(observed) | set(mine)):
             key = alert_key(rule.id, v.site, detail)
             obs = observed.get(detail) or Obs(False)
