@@ -1,7 +1,8 @@
 """The alert engine: runs the rules, keeps the alerts in the store, sends the notifications.
 
-    ingest stores a message ─> engine.mark(site) ─┐
-    every tick_s (dead-man, hold and repeat times) ┴─> evaluate ─> apply (one transaction)
+    ingest stores a message ─> engine.mark(site) ──────┐
+    every tick_s/2, the sites not evaluated for that long ┴─> evaluate ─> apply (one transaction)
+    (dead-man, hold and repeat times)
                                                                     └─> notifications queued
     dispatcher: queued notifications ─> notifiers; every attempt logged; retry with backoff
 
@@ -30,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -110,6 +112,9 @@ class AlertEngine:
         self._failing: set[str] = set()  # sites whose failure is logged already
         self._failed_keys: set[str] = set()  # alert keys whose failed write is logged already
         self._dirty: set[str] = set()
+        # site -> time.monotonic() of its last evaluation: a timed round leaves out the sites
+        # evaluated within the last half tick (for something they sent), see `_run`.
+        self._evaluated_at: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -153,15 +158,19 @@ class AlertEngine:
         self.evaluations += 1
         return actions
 
-    def parts(self, sites: Iterable[str] | None = None) -> list[partial[list[Action]]]:
+    def parts(self, sites: Iterable[str] | None = None, *,
+              skip_since: float | None = None) -> list[partial[list[Action]]]:
         """A round as its parts, each evaluated and applied on its own (`_run` yields to the
-        event loop between them): the named sites (None: every active site) in groups of about
+        event loop between them): the named sites (None: every active site, less those
+        evaluated at or after the monotonic time `skip_since` if given) in groups of about
         `ROUND_SITES`, whole municipalities together; a full round ends with the gateway's own
         rules and the alerts of municipalities no part covered (an inactive site's, say), whose
         notifications still fall due. Each part reads the store when it runs, so it sees what
         the parts before it wrote."""
         where = self.store.site_municipalities()
         wanted = set(where) if sites is None else set(sites)
+        if sites is None and skip_since is not None:
+            wanted = {s for s in wanted if self._evaluated_at.get(s, -math.inf) < skip_since}
         by_muni: dict[str, list[str]] = {}
         for site in sorted(wanted):
             by_muni.setdefault(where.get(site, ""), []).append(site)
@@ -186,6 +195,9 @@ class AlertEngine:
             alerts = [a for a in self.store.alerts(resolved_since=since)
                       if a.municipality not in covered]
         else:
+            t = time.monotonic()
+            for site in wanted:
+                self._evaluated_at[site] = t
             snaps = self.store.snapshots(sites=wanted)
             munis = sorted({s.info.municipality for s in snaps})
             covered.update(munis)
@@ -417,11 +429,20 @@ class AlertEngine:
                 await close()
 
     async def _run(self) -> None:
+        """Rounds: the sites that sent something (`mark`), at most every MIN_ROUND_S; and
+        every tick_s/2 a timed round for the sites not evaluated in the last tick_s/2, the
+        gateway's rules and the alerts no part covered. So every site is evaluated at least
+        every tick_s, and a site that reports often is not evaluated again for nothing: at
+        2 000 sites a second the timed round re-evaluated all of them every 5 s, which took the
+        event loop for some 300 ms and was most of the tail of the alert latency
+        (docs/benchmarks.md)."""
+        half = self.tick_s / 2
         next_tick = 0.0
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
-                    await self._wake.wait()
+            if not self._dirty:  # (a timed round leaves the marked sites it skipped here)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
+                        await self._wake.wait()
             self._wake.clear()
             if self._stopping:
                 return
@@ -430,10 +451,14 @@ class AlertEngine:
                 continue
             try:
                 parts = []
-                if time.monotonic() >= next_tick or "*" in self._dirty:
+                now = time.monotonic()
+                if "*" in self._dirty:  # everything changed (the link, the config): every site
                     self._dirty.clear()
-                    next_tick = time.monotonic() + self.tick_s
+                    next_tick = now + half
                     parts = self.parts(None)
+                elif now >= next_tick:
+                    next_tick = now + half
+                    parts = self.parts(None, skip_since=now - half)
                 elif self._dirty:
                     sites, self._dirty = self._dirty, set()
                     parts = self.parts(sites)

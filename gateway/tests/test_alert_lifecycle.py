@@ -360,6 +360,47 @@ def test_a_round_in_parts_gives_the_event_loop_back_between_them(rig: Rig):
     assert all("loop" in order[a:b] for a, b in zip(parts, parts[1:], strict=False))
 
 
+def test_the_timed_round_leaves_out_a_site_that_was_just_evaluated_for_what_it_sent(rig: Rig):
+    """Every site is evaluated at least every tick_s. Kall sends every 50 ms and is evaluated
+    for that; the timed rounds evaluate only the quiet sites, and each of those about every
+    tick_s. (Re-evaluating every site at every tick, at 2 000 sites sending once a second,
+    held the event loop for some 300 ms at a time: docs/benchmarks.md.)"""
+    import asyncio
+    import time
+
+    quiet = sorted(s.id for s in ALL_SITES if s.id != "are-kall")
+    calls: list[tuple[float, list[str] | None]] = []
+    evaluate_part = rig.engine._evaluate
+
+    def spy(wanted: Any, covered: Any) -> Any:
+        calls.append((time.monotonic(), wanted))
+        return evaluate_part(wanted, covered)
+
+    rig.engine._evaluate = spy  # type: ignore[method-assign]
+    rig.engine.tick_s = 1.0
+
+    async def main() -> None:
+        rig.engine.start()
+        end = time.monotonic() + 3.6
+        while time.monotonic() < end:
+            rig.engine.mark("are-kall")
+            await asyncio.sleep(0.05)
+        await rig.engine.stop()
+
+    asyncio.run(main())
+    parts = [(t, w) for t, w in calls if w is not None]
+    assert "are-kall" in parts[0][1] and quiet[0] in parts[0][1]  # the first round: every site
+    later = parts[1:]
+    assert not [w for _t, w in later if "are-kall" in w and set(w) - {"are-kall"}], (
+        "a timed round evaluated Kall again")
+    kall = [t for t, w in later if w == ["are-kall"]]
+    assert len(kall) >= 20, f"Kall, sending every 50 ms, was evaluated {len(kall)} times"
+    for site in quiet:
+        seen = [parts[0][0]] + [t for t, w in later if site in w]
+        gaps = [round(b - a, 2) for a, b in zip(seen, seen[1:], strict=False)]
+        assert len(gaps) >= 2 and max(gaps) <= 1.0 + 0.3, (site, gaps)
+
+
 def test_a_site_that_sends_during_a_long_round_is_evaluated_before_the_rest_of_it(rig: Rig):
     """Kall's news arrives while a round over 460 sites is under way: it is evaluated right
     after the part in progress, not once the whole round is done."""
