@@ -468,8 +468,9 @@ config/alerts.toml in which `{RULE}` has `hold_s` = {hold:g} (shipped:
 five minutes). The shipped hold is not a wait that comes after the debounce: the rule counts it
 from the `since` of the controller's state, the moment the controller first saw the loss, so
 its {res['shipped_hold_s']:g} s contain the {deb:g} s of debounce; and an alert still pending
-turns firing only at the engine's next full round (every `tick_s`, 5 s in production) or when
-the site next sends something. With it the alert comes
+turns firing only when the engine's timed round next takes the site (at most `tick_s`, 5 s in
+production, after its last evaluation) or when the site next sends something. With it the
+alert comes
 {res['shipped_hold_s']:g}–{res['shipped_hold_s'] + 5:g} s after the controller's first sight
 of the loss whatever the path takes; with hold 0 what is measured is the path itself. Each
 latency below is (stop − cut − {deb:g} s){hold_note}."""), para(f"""
