@@ -112,9 +112,10 @@ class AlertEngine:
         self._failing: set[str] = set()  # sites whose failure is logged already
         self._failed_keys: set[str] = set()  # alert keys whose failed write is logged already
         self._dirty: set[str] = set()
-        # site -> time.monotonic() of its last evaluation: a timed round leaves out the sites
-        # evaluated within the last half tick (for something they sent), see `_run`.
+        # site (municipality) -> time.monotonic() of the last evaluation of it (of its alerts):
+        # a timed round leaves out those evaluated within the last half tick, see `_run`.
         self._evaluated_at: dict[str, float] = {}
+        self._munis_at: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -164,9 +165,9 @@ class AlertEngine:
         event loop between them): the named sites (None: every active site, less those
         evaluated at or after the monotonic time `skip_since` if given) in groups of about
         `ROUND_SITES`, whole municipalities together; a full round ends with the gateway's own
-        rules and the alerts of municipalities no part covered (an inactive site's, say), whose
-        notifications still fall due. Each part reads the store when it runs, so it sees what
-        the parts before it wrote."""
+        rules and the alerts of municipalities no part covered (an inactive site's, say; less
+        those evaluated since `skip_since`), whose notifications still fall due. Each part
+        reads the store when it runs, so it sees what the parts before it wrote."""
         where = self.store.site_municipalities()
         wanted = set(where) if sites is None else set(sites)
         if sites is None and skip_since is not None:
@@ -179,7 +180,10 @@ class AlertEngine:
             if not groups or len(groups[-1]) + len(by_muni[muni]) > ROUND_SITES:
                 groups.append([])
             groups[-1].extend(by_muni[muni])
-        covered: set[str] = set()
+        # The municipalities whose alerts the last part need not read: those the parts cover,
+        # and those evaluated since `skip_since`.
+        covered: set[str] = set() if skip_since is None else {
+            m for m, at in self._munis_at.items() if at >= skip_since}
         out = [partial(self._evaluate, g, covered) for g in groups]
         if sites is None:
             out.append(partial(self._evaluate, None, covered))
@@ -190,17 +194,19 @@ class AlertEngine:
         `covered`), or with None the gateway's rules and the alerts outside `covered`."""
         now = self.clock()
         since = now - self._max_repeat
+        t = time.monotonic()
         if wanted is None:
             snaps: list[SiteSnapshot] = []
-            alerts = [a for a in self.store.alerts(resolved_since=since)
-                      if a.municipality not in covered]
+            alerts = self.store.alerts(resolved_since=since,
+                                       not_municipalities=sorted(covered))
         else:
-            t = time.monotonic()
             for site in wanted:
                 self._evaluated_at[site] = t
             snaps = self.store.snapshots(sites=wanted)
             munis = sorted({s.info.municipality for s in snaps})
             covered.update(munis)
+            for m in munis:
+                self._munis_at[m] = t
             alerts = self.store.alerts(municipalities=munis, resolved_since=since)
         failed: dict[str, Exception] = {}
         views = {}
@@ -430,9 +436,9 @@ class AlertEngine:
 
     async def _run(self) -> None:
         """Rounds: the sites that sent something (`mark`), at most every MIN_ROUND_S; and
-        every tick_s/2 a timed round for the sites not evaluated in the last tick_s/2, the
-        gateway's rules and the alerts no part covered. So every site is evaluated at least
-        every tick_s, and a site that reports often is not evaluated again for nothing: at
+        every tick_s/2 a timed round for the sites and municipalities' alerts not evaluated in
+        the last tick_s/2, and the gateway's rules. So every site and alert is evaluated at
+        least every tick_s, and one that reports often is not evaluated again for nothing: at
         2 000 sites a second the timed round re-evaluated all of them every 5 s, which took the
         event loop for some 300 ms and was most of the tail of the alert latency
         (docs/benchmarks.md)."""

@@ -24,7 +24,8 @@ class AlertStore(Protocol):
     def alerts(self, *, open_only: bool = True, site: str | None = None,
                municipality: str | None = None, resolved_since: float | None = None,
                limit: int = 100_000,
-               municipalities: Sequence[str] | None = None) -> list[AlertRecord]: ...
+               municipalities: Sequence[str] | None = None,
+               not_municipalities: Sequence[str] = ()) -> list[AlertRecord]: ...
     def alert(self, ref: int | str) -> AlertRecord | None: ...
     def open_alert(self, rec: AlertRecord) -> int | None: ...
     def update_alert(self, alert_id: int, expect: tuple[str, ...],
@@ -50,10 +51,12 @@ class AlertMixin(StoreBase):
     def alerts(self, *, open_only: bool = True, site: str | None = None,
                municipality: str | None = None, resolved_since: float | None = None,
                limit: int = 100_000,
-               municipalities: Sequence[str] | None = None) -> list[AlertRecord]:
+               municipalities: Sequence[str] | None = None,
+               not_municipalities: Sequence[str] = ()) -> list[AlertRecord]:
         """Open alerts (and with `resolved_since`, those resolved since then), or with
         `open_only=False` every alert; newest first. `municipalities`: those of any of them, in
-        one query (the alert engine's round over the sites that sent something)."""
+        one query (the alert engine's round over the sites that sent something);
+        `not_municipalities`: none of those (its timed round, for what no part covered)."""
         clauses: list[str] = []
         args: list[Any] = []
         if municipality is not None:
@@ -64,6 +67,9 @@ class AlertMixin(StoreBase):
                 return []
             clauses.append(f"municipality IN ({', '.join('?' * len(municipalities))})")
             args.extend(municipalities)
+        if not_municipalities:
+            clauses.append(f"municipality NOT IN ({', '.join('?' * len(not_municipalities))})")
+            args.extend(not_municipalities)
         if open_only:
             if resolved_since is None:
                 clauses.append("status != 'resolved'")

@@ -7,6 +7,7 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gw_samples import SITES, TS, birth, event, present, state, status
@@ -237,6 +238,34 @@ def test_a_failed_write_in_a_savepoint_leaves_the_batch_whole(db: Store):
     assert db.open_alert(rec) is None  # one open alert per key
     with pytest.raises(ValueError, match="U\\+0000"):  # text neither database may refuse later
         db.add_event("are-kall", event(seq=3, type="grid\x00lost"), "{}", TS)
+
+
+def test_alerts_by_municipality_in_and_out(db: Store):
+    """The alert engine reads a part's alerts by its municipalities, and its timed round the
+    rest: the alerts outside the municipalities it has just evaluated (open ones, and those
+    resolved within the window asked for)."""
+    def alert(key: str, muni: str) -> int:
+        rec = store_mod.AlertRecord(id=0, key=key, rule="grid_lost", site=None,
+                                    municipality=muni, detail="", severity="warning",
+                                    status="firing", started=TS)
+        aid = db.open_alert(rec)
+        assert aid is not None
+        return aid
+
+    alert("a", "Åre")
+    alert("k", "Krokom")
+    alert("g", "*")  # the gateway's own
+    gone = alert("h", "Härjedalen")
+    db.update_alert(gone, ("firing",), status="resolved", resolved=TS + 5)
+
+    def keys(**kw: Any) -> list[str]:
+        return sorted(a.key for a in db.alerts(**kw))
+
+    assert keys(municipalities=["Åre", "Härjedalen"]) == ["a"]
+    assert keys(municipalities=["Åre", "Härjedalen"], resolved_since=TS) == ["a", "h"]
+    assert keys(not_municipalities=["Åre"]) == ["g", "k"]
+    assert keys(not_municipalities=["Åre", "Krokom"], resolved_since=TS) == ["g", "h"]
+    assert keys(not_municipalities=[]) == ["a", "g", "k"]
 
 
 def test_latest_states_gives_every_site_with_a_state_in_one_call(db: Store):
