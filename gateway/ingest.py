@@ -209,7 +209,9 @@ class Result:
 
     outcome: `stored` (filed as latest or as a new event), `duplicate` (already had it),
     `outdated` (older than the latest already filed), `ignored` (the gateway's own status), or
-    `rejected` with `reason` and `detail`.
+    `rejected` with `reason` and `detail`; or `pending`: an event inserted with the group
+    commit's others at its end (PostgreSQL), whether new or a duplicate known then and counted
+    by `Ingest.filed`.
     """
 
     outcome: str
@@ -220,7 +222,7 @@ class Result:
 
     @property
     def accepted(self) -> bool:
-        return self.outcome in ("stored", "duplicate", "outdated")
+        return self.outcome in ("stored", "duplicate", "outdated", "pending")
 
 
 class Redo(Exception):
@@ -527,14 +529,13 @@ class Ingest:
                    else self.store.add_crisis_ack(site, msg, received))
             if new is None:
                 # Filed with the group commit's other events at its end (PostgreSQL): counted
-                # then, by `filed`. Taken as stored for now; a second copy in the same batch is
-                # a duplicate at once.
+                # then, by `filed`. A second copy in the same batch is a duplicate at once.
                 key = (site, msg["boot"], msg["seq"])
                 if key in self._pending:
                     self.duplicates[subtopic] += 1
                     return Result("duplicate", site, subtopic)
                 self._pending[key] = (msg, received)
-                return Result("stored", site, subtopic)
+                return Result("pending", site, subtopic)
             if new:
                 self._new_filed(site, subtopic, msg, received)
                 return Result("stored", site, subtopic)
