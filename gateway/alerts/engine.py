@@ -493,8 +493,6 @@ class AlertEngine:
         for n in self.store.due_notifications(now, limit=PARALLEL_SENDS * 4):
             if n.id in self._sending:
                 continue
-            if self.claim is not None and not self.claim(n.id, now):
-                continue  # another worker's, or this worker's lease is gone
             self._sending.add(n.id)
             t = asyncio.get_running_loop().create_task(self._send(n))
             self._send_tasks.add(t)
@@ -507,6 +505,14 @@ class AlertEngine:
     async def _send(self, n: Notification) -> None:
         try:
             async with self._sem:
+                # Claimed only now that a sender is free (gateway/lease.py): one waiting here
+                # holds no claim, so if this worker stops leading meanwhile the next leader
+                # sends it at once instead of after the claim's hold.
+                try:
+                    if self.claim is not None and not self.claim(n.id, self.clock()):
+                        return  # another worker's, or this worker's lease is gone
+                except Exception:  # noqa: BLE001 - the store: it stays queued, tried again
+                    return
                 sender = self.senders.get(n.channel)
                 error: str | None = None
                 if sender is None:

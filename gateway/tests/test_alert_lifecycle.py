@@ -278,6 +278,56 @@ def test_a_takeover_sends_each_notification_once(rig: Rig):
     assert sorted(sent) == sorted(("gw2", idem) for idem in queued)
 
 
+def test_a_notification_waiting_for_a_free_sender_is_not_held_from_the_next_leader(rig: Rig):
+    """The leader sends PARALLEL_SENDS notifications at a time and the rest wait for a free
+    sender. Only those being sent are claimed: when the leader stops leading with all its
+    senders stuck, the next leader can send the waiting ones at once, not after the claim's
+    hold (90 s in gateway/service.py)."""
+    import asyncio
+
+    from gateway.alerts.engine import PARALLEL_SENDS, AlertEngine
+    from gateway.model import Notification
+    from gateway.store import LEADER
+
+    rig.state("krokom-follinge", **FAILED)
+    rig.evaluate()
+    store, clock = rig.store, rig.clock
+    alert_id = next(a.id for a in store.alerts())
+    store.add_notifications([Notification(0, alert_id, "firing", "bench", "file", "x", "s",
+                                          "{}", f"wait-{i}", next_at=clock.t)
+                             for i in range(PARALLEL_SENDS + 3)], clock.t)
+    queued = len(store.due_notifications(clock.t, limit=1000))
+    assert queued > PARALLEL_SENDS
+    epoch = store.acquire_lease(LEADER, "gw1", clock.t, 6)
+    assert epoch is not None
+    started: list[str] = []
+
+    class Stuck:
+        async def send(self, n: Notification) -> None:
+            started.append(n.idem)
+            await asyncio.Event().wait()  # a receiver that never answers
+
+    old = AlertEngine(store, CFG, clock, senders=dict.fromkeys(("file", "email", "webhook"),
+                                                               Stuck()))
+    old.claim = lambda nid, now: store.claim_notification(nid, LEADER, "gw1", epoch, now, 90)
+
+    async def main() -> int:
+        old.dispatch_due()
+        async with asyncio.timeout(10):
+            while len(started) < PARALLEL_SENDS:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # (no further send starts: every sender is stuck)
+        clock.t += 7  # gw1 stops leading; gw2 takes over
+        assert store.acquire_lease(LEADER, "gw2", clock.t, 6) == epoch + 1
+        due = len(store.due_notifications(clock.t, limit=1000))
+        await old.stop()
+        return due
+
+    due_for_the_next = asyncio.run(main())
+    assert len(set(started)) == PARALLEL_SENDS
+    assert due_for_the_next == queued - PARALLEL_SENDS
+
+
 # A county of 23 municipalities of 20 sites: more than one part of a round (ROUND_SITES).
 COUNTY = [SiteInfo(f"county-{m:02d}-{i:02d}", f"Plats {m}/{i:02d}", f"Kommun {m:02d}",
                    63.0 + m / 100, 14.0 + i / 100, HEARTBEAT_S)
