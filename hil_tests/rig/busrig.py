@@ -212,15 +212,17 @@ class Wire:
         os.write(fd, data)
 
     def answers(self, n: int, wait_s: float = 2.0) -> tuple[list[Request], list[Reply]]:
-        """The first `n` requests and the replies to them, once each has one or `wait_s` has
-        passed: a slow plant may answer after the controller has given up waiting."""
+        """The first `n` requests and the replies to them, once all `n` have crossed the wire
+        and each has a reply, or `wait_s` has passed: on a loaded machine the link may carry
+        the last request after the controller counted it, and a slow plant may answer after
+        the controller has given up waiting."""
         deadline = time.monotonic() + wait_s
         while True:
             with self._lock:
                 reqs = self.requests[:n]
                 asked = {id(r) for r in reqs}
                 reps = [p for p in self.replies if id(p.request) in asked]
-            if len(reps) >= len(reqs) or time.monotonic() >= deadline:
+            if (len(reqs) >= n and len(reps) >= len(reqs)) or time.monotonic() >= deadline:
                 return reqs, reps
             time.sleep(0.02)
 
