@@ -1053,7 +1053,14 @@ class MqttIngest:
         for _topic, _payload, mid, qos, connection in done:
             if qos and connection == self.connects:
                 self.client.ack(mid, qos)
-        self._acknowledge()
+        try:
+            self._acknowledge()
+        except SYSTEMIC:
+            # The store failed after the commit, reading what to tell the sites: they are told
+            # after the next commit (what was to be acknowledged is kept), and this callback
+            # ends cleanly instead of leaving the exception to the event loop.
+            log.warning("the store failed while reading what to acknowledge to the sites; "
+                        "they are told after the next commit", exc_info=True)
 
     def _commit(self, batch: list[tuple[str, bytes, int, int, int]], *,
                 savepoints: bool) -> None:

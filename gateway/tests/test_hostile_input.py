@@ -547,6 +547,37 @@ def test_a_message_the_store_refuses_in_a_group_commit_costs_only_itself(
     assert stats["accepted"] == 6 and stats["rejected_by_reason"] == {"store": 1}
 
 
+def test_a_store_failure_after_the_commit_delays_the_sites_ack_only(
+        ing: Ingest, db: Store, monkeypatch: pytest.MonkeyPatch):
+    """The group commit is done and its messages acknowledged to the broker, then the store
+    fails while the gateway reads what to acknowledge to the sites. Nothing escapes the
+    callback; the site's acknowledgement comes after the next commit, covering both."""
+    from gateway.store import StoreUnavailable
+
+    published: list[tuple[str, Any]] = []
+    real = db.event_seqs_many
+    calls = {"n": 0}
+
+    def failing_once(*a: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise StoreUnavailable("the database went away")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(db, "event_seqs_many", failing_once)
+    import paho.mqtt.client as paho_client
+    monkeypatch.setattr(paho_client.Client, "publish",
+                        lambda self, topic, payload=None, qos=0, retain=False:
+                        published.append((topic, json.loads(payload))))
+    _mq, acks = group_commit(ing, [(T("event"), raw(event(seq=0)))], monkeypatch)
+    assert acks == [1] and [e["seq"] for e in db.events("are-kall")] == [0]
+    assert not [t for t, _ in published if t.endswith("/ack")]
+    _mq, acks = group_commit(ing, [(T("event"), raw(event(seq=1)))], monkeypatch)
+    assert acks == [1]
+    told = [p for t, p in published if t == "sot/v1/are-kall/ack"]
+    assert [(p["boot"], p["seq"]) for p in told] == [(4, 1)], told
+
+
 def test_a_group_commits_events_are_each_filed_and_counted_once(
         ing: Ingest, db: Store, monkeypatch: pytest.MonkeyPatch):
     """The events of a group commit are inserted together at its end (on PostgreSQL in one
