@@ -68,6 +68,11 @@ TIMING_TESTS = {
     ("test_plant.py", "test_paced_link_takes_wire_time"),
     # the leader lease's takeover within 10 s after kill -9 (docs/deploy.md, "Several workers")
     ("test_worker_faults.py", "test_killed_leader_is_replaced_within_10_s"),
+    # Two gateway workers, PostgreSQL and a 2 000-site fleet each, and a leader that must renew
+    # its 6 s lease all along: run beside each other on 2 cores, the leader was seen to miss
+    # its renewal (1 run in 7) and the lead moved.
+    ("test_worker_faults.py", "test_a_worker_killed_mid_burst_loses_nothing_and_repeats_nothing"),
+    ("test_worker_faults.py", "test_postgresql_restarted_under_load_loses_nothing"),
 }
 
 
