@@ -200,13 +200,9 @@ class AlertEngine:
             alerts = self.store.alerts(resolved_since=since,
                                        not_municipalities=sorted(covered))
         else:
-            for site in wanted:
-                self._evaluated_at[site] = t
             snaps = self.store.snapshots(sites=wanted)
             munis = sorted({s.info.municipality for s in snaps})
             covered.update(munis)
-            for m in munis:
-                self._munis_at[m] = t
             alerts = self.store.alerts(municipalities=munis, resolved_since=since)
         failed: dict[str, Exception] = {}
         views = {}
@@ -233,6 +229,11 @@ class AlertEngine:
             self._site_failed(site, err)
         if actions:
             self.apply(actions, alerts, now)
+        if wanted is not None:  # done: the timed round may leave these out (`_run`)
+            for site in wanted:
+                self._evaluated_at[site] = t
+            for m in munis:
+                self._munis_at[m] = t
         return actions
 
     def _site_failed(self, site: str, e: BaseException) -> None:
