@@ -512,7 +512,11 @@ class AlertEngine:
                 try:
                     if self.claim is not None and not self.claim(n.id, self.clock()):
                         return  # another worker's, or this worker's lease is gone
-                except Exception:  # noqa: BLE001 - the store: it stays queued, tried again
+                except SYSTEMIC:
+                    return  # the store failed (logged where it is noticed): it stays queued
+                except Exception:  # noqa: BLE001 - not sent; said, and tried again
+                    log.exception("could not claim notification %d for sending; it stays "
+                                  "queued", n.id)
                     return
                 sender = self.senders.get(n.channel)
                 error: str | None = None

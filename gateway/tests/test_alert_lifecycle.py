@@ -328,6 +328,44 @@ def test_a_notification_waiting_for_a_free_sender_is_not_held_from_the_next_lead
     assert due_for_the_next == queued - PARALLEL_SENDS
 
 
+def test_a_claim_that_fails_is_logged_and_leaves_the_notification_queued(
+        rig: Rig, caplog: pytest.LogCaptureFixture):
+    """A fault in claiming (not the store as a whole) sends nothing and loses nothing: the
+    notification stays queued for the next try, and the log says which one."""
+    import asyncio
+
+    from gateway.alerts.engine import AlertEngine
+    from gateway.model import Notification
+
+    rig.state("krokom-follinge", **FAILED)
+    rig.evaluate()
+    store, clock = rig.store, rig.clock
+    due = {n.id for n in store.due_notifications(clock.t, limit=1000)}
+    assert due
+    sent: list[str] = []
+
+    class Recorder:
+        async def send(self, n: Notification) -> None:
+            sent.append(n.idem)
+
+    def broken_claim(nid: int, now: float) -> bool:
+        raise ValueError("claim bug")
+
+    e = AlertEngine(store, CFG, clock, senders=dict.fromkeys(("file", "email", "webhook"),
+                                                             Recorder()))
+    e.claim = broken_claim
+
+    async def main() -> None:
+        e.dispatch_due()
+        await e.drain()
+
+    asyncio.run(main())
+    assert sent == []
+    assert {n.id for n in store.due_notifications(clock.t, limit=1000)} == due
+    said = [r.getMessage() for r in caplog.records if "could not claim" in r.getMessage()]
+    assert len(said) == len(due)
+
+
 # A county of 23 municipalities of 20 sites: more than one part of a round (ROUND_SITES).
 COUNTY = [SiteInfo(f"county-{m:02d}-{i:02d}", f"Plats {m}/{i:02d}", f"Kommun {m:02d}",
                    63.0 + m / 100, 14.0 + i / 100, HEARTBEAT_S)
