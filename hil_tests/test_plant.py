@@ -296,6 +296,32 @@ def test_paced_link_takes_wire_time(site):
     assert link.closed
 
 
+def test_a_link_that_falls_behind_still_delivers_one_request_at_a_time(site):
+    """On a loaded machine the link's pump can be late and read two requests in one go (the
+    controller gave up on the first and sent the next). On a real line they are separate
+    frames, apart in time; the pymodbus server answers only one frame per read, so the link
+    must hand them over one at a time. Every request gets its answer, in order."""
+    first = _rtu(10, bytes([3]) + (1059).to_bytes(2, "big") + (2).to_bytes(2, "big"))
+    second = _rtu(1, bytes([4, 0, 0, 0, 6]))
+    stalled = threading.Event()
+
+    def stall(direction: str, data: bytes) -> bytes:
+        if direction != TO_CONTROLLER and not stalled.is_set():
+            stalled.set()
+            time.sleep(0.3)  # the link is late with the first request: the second queues up
+        return data
+
+    with PtyLink(name="late", on_bytes=stall) as link:
+        with PlantThread(Plant(site, {BUS: link})), serial.Serial(link.device_path,
+                                                                  timeout=2) as port:
+            port.write(first)
+            time.sleep(0.1)
+            port.write(second)
+            answers = port.read(9 + 17)
+    assert answers[:9] == _rtu(10, bytes([3, 4, 0x01, 0xF4, 0x00, 0x00])), answers.hex()
+    assert answers[9:12] == bytes([1, 4, 12]) and len(answers) == 26, answers.hex()
+
+
 def test_link_hook_can_drop_answers(rig, client):
     plant, _ = rig
     link = plant.links[BUS]

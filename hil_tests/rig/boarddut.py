@@ -40,6 +40,12 @@ class SerialLink:
     def close(self) -> None:
         pass
 
+    def plant_reports(self, on: bool = True) -> None:
+        """A real line needs no pacing of requests to the plant (links.py, frames)."""
+
+    def plant_done(self) -> None:
+        pass
+
 
 class BoardFirmware:
     def __init__(self, site: config.Site, port: str, *, mqtt: dict[str, Any]) -> None:

@@ -12,9 +12,11 @@ at the bus's baud rate, compiles the site with the links' pty paths, runs
 `hil_tests/mp/bus_probe.py` with the firmware's .mpy files and reads its JSON lines on a thread
 (see the probe's header for the line kinds). Every process it starts is stopped by its pid.
 
-The wire works on chunks as the link's pump reads them. The plant writes each reply with one
-write and the controller each request, so a chunk is one frame (the tests check this through
-the request and reply counts). A delayed reply is taken off the bridge and written into the
+The wire works on frames: the link hands its hook one frame at a time (`links.rtu_frames`),
+even when its pump was late and read two at once. A reply answers the oldest open request to
+its unit and function, so a reply the plant was too slow with is tied to its own request, not
+to the one the controller sent after giving up; open requests older than an answered one stay
+unanswered (a silent device). A delayed reply is taken off the bridge and written into the
 plant's end of the link when it is due, so it is paced like any reply and does not hold up the
 replies of other devices meanwhile.
 """
@@ -33,13 +35,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pymodbus.framer.rtu import FramerRTU
-
 from gateway.config import Site
 from gateway.tooling import compiler, firmware
 
 from . import dut
-from .links import TO_PLANT, PtyLink
+from .links import TO_PLANT, PtyLink, crc
 from .plant import Plant, PlantThread
 
 PROBE = Path(__file__).resolve().parent.parent / "mp" / "bus_probe.py"
@@ -61,11 +61,6 @@ def build() -> tuple[Path, int]:
             image = firmware.build_image(BUILD_OUT)
             _built = (BUILD_OUT, image.stat().st_size)
         return _built
-
-
-def crc(frame: bytes) -> bytes:
-    """CRC-16/MODBUS as sent (low byte first), computed by pymodbus, not by the firmware."""
-    return FramerRTU.compute_CRC(frame).to_bytes(2, "big")
 
 
 def with_crc(body: bytes) -> bytes:
@@ -126,6 +121,7 @@ class Wire:
         # (a test can change the plant's registers there, e.g. to tag each reply).
         self.before_request: Callable[[Request], Any] | None = None
         self._last: Request | None = None
+        self._open: list[Request] = []  # requests not answered yet, oldest first
         self._inject_fd: int | None = None
         self._timers: list[threading.Timer] = []
         self._released: list[bytes] = []
@@ -158,6 +154,7 @@ class Wire:
             with self._lock:
                 self.requests.append(req)
                 self._last = req
+                self._open.append(req)
             return data
         with self._lock:
             due = self._released[0] if self._released else None
@@ -170,9 +167,21 @@ class Wire:
             return due + (self._reply(now, rest) if rest else b"")
         return self._reply(now, data)
 
+    def _answered(self, frame: bytes) -> Request | None:
+        """The request a reply from the plant answers (the caller holds the lock): the oldest
+        open one to its unit and function. The plant answers in order, so the open requests
+        before that one will not be answered."""
+        if len(frame) >= 2:
+            unit, fc = frame[0], frame[1] & 0x7F
+            for i, r in enumerate(self._open):
+                if r.unit == unit and r.fc == fc:
+                    del self._open[:i + 1]
+                    return r
+        return self._last
+
     def _reply(self, now: float, data: bytes) -> bytes:
         with self._lock:
-            req = self._last
+            req = self._answered(data)
             fault = self._fault
             delay = self._delay
             code = self._exceptions.get((req.unit, req.fc, req.start)) if req else None

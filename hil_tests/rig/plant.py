@@ -249,6 +249,7 @@ class Plant:
                 link = self.links.get(bus.name)
                 if link is None:
                     link = self.links[bus.name] = PtyLink(name=f"{self.site.id}-{bus.name}")
+                link.plant_reports()
                 on_bus = [sd for sd in self.devices.values() if sd.device.bus == bus.name]
                 sims = [sd.sim_device(partial(self._on_request, sd)) for sd in on_bus]
                 sims.append(SimDevice(id=0, simdata=_tables([], [])))
@@ -275,6 +276,8 @@ class Plant:
         for server in self._servers.values():
             await server.shutdown()
         self._servers.clear()
+        for link in self.links.values():
+            link.plant_reports(False)
         for name in list(self.links):
             if name not in self._given_links:
                 self.links.pop(name).close()
@@ -415,6 +418,10 @@ class Plant:
         return None
 
     def _trace_packet(self, bus: str, sending: bool, packet: bytes) -> bytes:
+        # pymodbus sends (or here drops) one frame for every request it decoded: the link may
+        # pass the next request (links.py, frames).
+        if sending:
+            self.links[bus].plant_done()
         # RTU frame: unit id, function, data..., CRC. Only powered, configured units answer.
         if sending and packet:
             unit = packet[0]
