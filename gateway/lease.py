@@ -13,6 +13,10 @@ engines never run on purpose. `valid()` says whether the lease is still good rig
 engine asks it before each round and the notifier's claim is fenced by the epoch in the store,
 so a holder that was paused does nothing more once it wakes up, even before its loop runs.
 
+A renewal that starts late (the worker's event loop was busy: a long burst, a starved CPU) or
+whose store call is slow is logged, at most once a minute with a count, and counted in
+`stats()`: a lead that moves can then be told apart as the holder's own stall or a dead holder.
+
 A holder killed outright (kill -9, power cut) stops renewing; another worker takes over once
 the expiry passes: within `ttl_s` plus one renewal period (6 s + 2 s with the defaults). A clean
 stop releases the lease, and another worker takes over at its next try (within `renew_s`).
@@ -43,6 +47,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "sot_marks"
 NOTIFY_MAX = 7000  # bytes of site ids per pg_notify payload (PostgreSQL's limit is 8000)
 MARGIN = 0.25  # of a renewal period: the holder gives up this much before the store's expiry
+SLOW = 0.5  # of a renewal period: a renewal this late, or a store call this long, is logged
+SLOW_LOG_S = 60.0  # at most one such line a minute
 
 
 class Lease:
@@ -67,6 +73,9 @@ class Lease:
         self._good_until = -math.inf  # monotonic
         self._task: asyncio.Task[None] | None = None
         self._failing = False  # the store failed on the last try (logged once)
+        self.slow = 0  # renewals that started late or whose store call was slow
+        self.worst_delay_s = 0.0  # the longest such delay seen
+        self._slow_logged_at = -math.inf
 
     @property
     def leading(self) -> bool:
@@ -97,15 +106,33 @@ class Lease:
 
     async def _run(self) -> None:
         while True:
+            due = time.monotonic() + self.renew_s
             await asyncio.sleep(self.renew_s)
+            self._slow("the renewal started %.1f s late", time.monotonic() - due)
             await self._step()
+
+    def _slow(self, what: str, delay_s: float) -> None:
+        if delay_s <= SLOW * self.renew_s:
+            return
+        self.slow += 1
+        self.worst_delay_s = max(self.worst_delay_s, delay_s)
+        now = time.monotonic()
+        if now - self._slow_logged_at < SLOW_LOG_S:
+            return
+        log.warning("lease: %s: the worker's event loop or the store was busy (%d such "
+                    "delays so far; the lease lasts %.0f s from each renewal)", what % delay_s,
+                    self.slow, self.ttl_s)
+        self._slow_logged_at = now
 
     async def _step(self) -> None:
         started = time.monotonic()
         now = self.clock()
         try:
             if self.epoch is not None:
-                if self.store.renew_lease(self.name, self.holder, self.epoch, now, self.ttl_s):
+                renewed = self.store.renew_lease(self.name, self.holder, self.epoch, now,
+                                                 self.ttl_s)
+                self._slow("the store took %.1f s to renew", time.monotonic() - started)
+                if renewed:
                     self._good_until = started + self.ttl_s - MARGIN * self.renew_s
                 else:
                     held = self.store.lease(self.name) or {}
@@ -161,7 +188,8 @@ class Lease:
 
     def stats(self) -> dict[str, Any]:
         return {"worker": self.holder, "leading": self.leading, "epoch": self.epoch,
-                "gained": self.gained, "gained_at": self.gained_at}
+                "gained": self.gained, "gained_at": self.gained_at, "slow": self.slow,
+                "worst_delay_s": round(self.worst_delay_s, 3)}
 
 
 class MarkRelay:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import time
 from pathlib import Path
 
 import aiohttp
@@ -121,3 +123,30 @@ def test_two_workers_one_leader_and_the_other_takes_over_when_it_stops(tmp_path:
             await b.stop()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_leader_whose_event_loop_stalls_says_so(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture):
+    """When the lead moves, the operator must be able to tell a dead leader from one whose
+    worker was too busy to renew: a renewal that starts late is logged and counted in
+    /api/stats. A stall shorter than the lease keeps the lead."""
+    async def main() -> None:
+        gw = Gateway({**config(tmp_path), "worker": {"name": "a", "lease_ttl_s": 1.5}})
+        await gw.start()
+        try:
+            assert gw.lease is not None and gw.lease.leading and gw.lease.slow == 0
+            await asyncio.sleep(0.1)  # the lease's renewal task is waiting
+            time.sleep(0.8)  # the loop is held: the renewal due every 0.5 s has to wait
+            deadline = asyncio.get_running_loop().time() + 3
+            while gw.lease.slow == 0 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            stats = gw.lease.stats()
+            assert stats["slow"] == 1 and 0.25 < stats["worst_delay_s"] < 1.0, stats
+            assert gw.lease.leading and gw.engine is not None
+        finally:
+            await gw.stop()
+
+    with caplog.at_level(logging.WARNING, logger="gateway.lease"):
+        asyncio.run(asyncio.wait_for(main(), 30))
+    said = [r.getMessage() for r in caplog.records if "renewal started" in r.getMessage()]
+    assert len(said) == 1 and "busy" in said[0], said
