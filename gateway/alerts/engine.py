@@ -68,8 +68,9 @@ MAX_ATTEMPTS = 12  # 5 s doubling to 15 min: about 66 min of trying before givin
 PARALLEL_SENDS = 8
 # Rounds for sites that sent something start at most this often: under a burst (a county's
 # controllers replaying their journals after a blackout) a site's many messages cost one
-# evaluation, and ingest keeps the loop. It adds at most this much to the alert latency.
-MIN_ROUND_S = 0.05
+# evaluation, and ingest keeps the loop. It adds at most this much to the alert latency: at
+# 50 ms it was half the median (docs/benchmarks.md, "Rounds every 20 ms").
+MIN_ROUND_S = 0.02
 # A round over many sites runs in parts of about this many (whole municipalities each, so the
 # grouping rule sees all of a municipality's alerts) and gives the event loop back between
 # them: 2 000 sites in one piece held ingest and the web for over 100 ms.

@@ -46,7 +46,7 @@ import paho.mqtt.client as mqtt
 
 from gateway import config as config_mod
 from gateway.alerts.config import AlertConfig, Contact, load_rules
-from gateway.alerts.engine import AlertEngine
+from gateway.alerts.engine import MIN_ROUND_S, AlertEngine
 from gateway.ingest import Ingest, MqttIngest
 from gateway.store import PgStore, SiteInfo, SqliteStore
 from hil_tests.rig.broker import Broker, client_tls, rig_pki
@@ -481,8 +481,8 @@ Measured {datetime.date.today().isoformat()} on {machine()},
 **Method.** Private Mosquitto on 127.0.0.1 (`max_queued_messages 0`, `max_inflight_messages
 100`). The gateway is the production path (schema validation, one {store} commit per batch of
 the messages waiting on the loop, PUBACK after the commit, state history, the alert engine
-evaluating each site that sent a message at most every 50 ms and every site at least every
-5 s, in parts of about 200 sites) in one process; the load generator is
+evaluating each site that sent a message at most every {MIN_ROUND_S * 1000:.0f} ms and every
+site at least every 5 s, in parts of about 200 sites) in one process; the load generator is
 another process. Sites: {args.sites}, in municipalities of 20; the shipped
 `config/alerts.toml`; one `file` contact.
 

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.alerts.config import load_rules
+from gateway.alerts.engine import MIN_ROUND_S
 from gateway.config import CONFIG_DIR, Site, load_sites
 from hil_tests.bench import report
 from hil_tests.bench.bench_crisis import pct
@@ -511,8 +512,8 @@ bus keeps its cycle and the step's own work: here {min(ctl_v, default=0):.0f} to
 follows the event after its PUBACK, with a garbage collection before it is built
 (`Session._state` in firmware/sot/telemetry.py): p50
 {pct(state_v, 50) if state_v else 0:.0f} ms."""), para(f"""
-At the gateway the filed state wakes the alert engine, whose rounds start at most every 0.05 s
-(`MIN_ROUND_S` in gateway/alerts/engine.py), and the screen's event stream: p50
+At the gateway the filed state wakes the alert engine, whose rounds start at most every
+{MIN_ROUND_S:g} s (`MIN_ROUND_S` in gateway/alerts/engine.py), and the screen's event stream: p50
 {pct(gw_alert, 50) if gw_alert else 0:.0f} and {pct(gw_screen, 50) if gw_screen else 0:.0f} ms,
 at most {hi(gw_alert):.0f} and {hi(gw_screen):.0f} ms in this run. (The subscriber that
 times the states shares the bench's process with the gateway, so it can hear a state some
