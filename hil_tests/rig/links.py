@@ -42,6 +42,7 @@ import tty
 from collections.abc import Callable
 
 from pymodbus.framer.rtu import FramerRTU
+from pymodbus.pdu import DecodePDU
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +63,20 @@ def crc(frame: bytes) -> bytes:
     return FramerRTU.compute_CRC(frame).to_bytes(2, "big")
 
 
+# pymodbus' own tables of request and reply lengths, by function code (the server decodes
+# requests, a client replies).
+_DECODERS = {TO_PLANT: DecodePDU(is_server=True), TO_CONTROLLER: DecodePDU(is_server=False)}
+
+
 def _frame_size(data: bytes, direction: str) -> int | None:
     """Length of the RTU frame at the start of `data` by its own header, or None if unknown."""
     if len(data) < 3:
         return None
-    fc = data[1]
-    if direction == TO_PLANT:
-        if 1 <= fc <= 6:
-            return 8
-        if fc in (15, 16):
-            return 9 + data[6] if len(data) >= 7 else None
+    pdu = _DECODERS[direction].lookupPduClass(data)
+    try:
+        return (pdu.calculateRtuFrameSize(data) or None) if pdu is not None else None
+    except (IndexError, ValueError):  # not enough of the header yet
         return None
-    if fc & 0x80:
-        return 5
-    if 1 <= fc <= 4:
-        return 5 + data[2]
-    if fc in (5, 6, 15, 16):
-        return 8
-    return None
 
 
 def rtu_frames(direction: str, data: bytes) -> list[bytes]:
