@@ -367,13 +367,16 @@ class BusRig:
     every `config.Bus` to replace (timeout_ms, poll_ms, baud). `paced`: deliver bytes at the
     bus's baud rate, `bits_per_byte` bits each (11: Modbus RTU with parity or two stop bits).
     `setup(plant)` runs once the plant serves and before the probe's first request.
+    `min_timeout_ms`: every device profile's floor for the master's adaptive timeout (a test
+    that wants the bus's `timeout_ms` itself sets both alike).
     """
 
     def __init__(self, site: Site, workdir: Path, *, devices: Iterable[str] | None = None,
                  bus: dict[str, Any] | None = None, paced: bool = False,
                  bits_per_byte: int = BITS_PER_CHAR, seed: int = 1,
                  duration: float | None = None,
-                 setup: Callable[[Plant], None] | None = None) -> None:
+                 setup: Callable[[Plant], None] | None = None,
+                 min_timeout_ms: int | None = None) -> None:
         if devices is not None:
             names = list(devices)
             missing = set(names) - {d.name for d in site.devices}
@@ -381,6 +384,10 @@ class BusRig:
                 raise KeyError(f"no device {', '.join(sorted(missing))} in site '{site.id}'")
             site = dataclasses.replace(site, devices=tuple(d for d in site.devices
                                                            if d.name in names))
+        if min_timeout_ms is not None:
+            site = dataclasses.replace(site, devices=tuple(
+                dataclasses.replace(d, profile=dataclasses.replace(
+                    d.profile, min_timeout_ms=min_timeout_ms)) for d in site.devices))
         if bus:
             site = dataclasses.replace(site, buses=tuple(dataclasses.replace(b, **bus)
                                                          for b in site.buses))
